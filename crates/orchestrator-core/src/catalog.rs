@@ -1,0 +1,102 @@
+//! Which tools and actions a pipeline may name.
+//!
+//! The compiler is pure, so it does not know the running tool registry; it is
+//! given a [`ToolCatalog`]. [`BuiltinCatalog`] lists the tools the language
+//! page defines; the tool registry builds a catalog of what is really enabled.
+
+use std::collections::BTreeMap;
+
+/// The tool that model actions may name explicitly.
+pub const LLM_TOOL: &str = "llm-generate";
+
+/// Actions that run on a model rather than a tool.
+pub const MODEL_ACTIONS: &[&str] = &[
+    "generate",
+    "complete",
+    "chat",
+    "generate_structured",
+    "analyze_text",
+];
+
+/// The action that evaluates a step's condition and needs no tool.
+pub const EVALUATE_CONDITION: &str = "evaluate_condition";
+
+/// Actions a step may name without `tool`.
+pub const RUNTIME_ACTIONS: &[&str] = &[
+    "generate",
+    "generate_structured",
+    "analyze_text",
+    EVALUATE_CONDITION,
+];
+
+/// Maps an action alias to its canonical name.
+pub fn canonical_action(action: &str) -> &str {
+    match action {
+        "generate_text" | "generate-text" => "generate",
+        "generate-structured" => "generate_structured",
+        "analyze-text" => "analyze_text",
+        "evaluate-condition" => EVALUATE_CONDITION,
+        other => other,
+    }
+}
+
+/// The tools and actions that exist.
+pub trait ToolCatalog {
+    /// The actions of `tool`, or `None` when there is no such tool.
+    fn actions(&self, tool: &str) -> Option<Vec<String>>;
+    /// Every tool id, sorted.
+    fn tool_ids(&self) -> Vec<String>;
+}
+
+/// A catalog held in memory.
+#[derive(Debug, Clone, Default)]
+pub struct StaticCatalog {
+    tools: BTreeMap<String, Vec<String>>,
+}
+
+impl StaticCatalog {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_tool(mut self, id: &str, actions: &[&str]) -> Self {
+        self.insert(id, actions.iter().map(|a| a.to_string()).collect());
+        self
+    }
+
+    pub fn insert(&mut self, id: &str, actions: Vec<String>) {
+        self.tools.insert(id.to_string(), actions);
+    }
+}
+
+impl ToolCatalog for StaticCatalog {
+    fn actions(&self, tool: &str) -> Option<Vec<String>> {
+        self.tools.get(tool).cloned()
+    }
+
+    fn tool_ids(&self) -> Vec<String> {
+        self.tools.keys().cloned().collect()
+    }
+}
+
+/// The built-in tools of the language page, each with its actions.
+pub fn builtin_catalog() -> StaticCatalog {
+    StaticCatalog::new()
+        .with_tool("echo", &["echo"])
+        .with_tool(
+            "filesystem",
+            &[
+                "read", "write", "copy", "move", "delete", "list", "exists", "mkdir",
+            ],
+        )
+        .with_tool("terminal", &["run"])
+        .with_tool("report-generator", &["generate"])
+        .with_tool(
+            "data-processing",
+            &["filter", "convert", "aggregate", "transform"],
+        )
+        .with_tool("validation", &["validate", "infer_schema"])
+        .with_tool("web-search", &["search"])
+        .with_tool("http", &["request"])
+        .with_tool(LLM_TOOL, MODEL_ACTIONS)
+}

@@ -1,0 +1,671 @@
+//! Templates: minijinja, sandboxed and strict.
+//!
+//! - An undefined name is an error (strict undefined).
+//! - Trailing newlines are kept, so file content is byte-exact.
+//! - A string that is exactly one expression (`"{{ colours }}"`) renders to the
+//!   expression's native value (a list stays a list); anything else renders to
+//!   a string.
+//! - Rendering is bounded by fuel, so a template cannot loop forever.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use minijinja::value::{Enumerator, Object, ObjectRepr, Serde, Value as JValue};
+use minijinja::{Environment, Error as JError, ErrorKind as JErrorKind, UndefinedBehavior};
+use serde_json::Value;
+
+/// Instructions a single render may execute before it is stopped.
+const FUEL: u64 = 2_000_000;
+/// Largest rendered string, in bytes.
+const MAX_OUTPUT: usize = 16 * 1024 * 1024;
+
+/// A template that failed to parse or to render.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct TemplateError {
+    pub message: String,
+    /// Line inside the template text (1-based), when minijinja knows it.
+    pub line: Option<usize>,
+    /// The template refers to something undefined.
+    pub undefined: bool,
+}
+
+impl TemplateError {
+    fn from_jinja(err: &JError) -> Self {
+        let mut message = match err.detail() {
+            Some(detail) => format!("{}: {detail}", kind_text(err.kind())),
+            None => kind_text(err.kind()).to_string(),
+        };
+        if let Some(source) = std::error::Error::source(err) {
+            message.push_str(&format!(" ({source})"));
+        }
+        TemplateError {
+            message,
+            line: err.line(),
+            undefined: err.kind() == JErrorKind::UndefinedError,
+        }
+    }
+
+    fn new(message: impl Into<String>) -> Self {
+        TemplateError {
+            message: message.into(),
+            line: None,
+            undefined: false,
+        }
+    }
+}
+
+fn kind_text(kind: JErrorKind) -> &'static str {
+    match kind {
+        JErrorKind::SyntaxError => "syntax error",
+        JErrorKind::UndefinedError => "undefined value",
+        JErrorKind::UnknownFilter => "unknown filter",
+        JErrorKind::UnknownTest => "unknown test",
+        JErrorKind::UnknownFunction => "unknown function",
+        JErrorKind::UnknownMethod => "unknown method",
+        JErrorKind::InvalidOperation => "invalid operation",
+        JErrorKind::OutOfFuel => "template ran too long",
+        JErrorKind::TooManyArguments => "too many arguments",
+        JErrorKind::MissingArgument => "missing argument",
+        JErrorKind::CannotUnpack => "cannot unpack",
+        JErrorKind::NonPrimitive | JErrorKind::NonKey => "invalid value",
+        _ => "template error",
+    }
+}
+
+/// Whether a string contains template syntax at all.
+pub fn is_template(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%") || text.contains("{#")
+}
+
+/// If `text` is exactly one `{{ expression }}`, returns the expression.
+pub fn single_expression(text: &str) -> Option<&str> {
+    let inner = text.strip_prefix("{{")?.strip_suffix("}}")?;
+    if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") || inner.contains("{#")
+    {
+        return None;
+    }
+    let inner = inner.strip_prefix('-').unwrap_or(inner);
+    let inner = inner.strip_suffix('-').unwrap_or(inner);
+    let inner = inner.trim();
+    (!inner.is_empty()).then_some(inner)
+}
+
+/// The result of a finished step as templates see it: `{result, success, error}`.
+///
+/// `{{ step }}` alone renders the result when it is a string (its JSON
+/// otherwise), and a key that is not part of the envelope is looked up in the
+/// result, so `{{ step.content }}` works like `{{ step.result.content }}`.
+#[derive(Debug, Clone)]
+pub struct StepEnvelope {
+    pub result: Value,
+    pub success: bool,
+    pub error: Option<String>,
+}
+
+impl Object for StepEnvelope {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &JValue) -> Option<JValue> {
+        match key.as_str()? {
+            "result" | "output" => Some(JValue::from(Serde(&self.result))),
+            "success" => Some(JValue::from(self.success)),
+            "error" => Some(match &self.error {
+                Some(e) => JValue::from(e.as_str()),
+                None => JValue::from(()),
+            }),
+            other => self
+                .result
+                .as_object()
+                .and_then(|m| m.get(other))
+                .map(|v| JValue::from(Serde(v))),
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(&["result", "success", "error"])
+    }
+
+    fn is_true(self: &Arc<Self>) -> bool {
+        self.success
+    }
+
+    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.result {
+            Value::String(s) => f.write_str(s),
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+/// Names visible to a template, built up by the caller.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    vars: BTreeMap<String, JValue>,
+}
+
+impl Scope {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Binds a JSON value.
+    pub fn set(&mut self, name: impl Into<String>, value: &Value) -> &mut Self {
+        self.vars.insert(name.into(), JValue::from(Serde(value)));
+        self
+    }
+
+    /// Binds the inputs by bare name and as `inputs.x` / `parameters.x`.
+    pub fn set_inputs(&mut self, inputs: &serde_json::Map<String, Value>) -> &mut Self {
+        for (k, v) in inputs {
+            self.set(k.clone(), v);
+        }
+        let all = Value::Object(inputs.clone());
+        self.set("inputs", &all);
+        self.set("parameters", &all);
+        self
+    }
+
+    /// Binds a finished step's envelope under its id.
+    pub fn set_step(&mut self, id: impl Into<String>, envelope: StepEnvelope) -> &mut Self {
+        self.vars.insert(id.into(), JValue::from_object(envelope));
+        self
+    }
+
+    /// Binds a skipped step: `none`.
+    pub fn set_none(&mut self, id: impl Into<String>) -> &mut Self {
+        self.vars.insert(id.into(), JValue::from(()));
+        self
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.vars.contains_key(name)
+    }
+
+    fn context(&self) -> JValue {
+        JValue::from(self.vars.clone())
+    }
+}
+
+/// Names always in scope while a step runs.
+pub const BUILTIN_NAMES: &[&str] = &["inputs", "parameters", "execution", "pipeline_id"];
+/// Names bound inside a `for_each` body.
+pub const FOR_EACH_NAMES: &[&str] = &["item", "index", "position", "length", "is_first", "is_last"];
+/// Names bound inside a `while` body (and its condition).
+pub const WHILE_NAMES: &[&str] = &["iteration"];
+
+/// The template environment with the language's filters. Cheap to share.
+pub fn environment() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(build_environment)
+}
+
+fn build_environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(64);
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+    {
+        env.set_syntax(syntax);
+    }
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    filters::register(&mut env);
+    env
+}
+
+/// Parses a template and returns the root names it reads from its context
+/// (`{{ a.result.b }}` → `a`), without names it defines itself.
+pub fn referenced_names(text: &str) -> Result<BTreeSet<String>, TemplateError> {
+    let env = environment();
+    let names = match single_expression(text) {
+        Some(expr) if !text.contains("{%") => env
+            .compile_expression(expr)
+            .map_err(|e| TemplateError::from_jinja(&e))?
+            .undeclared_variables(false),
+        _ => env
+            .template_from_str(text)
+            .map_err(|e| TemplateError::from_jinja(&e))?
+            .undeclared_variables(false),
+    };
+    Ok(names
+        .into_iter()
+        .filter(|n| !is_global(n))
+        .collect::<BTreeSet<_>>())
+}
+
+/// Parses a bare expression (a condition written without braces) and returns its names.
+pub fn expression_names(expr: &str) -> Result<BTreeSet<String>, TemplateError> {
+    let names = environment()
+        .compile_expression(expr)
+        .map_err(|e| TemplateError::from_jinja(&e))?
+        .undeclared_variables(false);
+    Ok(names.into_iter().filter(|n| !is_global(n)).collect())
+}
+
+fn is_global(name: &str) -> bool {
+    matches!(
+        name,
+        "range" | "dict" | "namespace" | "debug" | "loop" | "self" | "none" | "true" | "false"
+    )
+}
+
+/// Renders a template to a string.
+pub fn render_str(text: &str, scope: &Scope) -> Result<String, TemplateError> {
+    if !is_template(text) {
+        return Ok(text.to_string());
+    }
+    let out = environment()
+        .render_str(text, scope.context())
+        .map_err(|e| TemplateError::from_jinja(&e))?;
+    if out.len() > MAX_OUTPUT {
+        return Err(TemplateError::new(format!(
+            "rendered text is larger than {MAX_OUTPUT} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+/// Renders one string value: a single expression keeps its native type.
+pub fn render_string_value(text: &str, scope: &Scope) -> Result<Value, TemplateError> {
+    if let Some(expr) = single_expression(text) {
+        let value = environment()
+            .compile_expression(expr)
+            .map_err(|e| TemplateError::from_jinja(&e))?
+            .eval(scope.context())
+            .map_err(|e| TemplateError::from_jinja(&e))?;
+        if value.is_undefined() {
+            return Err(TemplateError {
+                message: format!("undefined value: '{expr}' is not defined"),
+                line: None,
+                undefined: true,
+            });
+        }
+        return to_json(&value);
+    }
+    render_str(text, scope).map(Value::String)
+}
+
+/// Renders every string inside a value (lists and maps deeply; keys are left alone).
+pub fn render_value(value: &Value, scope: &Scope) -> Result<Value, TemplateError> {
+    Ok(match value {
+        Value::String(s) => render_string_value(s, scope)?,
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| render_value(v, scope))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), render_value(v, scope)?)))
+                .collect::<Result<_, TemplateError>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// Converts a template value to JSON. Step envelopes become `{result, success, error}`.
+pub fn to_json(value: &JValue) -> Result<Value, TemplateError> {
+    if let Some(env) = value.downcast_object_ref::<StepEnvelope>() {
+        return Ok(serde_json::json!({
+            "result": env.result,
+            "success": env.success,
+            "error": env.error,
+        }));
+    }
+    serde_json::to_value(value)
+        .map_err(|e| TemplateError::new(format!("value cannot be converted to JSON: {e}")))
+}
+
+/// Evaluates a condition: `{{ x > 3 }}`, `x > 3`, or a template rendering to
+/// `true`/`false`. Never runs code beyond the sandboxed template language.
+pub fn eval_condition(condition: &str, scope: &Scope) -> Result<bool, TemplateError> {
+    let trimmed = condition.trim();
+    let value = if is_template(trimmed) {
+        render_string_value(trimmed, scope)?
+    } else {
+        let v = environment()
+            .compile_expression(trimmed)
+            .map_err(|e| TemplateError::from_jinja(&e))?
+            .eval(scope.context())
+            .map_err(|e| TemplateError::from_jinja(&e))?;
+        if v.is_undefined() {
+            return Err(TemplateError {
+                message: format!("undefined value in condition '{trimmed}'"),
+                line: None,
+                undefined: true,
+            });
+        }
+        to_json(&v)?
+    };
+    truthy(&value).ok_or_else(|| {
+        TemplateError::new(format!(
+            "condition rendered to {value}, which is not a boolean"
+        ))
+    })
+}
+
+/// The boolean meaning of a rendered value, if it has one.
+pub fn truthy(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::Null => Some(false),
+        Value::Number(n) => Some(n.as_f64().is_some_and(|f| f != 0.0)),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" | "y" => Some(true),
+            "false" | "no" | "off" | "0" | "n" | "" | "none" | "null" => Some(false),
+            _ => None,
+        },
+        Value::Array(a) => Some(!a.is_empty()),
+        Value::Object(m) => Some(!m.is_empty()),
+    }
+}
+
+/// Parses a rendered output: a JSON literal (number, bool, list, object, null)
+/// becomes that value; anything else stays a string.
+pub fn parse_literal(text: &str) -> Value {
+    let t = text.trim();
+    let looks_literal = t.starts_with(['{', '[', '-'])
+        || t.starts_with(|c: char| c.is_ascii_digit())
+        || matches!(t, "true" | "false" | "null");
+    if looks_literal && let Ok(v) = serde_json::from_str::<Value>(t) {
+        return v;
+    }
+    match t {
+        "True" => Value::Bool(true),
+        "False" => Value::Bool(false),
+        "None" => Value::Null,
+        _ => Value::String(text.to_string()),
+    }
+}
+
+mod filters {
+    use minijinja::value::{Kwargs, Value as JValue};
+    use minijinja::{Environment, Error, ErrorKind};
+
+    fn invalid(msg: impl Into<String>) -> Error {
+        Error::new(ErrorKind::InvalidOperation, msg.into())
+    }
+
+    pub fn register(env: &mut Environment<'static>) {
+        env.add_filter("slugify", slugify);
+        env.add_filter("truncate_words", truncate_words);
+        env.add_filter("regex_search", regex_search);
+        env.add_filter("regex_replace", regex_replace);
+        env.add_filter("to_json", to_json);
+        env.add_filter("from_json", from_json);
+        env.add_filter("date", date);
+        env.add_filter("basename", basename);
+    }
+
+    pub fn slugify(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut dash = false;
+        for c in text.chars().flat_map(char::to_lowercase) {
+            if c.is_alphanumeric() {
+                out.push(c);
+                dash = false;
+            } else if !dash && !out.is_empty() {
+                out.push('-');
+                dash = true;
+            }
+        }
+        while out.ends_with('-') {
+            out.pop();
+        }
+        out
+    }
+
+    fn truncate_words(text: &str, count: Option<usize>, end: Option<&str>) -> String {
+        let count = count.unwrap_or(50);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        if words.len() <= count {
+            return words.join(" ");
+        }
+        let mut out = words[..count].join(" ");
+        out.push_str(end.unwrap_or("..."));
+        out
+    }
+
+    fn compile(pattern: &str) -> Result<regex::Regex, Error> {
+        regex::RegexBuilder::new(pattern)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| invalid(format!("invalid regular expression: {e}")))
+    }
+
+    fn regex_search(text: &str, pattern: &str) -> Result<JValue, Error> {
+        let re = compile(pattern)?;
+        Ok(match re.captures(text) {
+            None => JValue::from(()),
+            Some(caps) if caps.len() > 1 => caps
+                .get(1)
+                .map(|m| JValue::from(m.as_str()))
+                .unwrap_or_else(|| JValue::from(())),
+            Some(caps) => caps
+                .get(0)
+                .map(|m| JValue::from(m.as_str()))
+                .unwrap_or_else(|| JValue::from(())),
+        })
+    }
+
+    fn regex_replace(text: &str, pattern: &str, replacement: &str) -> Result<String, Error> {
+        Ok(compile(pattern)?
+            .replace_all(text, replacement)
+            .into_owned())
+    }
+
+    fn to_json(value: JValue, kwargs: Kwargs) -> Result<String, Error> {
+        let indent: Option<usize> = kwargs.get("indent")?;
+        kwargs.assert_all_used()?;
+        let json = super::to_json(&value).map_err(|e| invalid(e.message))?;
+        let out = match indent {
+            Some(_) => serde_json::to_string_pretty(&json),
+            None => serde_json::to_string(&json),
+        };
+        out.map_err(|e| invalid(e.to_string()))
+    }
+
+    fn from_json(text: &str) -> Result<JValue, Error> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
+        Ok(JValue::from(minijinja::value::Serde(value)))
+    }
+
+    /// `date(format="%Y-%m-%d")` on an RFC 3339 string, a `YYYY-MM-DD` date, a
+    /// Unix timestamp, or `"now"`.
+    fn date(value: JValue, format: Option<&str>) -> Result<String, Error> {
+        use chrono::{DateTime, NaiveDate, Utc};
+        let format = format.unwrap_or("%Y-%m-%d");
+        let when: DateTime<Utc> = if let Some(s) = value.as_str() {
+            if s == "now" {
+                Utc::now()
+            } else if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+                t.with_timezone(&Utc)
+            } else if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+                d.and_hms_opt(0, 0, 0)
+                    .map(|t| t.and_utc())
+                    .ok_or_else(|| invalid("invalid date"))?
+            } else {
+                return Err(invalid(format!("'{s}' is not a date")));
+            }
+        } else if let Ok(secs) = i64::try_from(value.clone()) {
+            DateTime::from_timestamp(secs, 0).ok_or_else(|| invalid("timestamp out of range"))?
+        } else if let Ok(secs) = f64::try_from(value.clone()) {
+            DateTime::from_timestamp(secs as i64, 0)
+                .ok_or_else(|| invalid("timestamp out of range"))?
+        } else {
+            return Err(invalid(format!("{value} is not a date")));
+        };
+        let mut out = String::new();
+        use std::fmt::Write;
+        write!(out, "{}", when.format(format)).map_err(|_| invalid("invalid date format"))?;
+        Ok(out)
+    }
+
+    fn basename(path: &str) -> String {
+        path.trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scope() -> Scope {
+        let mut s = Scope::new();
+        s.set_inputs(
+            &json!({"who": "world", "colours": ["red", "green"], "n": 3})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        s.set_step(
+            "read",
+            StepEnvelope {
+                result: json!({"content": "hi\n", "path": "out/a.txt"}),
+                success: true,
+                error: None,
+            },
+        );
+        s.set_step(
+            "gen",
+            StepEnvelope {
+                result: json!("some text"),
+                success: true,
+                error: None,
+            },
+        );
+        s.set_none("skipped");
+        s
+    }
+
+    #[test]
+    fn strings_render_with_inputs_and_step_results() {
+        let s = scope();
+        assert_eq!(
+            render_str("hello, {{ who }}", &s).ok(),
+            Some("hello, world".into())
+        );
+        assert_eq!(
+            render_str("{{ read.result.content }}", &s).ok(),
+            Some("hi\n".into())
+        );
+        assert_eq!(
+            render_str("{{ inputs.who }}/{{ parameters.n }}", &s).ok(),
+            Some("world/3".into())
+        );
+        assert_eq!(render_str("{{ gen }}", &s).ok(), Some("some text".into()));
+        assert_eq!(
+            render_str("{{ read.content }}", &s).ok(),
+            Some("hi\n".into())
+        );
+    }
+
+    #[test]
+    fn trailing_newlines_are_kept() {
+        assert_eq!(
+            render_str("a {{ who }}\n", &scope()).ok(),
+            Some("a world\n".into())
+        );
+        assert_eq!(render_str("x\n\n", &scope()).ok(), Some("x\n\n".into()));
+    }
+
+    #[test]
+    fn a_single_expression_keeps_its_type() {
+        let s = scope();
+        assert_eq!(
+            render_string_value("{{ colours }}", &s).ok(),
+            Some(json!(["red", "green"]))
+        );
+        assert_eq!(render_string_value("{{ n + 1 }}", &s).ok(), Some(json!(4)));
+        assert_eq!(
+            render_string_value("{{ skipped }}", &s).ok(),
+            Some(json!(null))
+        );
+        assert_eq!(render_string_value(" {{ n }}", &s).ok(), Some(json!(" 3")));
+    }
+
+    #[test]
+    fn undefined_names_are_errors() {
+        let err = render_str("{{ nope }}", &scope()).expect_err("strict");
+        assert!(err.undefined, "{err:?}");
+        let err = render_string_value("{{ read.result.missing }}", &scope()).expect_err("strict");
+        assert!(err.message.contains("undefined"), "{err:?}");
+    }
+
+    #[test]
+    fn conditions_evaluate_to_booleans() {
+        let s = scope();
+        assert_eq!(
+            eval_condition("{{ who | length > 3 }}", &s).ok(),
+            Some(true)
+        );
+        assert_eq!(eval_condition("n > 5", &s).ok(), Some(false));
+        assert_eq!(eval_condition("{{ 'yes' }}", &s).ok(), Some(true));
+        assert!(eval_condition("{{ 'banana' }}", &s).is_err());
+        assert!(eval_condition("import os", &s).is_err());
+    }
+
+    #[test]
+    fn filters_of_the_language_page_work() {
+        let s = scope();
+        let r = |t: &str| render_str(t, &s).unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(r("{{ 'Hello, World!' | slugify }}"), "hello-world");
+        assert_eq!(r("{{ 'a b c d' | truncate_words(2) }}"), "a b...");
+        assert_eq!(
+            r("{{ 'v1.25' | regex_search('[0-9]+\\\\.[0-9]+') }}"),
+            "1.25"
+        );
+        assert_eq!(r("{{ 'a-b-c' | regex_replace('-', '+') }}"), "a+b+c");
+        assert_eq!(r("{{ colours | to_json }}"), "[\"red\",\"green\"]");
+        assert_eq!(r("{{ ('{\"a\": 2}' | from_json).a }}"), "2");
+        assert_eq!(
+            r("{{ '2024-03-05T10:00:00Z' | date('%d/%m/%Y') }}"),
+            "05/03/2024"
+        );
+        assert_eq!(r("{{ read.result.path | basename }}"), "a.txt");
+    }
+
+    #[test]
+    fn runaway_templates_are_stopped() {
+        let err = render_str(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            &scope(),
+        )
+        .expect_err("fuel");
+        assert!(err.message.contains("too long"), "{err:?}");
+    }
+
+    #[test]
+    fn references_list_root_names_only() {
+        let names =
+            referenced_names("{{ a.result.x }} {% for i in items %}{{ i }}{{ b }}{% endfor %}")
+                .expect("parses");
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            vec!["a", "b", "items"]
+        );
+        assert!(referenced_names("{{ a.b").is_err());
+    }
+
+    #[test]
+    fn literals_in_outputs_become_values() {
+        assert_eq!(parse_literal("42"), json!(42));
+        assert_eq!(parse_literal("[1, 2]"), json!([1, 2]));
+        assert_eq!(parse_literal("true"), json!(true));
+        assert_eq!(parse_literal("hello"), json!("hello"));
+        assert_eq!(parse_literal("-"), json!("-"));
+    }
+}

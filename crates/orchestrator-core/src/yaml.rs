@@ -1,0 +1,598 @@
+//! A small YAML loader that keeps the position of every node.
+//!
+//! Serde-based loaders stop at the first problem and forget where values came
+//! from. The compiler needs both: it reports every error at once with its line
+//! and column. This module turns `saphyr-parser` events into a [`Node`] tree
+//! using the YAML 1.2 core schema, with a budget on alias expansion so a
+//! "billion laughs" document cannot exhaust memory.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
+use serde::{Deserialize, Serialize};
+
+/// Largest number of nodes a document may expand to (aliases included).
+const MAX_NODES: usize = 1_000_000;
+/// Deepest nesting accepted.
+const MAX_DEPTH: usize = 128;
+
+/// A 1-based line and column in the source text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, PartialOrd, Ord)]
+pub struct Pos {
+    pub line: u32,
+    pub column: u32,
+}
+
+/// A YAML value and where it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub value: NodeValue,
+    pub pos: Pos,
+}
+
+/// The value of a [`Node`]. Mapping keys keep their own positions and order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<(Key, Node)>),
+}
+
+/// A mapping key: always a string here (scalar keys are stringified).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Key {
+    pub name: String,
+    pub pos: Pos,
+}
+
+/// A document that is not well-formed YAML, or not one this loader accepts.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message} at line {}, column {}", pos.line, pos.column)]
+pub struct YamlError {
+    pub message: String,
+    pub pos: Pos,
+}
+
+impl Node {
+    pub fn type_name(&self) -> &'static str {
+        match self.value {
+            NodeValue::Null => "null",
+            NodeValue::Bool(_) => "boolean",
+            NodeValue::Int(_) => "integer",
+            NodeValue::Float(_) => "number",
+            NodeValue::Str(_) => "string",
+            NodeValue::Seq(_) => "list",
+            NodeValue::Map(_) => "mapping",
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            NodeValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_map(&self) -> Option<&[(Key, Node)]> {
+        match &self.value {
+            NodeValue::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Looks a key up in a mapping node.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.as_map()?
+            .iter()
+            .find(|(k, _)| k.name == key)
+            .map(|(_, v)| v)
+    }
+
+    /// Converts to JSON. Non-finite floats become strings (`.inf`, `.nan`),
+    /// since JSON cannot carry them.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match &self.value {
+            NodeValue::Null => Value::Null,
+            NodeValue::Bool(b) => Value::Bool(*b),
+            NodeValue::Int(i) => Value::from(*i),
+            NodeValue::Float(f) => serde_json::Number::from_f64(*f)
+                .map(Value::Number)
+                .unwrap_or_else(|| Value::String(f.to_string())),
+            NodeValue::Str(s) => Value::String(s.clone()),
+            NodeValue::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            NodeValue::Map(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.name.clone(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Builds a node tree from JSON (all positions are zero: the value did
+    /// not come from YAML text).
+    pub fn from_json(value: &serde_json::Value) -> Node {
+        use serde_json::Value;
+        let value = match value {
+            Value::Null => NodeValue::Null,
+            Value::Bool(b) => NodeValue::Bool(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => NodeValue::Int(i),
+                None => NodeValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Value::String(s) => NodeValue::Str(s.clone()),
+            Value::Array(items) => NodeValue::Seq(items.iter().map(Node::from_json).collect()),
+            Value::Object(map) => NodeValue::Map(
+                map.iter()
+                    .map(|(k, v)| {
+                        (
+                            Key {
+                                name: k.clone(),
+                                pos: Pos::default(),
+                            },
+                            Node::from_json(v),
+                        )
+                    })
+                    .collect(),
+            ),
+        };
+        Node {
+            value,
+            pos: Pos::default(),
+        }
+    }
+}
+
+fn pos_of(span: &Span) -> Pos {
+    Pos {
+        line: u32::try_from(span.start.line()).unwrap_or(u32::MAX),
+        column: u32::try_from(span.start.col() + 1).unwrap_or(u32::MAX),
+    }
+}
+
+enum Frame {
+    Seq {
+        items: Vec<Node>,
+        pos: Pos,
+        anchor: usize,
+    },
+    Map {
+        entries: Vec<(Key, Node)>,
+        pending_key: Option<Key>,
+        /// Keys that came from a merge (`<<`): explicit keys replace them.
+        merged: Vec<String>,
+        pos: Pos,
+        anchor: usize,
+    },
+}
+
+/// Parses one YAML document into a [`Node`]. An empty document is `Null`.
+pub fn parse(text: &str) -> Result<Node, YamlError> {
+    let mut parser = Parser::new_from_str(text);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut root: Option<Node> = None;
+    let mut documents = 0usize;
+    let mut budget = MAX_NODES;
+
+    while let Some(event) = parser.next_event() {
+        let (event, span) = event.map_err(|e| YamlError {
+            message: e.info().to_string(),
+            pos: Pos {
+                line: u32::try_from(e.marker().line()).unwrap_or(u32::MAX),
+                column: u32::try_from(e.marker().col() + 1).unwrap_or(u32::MAX),
+            },
+        })?;
+        let pos = pos_of(&span);
+        let complete: Option<(Node, usize)> = match event {
+            Event::StreamStart | Event::StreamEnd | Event::Nothing | Event::DocumentEnd => None,
+            Event::DocumentStart(_) => {
+                documents += 1;
+                if documents > 1 {
+                    return Err(YamlError {
+                        message: "a pipeline file holds one YAML document, found a second"
+                            .to_string(),
+                        pos,
+                    });
+                }
+                None
+            }
+            Event::SequenceStart(anchor, _) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(YamlError {
+                        message: format!("nesting deeper than {MAX_DEPTH} levels"),
+                        pos,
+                    });
+                }
+                stack.push(Frame::Seq {
+                    items: Vec::new(),
+                    pos,
+                    anchor,
+                });
+                None
+            }
+            Event::MappingStart(anchor, _) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(YamlError {
+                        message: format!("nesting deeper than {MAX_DEPTH} levels"),
+                        pos,
+                    });
+                }
+                stack.push(Frame::Map {
+                    entries: Vec::new(),
+                    pending_key: None,
+                    merged: Vec::new(),
+                    pos,
+                    anchor,
+                });
+                None
+            }
+            Event::SequenceEnd => match stack.pop() {
+                Some(Frame::Seq { items, pos, anchor }) => Some((
+                    Node {
+                        value: NodeValue::Seq(items),
+                        pos,
+                    },
+                    anchor,
+                )),
+                _ => return Err(internal(pos)),
+            },
+            Event::MappingEnd => match stack.pop() {
+                Some(Frame::Map {
+                    entries,
+                    pos,
+                    anchor,
+                    ..
+                }) => Some((
+                    Node {
+                        value: NodeValue::Map(entries),
+                        pos,
+                    },
+                    anchor,
+                )),
+                _ => return Err(internal(pos)),
+            },
+            Event::Scalar(text, style, anchor, tag) => {
+                Some((resolve_scalar(text, style, tag.as_deref(), pos)?, anchor))
+            }
+            Event::Alias(id) => {
+                let target = anchors.get(&id).ok_or_else(|| YamlError {
+                    message: "alias to an unknown anchor".to_string(),
+                    pos,
+                })?;
+                let cost = count_nodes(target);
+                if cost > budget {
+                    return Err(YamlError {
+                        message: format!("aliases expand the document past {MAX_NODES} nodes"),
+                        pos,
+                    });
+                }
+                budget -= cost;
+                let mut node = target.clone();
+                node.pos = pos;
+                Some((node, 0))
+            }
+        };
+
+        let Some((node, anchor)) = complete else {
+            continue;
+        };
+        if budget == 0 {
+            return Err(YamlError {
+                message: format!("document has more than {MAX_NODES} nodes"),
+                pos,
+            });
+        }
+        budget -= 1;
+        if anchor != 0 {
+            anchors.insert(anchor, node.clone());
+        }
+        match stack.last_mut() {
+            None => root = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map {
+                entries,
+                pending_key,
+                merged,
+                ..
+            }) => match pending_key.take() {
+                None => {
+                    let name = match node.value {
+                        NodeValue::Str(s) => s,
+                        NodeValue::Null => "null".to_string(),
+                        NodeValue::Bool(b) => b.to_string(),
+                        NodeValue::Int(i) => i.to_string(),
+                        NodeValue::Float(f) => f.to_string(),
+                        NodeValue::Seq(_) | NodeValue::Map(_) => {
+                            return Err(YamlError {
+                                message: "mapping keys must be scalars".to_string(),
+                                pos: node.pos,
+                            });
+                        }
+                    };
+                    *pending_key = Some(Key {
+                        name,
+                        pos: node.pos,
+                    });
+                }
+                Some(key) => {
+                    if key.name == "<<" {
+                        merge_into(entries, merged, node)?;
+                    } else if let Some(i) = merged.iter().position(|m| *m == key.name) {
+                        merged.swap_remove(i);
+                        if let Some(slot) = entries.iter_mut().find(|(k, _)| k.name == key.name) {
+                            *slot = (key, node);
+                        }
+                    } else if let Some((first, _)) =
+                        entries.iter().find(|(k, _)| k.name == key.name)
+                    {
+                        return Err(YamlError {
+                            message: format!(
+                                "duplicate key '{}' (first at line {})",
+                                key.name, first.pos.line
+                            ),
+                            pos: key.pos,
+                        });
+                    } else {
+                        entries.push((key, node));
+                    }
+                }
+            },
+        }
+    }
+    Ok(root.unwrap_or(Node {
+        value: NodeValue::Null,
+        pos: Pos { line: 1, column: 1 },
+    }))
+}
+
+fn internal(pos: Pos) -> YamlError {
+    YamlError {
+        message: "unbalanced YAML structure".to_string(),
+        pos,
+    }
+}
+
+fn count_nodes(node: &Node) -> usize {
+    1 + match &node.value {
+        NodeValue::Seq(items) => items.iter().map(count_nodes).sum(),
+        NodeValue::Map(entries) => entries.iter().map(|(_, v)| count_nodes(v)).sum(),
+        _ => 0,
+    }
+}
+
+/// `<<: *base` or `<<: [*a, *b]`: keys already present win.
+fn merge_into(
+    entries: &mut Vec<(Key, Node)>,
+    merged: &mut Vec<String>,
+    node: Node,
+) -> Result<(), YamlError> {
+    let sources = match node.value {
+        NodeValue::Map(m) => vec![m],
+        NodeValue::Seq(items) => {
+            let mut maps = Vec::new();
+            for item in items {
+                match item.value {
+                    NodeValue::Map(m) => maps.push(m),
+                    _ => {
+                        return Err(YamlError {
+                            message: "merge key '<<' takes a mapping or a list of mappings"
+                                .to_string(),
+                            pos: item.pos,
+                        });
+                    }
+                }
+            }
+            maps
+        }
+        _ => {
+            return Err(YamlError {
+                message: "merge key '<<' takes a mapping or a list of mappings".to_string(),
+                pos: node.pos,
+            });
+        }
+    };
+    for source in sources {
+        for (k, v) in source {
+            if !entries.iter().any(|(e, _)| e.name == k.name) {
+                merged.push(k.name.clone());
+                entries.push((k, v));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn resolve_scalar(
+    text: Cow<'_, str>,
+    style: ScalarStyle,
+    tag: Option<&Tag>,
+    pos: Pos,
+) -> Result<Node, YamlError> {
+    let node = |value| Ok(Node { value, pos });
+    if let Some(tag) = tag {
+        if tag.is_yaml_core_schema() {
+            let bad = |kind: &str| YamlError {
+                message: format!("'{text}' is not a valid {kind}"),
+                pos,
+            };
+            return match tag.suffix.as_str() {
+                "str" => node(NodeValue::Str(text.into_owned())),
+                "null" => node(NodeValue::Null),
+                "bool" => parse_bool(&text)
+                    .map(NodeValue::Bool)
+                    .ok_or_else(|| bad("boolean"))
+                    .and_then(node),
+                "int" => parse_int(&text)
+                    .map(NodeValue::Int)
+                    .ok_or_else(|| bad("integer"))
+                    .and_then(node),
+                "float" => parse_float(&text)
+                    .or_else(|| parse_int(&text).map(|i| i as f64))
+                    .map(NodeValue::Float)
+                    .ok_or_else(|| bad("number"))
+                    .and_then(node),
+                _ => node(plain_value(&text)),
+            };
+        }
+        // Application tags (`!something`) carry no meaning here: keep the text.
+        return node(NodeValue::Str(text.into_owned()));
+    }
+    if style != ScalarStyle::Plain {
+        return node(NodeValue::Str(text.into_owned()));
+    }
+    node(plain_value(&text))
+}
+
+fn plain_value(text: &str) -> NodeValue {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return NodeValue::Null,
+        _ => {}
+    }
+    if let Some(b) = parse_bool(text) {
+        return NodeValue::Bool(b);
+    }
+    if let Some(i) = parse_int(text) {
+        return NodeValue::Int(i);
+    }
+    if let Some(f) = parse_float(text) {
+        return NodeValue::Float(f);
+    }
+    NodeValue::Str(text.to_string())
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "true" | "True" | "TRUE" => Some(true),
+        "false" | "False" | "FALSE" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_int(text: &str) -> Option<i64> {
+    if let Some(hex) = text.strip_prefix("0x") {
+        return i64::from_str_radix(hex, 16).ok();
+    }
+    if let Some(oct) = text.strip_prefix("0o") {
+        return i64::from_str_radix(oct, 8).ok();
+    }
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn parse_float(text: &str) -> Option<f64> {
+    match text {
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Some(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => return Some(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Some(f64::NAN),
+        _ => {}
+    }
+    // YAML 1.2 core: [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
+    let body = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (mantissa, exponent) = match body.find(['e', 'E']) {
+        Some(i) => (&body[..i], Some(&body[i + 1..])),
+        None => (body, None),
+    };
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((int, frac)) => {
+            (!int.is_empty() || !frac.is_empty())
+                && int.bytes().all(|b| b.is_ascii_digit())
+                && frac.bytes().all(|b| b.is_ascii_digit())
+                && !(int.is_empty() && frac.is_empty())
+        }
+        None => !mantissa.is_empty() && mantissa.bytes().all(|b| b.is_ascii_digit()),
+    };
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())
+    });
+    if mantissa_ok && exponent_ok {
+        text.parse().ok()
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalars_follow_the_core_schema() {
+        let node =
+            parse("a: 1\nb: 1.5\nc: true\nd: ~\ne: '1'\nf: hello\ng: 0x1F\nh: 1e3\ni: yes\n")
+                .expect("valid yaml");
+        let json = node.to_json();
+        assert_eq!(
+            json,
+            serde_json::json!({"a": 1, "b": 1.5, "c": true, "d": null, "e": "1", "f": "hello", "g": 31, "h": 1000.0, "i": "yes"})
+        );
+    }
+
+    #[test]
+    fn keys_and_values_keep_their_positions() {
+        let node = parse("name: x\nsteps:\n  - id: a\n    tool: echo\n").expect("valid");
+        let steps = node.get("steps").expect("steps");
+        assert_eq!(steps.pos.line, 3);
+        let NodeValue::Seq(items) = &steps.value else {
+            panic!("not a list")
+        };
+        let tool = items[0].as_map().expect("map")[1].0.clone();
+        assert_eq!(
+            (tool.name.as_str(), tool.pos.line, tool.pos.column),
+            ("tool", 4, 5)
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected_with_both_lines() {
+        let err = parse("a: 1\nb: 2\na: 3\n").expect_err("duplicate");
+        assert_eq!(err.pos.line, 3);
+        assert!(err.message.contains("first at line 1"), "{}", err.message);
+    }
+
+    #[test]
+    fn anchors_aliases_and_merge_keys_expand() {
+        let node = parse("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n").expect("valid");
+        assert_eq!(
+            node.get("other").expect("other").to_json(),
+            serde_json::json!({"y": 3, "x": 1})
+        );
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let prev = i - 1;
+            doc.push_str(&format!(
+                "a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"
+            ));
+        }
+        let err = parse(&doc).expect_err("bomb");
+        assert!(err.message.contains("nodes"), "{}", err.message);
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_position() {
+        let err = parse("a: [1, 2\nb: 3\n").expect_err("bad");
+        assert!(err.pos.line >= 1);
+        let err = parse("a: b: c\n").expect_err("bad");
+        assert_eq!(err.pos.line, 1);
+    }
+
+    #[test]
+    fn a_second_document_is_an_error() {
+        let err = parse("a: 1\n---\nb: 2\n").expect_err("two docs");
+        assert_eq!(err.pos.line, 2);
+    }
+}
