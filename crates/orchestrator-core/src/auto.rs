@@ -85,20 +85,24 @@ pub fn resolve_string(
     step: Option<&str>,
     pointer: &str,
     resolver: &dyn AutoResolver,
-) -> Result<Value, (AutoTag, String)> {
+) -> Result<Value, Box<(AutoTag, String)>> {
     let tags = find_tags(text, step, pointer);
     if tags.len() == 1 && tags[0].whole_value {
         let tag = &tags[0];
-        let value = resolver.resolve(tag).map_err(|e| (tag.clone(), e))?;
+        let value = resolver
+            .resolve(tag)
+            .map_err(|e| Box::new((tag.clone(), e)))?;
         return coerce(value, tag.attributes.get("type").map(String::as_str))
-            .map_err(|e| (tag.clone(), e));
+            .map_err(|e| Box::new((tag.clone(), e)));
     }
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
     for (caps, tag) in tag_regex().captures_iter(text).zip(tags) {
         let Some(m) = caps.get(0) else { continue };
         out.push_str(&text[last..m.start()]);
-        let value = resolver.resolve(&tag).map_err(|e| (tag.clone(), e))?;
+        let value = resolver
+            .resolve(&tag)
+            .map_err(|e| Box::new((tag.clone(), e)))?;
         match value {
             Value::String(s) => out.push_str(&s),
             other => out.push_str(&other.to_string()),
@@ -142,7 +146,7 @@ mod tests {
     struct Fixed;
     impl AutoResolver for Fixed {
         fn resolve(&self, tag: &AutoTag) -> Result<Value, String> {
-            Ok(Value::String(if tag.attributes.get("type").is_some() {
+            Ok(Value::String(if tag.attributes.contains_key("type") {
                 "7".into()
             } else {
                 format!("[{}]", tag.question)

@@ -99,23 +99,16 @@ pub fn compile_node(mut root: Node, options: CompileOptions<'_>) -> Result<Compi
         .as_ref()
         .map(|p| resolve_inputs(p, &root, options.context, &mut cx))
         .unwrap_or_default();
-    let plan = match pipeline {
-        Some(p) if cx.errors.is_empty() => {
-            check_references(&p, &inputs, &options, &mut cx);
-            if cx.errors.is_empty() {
-                match plan::build(p, inputs, options.context.is_some()) {
-                    Ok(plan) => Some(plan),
-                    Err(errors) => {
-                        cx.errors.extend(errors);
-                        None
-                    }
-                }
-            } else {
+    let plan = pipeline.and_then(|p| {
+        check_references(&p, &inputs, &options, &mut cx);
+        match plan::build(p, inputs, options.context.is_some()) {
+            Ok(plan) => Some(plan),
+            Err(errors) => {
+                cx.errors.extend(errors);
                 None
             }
         }
-        _ => None,
-    };
+    });
     match plan {
         Some(plan) if cx.errors.is_empty() => Ok(Compiled {
             plan,
@@ -228,11 +221,11 @@ fn resolve_auto_tags(root: &mut Node, options: &CompileOptions<'_>, cx: &mut Cx)
                                 *node = Node::from_json(&value);
                                 node.pos = pos;
                             }
-                            Err((tag, why)) => cx.error(
+                            Err(failure) => cx.error(
                                 ErrorKind::AutoTag,
                                 format!(
-                                    "<AUTO> tag '{}' could not be resolved: {why}",
-                                    tag.question
+                                    "<AUTO> tag '{}' could not be resolved: {}",
+                                    failure.0.question, failure.1
                                 ),
                                 node.pos,
                                 step.as_deref(),
@@ -485,21 +478,19 @@ fn read_pipeline(root: &Node, options: &CompileOptions<'_>, cx: &mut Cx) -> Opti
         Some(node) => read_steps(node, "/steps", &[], options, cx),
     };
 
-    if let (Some(name), Some(steps)) = (name, steps) {
-        Some(Pipeline {
-            id: id.unwrap_or_else(|| name.clone()),
-            name,
-            version,
-            description,
-            metadata,
-            inputs,
-            outputs,
-            model,
-            steps,
-        })
-    } else {
-        None
-    }
+    // Even without a valid name, the steps are checked further.
+    let name = name.unwrap_or_default();
+    steps.map(|steps| Pipeline {
+        id: id.unwrap_or_else(|| name.clone()),
+        name,
+        version,
+        description,
+        metadata,
+        inputs,
+        outputs,
+        model,
+        steps,
+    })
 }
 
 fn opt_string(
@@ -686,50 +677,45 @@ fn read_steps(
         .collect();
     let mut seen: HashMap<String, Pos> = HashMap::new();
     let mut steps = Vec::new();
-    let mut ok = true;
+    let mut nodes: Vec<(usize, &Node)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let pointer = format!("{base}/{i}");
-        match read_step(item, &pointer, scope, &siblings, options, cx) {
-            Some(step) => {
-                let id_pos = item.get("id").map_or(item.pos, |n| n.pos);
-                if let Some(first) = seen.get(&step.id) {
-                    cx.error(
-                        ErrorKind::DuplicateId,
-                        format!(
-                            "step id '{}' is already used at line {}",
-                            step.id, first.line
-                        ),
-                        id_pos,
-                        Some(&step.id),
-                        &format!("{pointer}/id"),
-                    );
-                    ok = false;
-                } else {
-                    seen.insert(step.id.clone(), id_pos);
-                    if scope.is_empty() {
-                        cx.step_pos.insert(step.id.clone(), id_pos);
-                    }
+        if let Some(id_node) = item.get("id")
+            && let Some(id) = id_node.as_str()
+        {
+            if let Some(first) = seen.get(id) {
+                cx.error(
+                    ErrorKind::DuplicateId,
+                    format!("step id '{id}' is already used at line {}", first.line),
+                    id_node.pos,
+                    Some(id),
+                    &format!("{pointer}/id"),
+                );
+            } else {
+                seen.insert(id.to_string(), id_node.pos);
+                if scope.is_empty() {
+                    cx.step_pos.insert(id.to_string(), id_node.pos);
                 }
-                steps.push(step);
             }
-            None => ok = false,
+        }
+        if let Some(step) = read_step(item, &pointer, scope, &siblings, options, cx) {
+            steps.push(step);
+            nodes.push((i, item));
         }
     }
     // Jumps are checked within one list of steps: forward only.
-    if ok {
-        check_jumps(&steps, items, base, cx);
-    }
-    ok.then_some(steps)
+    check_jumps(&steps, &nodes, base, cx);
+    Some(steps)
 }
 
-fn check_jumps(steps: &[Step], items: &[Node], base: &str, cx: &mut Cx) {
+fn check_jumps(steps: &[Step], nodes: &[(usize, &Node)], base: &str, cx: &mut Cx) {
     let index: HashMap<&str, usize> = steps
         .iter()
         .enumerate()
         .map(|(i, s)| (s.id.as_str(), i))
         .collect();
     for (i, step) in steps.iter().enumerate() {
-        let node = &items[i];
+        let (item_index, node) = nodes[i];
         let targets = [
             ("on_false", step.on_false.as_deref()),
             ("on_success", step.on_success.as_deref()),
@@ -744,7 +730,7 @@ fn check_jumps(steps: &[Step], items: &[Node], base: &str, cx: &mut Cx) {
         for (key, target) in targets {
             let Some(target) = target else { continue };
             let pos = node.get(key).map_or(node.pos, |n| n.pos);
-            let pointer = format!("{base}/{i}/{key}");
+            let pointer = format!("{base}/{item_index}/{key}");
             match index.get(target) {
                 None => {
                     let choices: Vec<&str> = steps[i + 1..].iter().map(|s| s.id.as_str()).collect();
@@ -781,7 +767,7 @@ pub(crate) fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>)
     let best = candidates
         .iter()
         .map(|c| (strsim(name, c), *c))
-        .filter(|(d, c)| *d <= (c.len().max(name.len()) + 2) / 3)
+        .filter(|(d, c)| *d <= c.len().max(name.len()).div_ceil(3))
         .min();
     match best {
         Some((_, c)) => format!(" (did you mean '{c}'?)"),
@@ -826,7 +812,6 @@ fn read_step(
         );
         return None;
     };
-    let errors_before = cx.errors.len();
     let id = match node.get("id") {
         None => {
             cx.error(
@@ -1151,9 +1136,6 @@ fn read_step(
     let produces = opt_string(node, "produces", sid, pointer, cx);
     let format = opt_string(node, "format", sid, pointer, cx);
 
-    if cx.errors.len() > errors_before {
-        return None;
-    }
     Some(Step {
         id: id?,
         tool,

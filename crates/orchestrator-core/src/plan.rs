@@ -300,11 +300,7 @@ pub fn condition_template(condition: &str) -> String {
 
 fn for_each_string(value: &Value, f: &mut dyn FnMut(&str)) {
     match value {
-        Value::String(s) => {
-            if template::is_template(s) {
-                f(s);
-            }
-        }
+        Value::String(s) if template::is_template(s) => f(s),
         Value::Array(items) => items.iter().for_each(|v| for_each_string(v, f)),
         Value::Object(map) => map.values().for_each(|v| for_each_string(v, f)),
         _ => {}

@@ -1,0 +1,618 @@
+//! Compiler behaviour on whole pipelines: the shipped examples, and one
+//! broken pipeline per error kind.
+
+use orchestrator_core::{
+    CompileOptions, ErrorKind, StepKind, builtin_catalog, compile_json, compile_yaml,
+};
+use serde_json::{Map, Value, json};
+
+fn validate(yaml: &str) -> Result<orchestrator_core::Compiled, orchestrator_core::CompileError> {
+    let catalog = builtin_catalog();
+    compile_yaml(
+        yaml,
+        CompileOptions {
+            catalog: &catalog,
+            context: None,
+            auto_resolver: None,
+        },
+    )
+}
+
+fn with_context(
+    yaml: &str,
+    ctx: Value,
+) -> Result<orchestrator_core::Compiled, orchestrator_core::CompileError> {
+    let catalog = builtin_catalog();
+    let ctx: Map<String, Value> = ctx.as_object().cloned().unwrap_or_default();
+    compile_yaml(
+        yaml,
+        CompileOptions {
+            catalog: &catalog,
+            context: Some(&ctx),
+            auto_resolver: None,
+        },
+    )
+}
+
+fn example(name: &str) -> String {
+    let path = format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn every_example_compiles() {
+    let dir = format!("{}/../../examples", env!("CARGO_MANIFEST_DIR"));
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples folder") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        if let Err(e) = validate(&text) {
+            panic!("{} does not compile: {:#?}", path.display(), e.errors);
+        }
+        count += 1;
+    }
+    assert!(count >= 7, "only {count} examples found");
+}
+
+#[test]
+fn fan_out_fan_in_levels_follow_inferred_dependencies() {
+    let compiled = validate(&example("fan_out_fan_in.yaml")).expect("compiles");
+    assert_eq!(
+        compiled.plan.levels,
+        vec![
+            vec!["left", "right"],
+            vec!["read_left", "read_right"],
+            vec!["join"]
+        ]
+    );
+}
+
+#[test]
+fn for_each_over_an_input_expands_at_compile_time() {
+    let compiled = validate(&example("for_each.yaml")).expect("compiles");
+    let ids: Vec<&str> = compiled.plan.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            "per_colour_0_write",
+            "per_colour_1_write",
+            "per_colour_2_write",
+            "per_colour"
+        ]
+    );
+    // Iterations run in order (max_parallel 1).
+    assert_eq!(
+        compiled.plan.steps[1].depends_on,
+        vec!["per_colour_0_write"]
+    );
+    let join = &compiled.plan.steps[3];
+    assert_eq!(join.kind, StepKind::Join);
+    let binding = compiled.plan.steps[2].binding.as_ref().expect("binding");
+    assert_eq!(binding.values["item"], json!("blue"));
+    assert_eq!(binding.values["position"], json!(3));
+    assert_eq!(binding.values["is_last"], json!(true));
+}
+
+#[test]
+fn for_each_with_max_parallel_runs_iterations_side_by_side() {
+    let yaml = "name: p\nsteps:\n  - id: l\n    for_each: [a, b, c, d]\n    max_parallel: 2\n    steps:\n      - id: w\n        tool: echo\n        parameters: {x: '{{ item }}'}\n";
+    let plan = validate(yaml).expect("compiles").plan;
+    assert_eq!(plan.levels[0], vec!["l_0_w", "l_1_w"]);
+    assert_eq!(plan.levels[1], vec!["l_2_w", "l_3_w"]);
+}
+
+#[test]
+fn for_each_over_step_results_expands_at_run_time() {
+    let yaml = "name: p\nsteps:\n  - id: list\n    tool: echo\n    parameters: {items: [1, 2]}\n  - id: l\n    for_each: '{{ list.result.items }}'\n    steps:\n      - id: w\n        tool: echo\n        parameters: {x: '{{ item }}', prev: '{{ list.result }}'}\n";
+    let plan = validate(yaml).expect("compiles").plan;
+    let l = plan.steps.iter().find(|s| s.id == "l").expect("loop");
+    assert_eq!(l.kind, StepKind::ForEach);
+    assert_eq!(l.depends_on, vec!["list"]);
+    let expansion =
+        orchestrator_core::plan::expand_for_each(l, &[json!(1), json!(2)], &Default::default())
+            .expect("expands");
+    let ids: Vec<&str> = expansion.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, vec!["l_0_w", "l_1_w"]);
+    assert_eq!(expansion.join_deps, vec!["l_0_w", "l_1_w"]);
+}
+
+#[test]
+fn body_steps_depend_on_their_siblings_within_an_iteration() {
+    let yaml = "name: p\nsteps:\n  - id: l\n    for_each: [a, b]\n    steps:\n      - id: first\n        tool: echo\n      - id: second\n        tool: echo\n        parameters: {x: '{{ first.result }}'}\n";
+    let plan = validate(yaml).expect("compiles").plan;
+    let second = plan
+        .steps
+        .iter()
+        .find(|s| s.id == "l_1_second")
+        .expect("step");
+    assert_eq!(second.depends_on, vec!["l_1_first"]);
+    let first = plan
+        .steps
+        .iter()
+        .find(|s| s.id == "l_1_first")
+        .expect("step");
+    assert_eq!(first.depends_on, vec!["l_0_second"]);
+}
+
+#[test]
+fn model_steps_and_runtime_actions_compile() {
+    let compiled = validate(&example("llm_summary.yaml")).expect("compiles");
+    let s = compiled
+        .plan
+        .steps
+        .iter()
+        .find(|s| s.id == "summarise")
+        .expect("step");
+    assert!(s.step.is_model_action());
+    assert_eq!(s.depends_on, vec!["read"]);
+}
+
+#[test]
+fn undeclared_names_are_warnings_when_validating_and_errors_when_running() {
+    let yaml = example("report.yaml");
+    let compiled = validate(&yaml).expect("compiles");
+    assert!(
+        compiled
+            .warnings
+            .iter()
+            .any(|w| w.kind == ErrorKind::UnknownReference)
+    );
+    let err = with_context(&yaml, json!({})).expect_err("name missing");
+    assert_eq!(err.errors[0].kind, ErrorKind::UnknownReference);
+    assert_eq!(err.errors[0].step.as_deref(), Some("hello"));
+    with_context(&yaml, json!({"name": "World"})).expect("name given");
+}
+
+#[test]
+fn caller_inputs_override_defaults_and_are_type_checked() {
+    let yaml = example("hello.yaml");
+    let plan = with_context(&yaml, json!({"who": "there"}))
+        .expect("ok")
+        .plan;
+    assert_eq!(plan.inputs["who"], json!("there"));
+    let err = with_context(&yaml, json!({"who": 5})).expect_err("wrong type");
+    assert_eq!(err.errors[0].kind, ErrorKind::InputType);
+    assert_eq!(err.errors[0].line, Some(5));
+}
+
+#[test]
+fn a_pipeline_given_as_json_compiles() {
+    let catalog = builtin_catalog();
+    let value = json!({"name": "j", "steps": [{"id": "a", "tool": "echo", "action": "echo"}]});
+    let compiled = compile_json(
+        &value,
+        CompileOptions {
+            catalog: &catalog,
+            context: None,
+            auto_resolver: None,
+        },
+    )
+    .expect("compiles");
+    assert_eq!(compiled.plan.levels, vec![vec!["a"]]);
+}
+
+#[test]
+fn auto_tags_resolve_through_the_resolver() {
+    struct Answer;
+    impl orchestrator_core::AutoResolver for Answer {
+        fn resolve(&self, _: &orchestrator_core::AutoTag) -> Result<Value, String> {
+            Ok(json!("5"))
+        }
+    }
+    let yaml = "name: p\nsteps:\n  - id: s\n    tool: web-search\n    parameters:\n      query: rust\n      max_results: <AUTO type=\"integer\">how many results?</AUTO>\n";
+    let catalog = builtin_catalog();
+    let compiled = compile_yaml(
+        yaml,
+        CompileOptions {
+            catalog: &catalog,
+            context: None,
+            auto_resolver: Some(&Answer),
+        },
+    )
+    .expect("resolves");
+    assert_eq!(
+        compiled.plan.steps[0].step.parameters["max_results"],
+        json!(5)
+    );
+}
+
+#[test]
+fn structural_and_graph_errors_are_reported_together() {
+    let yaml = "steps:\n  - id: a\n    tool: nope\n  - id: b\n    tool: echo\n    depends_on: [c]\n    parameters: {x: '{{ zz.result }}'}\n";
+    let err = validate(yaml).expect_err("invalid");
+    let kinds: Vec<ErrorKind> = err.errors.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ErrorKind::MissingField,
+            ErrorKind::UnknownTool,
+            ErrorKind::UnknownDependency,
+            ErrorKind::UnknownReference
+        ]
+    );
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let yaml = "name: p\nsteps:\n  - id: a\n    tool: nope\n  - id: b\n    tool: echo\n    timeout: 0\n  - id: a\n    tool: echo\n";
+    let err = validate(yaml).expect_err("invalid");
+    let kinds: Vec<ErrorKind> = err.errors.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ErrorKind::UnknownTool,
+            ErrorKind::InvalidValue,
+            ErrorKind::DuplicateId
+        ]
+    );
+}
+
+/// One broken pipeline per error kind: (name, yaml, kind, step, line).
+const BROKEN: &[(&str, &str, ErrorKind, Option<&str>, u32)] = &[
+    (
+        "malformed yaml",
+        "name: p\nsteps: [\n",
+        ErrorKind::YamlSyntax,
+        None,
+        3,
+    ),
+    (
+        "bad indentation",
+        "name: p\n steps:\n- id: a\n",
+        ErrorKind::YamlSyntax,
+        None,
+        2,
+    ),
+    (
+        "duplicate yaml key",
+        "name: p\nname: q\nsteps: []\n",
+        ErrorKind::YamlSyntax,
+        None,
+        2,
+    ),
+    ("empty document", "", ErrorKind::NotAMapping, None, 1),
+    (
+        "document is a list",
+        "- a\n- b\n",
+        ErrorKind::NotAMapping,
+        None,
+        1,
+    ),
+    (
+        "missing name",
+        "steps:\n  - id: a\n    tool: echo\n",
+        ErrorKind::MissingField,
+        None,
+        1,
+    ),
+    (
+        "empty name",
+        "name: ''\nsteps:\n  - id: a\n    tool: echo\n",
+        ErrorKind::InvalidValue,
+        None,
+        1,
+    ),
+    (
+        "missing steps",
+        "name: p\n",
+        ErrorKind::MissingField,
+        None,
+        1,
+    ),
+    (
+        "empty steps",
+        "name: p\nsteps: []\n",
+        ErrorKind::MissingField,
+        None,
+        2,
+    ),
+    (
+        "steps not a list",
+        "name: p\nsteps: 3\n",
+        ErrorKind::InvalidType,
+        None,
+        2,
+    ),
+    (
+        "step not a mapping",
+        "name: p\nsteps:\n  - just text\n",
+        ErrorKind::NotAMapping,
+        None,
+        3,
+    ),
+    (
+        "missing step id",
+        "name: p\nsteps:\n  - tool: echo\n",
+        ErrorKind::MissingField,
+        None,
+        3,
+    ),
+    (
+        "bad step id",
+        "name: p\nsteps:\n  - id: 1abc\n    tool: echo\n",
+        ErrorKind::InvalidId,
+        Some("1abc"),
+        3,
+    ),
+    (
+        "reserved step id",
+        "name: p\nsteps:\n  - id: retry\n    tool: echo\n",
+        ErrorKind::ReservedId,
+        Some("retry"),
+        3,
+    ),
+    (
+        "duplicate step id",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n  - id: a\n    tool: echo\n",
+        ErrorKind::DuplicateId,
+        Some("a"),
+        5,
+    ),
+    (
+        "bad pipeline id",
+        "name: p\nid: 'has space'\nsteps:\n  - id: a\n    tool: echo\n",
+        ErrorKind::InvalidId,
+        None,
+        2,
+    ),
+    (
+        "bad version",
+        "name: p\nversion: '1.0'\nsteps:\n  - id: a\n    tool: echo\n",
+        ErrorKind::InvalidValue,
+        None,
+        2,
+    ),
+    (
+        "unknown dependency",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    depends_on: [b]\n",
+        ErrorKind::UnknownDependency,
+        Some("a"),
+        3,
+    ),
+    (
+        "self dependency",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    depends_on: a\n",
+        ErrorKind::Cycle,
+        Some("a"),
+        3,
+    ),
+    (
+        "two-step cycle",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    depends_on: [b]\n  - id: b\n    tool: echo\n    depends_on: [a]\n",
+        ErrorKind::Cycle,
+        Some("a"),
+        3,
+    ),
+    (
+        "cycle through templates",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    parameters: {x: '{{ c.result }}'}\n  - id: b\n    tool: echo\n    parameters: {x: '{{ a.result }}'}\n  - id: c\n    tool: echo\n    depends_on: [b]\n",
+        ErrorKind::Cycle,
+        Some("a"),
+        3,
+    ),
+    (
+        "unknown tool",
+        "name: p\nsteps:\n  - id: a\n    tool: filesytem\n    action: read\n",
+        ErrorKind::UnknownTool,
+        Some("a"),
+        4,
+    ),
+    (
+        "unknown action",
+        "name: p\nsteps:\n  - id: a\n    tool: filesystem\n    action: explode\n",
+        ErrorKind::UnknownAction,
+        Some("a"),
+        5,
+    ),
+    (
+        "unknown runtime action",
+        "name: p\nsteps:\n  - id: a\n    action: dance\n",
+        ErrorKind::UnknownAction,
+        Some("a"),
+        4,
+    ),
+    (
+        "missing action",
+        "name: p\nsteps:\n  - id: a\n    tool: filesystem\n",
+        ErrorKind::MissingAction,
+        Some("a"),
+        3,
+    ),
+    (
+        "no tool and no action",
+        "name: p\nsteps:\n  - id: a\n    parameters: {}\n",
+        ErrorKind::MissingAction,
+        Some("a"),
+        3,
+    ),
+    (
+        "jump to unknown step",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    on_success: zzz\n",
+        ErrorKind::UnknownJumpTarget,
+        Some("a"),
+        5,
+    ),
+    (
+        "backward jump",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n  - id: b\n    tool: echo\n    on_failure: a\n",
+        ErrorKind::BackwardJump,
+        Some("b"),
+        7,
+    ),
+    (
+        "jump to itself",
+        "name: p\nsteps:\n  - id: a\n    action: evaluate_condition\n    condition: 'true'\n    on_false: a\n",
+        ErrorKind::BackwardJump,
+        Some("a"),
+        6,
+    ),
+    (
+        "template syntax",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    parameters: {x: '{{ oops'}\n",
+        ErrorKind::TemplateSyntax,
+        Some("a"),
+        5,
+    ),
+    (
+        "condition syntax",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    condition: 'x >'\n",
+        ErrorKind::TemplateSyntax,
+        Some("a"),
+        5,
+    ),
+    (
+        "unknown step reference",
+        "name: p\nsteps:\n  - id: read\n    tool: echo\n  - id: b\n    tool: echo\n    parameters: {x: '{{ raed.result.content }}'}\n",
+        ErrorKind::UnknownReference,
+        Some("b"),
+        7,
+    ),
+    (
+        "timeout zero",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    timeout: 0\n",
+        ErrorKind::InvalidValue,
+        Some("a"),
+        5,
+    ),
+    (
+        "timeout text",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    timeout: soon\n",
+        ErrorKind::InvalidValue,
+        Some("a"),
+        5,
+    ),
+    (
+        "max_retries zero",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    max_retries: 0\n",
+        ErrorKind::InvalidValue,
+        Some("a"),
+        5,
+    ),
+    (
+        "bad backoff",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    retry: {backoff: sometimes}\n",
+        ErrorKind::InvalidValue,
+        Some("a"),
+        5,
+    ),
+    (
+        "parameters not a mapping",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    parameters: [1]\n",
+        ErrorKind::InvalidType,
+        Some("a"),
+        5,
+    ),
+    (
+        "unknown input type",
+        "name: p\ninputs:\n  n: {type: integr}\nsteps:\n  - id: a\n    tool: echo\n",
+        ErrorKind::InvalidInput,
+        None,
+        3,
+    ),
+    (
+        "default of wrong type",
+        "name: p\ninputs:\n  n: {type: integer, default: many}\nsteps:\n  - id: a\n    tool: echo\n",
+        ErrorKind::InvalidInput,
+        None,
+        3,
+    ),
+    (
+        "loop without steps",
+        "name: p\nsteps:\n  - id: l\n    for_each: [1, 2]\n",
+        ErrorKind::InvalidLoop,
+        Some("l"),
+        3,
+    ),
+    (
+        "both loops",
+        "name: p\nsteps:\n  - id: l\n    for_each: [1]\n    while: 'true'\n    steps:\n      - id: a\n        tool: echo\n",
+        ErrorKind::InvalidLoop,
+        Some("l"),
+        3,
+    ),
+    (
+        "for_each of a number",
+        "name: p\nsteps:\n  - id: l\n    for_each: 3\n    steps:\n      - id: a\n        tool: echo\n",
+        ErrorKind::InvalidType,
+        Some("l"),
+        4,
+    ),
+    (
+        "auto tag without a model",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    parameters:\n      x: <AUTO>pick one</AUTO>\n",
+        ErrorKind::AutoTag,
+        Some("a"),
+        6,
+    ),
+    (
+        "evaluate_condition without condition",
+        "name: p\nsteps:\n  - id: a\n    action: evaluate_condition\n",
+        ErrorKind::MissingField,
+        Some("a"),
+        4,
+    ),
+];
+
+#[test]
+fn broken_pipelines_report_the_exact_error() {
+    assert!(BROKEN.len() >= 25);
+    for (name, yaml, kind, step, line) in BROKEN {
+        let err = match validate(yaml) {
+            Ok(_) => panic!("{name}: compiled, but should fail with {kind}"),
+            Err(e) => e,
+        };
+        let found = err
+            .errors
+            .iter()
+            .find(|e| e.kind == *kind)
+            .unwrap_or_else(|| panic!("{name}: expected {kind}, got {:#?}", err.errors));
+        assert_eq!(found.step.as_deref(), *step, "{name}: step of {found:?}");
+        assert_eq!(found.line, Some(*line), "{name}: line of {found:?}");
+        assert!(found.column.is_some(), "{name}: no column");
+        assert_eq!(
+            err.errors.len(),
+            1,
+            "{name}: expected one error, got {:#?}",
+            err.errors
+        );
+    }
+}
+
+#[test]
+fn inputs_errors_need_a_context() {
+    let yaml = "name: p\ninputs:\n  who: {type: string, required: true}\nsteps:\n  - id: a\n    tool: echo\n    parameters: {x: '{{ who }}'}\n";
+    let compiled = validate(yaml).expect("validating does not need the input");
+    assert!(
+        compiled
+            .warnings
+            .iter()
+            .any(|w| w.kind == ErrorKind::MissingInput)
+    );
+    let err = with_context(yaml, json!({})).expect_err("missing input");
+    assert_eq!(err.errors[0].kind, ErrorKind::MissingInput);
+    assert_eq!(err.errors[0].line, Some(3));
+    let err = with_context(yaml, json!({"who": [1]})).expect_err("wrong type");
+    assert_eq!(err.errors[0].kind, ErrorKind::InputType);
+}
+
+#[test]
+fn unknown_keys_are_warnings_with_their_line() {
+    let yaml = "name: p\nfoo: 1\nsteps:\n  - id: a\n    tool: echo\n    colour: blue\n";
+    let compiled = validate(yaml).expect("compiles");
+    let lines: Vec<Option<u32>> = compiled.warnings.iter().map(|w| w.line).collect();
+    assert_eq!(lines, vec![Some(2), Some(6)]);
+}
+
+#[test]
+fn cycle_messages_name_the_cycle() {
+    let yaml = "name: p\nsteps:\n  - id: a\n    tool: echo\n    depends_on: [b]\n  - id: b\n    tool: echo\n    depends_on: [a]\n";
+    let err = validate(yaml).expect_err("cycle");
+    assert!(
+        err.errors[0].message.contains("a -> b -> a"),
+        "{}",
+        err.errors[0].message
+    );
+}

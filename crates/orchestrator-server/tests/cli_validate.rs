@@ -1,0 +1,71 @@
+//! `orchestrator validate`: exit codes and output.
+
+use std::process::Command;
+
+fn orchestrator() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+}
+
+fn examples() -> String {
+    format!("{}/../../examples", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn a_valid_file_exits_zero_and_prints_its_levels() {
+    let out = orchestrator()
+        .args(["validate", &format!("{}/fan_out_fan_in.yaml", examples())])
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("fan_out_fan_in.yaml is valid"), "{stdout}");
+    assert!(stdout.contains("level 0: left, right"), "{stdout}");
+    assert!(stdout.contains("level 2: join"), "{stdout}");
+}
+
+#[test]
+fn an_invalid_file_exits_two_with_every_error_and_its_place() {
+    let dir = std::env::temp_dir().join(format!("orchestrator-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("bad.yaml");
+    std::fs::write(&file, "name: p\nsteps:\n  - id: a\n    tool: nope\n  - id: b\n    tool: echo\n    depends_on: [c]\n").expect("write");
+    let out = orchestrator()
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.yaml:4:11: error[unknown_tool]: step 'a'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bad.yaml:5:1: error[unknown_dependency]: step 'b'"),
+        "{stderr}"
+    );
+
+    let out = orchestrator()
+        .arg("validate")
+        .arg(&file)
+        .arg("--json")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(body["valid"], false);
+    assert_eq!(body["errors"].as_array().map(Vec::len), Some(2));
+    assert_eq!(body["errors"][0]["line"], 4);
+    assert_eq!(body["errors"][0]["column"], 11);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_missing_file_exits_two() {
+    let out = orchestrator()
+        .args(["validate", "/nonexistent/pipeline.yaml"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
