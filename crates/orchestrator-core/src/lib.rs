@@ -15,6 +15,7 @@ pub mod auto;
 pub mod catalog;
 pub mod compile;
 pub mod error;
+pub mod flow;
 pub mod model;
 pub mod plan;
 pub mod template;
