@@ -66,7 +66,10 @@ impl StepStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            StepStatus::Succeeded | StepStatus::Failed | StepStatus::Skipped | StepStatus::Cancelled
+            StepStatus::Succeeded
+                | StepStatus::Failed
+                | StepStatus::Skipped
+                | StepStatus::Cancelled
         )
     }
 }
@@ -151,7 +154,11 @@ pub struct Advance {
 /// new status) and returns what changes for the others.
 pub fn advance(steps: &mut [FlowStep], id: &str, outcome: &Outcome) -> Advance {
     let mut changes = Vec::new();
-    let index: HashMap<String, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
+    let index: HashMap<String, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.clone(), i))
+        .collect();
     let Some(&me) = index.get(id) else {
         return Advance::default();
     };
@@ -165,13 +172,27 @@ pub fn advance(steps: &mut [FlowStep], id: &str, outcome: &Outcome) -> Advance {
     };
     if let Some(target) = jump {
         let (scope, from) = (steps[me].scope.clone(), steps[me].order);
-        let target_id = if scope.is_empty() { target } else { format!("{scope}_{target}") };
-        let to = steps.iter().find(|s| s.scope == scope && s.id == target_id && s.order > from).map(|s| s.order);
+        let target_id = if scope.is_empty() {
+            target
+        } else {
+            format!("{scope}_{target}")
+        };
+        let to = steps
+            .iter()
+            .find(|s| s.scope == scope && s.id == target_id && s.order > from)
+            .map(|s| s.order);
         if let Some(to) = to {
             for s in steps.iter_mut() {
-                if s.scope == scope && s.order > from && s.order < to && matches!(s.status, StepStatus::Pending | StepStatus::Ready) {
+                if s.scope == scope
+                    && s.order > from
+                    && s.order < to
+                    && matches!(s.status, StepStatus::Pending | StepStatus::Ready)
+                {
                     s.status = StepStatus::Skipped;
-                    changes.push(Change::Skipped { step: s.id.clone(), reason: format!("jumped_over_by:{id}") });
+                    changes.push(Change::Skipped {
+                        step: s.id.clone(),
+                        reason: format!("jumped_over_by:{id}"),
+                    });
                 }
             }
         }
@@ -181,9 +202,15 @@ pub fn advance(steps: &mut [FlowStep], id: &str, outcome: &Outcome) -> Advance {
         match steps[me].on_failure {
             OnFailure::Fail | OnFailure::Retry => {
                 for s in steps.iter_mut() {
-                    if matches!(s.status, StepStatus::Pending | StepStatus::Ready | StepStatus::Retrying) {
+                    if matches!(
+                        s.status,
+                        StepStatus::Pending | StepStatus::Ready | StepStatus::Retrying
+                    ) {
                         s.status = StepStatus::Cancelled;
-                        changes.push(Change::Cancelled { step: s.id.clone(), reason: format!("step_failed:{id}") });
+                        changes.push(Change::Cancelled {
+                            step: s.id.clone(),
+                            reason: format!("step_failed:{id}"),
+                        });
                     }
                 }
             }
@@ -191,7 +218,10 @@ pub fn advance(steps: &mut [FlowStep], id: &str, outcome: &Outcome) -> Advance {
                 for s in steps.iter_mut() {
                     if s.status == StepStatus::Pending && s.depends_on.iter().any(|d| d == id) {
                         s.status = StepStatus::Skipped;
-                        changes.push(Change::Skipped { step: s.id.clone(), reason: format!("dependency_failed:{id}") });
+                        changes.push(Change::Skipped {
+                            step: s.id.clone(),
+                            reason: format!("dependency_failed:{id}"),
+                        });
                     }
                 }
             }
@@ -203,14 +233,21 @@ pub fn advance(steps: &mut [FlowStep], id: &str, outcome: &Outcome) -> Advance {
     loop {
         let settled = |s: &FlowStep| match s.status {
             StepStatus::Succeeded | StepStatus::Skipped => true,
-            StepStatus::Failed => matches!(s.on_failure, OnFailure::Continue | OnFailure::Goto(_) | OnFailure::Skip),
+            StepStatus::Failed => matches!(
+                s.on_failure,
+                OnFailure::Continue | OnFailure::Goto(_) | OnFailure::Skip
+            ),
             _ => false,
         };
         let newly: Vec<usize> = steps
             .iter()
             .enumerate()
             .filter(|(_, s)| s.status == StepStatus::Pending)
-            .filter(|(_, s)| s.depends_on.iter().all(|d| index.get(d).is_none_or(|&j| settled(&steps[j]))))
+            .filter(|(_, s)| {
+                s.depends_on
+                    .iter()
+                    .all(|d| index.get(d).is_none_or(|&j| settled(&steps[j])))
+            })
             .map(|(i, _)| i)
             .collect();
         if newly.is_empty() {
@@ -222,7 +259,10 @@ pub fn advance(steps: &mut [FlowStep], id: &str, outcome: &Outcome) -> Advance {
         }
     }
 
-    Advance { finished: finished_status(steps), changes }
+    Advance {
+        finished: finished_status(steps),
+        changes,
+    }
 }
 
 /// The execution's final status if nothing is left to run.
@@ -246,7 +286,11 @@ mod tests {
     fn s(id: &str, deps: &[&str], order: u32) -> FlowStep {
         FlowStep {
             id: id.into(),
-            status: if deps.is_empty() { StepStatus::Ready } else { StepStatus::Pending },
+            status: if deps.is_empty() {
+                StepStatus::Ready
+            } else {
+                StepStatus::Pending
+            },
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
             on_failure: OnFailure::Fail,
             scope: String::new(),
@@ -264,24 +308,59 @@ mod tests {
     #[test]
     fn a_join_waits_for_every_dependency() {
         let mut steps = vec![s("a", &[], 0), s("b", &[], 1), s("c", &["a", "b"], 2)];
-        let adv = finish(&mut steps, "a", StepStatus::Succeeded, Outcome::Succeeded { jump_to: None });
+        let adv = finish(
+            &mut steps,
+            "a",
+            StepStatus::Succeeded,
+            Outcome::Succeeded { jump_to: None },
+        );
         assert!(adv.changes.is_empty());
-        let adv = finish(&mut steps, "b", StepStatus::Succeeded, Outcome::Succeeded { jump_to: None });
+        let adv = finish(
+            &mut steps,
+            "b",
+            StepStatus::Succeeded,
+            Outcome::Succeeded { jump_to: None },
+        );
         assert_eq!(adv.changes, vec![Change::Ready("c".into())]);
-        let adv = finish(&mut steps, "c", StepStatus::Succeeded, Outcome::Succeeded { jump_to: None });
+        let adv = finish(
+            &mut steps,
+            "c",
+            StepStatus::Succeeded,
+            Outcome::Succeeded { jump_to: None },
+        );
         assert_eq!(adv.finished, Some(ExecutionStatus::Succeeded));
     }
 
     #[test]
     fn a_jump_skips_the_steps_between_and_the_branches_join_again() {
         // The branches example: is_long -> long_path (on_success: done) -> short_path -> done.
-        let mut steps = vec![s("is_long", &[], 0), s("long_path", &["is_long"], 1), s("short_path", &["long_path"], 2), s("done", &["short_path"], 3)];
-        finish(&mut steps, "is_long", StepStatus::Succeeded, Outcome::Succeeded { jump_to: None });
-        let adv = finish(&mut steps, "long_path", StepStatus::Succeeded, Outcome::Succeeded { jump_to: Some("done".into()) });
+        let mut steps = vec![
+            s("is_long", &[], 0),
+            s("long_path", &["is_long"], 1),
+            s("short_path", &["long_path"], 2),
+            s("done", &["short_path"], 3),
+        ];
+        finish(
+            &mut steps,
+            "is_long",
+            StepStatus::Succeeded,
+            Outcome::Succeeded { jump_to: None },
+        );
+        let adv = finish(
+            &mut steps,
+            "long_path",
+            StepStatus::Succeeded,
+            Outcome::Succeeded {
+                jump_to: Some("done".into()),
+            },
+        );
         assert_eq!(
             adv.changes,
             vec![
-                Change::Skipped { step: "short_path".into(), reason: "jumped_over_by:long_path".into() },
+                Change::Skipped {
+                    step: "short_path".into(),
+                    reason: "jumped_over_by:long_path".into()
+                },
                 Change::Ready("done".into())
             ]
         );
@@ -289,12 +368,27 @@ mod tests {
 
     #[test]
     fn a_false_condition_jumps_over_the_other_branch() {
-        let mut steps = vec![s("is_long", &[], 0), s("long_path", &["is_long"], 1), s("short_path", &["long_path"], 2), s("done", &["short_path"], 3)];
-        let adv = finish(&mut steps, "is_long", StepStatus::Skipped, Outcome::Skipped { jump_to: Some("short_path".into()) });
+        let mut steps = vec![
+            s("is_long", &[], 0),
+            s("long_path", &["is_long"], 1),
+            s("short_path", &["long_path"], 2),
+            s("done", &["short_path"], 3),
+        ];
+        let adv = finish(
+            &mut steps,
+            "is_long",
+            StepStatus::Skipped,
+            Outcome::Skipped {
+                jump_to: Some("short_path".into()),
+            },
+        );
         assert_eq!(
             adv.changes,
             vec![
-                Change::Skipped { step: "long_path".into(), reason: "jumped_over_by:is_long".into() },
+                Change::Skipped {
+                    step: "long_path".into(),
+                    reason: "jumped_over_by:is_long".into()
+                },
                 Change::Ready("short_path".into())
             ]
         );
@@ -302,7 +396,12 @@ mod tests {
 
     #[test]
     fn failure_modes_decide_what_runs_next() {
-        let mut steps = vec![s("a", &[], 0), s("b", &["a"], 1), s("c", &["b"], 2), s("x", &[], 3)];
+        let mut steps = vec![
+            s("a", &[], 0),
+            s("b", &["a"], 1),
+            s("c", &["b"], 2),
+            s("x", &[], 3),
+        ];
         let adv = finish(&mut steps, "a", StepStatus::Failed, Outcome::Failed);
         assert_eq!(adv.changes.len(), 3, "{adv:?}");
         assert_eq!(adv.finished, Some(ExecutionStatus::Failed));
@@ -318,7 +417,10 @@ mod tests {
         assert_eq!(
             adv.changes,
             vec![
-                Change::Skipped { step: "b".into(), reason: "dependency_failed:a".into() },
+                Change::Skipped {
+                    step: "b".into(),
+                    reason: "dependency_failed:a".into()
+                },
                 Change::Ready("c".into())
             ]
         );

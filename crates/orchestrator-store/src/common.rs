@@ -1,0 +1,661 @@
+//! What both backends share: row types, SQL that is the same on both, and the
+//! `Store` implementation itself (a macro, because sqlx's executor bounds do
+//! not generalise over databases in a readable way). Each backend provides
+//! only the statements that differ (claims, heartbeats) and its connection set-up.
+
+use orchestrator_core::flow::{ExecutionStatus, FlowStep, StepStatus};
+use orchestrator_core::model::OnFailure;
+use orchestrator_core::plan::PlannedStep;
+use serde_json::Value;
+use sqlx::types::Json;
+
+use crate::{CheckpointRecord, ExecutionRecord, Result, StepRecord, StoreError};
+
+pub(crate) const INSERT_EXECUTION: &str = "INSERT INTO executions \
+    (id, pipeline_id, pipeline_name, status, source, plan, inputs, options, idempotency_key, request_hash, created_at, updated_at) \
+    VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $10) \
+    ON CONFLICT (idempotency_key) DO NOTHING";
+
+pub(crate) const INSERT_STEP: &str = "INSERT INTO steps \
+    (execution_id, step_id, position, status, max_attempts, depends_on, on_failure, scope, ord, definition) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+pub(crate) const ENQUEUE: &str =
+    "INSERT INTO step_queue (execution_id, step_id, run_after) VALUES ($1, $2, $3)";
+
+pub(crate) const SELECT_EXECUTION: &str = "SELECT id, pipeline_id, pipeline_name, status, source, plan, inputs, options, outputs, \
+    error, idempotency_key, request_hash, created_at, started_at, finished_at FROM executions WHERE id = $1";
+
+pub(crate) const SELECT_EXECUTION_BY_KEY: &str = "SELECT id, pipeline_id, pipeline_name, status, source, plan, inputs, options, outputs, \
+    error, idempotency_key, request_hash, created_at, started_at, finished_at FROM executions WHERE idempotency_key = $1";
+
+/// Newest first; every filter optional (`$1` status, `$2` pipeline, `$3`/`$4` cursor, `$5` limit).
+pub(crate) const LIST_EXECUTIONS: &str = "SELECT id, pipeline_id, pipeline_name, status, source, plan, inputs, options, outputs, \
+    error, idempotency_key, request_hash, created_at, started_at, finished_at FROM executions \
+    WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR pipeline_name = $2) \
+    AND ($3 IS NULL OR created_at < $3 OR (created_at = $3 AND id < $4)) \
+    ORDER BY created_at DESC, id DESC LIMIT $5";
+
+pub(crate) const SELECT_STEPS: &str = "SELECT execution_id, step_id, position, status, attempt, max_attempts, depends_on, definition, \
+    parameters, result, error, error_type, reason, timed_out, started_at, finished_at \
+    FROM steps WHERE execution_id = $1 ORDER BY position";
+
+pub(crate) const SELECT_FLOW: &str = "SELECT step_id, status, depends_on, on_failure, scope, ord FROM steps WHERE execution_id = $1 ORDER BY position";
+
+pub(crate) const SELECT_CHECKPOINTS: &str = "SELECT id, execution_id, step_id, attempt, status, parameters, result, error, error_type, \
+    started_at, finished_at, created_at FROM checkpoints WHERE execution_id = $1 ORDER BY id";
+
+/// Takes the execution's row lock first, so finishing steps of one execution
+/// never race (PostgreSQL row lock; SQLite write lock).
+pub(crate) const LOCK_EXECUTION: &str = "UPDATE executions SET updated_at = $2 WHERE id = $1";
+
+/// Removes the queue row only if the lease is still ours (fencing).
+pub(crate) const RELEASE_LEASE: &str =
+    "DELETE FROM step_queue WHERE execution_id = $1 AND step_id = $2 AND lease_token = $3";
+
+pub(crate) const REQUEUE_FOR_RETRY: &str = "UPDATE step_queue SET locked_by = NULL, lease_token = NULL, locked_until = NULL, \
+    run_after = $4 WHERE execution_id = $1 AND step_id = $2 AND lease_token = $3";
+
+pub(crate) const UPDATE_STEP_RESULT: &str = "UPDATE steps SET status = $3, parameters = $4, result = $5, error = $6, \
+    error_type = $7, reason = $8, timed_out = $9, finished_at = $10 WHERE execution_id = $1 AND step_id = $2";
+
+pub(crate) const UPDATE_STEP_RETRYING: &str = "UPDATE steps SET status = 'retrying', parameters = $3, error = $4, \
+    error_type = $5, timed_out = $6 WHERE execution_id = $1 AND step_id = $2";
+
+pub(crate) const INSERT_CHECKPOINT: &str = "INSERT INTO checkpoints \
+    (execution_id, step_id, attempt, status, parameters, result, error, error_type, started_at, finished_at, created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+pub(crate) const SET_STEP_STATUS: &str = "UPDATE steps SET status = $3, reason = $4, finished_at = $5 WHERE execution_id = $1 AND step_id = $2";
+
+pub(crate) const MARK_READY: &str =
+    "UPDATE steps SET status = 'ready' WHERE execution_id = $1 AND step_id = $2";
+
+pub(crate) const DEQUEUE: &str = "DELETE FROM step_queue WHERE execution_id = $1 AND step_id = $2";
+
+pub(crate) const FINISH_EXECUTION: &str = "UPDATE executions SET status = $2, outputs = $3, error = $4, finished_at = $5, updated_at = $5 WHERE id = $1";
+
+pub(crate) const NEXT_RUN_AFTER: &str =
+    "SELECT MIN(run_after) FROM step_queue WHERE locked_by IS NULL";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ExecutionRow {
+    id: String,
+    pipeline_id: String,
+    pipeline_name: String,
+    status: String,
+    source: String,
+    plan: Json<Value>,
+    inputs: Json<Value>,
+    options: Json<Value>,
+    outputs: Option<Json<Value>>,
+    error: Option<String>,
+    idempotency_key: Option<String>,
+    request_hash: Option<String>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+}
+
+impl TryFrom<ExecutionRow> for ExecutionRecord {
+    type Error = StoreError;
+    fn try_from(r: ExecutionRow) -> Result<Self> {
+        Ok(ExecutionRecord {
+            status: ExecutionStatus::parse(&r.status)
+                .ok_or_else(|| StoreError::Corrupt(format!("execution status '{}'", r.status)))?,
+            id: r.id,
+            pipeline_id: r.pipeline_id,
+            pipeline_name: r.pipeline_name,
+            source: r.source,
+            plan: r.plan.0,
+            inputs: r.inputs.0,
+            options: r.options.0,
+            outputs: r.outputs.map(|j| j.0),
+            error: r.error,
+            idempotency_key: r.idempotency_key,
+            request_hash: r.request_hash,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct StepRow {
+    execution_id: String,
+    step_id: String,
+    position: i64,
+    status: String,
+    attempt: i64,
+    max_attempts: i64,
+    depends_on: Json<Vec<String>>,
+    definition: Json<PlannedStep>,
+    parameters: Option<Json<Value>>,
+    result: Option<Json<Value>>,
+    error: Option<String>,
+    error_type: Option<String>,
+    reason: Option<String>,
+    timed_out: bool,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+}
+
+impl TryFrom<StepRow> for StepRecord {
+    type Error = StoreError;
+    fn try_from(r: StepRow) -> Result<Self> {
+        Ok(StepRecord {
+            status: parse_step_status(&r.status)?,
+            execution_id: r.execution_id,
+            step_id: r.step_id,
+            position: r.position,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            depends_on: r.depends_on.0,
+            definition: r.definition.0,
+            parameters: r.parameters.map(|j| j.0),
+            result: r.result.map(|j| j.0),
+            error: r.error,
+            error_type: r.error_type,
+            reason: r.reason,
+            timed_out: r.timed_out,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct FlowRow {
+    step_id: String,
+    status: String,
+    depends_on: Json<Vec<String>>,
+    on_failure: Json<OnFailure>,
+    scope: String,
+    ord: i64,
+}
+
+impl TryFrom<FlowRow> for FlowStep {
+    type Error = StoreError;
+    fn try_from(r: FlowRow) -> Result<Self> {
+        Ok(FlowStep {
+            status: parse_step_status(&r.status)?,
+            id: r.step_id,
+            depends_on: r.depends_on.0,
+            on_failure: r.on_failure.0,
+            scope: r.scope,
+            order: u32::try_from(r.ord).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct CheckpointRow {
+    id: i64,
+    execution_id: String,
+    step_id: String,
+    attempt: i64,
+    status: String,
+    parameters: Option<Json<Value>>,
+    result: Option<Json<Value>>,
+    error: Option<String>,
+    error_type: Option<String>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    created_at: i64,
+}
+
+impl TryFrom<CheckpointRow> for CheckpointRecord {
+    type Error = StoreError;
+    fn try_from(r: CheckpointRow) -> Result<Self> {
+        Ok(CheckpointRecord {
+            status: parse_step_status(&r.status)?,
+            id: r.id,
+            execution_id: r.execution_id,
+            step_id: r.step_id,
+            attempt: r.attempt,
+            parameters: r.parameters.map(|j| j.0),
+            result: r.result.map(|j| j.0),
+            error: r.error,
+            error_type: r.error_type,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            created_at: r.created_at,
+        })
+    }
+}
+
+/// A claimed queue row joined with its step.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ClaimRow {
+    pub execution_id: String,
+    pub step_id: String,
+    pub lease_token: String,
+}
+
+fn parse_step_status(s: &str) -> Result<StepStatus> {
+    StepStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("step status '{s}'")))
+}
+
+/// The `Store` methods, written once for both backends.
+/// `$db` is the sqlx database type; `$sql` the module with the statements
+/// that differ (`CLAIM`, `HEARTBEAT`, `NOW_MS`).
+macro_rules! impl_store {
+    ($store:ty, $db:ty, $backend:literal) => {
+        #[async_trait::async_trait]
+        impl crate::Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn ping(&self) -> crate::Result<()> {
+                sqlx::query("SELECT 1 FROM executions LIMIT 1")
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn create_execution(
+                &self,
+                new: crate::NewExecution,
+            ) -> crate::Result<(crate::ExecutionRecord, bool)> {
+                use crate::common::*;
+                use sqlx::types::Json;
+                let now = crate::now_ms();
+                let mut tx = self.pool.begin().await?;
+                let inserted = sqlx::query(INSERT_EXECUTION)
+                    .bind(&new.id)
+                    .bind(&new.pipeline_id)
+                    .bind(&new.pipeline_name)
+                    .bind(&new.source)
+                    .bind(Json(&new.plan))
+                    .bind(Json(&new.inputs))
+                    .bind(Json(&new.options))
+                    .bind(&new.idempotency_key)
+                    .bind(&new.request_hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if inserted == 0 {
+                    // The idempotency key is taken.
+                    tx.rollback().await?;
+                    let key = new.idempotency_key.clone().unwrap_or_default();
+                    let row: ExecutionRow = sqlx::query_as(SELECT_EXECUTION_BY_KEY)
+                        .bind(&key)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    let existing = crate::ExecutionRecord::try_from(row)?;
+                    return if existing.request_hash == new.request_hash {
+                        Ok((existing, false))
+                    } else {
+                        Err(crate::StoreError::IdempotencyConflict(key))
+                    };
+                }
+                for (position, step) in new.steps.iter().enumerate() {
+                    let ready = step.planned.depends_on.is_empty();
+                    sqlx::query(INSERT_STEP)
+                        .bind(&new.id)
+                        .bind(&step.planned.id)
+                        .bind(position as i64)
+                        .bind(if ready { "ready" } else { "pending" })
+                        .bind(i64::from(step.max_attempts))
+                        .bind(Json(&step.planned.depends_on))
+                        .bind(Json(&step.planned.step.on_failure))
+                        .bind(&step.planned.scope)
+                        .bind(i64::from(step.planned.order))
+                        .bind(Json(&step.planned))
+                        .execute(&mut *tx)
+                        .await?;
+                    if ready {
+                        sqlx::query(ENQUEUE)
+                            .bind(&new.id)
+                            .bind(&step.planned.id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                let row: ExecutionRow = sqlx::query_as(SELECT_EXECUTION)
+                    .bind(&new.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok((crate::ExecutionRecord::try_from(row)?, true))
+            }
+
+            async fn get_execution(
+                &self,
+                id: &str,
+            ) -> crate::Result<Option<crate::ExecutionRecord>> {
+                let row: Option<crate::common::ExecutionRow> =
+                    sqlx::query_as(crate::common::SELECT_EXECUTION)
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(crate::ExecutionRecord::try_from).transpose()
+            }
+
+            async fn list_executions(
+                &self,
+                filter: &crate::ExecutionFilter,
+            ) -> crate::Result<Vec<crate::ExecutionRecord>> {
+                let rows: Vec<crate::common::ExecutionRow> =
+                    sqlx::query_as(crate::common::LIST_EXECUTIONS)
+                        .bind(filter.status.map(|s| s.as_str()))
+                        .bind(filter.pipeline.as_deref())
+                        .bind(filter.before.as_ref().map(|b| b.0))
+                        .bind(filter.before.as_ref().map(|b| b.1.as_str()))
+                        .bind(i64::from(filter.limit.max(1)))
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter()
+                    .map(crate::ExecutionRecord::try_from)
+                    .collect()
+            }
+
+            async fn list_steps(
+                &self,
+                execution_id: &str,
+            ) -> crate::Result<Vec<crate::StepRecord>> {
+                let rows: Vec<crate::common::StepRow> = sqlx::query_as(crate::common::SELECT_STEPS)
+                    .bind(execution_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(crate::StepRecord::try_from).collect()
+            }
+
+            async fn list_checkpoints(
+                &self,
+                execution_id: &str,
+            ) -> crate::Result<Vec<crate::CheckpointRecord>> {
+                let rows: Vec<crate::common::CheckpointRow> =
+                    sqlx::query_as(crate::common::SELECT_CHECKPOINTS)
+                        .bind(execution_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter()
+                    .map(crate::CheckpointRecord::try_from)
+                    .collect()
+            }
+
+            async fn claim_steps(
+                &self,
+                worker: &str,
+                limit: u32,
+                lease_ms: i64,
+            ) -> crate::Result<Vec<crate::ClaimedStep>> {
+                if limit == 0 {
+                    return Ok(vec![]);
+                }
+                let now = crate::now_ms();
+                let mut tx = self.pool.begin().await?;
+                let claimed: Vec<crate::common::ClaimRow> = sqlx::query_as(CLAIM)
+                    .bind(worker)
+                    .bind(now)
+                    .bind(now + lease_ms)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut out = Vec::with_capacity(claimed.len());
+                for c in claimed {
+                    let row: crate::common::StepRow = sqlx::query_as(crate::common::START_STEP)
+                        .bind(&c.execution_id)
+                        .bind(&c.step_id)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    sqlx::query(crate::common::START_EXECUTION)
+                        .bind(&c.execution_id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    let step = crate::StepRecord::try_from(row)?;
+                    out.push(crate::ClaimedStep {
+                        execution_id: c.execution_id,
+                        step_id: c.step_id,
+                        lease_token: c.lease_token,
+                        attempt: step.attempt,
+                        max_attempts: step.max_attempts,
+                        definition: step.definition,
+                    });
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn heartbeat(&self, tokens: &[String], lease_ms: i64) -> crate::Result<u64> {
+                if tokens.is_empty() {
+                    return Ok(0);
+                }
+                let done = sqlx::query(HEARTBEAT)
+                    .bind(crate::now_ms() + lease_ms)
+                    .bind(heartbeat_tokens(tokens))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn finish_step(
+                &self,
+                step: &crate::ClaimedStep,
+                result: crate::StepResult,
+                outputs: crate::OutputRenderer<'_>,
+            ) -> crate::Result<crate::FinishOutcome> {
+                use crate::common::*;
+                use orchestrator_core::flow::{self, Change, FlowStep, Outcome, StepStatus};
+                use sqlx::types::Json;
+                let now = crate::now_ms();
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(LOCK_EXECUTION)
+                    .bind(&step.execution_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let released = sqlx::query(RELEASE_LEASE)
+                    .bind(&step.execution_id)
+                    .bind(&step.step_id)
+                    .bind(&step.lease_token)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if released == 0 {
+                    tx.rollback().await?;
+                    return Err(crate::StoreError::LeaseLost {
+                        step: step.step_id.clone(),
+                    });
+                }
+                sqlx::query(UPDATE_STEP_RESULT)
+                    .bind(&step.execution_id)
+                    .bind(&step.step_id)
+                    .bind(result.status.as_str())
+                    .bind(result.parameters.as_ref().map(Json))
+                    .bind(result.envelope.as_ref().map(Json))
+                    .bind(&result.error)
+                    .bind(&result.error_type)
+                    .bind(&result.reason)
+                    .bind(result.timed_out)
+                    .bind(result.finished_at)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(INSERT_CHECKPOINT)
+                    .bind(&step.execution_id)
+                    .bind(&step.step_id)
+                    .bind(step.attempt)
+                    .bind(result.status.as_str())
+                    .bind(result.parameters.as_ref().map(Json))
+                    .bind(result.envelope.as_ref().map(Json))
+                    .bind(&result.error)
+                    .bind(&result.error_type)
+                    .bind(result.started_at)
+                    .bind(result.finished_at)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let rows: Vec<FlowRow> = sqlx::query_as(SELECT_FLOW)
+                    .bind(&step.execution_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut steps = rows
+                    .into_iter()
+                    .map(FlowStep::try_from)
+                    .collect::<crate::Result<Vec<_>>>()?;
+                let outcome = match result.status {
+                    StepStatus::Succeeded => Outcome::Succeeded {
+                        jump_to: result.jump_to.clone(),
+                    },
+                    StepStatus::Skipped => Outcome::Skipped {
+                        jump_to: result.jump_to.clone(),
+                    },
+                    _ => Outcome::Failed,
+                };
+                let advance = flow::advance(&mut steps, &step.step_id, &outcome);
+                let mut ready = Vec::new();
+                for change in &advance.changes {
+                    match change {
+                        Change::Ready(id) => {
+                            sqlx::query(MARK_READY)
+                                .bind(&step.execution_id)
+                                .bind(id)
+                                .execute(&mut *tx)
+                                .await?;
+                            sqlx::query(ENQUEUE)
+                                .bind(&step.execution_id)
+                                .bind(id)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                            ready.push(id.clone());
+                        }
+                        Change::Skipped { step: id, reason }
+                        | Change::Cancelled { step: id, reason } => {
+                            let status = if matches!(change, Change::Skipped { .. }) {
+                                "skipped"
+                            } else {
+                                "cancelled"
+                            };
+                            sqlx::query(SET_STEP_STATUS)
+                                .bind(&step.execution_id)
+                                .bind(id)
+                                .bind(status)
+                                .bind(reason)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                            sqlx::query(DEQUEUE)
+                                .bind(&step.execution_id)
+                                .bind(id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                }
+                if let Some(status) = advance.finished {
+                    let rows: Vec<StepRow> = sqlx::query_as(SELECT_STEPS)
+                        .bind(&step.execution_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let records = rows
+                        .into_iter()
+                        .map(crate::StepRecord::try_from)
+                        .collect::<crate::Result<Vec<_>>>()?;
+                    let (rendered, error) = outputs(&records);
+                    let error = error.or_else(|| {
+                        records
+                            .iter()
+                            .find(|r| r.status == StepStatus::Failed)
+                            .map(|r| {
+                                format!(
+                                    "step '{}' failed: {}",
+                                    r.step_id,
+                                    r.error.clone().unwrap_or_default()
+                                )
+                            })
+                    });
+                    sqlx::query(FINISH_EXECUTION)
+                        .bind(&step.execution_id)
+                        .bind(status.as_str())
+                        .bind(rendered.as_ref().map(Json))
+                        .bind(&error)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(crate::FinishOutcome {
+                    ready,
+                    execution_finished: advance.finished,
+                })
+            }
+
+            async fn retry_step(
+                &self,
+                step: &crate::ClaimedStep,
+                result: crate::StepResult,
+                delay_ms: i64,
+            ) -> crate::Result<()> {
+                use crate::common::*;
+                use sqlx::types::Json;
+                let now = crate::now_ms();
+                let mut tx = self.pool.begin().await?;
+                let requeued = sqlx::query(REQUEUE_FOR_RETRY)
+                    .bind(&step.execution_id)
+                    .bind(&step.step_id)
+                    .bind(&step.lease_token)
+                    .bind(now + delay_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if requeued == 0 {
+                    tx.rollback().await?;
+                    return Err(crate::StoreError::LeaseLost {
+                        step: step.step_id.clone(),
+                    });
+                }
+                sqlx::query(UPDATE_STEP_RETRYING)
+                    .bind(&step.execution_id)
+                    .bind(&step.step_id)
+                    .bind(result.parameters.as_ref().map(Json))
+                    .bind(&result.error)
+                    .bind(&result.error_type)
+                    .bind(result.timed_out)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(INSERT_CHECKPOINT)
+                    .bind(&step.execution_id)
+                    .bind(&step.step_id)
+                    .bind(step.attempt)
+                    .bind("failed")
+                    .bind(result.parameters.as_ref().map(Json))
+                    .bind(result.envelope.as_ref().map(Json))
+                    .bind(&result.error)
+                    .bind(&result.error_type)
+                    .bind(result.started_at)
+                    .bind(result.finished_at)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn next_run_in_ms(&self) -> crate::Result<Option<i64>> {
+                let next: Option<i64> = sqlx::query_scalar(crate::common::NEXT_RUN_AFTER)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(next.map(|t| (t - crate::now_ms()).max(0)))
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;
+
+/// Marks a claimed step running (attempt + 1) and returns it (`$1` execution, `$2` step, `$3` now).
+pub(crate) const START_STEP: &str = "UPDATE steps SET status = 'running', attempt = attempt + 1, \
+    started_at = COALESCE(started_at, $3) WHERE execution_id = $1 AND step_id = $2 \
+    RETURNING execution_id, step_id, position, status, attempt, max_attempts, depends_on, definition, \
+    parameters, result, error, error_type, reason, timed_out, started_at, finished_at";
+
+pub(crate) const START_EXECUTION: &str =
+    "UPDATE executions SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'";

@@ -1,0 +1,276 @@
+//! Durable storage for executions, steps, the step queue and checkpoints.
+//!
+//! One [`Store`] trait, two sqlx backends: [`SqliteStore`] (embedded default)
+//! and [`PostgresStore`] (many processes on one database). Both keep the same
+//! schema (`migrations/sqlite`, `migrations/postgres`) and the same semantics,
+//! checked by one contract test suite.
+//!
+//! Invariants every backend keeps:
+//! - An execution and all its step rows are created in one transaction.
+//! - A step is in `step_queue` exactly while it is ready, leased or waiting
+//!   for a retry; claims only ever look at that small table.
+//! - Finishing a step is conditional on its lease token (fencing): a worker
+//!   that lost its lease cannot write a result. The result, its checkpoint,
+//!   the readiness of dependents and the execution's final status are
+//!   written in one transaction.
+
+use async_trait::async_trait;
+use orchestrator_core::flow::{ExecutionStatus, StepStatus};
+use orchestrator_core::plan::PlannedStep;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+mod common;
+mod postgres;
+mod sqlite;
+pub mod testing;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the lease on step '{step}' is no longer held")]
+    LeaseLost { step: String },
+    #[error("an execution with idempotency key '{0}' exists with a different request")]
+    IdempotencyConflict(String),
+    #[error("unsupported database url (use sqlite://… or postgres://…)")]
+    UnsupportedUrl,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A new execution to insert.
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    pub id: String,
+    pub pipeline_id: String,
+    pub pipeline_name: String,
+    pub source: String,
+    pub plan: Value,
+    pub inputs: Value,
+    pub options: Value,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<String>,
+    pub steps: Vec<NewStep>,
+}
+
+/// A step row of a new execution.
+#[derive(Debug, Clone)]
+pub struct NewStep {
+    pub planned: PlannedStep,
+    pub max_attempts: u32,
+}
+
+/// An execution as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionRecord {
+    pub id: String,
+    pub pipeline_id: String,
+    pub pipeline_name: String,
+    pub status: ExecutionStatus,
+    pub source: String,
+    pub plan: Value,
+    pub inputs: Value,
+    pub options: Value,
+    pub outputs: Option<Value>,
+    pub error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// A step as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub execution_id: String,
+    pub step_id: String,
+    pub position: i64,
+    pub status: StepStatus,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub depends_on: Vec<String>,
+    pub definition: PlannedStep,
+    pub parameters: Option<Value>,
+    /// The envelope `{result, success, error}` once finished.
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub error_type: Option<String>,
+    pub reason: Option<String>,
+    pub timed_out: bool,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// A recorded attempt of a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    pub id: i64,
+    pub execution_id: String,
+    pub step_id: String,
+    pub attempt: i64,
+    pub status: StepStatus,
+    pub parameters: Option<Value>,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub error_type: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// A step handed to a worker.
+#[derive(Debug, Clone)]
+pub struct ClaimedStep {
+    pub execution_id: String,
+    pub step_id: String,
+    pub lease_token: String,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub definition: PlannedStep,
+}
+
+/// How a step attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepResult {
+    pub status: StepStatus,
+    pub parameters: Option<Value>,
+    /// The envelope `{result, success, error}`.
+    pub envelope: Option<Value>,
+    pub error: Option<String>,
+    pub error_type: Option<String>,
+    pub reason: Option<String>,
+    pub timed_out: bool,
+    /// A jump to take (`on_success`, `on_false`), already resolved to this scope's id.
+    pub jump_to: Option<String>,
+    pub started_at: i64,
+    pub finished_at: i64,
+}
+
+/// What finishing a step did to its execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishOutcome {
+    /// Steps that became ready (workers should look for work).
+    pub ready: Vec<String>,
+    /// Set when the execution finished with this step.
+    pub execution_finished: Option<ExecutionStatus>,
+}
+
+/// Renders an execution's outputs when its last step finishes, inside the
+/// finishing transaction: gets every step, returns outputs and an error text.
+pub type OutputRenderer<'a> = &'a (dyn Fn(&[StepRecord]) -> (Option<Value>, Option<String>) + Sync);
+
+/// Filter and page for listing executions.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    pub status: Option<ExecutionStatus>,
+    pub pipeline: Option<String>,
+    pub limit: u32,
+    /// Cursor: return executions strictly older than this (created_at, id).
+    pub before: Option<(i64, String)>,
+}
+
+/// The storage of executions.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Whether the database answers and is migrated.
+    async fn ping(&self) -> Result<()>;
+
+    /// Inserts an execution and its steps in one transaction; steps without
+    /// dependencies are queued. With an idempotency key already used, returns
+    /// the existing execution (`false`) when the request hash matches, else
+    /// [`StoreError::IdempotencyConflict`].
+    async fn create_execution(&self, new: NewExecution) -> Result<(ExecutionRecord, bool)>;
+
+    async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>>;
+
+    /// Newest first.
+    async fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<ExecutionRecord>>;
+
+    /// Every step of an execution, in plan order.
+    async fn list_steps(&self, execution_id: &str) -> Result<Vec<StepRecord>>;
+
+    async fn list_checkpoints(&self, execution_id: &str) -> Result<Vec<CheckpointRecord>>;
+
+    /// Leases up to `limit` runnable steps for `lease_ms`, marks them running
+    /// and their executions running.
+    async fn claim_steps(
+        &self,
+        worker: &str,
+        limit: u32,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedStep>>;
+
+    /// Extends the leases held by these tokens; returns how many are still held.
+    async fn heartbeat(&self, tokens: &[String], lease_ms: i64) -> Result<u64>;
+
+    /// Records a final result (fenced by the lease token) and advances the flow.
+    async fn finish_step(
+        &self,
+        step: &ClaimedStep,
+        result: StepResult,
+        outputs: OutputRenderer<'_>,
+    ) -> Result<FinishOutcome>;
+
+    /// Records a failed attempt and queues the next one after `delay_ms`.
+    async fn retry_step(&self, step: &ClaimedStep, result: StepResult, delay_ms: i64)
+    -> Result<()>;
+
+    /// Milliseconds until the next queued step becomes runnable, if any.
+    async fn next_run_in_ms(&self) -> Result<Option<i64>>;
+}
+
+/// Opens the store named by a URL (`sqlite://path`, `sqlite::memory:`, `postgres://…`)
+/// and runs its migrations.
+pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl)
+    }
+}
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Hides the password of a database URL for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            super::redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,49 @@
+//! The PostgreSQL backend: many server and worker processes share one database.
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::Result;
+
+/// Leases runnable steps; `SKIP LOCKED` lets many processes claim at once
+/// without waiting on each other (`$1` worker, `$2` now, `$3` lease end, `$4` limit).
+const CLAIM: &str = "WITH picked AS ( \
+        SELECT execution_id, step_id FROM step_queue \
+        WHERE run_after <= $2 AND (locked_until IS NULL OR locked_until < $2) \
+        ORDER BY run_after LIMIT $4 FOR UPDATE SKIP LOCKED) \
+    UPDATE step_queue q SET locked_by = $1, lease_token = gen_random_uuid()::text, locked_until = $3 \
+    FROM picked WHERE q.execution_id = picked.execution_id AND q.step_id = picked.step_id \
+    RETURNING q.execution_id, q.step_id, q.lease_token";
+
+/// Extends leases (`$1` lease end, `$2` tokens).
+const HEARTBEAT: &str = "UPDATE step_queue SET locked_until = $1 WHERE lease_token = ANY($2)";
+
+fn heartbeat_tokens(tokens: &[String]) -> Vec<String> {
+    tokens.to_vec()
+}
+
+/// PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects and runs migrations (safe to do from many processes at once:
+    /// sqlx takes an advisory lock).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(url)
+            .await?;
+        sqlx::migrate!("../../migrations/postgres")
+            .run(&pool)
+            .await?;
+        Ok(PostgresStore { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+crate::common::impl_store!(PostgresStore, sqlx::Postgres, "postgres");

@@ -1,0 +1,62 @@
+//! The embedded SQLite backend: one process, zero set-up, WAL mode.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::Result;
+
+/// Leases runnable steps. SQLite has one writer at a time, so no row locks
+/// are needed (`$1` worker, `$2` now, `$3` lease end, `$4` limit).
+const CLAIM: &str = "UPDATE step_queue SET locked_by = $1, lease_token = lower(hex(randomblob(16))), locked_until = $3 \
+    WHERE rowid IN (SELECT rowid FROM step_queue \
+        WHERE run_after <= $2 AND (locked_until IS NULL OR locked_until < $2) \
+        ORDER BY run_after LIMIT $4) \
+    RETURNING execution_id, step_id, lease_token";
+
+/// Extends leases (`$1` lease end, `$2` JSON list of tokens).
+const HEARTBEAT: &str = "UPDATE step_queue SET locked_until = $1 WHERE lease_token IN (SELECT value FROM json_each($2))";
+
+fn heartbeat_tokens(tokens: &[String]) -> String {
+    serde_json::to_string(tokens).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and runs migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        // An in-memory database exists once per connection: keep exactly one.
+        let max = if url.contains(":memory:") || url.contains("mode=memory") {
+            1
+        } else {
+            8
+        };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+crate::common::impl_store!(SqliteStore, sqlx::Sqlite, "sqlite");

@@ -1,0 +1,92 @@
+//! Fresh databases for tests: a new SQLite file, or a new PostgreSQL database
+//! on the server named by `ORCHESTRATOR_TEST_POSTGRES_URL`.
+//!
+//! When that variable is unset, PostgreSQL tests are skipped, unless
+//! `ORCHESTRATOR_REQUIRE_POSTGRES=1` (as in CI), where they fail instead.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sqlx::Connection;
+
+use crate::{PostgresStore, SqliteStore, Store};
+
+/// A folder removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// URL of a new, empty SQLite database in `dir`.
+pub fn sqlite_url(dir: &TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("orchestrator.db").display())
+}
+
+/// A new SQLite store in a fresh folder.
+pub async fn fresh_sqlite() -> (Arc<dyn Store>, TempDir) {
+    let dir = TempDir::new("orchestrator-test");
+    let store = SqliteStore::connect(&sqlite_url(&dir))
+        .await
+        .unwrap_or_else(|e| panic!("sqlite: {e:?}"));
+    (Arc::new(store), dir)
+}
+
+/// URL of a new, empty PostgreSQL database, or `None` when PostgreSQL tests
+/// are not configured (panics when they are required).
+pub async fn postgres_url() -> Option<String> {
+    let admin = match std::env::var("ORCHESTRATOR_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            if std::env::var("ORCHESTRATOR_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!(
+                    "ORCHESTRATOR_REQUIRE_POSTGRES=1 but ORCHESTRATOR_TEST_POSTGRES_URL is not set"
+                );
+            }
+            eprintln!("skipping PostgreSQL test: ORCHESTRATOR_TEST_POSTGRES_URL is not set");
+            return None;
+        }
+    };
+    let name = format!("orch_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot reach PostgreSQL at {}: {e}",
+                crate::redact_url(&admin)
+            )
+        });
+    // The name is generated here (hex only); identifiers cannot be bound.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("create database: {e}"));
+    let _ = conn.close().await;
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    Some(format!("{base}/{name}"))
+}
+
+/// A new PostgreSQL store on a fresh database (see [`postgres_url`]).
+pub async fn fresh_postgres() -> Option<Arc<dyn Store>> {
+    let url = postgres_url().await?;
+    let store = PostgresStore::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("postgres: {e:?}"));
+    Some(Arc::new(store))
+}

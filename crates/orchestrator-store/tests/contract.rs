@@ -1,0 +1,502 @@
+//! One contract, both backends: every case runs on SQLite and on PostgreSQL.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use orchestrator_core::flow::{ExecutionStatus, StepStatus};
+use orchestrator_core::{CompileOptions, builtin_catalog, compile_yaml};
+use orchestrator_store::testing::{fresh_postgres, fresh_sqlite};
+use orchestrator_store::{
+    ClaimedStep, ExecutionFilter, NewExecution, NewStep, StepResult, Store, StoreError, now_ms,
+};
+use serde_json::{Value, json};
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (store, _dir) = super::fresh_sqlite().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(store) = super::fresh_postgres().await {
+                        super::$name(store).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    creating_an_execution_stores_it_with_its_steps,
+    only_ready_steps_are_claimed_and_each_only_once,
+    finishing_a_step_readies_its_dependents_and_records_a_checkpoint,
+    a_stale_lease_cannot_write_a_result,
+    the_last_step_finishes_the_execution_with_its_outputs,
+    a_failed_step_cancels_what_has_not_started,
+    a_retried_step_waits_for_its_delay_and_counts_attempts,
+    idempotency_keys_return_the_original_or_conflict,
+    executions_list_newest_first_with_filters_and_cursor,
+    concurrent_claims_never_hand_out_a_step_twice,
+    heartbeats_extend_only_held_leases,
+);
+
+const CHAIN: &str = "name: chain\nsteps:\n  - id: a\n    tool: echo\n  - id: b\n    tool: echo\n    depends_on: [a]\n  - id: c\n    tool: echo\n    depends_on: [b]\noutputs:\n  last: '{{ c.result }}'\n";
+const FAN: &str = "name: fan\nsteps:\n  - id: a\n    tool: echo\n  - id: b\n    tool: echo\n  - id: c\n    tool: echo\n    depends_on: [a, b]\n";
+
+fn new_execution(yaml: &str, key: Option<&str>, hash: Option<&str>) -> NewExecution {
+    let catalog = builtin_catalog();
+    let plan = compile_yaml(
+        yaml,
+        CompileOptions {
+            catalog: &catalog,
+            context: None,
+            auto_resolver: None,
+        },
+    )
+    .expect("compiles")
+    .plan;
+    NewExecution {
+        id: uuid::Uuid::now_v7().to_string(),
+        pipeline_id: plan.pipeline.id.clone(),
+        pipeline_name: plan.pipeline.name.clone(),
+        source: yaml.to_string(),
+        inputs: Value::Object(plan.inputs.clone()),
+        options: json!({}),
+        idempotency_key: key.map(str::to_string),
+        request_hash: hash.map(str::to_string),
+        steps: plan
+            .steps
+            .iter()
+            .map(|s| NewStep {
+                planned: s.clone(),
+                max_attempts: s.step.retry.max_attempts,
+            })
+            .collect(),
+        plan: serde_json::to_value(&plan).expect("plan json"),
+    }
+}
+
+fn done(status: StepStatus, result: Value) -> StepResult {
+    StepResult {
+        status,
+        parameters: Some(json!({})),
+        envelope: Some(
+            json!({"result": result, "success": status == StepStatus::Succeeded, "error": null}),
+        ),
+        error: (status == StepStatus::Failed).then(|| "boom".to_string()),
+        error_type: (status == StepStatus::Failed).then(|| "ToolError".to_string()),
+        reason: None,
+        timed_out: false,
+        jump_to: None,
+        started_at: now_ms(),
+        finished_at: now_ms(),
+    }
+}
+
+fn no_outputs(_: &[orchestrator_store::StepRecord]) -> (Option<Value>, Option<String>) {
+    (None, None)
+}
+
+async fn claim_ids(store: &Arc<dyn Store>, limit: u32) -> Vec<ClaimedStep> {
+    store.claim_steps("w1", limit, 30_000).await.expect("claim")
+}
+
+async fn creating_an_execution_stores_it_with_its_steps(store: Arc<dyn Store>) {
+    let new = new_execution(CHAIN, None, None);
+    let (created, inserted) = store.create_execution(new.clone()).await.expect("create");
+    assert!(inserted);
+    assert_eq!(created.status, ExecutionStatus::Queued);
+    assert_eq!(created.pipeline_name, "chain");
+    let fetched = store
+        .get_execution(&new.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(fetched, created);
+    let steps = store.list_steps(&new.id).await.expect("steps");
+    let view: Vec<(&str, StepStatus)> = steps
+        .iter()
+        .map(|s| (s.step_id.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        view,
+        vec![
+            ("a", StepStatus::Ready),
+            ("b", StepStatus::Pending),
+            ("c", StepStatus::Pending)
+        ]
+    );
+    assert_eq!(steps[1].depends_on, vec!["a"]);
+    assert!(
+        store
+            .get_execution("no-such-id")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    store.ping().await.expect("ping");
+}
+
+async fn only_ready_steps_are_claimed_and_each_only_once(store: Arc<dyn Store>) {
+    let new = new_execution(CHAIN, None, None);
+    store.create_execution(new.clone()).await.expect("create");
+    let claimed = claim_ids(&store, 10).await;
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|c| c.step_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a"]
+    );
+    assert_eq!(claimed[0].attempt, 1);
+    assert!(
+        claim_ids(&store, 10).await.is_empty(),
+        "a leased step is not claimable"
+    );
+    let exec = store
+        .get_execution(&new.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(exec.status, ExecutionStatus::Running);
+    assert!(exec.started_at.is_some());
+    let steps = store.list_steps(&new.id).await.expect("steps");
+    assert_eq!(steps[0].status, StepStatus::Running);
+}
+
+async fn finishing_a_step_readies_its_dependents_and_records_a_checkpoint(store: Arc<dyn Store>) {
+    let new = new_execution(FAN, None, None);
+    store.create_execution(new.clone()).await.expect("create");
+    let claimed = claim_ids(&store, 10).await;
+    assert_eq!(claimed.len(), 2);
+    let first = store
+        .finish_step(
+            &claimed[0],
+            done(StepStatus::Succeeded, json!("A")),
+            &no_outputs,
+        )
+        .await
+        .expect("finish");
+    assert!(first.ready.is_empty(), "c still waits for the other");
+    let second = store
+        .finish_step(
+            &claimed[1],
+            done(StepStatus::Succeeded, json!("B")),
+            &no_outputs,
+        )
+        .await
+        .expect("finish");
+    assert_eq!(second.ready, vec!["c"]);
+    let next = claim_ids(&store, 10).await;
+    assert_eq!(
+        next.iter().map(|c| c.step_id.as_str()).collect::<Vec<_>>(),
+        vec!["c"]
+    );
+    let checkpoints = store.list_checkpoints(&new.id).await.expect("checkpoints");
+    assert_eq!(checkpoints.len(), 2);
+    assert_eq!(checkpoints[0].status, StepStatus::Succeeded);
+    assert_eq!(
+        checkpoints[0].result.as_ref().map(|r| r["result"].clone()),
+        Some(json!("A"))
+    );
+    let steps = store.list_steps(&new.id).await.expect("steps");
+    assert_eq!(
+        steps[0].result.as_ref().map(|r| r["result"].clone()),
+        Some(json!("A"))
+    );
+}
+
+async fn a_stale_lease_cannot_write_a_result(store: Arc<dyn Store>) {
+    let new = new_execution(CHAIN, None, None);
+    store.create_execution(new.clone()).await.expect("create");
+    let mut claimed = claim_ids(&store, 10).await.remove(0);
+    claimed.lease_token = "not-the-token".into();
+    let err = store
+        .finish_step(&claimed, done(StepStatus::Succeeded, json!(1)), &no_outputs)
+        .await
+        .expect_err("fenced");
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
+    let err = store
+        .retry_step(&claimed, done(StepStatus::Failed, json!(null)), 0)
+        .await
+        .expect_err("fenced");
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
+    let steps = store.list_steps(&new.id).await.expect("steps");
+    assert_eq!(steps[0].status, StepStatus::Running);
+    assert!(steps[0].result.is_none());
+    assert!(
+        store
+            .list_checkpoints(&new.id)
+            .await
+            .expect("cps")
+            .is_empty()
+    );
+}
+
+async fn the_last_step_finishes_the_execution_with_its_outputs(store: Arc<dyn Store>) {
+    let new = new_execution(CHAIN, None, None);
+    store.create_execution(new.clone()).await.expect("create");
+    let render = |steps: &[orchestrator_store::StepRecord]| -> (Option<Value>, Option<String>) {
+        let last = steps
+            .iter()
+            .find(|s| s.step_id == "c")
+            .and_then(|s| s.result.clone());
+        (
+            Some(json!({"last": last.map(|r| r["result"].clone())})),
+            None,
+        )
+    };
+    for id in ["a", "b", "c"] {
+        let claimed = claim_ids(&store, 10).await;
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].step_id, id);
+        let outcome = store
+            .finish_step(&claimed[0], done(StepStatus::Succeeded, json!(id)), &render)
+            .await
+            .expect("finish");
+        assert_eq!(outcome.execution_finished.is_some(), id == "c");
+    }
+    let exec = store
+        .get_execution(&new.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(exec.status, ExecutionStatus::Succeeded);
+    assert_eq!(exec.outputs, Some(json!({"last": "c"})));
+    assert!(exec.finished_at.is_some());
+    assert!(claim_ids(&store, 10).await.is_empty());
+}
+
+async fn a_failed_step_cancels_what_has_not_started(store: Arc<dyn Store>) {
+    let new = new_execution(CHAIN, None, None);
+    store.create_execution(new.clone()).await.expect("create");
+    let claimed = claim_ids(&store, 10).await.remove(0);
+    let outcome = store
+        .finish_step(&claimed, done(StepStatus::Failed, json!(null)), &no_outputs)
+        .await
+        .expect("finish");
+    assert_eq!(outcome.execution_finished, Some(ExecutionStatus::Failed));
+    let steps = store.list_steps(&new.id).await.expect("steps");
+    let statuses: Vec<StepStatus> = steps.iter().map(|s| s.status).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            StepStatus::Failed,
+            StepStatus::Cancelled,
+            StepStatus::Cancelled
+        ]
+    );
+    assert_eq!(steps[0].error_type.as_deref(), Some("ToolError"));
+    let exec = store
+        .get_execution(&new.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(exec.status, ExecutionStatus::Failed);
+    assert!(
+        exec.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("step 'a' failed"),
+        "{:?}",
+        exec.error
+    );
+}
+
+async fn a_retried_step_waits_for_its_delay_and_counts_attempts(store: Arc<dyn Store>) {
+    let new = new_execution(CHAIN, None, None);
+    store.create_execution(new.clone()).await.expect("create");
+    let claimed = claim_ids(&store, 10).await.remove(0);
+    store
+        .retry_step(&claimed, done(StepStatus::Failed, json!(null)), 60_000)
+        .await
+        .expect("retry");
+    let steps = store.list_steps(&new.id).await.expect("steps");
+    assert_eq!(steps[0].status, StepStatus::Retrying);
+    assert!(
+        claim_ids(&store, 10).await.is_empty(),
+        "not before its delay"
+    );
+    let wait = store
+        .next_run_in_ms()
+        .await
+        .expect("next")
+        .expect("something queued");
+    assert!(wait > 50_000 && wait <= 60_000, "{wait}");
+
+    let claimed = claim_ids(&store, 10).await;
+    assert!(claimed.is_empty());
+    // A zero delay is claimable at once, as attempt 2.
+    let other = new_execution(CHAIN, None, None);
+    store.create_execution(other.clone()).await.expect("create");
+    let c = claim_ids(&store, 10).await.remove(0);
+    store
+        .retry_step(&c, done(StepStatus::Failed, json!(null)), 0)
+        .await
+        .expect("retry");
+    let again = claim_ids(&store, 10).await.remove(0);
+    assert_eq!((again.step_id.as_str(), again.attempt), ("a", 2));
+    let checkpoints = store.list_checkpoints(&other.id).await.expect("cps");
+    assert_eq!(checkpoints.len(), 1);
+    assert_eq!(
+        (checkpoints[0].attempt, checkpoints[0].status),
+        (1, StepStatus::Failed)
+    );
+}
+
+async fn idempotency_keys_return_the_original_or_conflict(store: Arc<dyn Store>) {
+    let first = new_execution(CHAIN, Some("key-1"), Some("hash-1"));
+    let (created, inserted) = store.create_execution(first.clone()).await.expect("create");
+    assert!(inserted);
+    let again = new_execution(CHAIN, Some("key-1"), Some("hash-1"));
+    let (replayed, inserted) = store.create_execution(again).await.expect("replay");
+    assert!(!inserted);
+    assert_eq!(replayed.id, created.id);
+    let different = new_execution(CHAIN, Some("key-1"), Some("hash-2"));
+    let err = store
+        .create_execution(different)
+        .await
+        .expect_err("conflict");
+    assert!(matches!(err, StoreError::IdempotencyConflict(_)), "{err:?}");
+    assert_eq!(
+        store
+            .list_executions(&ExecutionFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+}
+
+async fn executions_list_newest_first_with_filters_and_cursor(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for yaml in [CHAIN, FAN, CHAIN, FAN, CHAIN] {
+        let new = new_execution(yaml, None, None);
+        ids.push(new.id.clone());
+        store.create_execution(new).await.expect("create");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let all = store
+        .list_executions(&ExecutionFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    let listed: Vec<&str> = all.iter().map(|e| e.id.as_str()).collect();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    expected.reverse();
+    assert_eq!(listed, expected);
+
+    let chains = store
+        .list_executions(&ExecutionFilter {
+            pipeline: Some("chain".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(chains.len(), 3);
+    let page1 = store
+        .list_executions(&ExecutionFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    let last = page1.last().expect("two");
+    let page2 = store
+        .list_executions(&ExecutionFilter {
+            limit: 2,
+            before: Some((last.created_at, last.id.clone())),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        page2.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        expected[2..4].to_vec()
+    );
+    let queued = store
+        .list_executions(&ExecutionFilter {
+            status: Some(ExecutionStatus::Running),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert!(queued.is_empty());
+}
+
+async fn concurrent_claims_never_hand_out_a_step_twice(store: Arc<dyn Store>) {
+    let mut yaml = String::from("name: wide\nsteps:\n");
+    for i in 0..60 {
+        yaml.push_str(&format!("  - id: s{i}\n    tool: echo\n"));
+    }
+    for _ in 0..3 {
+        store
+            .create_execution(new_execution(&yaml, None, None))
+            .await
+            .expect("create");
+    }
+    let mut tasks = Vec::new();
+    for w in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let claimed = store
+                    .claim_steps(&format!("w{w}"), 7, 30_000)
+                    .await
+                    .expect("claim");
+                if claimed.is_empty() {
+                    break;
+                }
+                got.extend(claimed.into_iter().map(|c| (c.execution_id, c.step_id)));
+            }
+            got
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for t in tasks {
+        for item in t.await.expect("task") {
+            total += 1;
+            assert!(seen.insert(item.clone()), "{item:?} claimed twice");
+        }
+    }
+    assert_eq!(total, 180);
+}
+
+async fn heartbeats_extend_only_held_leases(store: Arc<dyn Store>) {
+    store
+        .create_execution(new_execution(FAN, None, None))
+        .await
+        .expect("create");
+    let claimed = store.claim_steps("w1", 10, 1).await.expect("claim");
+    assert_eq!(claimed.len(), 2);
+    let tokens: Vec<String> = claimed.iter().map(|c| c.lease_token.clone()).collect();
+    let held = store
+        .heartbeat(&[tokens[0].clone(), "unknown".into()], 60_000)
+        .await
+        .expect("beat");
+    assert_eq!(held, 1);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // The step whose lease was not extended has expired and can be claimed again.
+    let again = store.claim_steps("w2", 10, 30_000).await.expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].step_id, claimed[1].step_id);
+    assert_eq!(again[0].attempt, 2);
+}
