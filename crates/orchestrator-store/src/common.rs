@@ -225,6 +225,25 @@ impl TryFrom<CheckpointRow> for CheckpointRecord {
     }
 }
 
+pub(crate) const SELECT_CONTEXT: &str = "SELECT status, pipeline_id, inputs, options, created_at, started_at FROM executions WHERE id = $1";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ContextRow {
+    pub status: String,
+    pub pipeline_id: String,
+    pub inputs: Json<Value>,
+    pub options: Json<Value>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ResultRow {
+    pub step_id: String,
+    pub status: String,
+    pub result: Option<Json<Value>>,
+}
+
 /// A claimed queue row joined with its step.
 #[derive(sqlx::FromRow)]
 pub(crate) struct ClaimRow {
@@ -559,7 +578,12 @@ macro_rules! impl_store {
                         .into_iter()
                         .map(crate::StepRecord::try_from)
                         .collect::<crate::Result<Vec<_>>>()?;
-                    let (rendered, error) = outputs(&records);
+                    let exec_row: ExecutionRow = sqlx::query_as(SELECT_EXECUTION)
+                        .bind(&step.execution_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let execution = crate::ExecutionRecord::try_from(exec_row)?;
+                    let (rendered, error) = outputs(&execution, &records);
                     let error = error.or_else(|| {
                         records
                             .iter()
@@ -637,6 +661,52 @@ macro_rules! impl_store {
                     .await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn step_context(
+                &self,
+                execution_id: &str,
+                step_ids: &[String],
+            ) -> crate::Result<Option<crate::StepContext>> {
+                use crate::common::*;
+                let row: Option<ContextRow> = sqlx::query_as(SELECT_CONTEXT)
+                    .bind(execution_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                let results: Vec<ResultRow> = if step_ids.is_empty() {
+                    vec![]
+                } else {
+                    sqlx::query_as(SELECT_RESULTS)
+                        .bind(execution_id)
+                        .bind(sqlx::types::Json(step_ids))
+                        .fetch_all(&self.pool)
+                        .await?
+                };
+                Ok(Some(crate::StepContext {
+                    status: orchestrator_core::flow::ExecutionStatus::parse(&row.status)
+                        .ok_or_else(|| {
+                            crate::StoreError::Corrupt(format!("execution status '{}'", row.status))
+                        })?,
+                    pipeline_id: row.pipeline_id,
+                    inputs: row.inputs.0,
+                    options: row.options.0,
+                    created_at: row.created_at,
+                    started_at: row.started_at,
+                    results: results
+                        .into_iter()
+                        .map(|r| {
+                            let status = orchestrator_core::flow::StepStatus::parse(&r.status)
+                                .ok_or_else(|| {
+                                    crate::StoreError::Corrupt(format!(
+                                        "step status '{}'",
+                                        r.status
+                                    ))
+                                })?;
+                            Ok((r.step_id, status, r.result.map(|j| j.0)))
+                        })
+                        .collect::<crate::Result<Vec<_>>>()?,
+                }))
             }
 
             async fn next_run_in_ms(&self) -> crate::Result<Option<i64>> {

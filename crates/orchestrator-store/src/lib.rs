@@ -167,7 +167,21 @@ pub struct FinishOutcome {
 
 /// Renders an execution's outputs when its last step finishes, inside the
 /// finishing transaction: gets every step, returns outputs and an error text.
-pub type OutputRenderer<'a> = &'a (dyn Fn(&[StepRecord]) -> (Option<Value>, Option<String>) + Sync);
+pub type OutputRenderer<'a> =
+    &'a (dyn Fn(&ExecutionRecord, &[StepRecord]) -> (Option<Value>, Option<String>) + Sync);
+
+/// The execution data a running step sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepContext {
+    pub status: ExecutionStatus,
+    pub pipeline_id: String,
+    pub inputs: Value,
+    pub options: Value,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    /// (step id, status, envelope) of the requested steps that exist.
+    pub results: Vec<(String, StepStatus, Option<Value>)>,
+}
 
 /// Filter and page for listing executions.
 #[derive(Debug, Clone, Default)]
@@ -227,6 +241,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records a failed attempt and queues the next one after `delay_ms`.
     async fn retry_step(&self, step: &ClaimedStep, result: StepResult, delay_ms: i64)
     -> Result<()>;
+
+    /// What a worker needs to render a step: the execution's inputs and the
+    /// results of the named steps. `None` when the execution does not exist.
+    async fn step_context(
+        &self,
+        execution_id: &str,
+        step_ids: &[String],
+    ) -> Result<Option<StepContext>>;
 
     /// Milliseconds until the next queued step becomes runnable, if any.
     async fn next_run_in_ms(&self) -> Result<Option<i64>>;

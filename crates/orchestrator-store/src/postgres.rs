@@ -17,6 +17,10 @@ const CLAIM: &str = "WITH picked AS ( \
 /// Extends leases (`$1` lease end, `$2` tokens).
 const HEARTBEAT: &str = "UPDATE step_queue SET locked_until = $1 WHERE lease_token = ANY($2)";
 
+/// Results of some steps (`$2`: JSON list of step ids).
+const SELECT_RESULTS: &str = "SELECT step_id, status, result FROM steps \
+    WHERE execution_id = $1 AND step_id IN (SELECT jsonb_array_elements_text($2::jsonb)) ORDER BY position";
+
 fn heartbeat_tokens(tokens: &[String]) -> Vec<String> {
     tokens.to_vec()
 }

@@ -20,6 +20,10 @@ const CLAIM: &str = "UPDATE step_queue SET locked_by = $1, lease_token = lower(h
 /// Extends leases (`$1` lease end, `$2` JSON list of tokens).
 const HEARTBEAT: &str = "UPDATE step_queue SET locked_until = $1 WHERE lease_token IN (SELECT value FROM json_each($2))";
 
+/// Results of some steps (`$2`: JSON list of step ids).
+const SELECT_RESULTS: &str = "SELECT step_id, status, result FROM steps \
+    WHERE execution_id = $1 AND step_id IN (SELECT value FROM json_each($2)) ORDER BY position";
+
 fn heartbeat_tokens(tokens: &[String]) -> String {
     serde_json::to_string(tokens).unwrap_or_else(|_| "[]".to_string())
 }

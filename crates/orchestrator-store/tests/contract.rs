@@ -102,7 +102,10 @@ fn done(status: StepStatus, result: Value) -> StepResult {
     }
 }
 
-fn no_outputs(_: &[orchestrator_store::StepRecord]) -> (Option<Value>, Option<String>) {
+fn no_outputs(
+    _: &orchestrator_store::ExecutionRecord,
+    _: &[orchestrator_store::StepRecord],
+) -> (Option<Value>, Option<String>) {
     (None, None)
 }
 
@@ -201,6 +204,18 @@ async fn finishing_a_step_readies_its_dependents_and_records_a_checkpoint(store:
         next.iter().map(|c| c.step_id.as_str()).collect::<Vec<_>>(),
         vec!["c"]
     );
+    let ctx = store
+        .step_context(&new.id, &["a".into(), "c".into()])
+        .await
+        .expect("ctx")
+        .expect("exists");
+    assert_eq!(ctx.results.len(), 2);
+    assert_eq!(ctx.results[0].0, "a");
+    assert_eq!(
+        ctx.results[0].2.as_ref().map(|r| r["result"].clone()),
+        Some(json!("A"))
+    );
+    assert_eq!(ctx.results[1].1, StepStatus::Running);
     let checkpoints = store.list_checkpoints(&new.id).await.expect("checkpoints");
     assert_eq!(checkpoints.len(), 2);
     assert_eq!(checkpoints[0].status, StepStatus::Succeeded);
@@ -245,7 +260,9 @@ async fn a_stale_lease_cannot_write_a_result(store: Arc<dyn Store>) {
 async fn the_last_step_finishes_the_execution_with_its_outputs(store: Arc<dyn Store>) {
     let new = new_execution(CHAIN, None, None);
     store.create_execution(new.clone()).await.expect("create");
-    let render = |steps: &[orchestrator_store::StepRecord]| -> (Option<Value>, Option<String>) {
+    let render = |_: &orchestrator_store::ExecutionRecord,
+                  steps: &[orchestrator_store::StepRecord]|
+     -> (Option<Value>, Option<String>) {
         let last = steps
             .iter()
             .find(|s| s.step_id == "c")

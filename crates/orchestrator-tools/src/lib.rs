@@ -1,0 +1,173 @@
+//! Tools: the [`Tool`] trait, the [`ToolRegistry`] and the built-in tools.
+//!
+//! A tool runs one action with rendered parameters and returns a JSON result,
+//! or a [`ToolError`] whose `kind` becomes the step's error type.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+pub mod echo;
+pub mod filesystem;
+pub mod report;
+
+/// Everything a tool may use besides its parameters.
+#[derive(Debug, Clone)]
+pub struct ToolContext {
+    /// The folder the execution may read and write; tools never leave it.
+    pub workspace: PathBuf,
+    /// Cancelled when the step times out or the execution is cancelled.
+    pub cancel: CancellationToken,
+    pub execution_id: String,
+    pub step_id: String,
+    pub attempt: i64,
+}
+
+/// Why a tool action failed. `kind` is the error type users see
+/// (`ValidationError`, `FileNotFoundError`, `PermissionError`, …).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ToolError {
+    pub kind: String,
+    pub message: String,
+}
+
+impl ToolError {
+    pub fn new(kind: &str, message: impl Into<String>) -> Self {
+        ToolError {
+            kind: kind.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Parameters that do not fit the action.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new("ValidationError", message)
+    }
+}
+
+/// One action of a tool, with the JSON Schema of its parameters.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ActionSpec {
+    pub name: String,
+    pub description: String,
+    pub parameters: Value,
+}
+
+/// A tool.
+#[async_trait]
+pub trait Tool: Send + Sync + std::fmt::Debug {
+    fn id(&self) -> &str;
+    fn description(&self) -> &str;
+    fn actions(&self) -> Vec<ActionSpec>;
+    /// Runs `action`. The engine has already checked that the action exists.
+    async fn execute(
+        &self,
+        action: &str,
+        parameters: &Map<String, Value>,
+        ctx: &ToolContext,
+    ) -> Result<Value, ToolError>;
+}
+
+/// The tools a server offers, by id.
+#[derive(Debug, Clone, Default)]
+pub struct ToolRegistry {
+    tools: BTreeMap<String, Arc<dyn Tool>>,
+}
+
+impl ToolRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The built-in tools that need no configuration.
+    pub fn builtin() -> Self {
+        let mut r = Self::new();
+        r.register(Arc::new(echo::Echo));
+        r.register(Arc::new(filesystem::Filesystem::default()));
+        r.register(Arc::new(report::ReportGenerator));
+        r
+    }
+
+    pub fn register(&mut self, tool: Arc<dyn Tool>) {
+        self.tools.insert(tool.id().to_string(), tool);
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools.get(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Tool>> {
+        self.tools.values()
+    }
+}
+
+impl orchestrator_core::ToolCatalog for ToolRegistry {
+    fn actions(&self, tool: &str) -> Option<Vec<String>> {
+        self.tools
+            .get(tool)
+            .map(|t| t.actions().into_iter().map(|a| a.name).collect())
+    }
+
+    fn tool_ids(&self) -> Vec<String> {
+        self.tools.keys().cloned().collect()
+    }
+}
+
+/// Reads a required string parameter.
+pub fn required_str<'a>(params: &'a Map<String, Value>, name: &str) -> Result<&'a str, ToolError> {
+    match params.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(ToolError::invalid(format!(
+            "parameter '{name}' must be a string, got {}",
+            type_name(other)
+        ))),
+        None => Err(ToolError::invalid(format!("missing parameter '{name}'"))),
+    }
+}
+
+/// Reads an optional boolean parameter.
+pub fn optional_bool(params: &Map<String, Value>, name: &str) -> Result<Option<bool>, ToolError> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(ToolError::invalid(format!(
+            "parameter '{name}' must be true or false, got {}",
+            type_name(other)
+        ))),
+    }
+}
+
+/// A value as text: strings as they are, everything else as JSON.
+pub fn as_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Builds an action spec from a JSON Schema literal.
+pub fn action(name: &str, description: &str, parameters: Value) -> ActionSpec {
+    ActionSpec {
+        name: name.to_string(),
+        description: description.to_string(),
+        parameters,
+    }
+}
