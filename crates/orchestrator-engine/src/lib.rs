@@ -1,0 +1,822 @@
+//! The engine: accepts pipelines and runs their steps.
+//!
+//! [`Engine::submit`] compiles a pipeline and stores the execution with all its
+//! steps. [`Engine::start`] runs the worker pool of this process: it claims up
+//! to `max_concurrent` ready steps at a time from the store (a lease each),
+//! renders their templates against the inputs and finished steps, runs the
+//! tool with its timeout, and records the result — which readies dependents —
+//! in one transaction. Retries wait in the store (`run_after`), not in a task.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use orchestrator_core::flow::StepStatus;
+use orchestrator_core::plan::{self, PlannedStep, StepKind};
+use orchestrator_core::template::{self, Scope, StepEnvelope};
+use orchestrator_core::{CompileError, CompileOptions, Compiled, ExecutionPlan, catalog};
+use orchestrator_store::{
+    ClaimedStep, ExecutionRecord, NewExecution, NewStep, StepRecord, StepResult, Store, StoreError,
+    now_ms,
+};
+use orchestrator_tools::{ToolContext, ToolRegistry};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+/// How the worker pool of one process behaves.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Identifies this process in leases.
+    pub worker_id: String,
+    /// Steps this process runs at once.
+    pub max_concurrent: usize,
+    /// How long a claimed step stays leased without a heartbeat.
+    pub lease_ms: i64,
+    /// How often leases are extended.
+    pub heartbeat_ms: u64,
+    /// Longest idle wait before looking for work again (other processes may
+    /// have queued some).
+    pub idle_poll_ms: u64,
+    /// The workspace root; executions use it, or `{root}/{id}` when isolated.
+    pub workspace_root: PathBuf,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            worker_id: format!("worker-{}", uuid::Uuid::new_v4().simple()),
+            max_concurrent: 10,
+            lease_ms: 30_000,
+            heartbeat_ms: 10_000,
+            idle_poll_ms: 500,
+            workspace_root: PathBuf::from("workspace"),
+        }
+    }
+}
+
+/// Where the pipeline text comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PipelineSource {
+    Yaml(String),
+    Json(Value),
+}
+
+/// Per-execution options (the seed API's `checkpoint_enabled`, `max_retries`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutionOptions {
+    /// Checkpoints are always written; `false` is accepted for compatibility.
+    pub checkpoint_enabled: bool,
+    /// Total attempts for steps that do not set `max_retries` or `retry`.
+    pub max_retries: Option<u32>,
+    /// `shared` (default): the workspace root; `isolated`: `{root}/{execution_id}`.
+    pub workspace: WorkspaceMode,
+}
+
+impl Default for ExecutionOptions {
+    fn default() -> Self {
+        ExecutionOptions {
+            checkpoint_enabled: true,
+            max_retries: None,
+            workspace: WorkspaceMode::Shared,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceMode {
+    #[default]
+    Shared,
+    Isolated,
+}
+
+/// A request to run a pipeline.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub source: PipelineSource,
+    pub context: Map<String, Value>,
+    pub options: ExecutionOptions,
+    pub idempotency_key: Option<String>,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("pipeline is invalid")]
+    Compile(#[from] CompileError),
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    tools: Arc<ToolRegistry>,
+    config: EngineConfig,
+    wake: Notify,
+    /// Lease token → cancellation of each running step of this process.
+    running: Mutex<HashMap<String, CancellationToken>>,
+}
+
+/// The engine of one process. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, tools: Arc<ToolRegistry>, config: EngineConfig) -> Self {
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                tools,
+                config,
+                wake: Notify::new(),
+                running: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn tools(&self) -> &Arc<ToolRegistry> {
+        &self.inner.tools
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Compiles a pipeline against this engine's tools. `context: None` only validates.
+    pub fn compile(
+        &self,
+        source: &PipelineSource,
+        context: Option<&Map<String, Value>>,
+    ) -> Result<Compiled, CompileError> {
+        let options = CompileOptions {
+            catalog: self.inner.tools.as_ref(),
+            context,
+            auto_resolver: None,
+        };
+        match source {
+            PipelineSource::Yaml(text) => orchestrator_core::compile_yaml(text, options),
+            PipelineSource::Json(value) => orchestrator_core::compile_json(value, options),
+        }
+    }
+
+    /// Compiles and stores a new execution. Returns it and whether it is new
+    /// (`false`: an idempotent replay of an earlier submission).
+    pub async fn submit(
+        &self,
+        submission: Submission,
+    ) -> Result<(ExecutionRecord, bool), SubmitError> {
+        if submission.options.max_retries == Some(0) {
+            return Err(SubmitError::InvalidOption(
+                "max_retries is the total number of attempts, at least 1".into(),
+            ));
+        }
+        let compiled = self.compile(&submission.source, Some(&submission.context))?;
+        let plan = compiled.plan;
+        let source_text = match &submission.source {
+            PipelineSource::Yaml(t) => t.clone(),
+            PipelineSource::Json(v) => v.to_string(),
+        };
+        let request_hash = submission.idempotency_key.as_ref().map(|_| {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update(source_text.as_bytes());
+            h.update(
+                Value::Object(submission.context.clone())
+                    .to_string()
+                    .as_bytes(),
+            );
+            h.update(
+                serde_json::to_string(&submission.options)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
+            hex::encode(h.finalize())
+        });
+        let steps = plan
+            .steps
+            .iter()
+            .map(|s| NewStep {
+                max_attempts: match (s.step.retry_explicit, submission.options.max_retries) {
+                    (false, Some(n)) => n,
+                    _ => s.step.retry.max_attempts,
+                },
+                planned: s.clone(),
+            })
+            .collect();
+        let new = NewExecution {
+            id: uuid::Uuid::now_v7().to_string(),
+            pipeline_id: plan.pipeline.id.clone(),
+            pipeline_name: plan.pipeline.name.clone(),
+            source: source_text,
+            inputs: Value::Object(plan.inputs.clone()),
+            options: serde_json::to_value(&submission.options).unwrap_or_default(),
+            idempotency_key: submission.idempotency_key,
+            request_hash,
+            steps,
+            plan: serde_json::to_value(&plan).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        };
+        let (record, created) = self.inner.store.create_execution(new).await?;
+        if created {
+            info!(execution.id = %record.id, pipeline = %record.pipeline_name, "execution {} queued", record.id);
+            self.inner.wake.notify_one();
+        }
+        Ok((record, created))
+    }
+
+    /// Runs the worker pool until `shutdown` is cancelled, then lets running
+    /// steps finish (up to `drain`) before returning.
+    pub fn start(
+        &self,
+        shutdown: CancellationToken,
+        drain: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move { engine.dispatch(shutdown, drain).await })
+    }
+
+    async fn dispatch(&self, shutdown: CancellationToken, drain: Duration) {
+        let inner = &self.inner;
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let heartbeat = tokio::spawn(heartbeat_loop(self.inner.clone(), shutdown.clone()));
+        info!(worker = %inner.config.worker_id, slots = inner.config.max_concurrent, "worker pool started");
+        let mut failures = 0u32;
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let free = inner.config.max_concurrent.saturating_sub(tasks.len());
+            let mut claimed_count = 0usize;
+            if free > 0 {
+                match inner
+                    .store
+                    .claim_steps(&inner.config.worker_id, free as u32, inner.config.lease_ms)
+                    .await
+                {
+                    Ok(claimed) => {
+                        failures = 0;
+                        claimed_count = claimed.len();
+                        for step in claimed {
+                            let cancel = CancellationToken::new();
+                            lock(&inner.running).insert(step.lease_token.clone(), cancel.clone());
+                            let inner = inner.clone();
+                            tasks.spawn(async move {
+                                let token = step.lease_token.clone();
+                                run_step(&inner, step, cancel).await;
+                                lock(&inner.running).remove(&token);
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        error!(error = ?e, "claiming steps failed");
+                    }
+                }
+            }
+            if claimed_count > 0 && claimed_count == free {
+                // Slots are full; wait for one to free below.
+            } else if claimed_count > 0 {
+                continue;
+            }
+            let idle = Duration::from_millis(inner.config.idle_poll_ms);
+            let wait = if failures > 0 {
+                Duration::from_millis((100u64 << failures.min(6)).min(5_000))
+            } else if free == 0 || claimed_count == free {
+                idle
+            } else {
+                match inner.store.next_run_in_ms().await {
+                    Ok(Some(ms)) => Duration::from_millis(u64::try_from(ms).unwrap_or(0)).min(idle),
+                    _ => idle,
+                }
+            };
+            tokio::select! {
+                _ = inner.wake.notified() => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+        info!(running = tasks.len(), "worker pool stopping");
+        let deadline = tokio::time::sleep(drain);
+        tokio::pin!(deadline);
+        while !tasks.is_empty() {
+            tokio::select! {
+                _ = tasks.join_next() => {}
+                _ = &mut deadline => {
+                    warn!(running = tasks.len(), "drain deadline passed; cancelling running steps");
+                    for c in lock(&inner.running).values() {
+                        c.cancel();
+                    }
+                    tasks.shutdown().await;
+                    break;
+                }
+            }
+        }
+        heartbeat.abort();
+    }
+
+    /// Waits until an execution is finished (polling the store), up to `timeout`.
+    pub async fn wait_finished(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Option<ExecutionRecord>, StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let record = self.inner.store.get_execution(id).await?;
+            match &record {
+                Some(r) if r.status.is_terminal() => return Ok(record),
+                None => return Ok(None),
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(record);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn heartbeat_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(inner.config.heartbeat_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => {}
+        }
+        let tokens: Vec<String> = lock(&inner.running).keys().cloned().collect();
+        if !tokens.is_empty()
+            && let Err(e) = inner.store.heartbeat(&tokens, inner.config.lease_ms).await
+        {
+            warn!(error = ?e, "heartbeat failed");
+        }
+        if shutdown.is_cancelled() && lock(&inner.running).is_empty() {
+            return;
+        }
+    }
+}
+
+/// The result of running one attempt.
+struct Attempt {
+    status: StepStatus,
+    parameters: Option<Value>,
+    result: Value,
+    error: Option<String>,
+    error_type: Option<String>,
+    reason: Option<String>,
+    timed_out: bool,
+    jump_to: Option<String>,
+}
+
+impl Attempt {
+    fn failed(error_type: &str, message: impl Into<String>, parameters: Option<Value>) -> Attempt {
+        Attempt {
+            status: StepStatus::Failed,
+            parameters,
+            result: Value::Null,
+            error: Some(message.into()),
+            error_type: Some(error_type.to_string()),
+            reason: None,
+            timed_out: false,
+            jump_to: None,
+        }
+    }
+
+    fn succeeded(result: Value, parameters: Option<Value>, jump_to: Option<String>) -> Attempt {
+        Attempt {
+            status: StepStatus::Succeeded,
+            parameters,
+            result,
+            error: None,
+            error_type: None,
+            reason: None,
+            timed_out: false,
+            jump_to,
+        }
+    }
+
+    fn skipped(reason: String, jump_to: Option<String>) -> Attempt {
+        Attempt {
+            status: StepStatus::Skipped,
+            parameters: None,
+            result: Value::Null,
+            error: None,
+            error_type: None,
+            reason: Some(reason),
+            timed_out: false,
+            jump_to,
+        }
+    }
+}
+
+async fn run_step(inner: &Arc<Inner>, claimed: ClaimedStep, cancel: CancellationToken) {
+    let started_at = now_ms();
+    let planned = claimed.definition.clone();
+    debug!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, attempt = claimed.attempt, "step {} started", claimed.step_id);
+    let attempt = match attempt_step(inner, &claimed, &planned, cancel).await {
+        Ok(a) => a,
+        Err(e) => {
+            error!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, error = ?e, "step {} could not run", claimed.step_id);
+            Attempt::failed(
+                "InternalError",
+                "the step could not be run; see the server log",
+                None,
+            )
+        }
+    };
+    let finished_at = now_ms();
+    let envelope = (attempt.status != StepStatus::Skipped).then(|| {
+        json!({"result": attempt.result, "success": attempt.status == StepStatus::Succeeded, "error": attempt.error})
+    });
+    let result = StepResult {
+        status: attempt.status,
+        parameters: attempt.parameters,
+        envelope,
+        error: attempt.error,
+        error_type: attempt.error_type,
+        reason: attempt.reason,
+        timed_out: attempt.timed_out,
+        jump_to: attempt.jump_to,
+        started_at,
+        finished_at,
+    };
+    let retry = result.status == StepStatus::Failed && claimed.attempt < claimed.max_attempts;
+    let outcome = if retry {
+        let next = u32::try_from(claimed.attempt + 1).unwrap_or(u32::MAX);
+        let delay = planned.step.retry.delay_ms(next, rand::random::<f64>());
+        info!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, attempt = claimed.attempt, delay_ms = delay, "step {} failed, retrying", claimed.step_id);
+        inner
+            .store
+            .retry_step(&claimed, result, i64::try_from(delay).unwrap_or(i64::MAX))
+            .await
+            .map(|()| None)
+    } else {
+        inner
+            .store
+            .finish_step(&claimed, result, &render_outputs)
+            .await
+            .map(Some)
+    };
+    match outcome {
+        Ok(Some(done)) => {
+            if let Some(status) = done.execution_finished {
+                info!(execution.id = %claimed.execution_id, status = status.as_str(), "execution {} {}", claimed.execution_id, status.as_str());
+            }
+            if !done.ready.is_empty() {
+                inner.wake.notify_one();
+            }
+        }
+        Ok(None) => inner.wake.notify_one(),
+        Err(StoreError::LeaseLost { .. }) => {
+            warn!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, "lease on step {} was lost; its result is discarded", claimed.step_id);
+        }
+        Err(e) => {
+            error!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, error = ?e, "recording step {} failed", claimed.step_id)
+        }
+    }
+}
+
+/// Ids of the steps whose results a step's templates can read.
+fn referenced_ids(planned: &PlannedStep) -> Vec<String> {
+    let mut names: Vec<String> = plan::step_references(&planned.step).into_iter().collect();
+    if let Some(b) = &planned.binding {
+        names.extend(b.aliases.keys().cloned());
+    }
+    if planned.kind == StepKind::Join {
+        names.extend(planned.depends_on.iter().cloned());
+    }
+    let mut ids: Vec<String> = names
+        .iter()
+        .map(|n| planned.resolve_id(n).to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// Builds the names a step's templates see.
+fn build_scope(
+    inputs: &Value,
+    execution_id: &str,
+    created_at: i64,
+    pipeline_id: &str,
+    planned: Option<&PlannedStep>,
+    results: &[(String, StepStatus, Option<Value>)],
+) -> Scope {
+    let mut scope = Scope::new();
+    if let Value::Object(m) = inputs {
+        scope.set_inputs(m);
+    }
+    let when = chrono::DateTime::from_timestamp_millis(created_at).unwrap_or_default();
+    scope.set(
+        "execution",
+        &json!({
+            "id": execution_id,
+            "started_at": when.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "date": when.format("%Y-%m-%d").to_string(),
+            "time": when.format("%H:%M:%S").to_string(),
+            "timestamp": created_at,
+        }),
+    );
+    scope.set("pipeline_id", &Value::String(pipeline_id.to_string()));
+    let by_id: HashMap<&str, (&StepStatus, &Option<Value>)> = results
+        .iter()
+        .map(|(id, status, env)| (id.as_str(), (status, env)))
+        .collect();
+    let bind = |name: &str, id: &str, scope: &mut Scope| {
+        if let Some((status, env)) = by_id.get(id) {
+            match (status, env) {
+                (StepStatus::Succeeded | StepStatus::Failed, Some(env)) => {
+                    scope.set_step(
+                        name,
+                        StepEnvelope {
+                            result: env.get("result").cloned().unwrap_or(Value::Null),
+                            success: env.get("success").and_then(Value::as_bool).unwrap_or(false),
+                            error: env.get("error").and_then(Value::as_str).map(str::to_string),
+                        },
+                    );
+                }
+                (StepStatus::Skipped | StepStatus::Cancelled, _) => {
+                    scope.set_none(name);
+                }
+                _ => {}
+            }
+        }
+    };
+    for (id, _, _) in results {
+        bind(id, id, &mut scope);
+    }
+    if let Some(binding) = planned.and_then(|p| p.binding.as_ref()) {
+        for (k, v) in &binding.values {
+            scope.set(k.clone(), v);
+        }
+        for (body_id, real_id) in &binding.aliases {
+            bind(body_id, real_id, &mut scope);
+        }
+    }
+    scope
+}
+
+async fn attempt_step(
+    inner: &Arc<Inner>,
+    claimed: &ClaimedStep,
+    planned: &PlannedStep,
+    cancel: CancellationToken,
+) -> Result<Attempt, StoreError> {
+    let ids = referenced_ids(planned);
+    let Some(ctx) = inner
+        .store
+        .step_context(&claimed.execution_id, &ids)
+        .await?
+    else {
+        return Ok(Attempt::failed(
+            "ExecutionError",
+            "the execution no longer exists",
+            None,
+        ));
+    };
+    let scope = build_scope(
+        &ctx.inputs,
+        &claimed.execution_id,
+        ctx.created_at,
+        &ctx.pipeline_id,
+        Some(planned),
+        &ctx.results,
+    );
+    let step = &planned.step;
+
+    if planned.kind == StepKind::Join {
+        return Ok(Attempt::succeeded(
+            join_result(planned, &ctx.results),
+            None,
+            None,
+        ));
+    }
+    if matches!(planned.kind, StepKind::ForEach | StepKind::While) {
+        return Ok(Attempt::failed(
+            "ExecutionError",
+            "loops whose items depend on other steps, and while loops, cannot run on this server version yet",
+            None,
+        ));
+    }
+
+    let is_gate = step.action == catalog::EVALUATE_CONDITION && step.tool.is_none();
+    if let Some(condition) = &step.condition
+        && !is_gate
+    {
+        match template::eval_condition(condition, &scope) {
+            Ok(true) => {}
+            Ok(false) => {
+                let jump = step
+                    .on_false
+                    .as_deref()
+                    .map(|t| planned.resolve_id(t).to_string());
+                return Ok(Attempt::skipped("condition_false".into(), jump));
+            }
+            Err(e) => {
+                return Ok(Attempt::skipped(
+                    format!("condition_error: {}", e.message),
+                    None,
+                ));
+            }
+        }
+    }
+    if is_gate {
+        let condition = step.condition.as_deref().unwrap_or("false");
+        return Ok(match template::eval_condition(condition, &scope) {
+            Ok(value) => {
+                let jump = if value {
+                    None
+                } else {
+                    step.on_false
+                        .as_deref()
+                        .map(|t| planned.resolve_id(t).to_string())
+                };
+                Attempt::succeeded(Value::Bool(value), None, jump)
+            }
+            Err(e) => Attempt::failed(
+                "ConditionError",
+                format!("condition cannot be evaluated: {}", e.message),
+                None,
+            ),
+        });
+    }
+
+    let parameters = match template::render_value(&Value::Object(step.parameters.clone()), &scope) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => Map::new(),
+        Err(e) => {
+            return Ok(Attempt::failed(
+                "TemplateError",
+                format!("parameters cannot be rendered: {}", e.message),
+                None,
+            ));
+        }
+    };
+    let shown = Some(Value::Object(parameters.clone()));
+
+    if step.is_model_action() {
+        return Ok(Attempt::failed(
+            "ModelUnavailableError",
+            "no model provider is configured on this server",
+            shown,
+        ));
+    }
+    let Some(tool_id) = step.tool.as_deref() else {
+        return Ok(Attempt::failed(
+            "ValidationError",
+            format!("action '{}' needs a tool", step.action),
+            shown,
+        ));
+    };
+    let Some(tool) = inner.tools.get(tool_id) else {
+        return Ok(Attempt::failed(
+            "ToolNotFoundError",
+            format!("tool '{tool_id}' is not available on this server"),
+            shown,
+        ));
+    };
+    let options: crate::ExecutionOptions =
+        serde_json::from_value(ctx.options.clone()).unwrap_or_default();
+    let workspace = match options.workspace {
+        WorkspaceMode::Shared => inner.config.workspace_root.clone(),
+        WorkspaceMode::Isolated => inner.config.workspace_root.join(&claimed.execution_id),
+    };
+    let tool_ctx = ToolContext {
+        workspace,
+        cancel: cancel.clone(),
+        execution_id: claimed.execution_id.clone(),
+        step_id: claimed.step_id.clone(),
+        attempt: claimed.attempt,
+    };
+    let run = tool.execute(&step.action, &parameters, &tool_ctx);
+    let outcome = match step.timeout {
+        Some(secs) => match tokio::time::timeout(Duration::from_secs(secs), run).await {
+            Ok(r) => Some(r),
+            Err(_) => {
+                cancel.cancel();
+                None
+            }
+        },
+        None => Some(run.await),
+    };
+    Ok(match outcome {
+        None => {
+            let mut a = Attempt::failed(
+                "TimeoutError",
+                format!("step timed out after {}s", step.timeout.unwrap_or(0)),
+                shown,
+            );
+            a.timed_out = true;
+            a
+        }
+        Some(Ok(result)) => {
+            let jump = step
+                .on_success
+                .as_deref()
+                .map(|t| planned.resolve_id(t).to_string());
+            Attempt::succeeded(result, shown, jump)
+        }
+        Some(Err(e)) => Attempt::failed(&e.kind, e.message, shown),
+    })
+}
+
+/// A loop's result: one object per iteration, `{body_step_id: result}`.
+fn join_result(planned: &PlannedStep, results: &[(String, StepStatus, Option<Value>)]) -> Value {
+    let mut iterations: BTreeMap<u64, Map<String, Value>> = BTreeMap::new();
+    let prefix = format!("{}_", planned.id);
+    for (id, _, env) in results {
+        let Some(rest) = id.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((index, body)) = rest.split_once('_') else {
+            continue;
+        };
+        let Ok(index) = index.parse::<u64>() else {
+            continue;
+        };
+        let value = env
+            .as_ref()
+            .and_then(|e| e.get("result"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        iterations
+            .entry(index)
+            .or_default()
+            .insert(body.to_string(), value);
+    }
+    Value::Array(iterations.into_values().map(Value::Object).collect())
+}
+
+/// Renders `outputs` when an execution finishes (called inside the store's
+/// finishing transaction).
+fn render_outputs(
+    execution: &ExecutionRecord,
+    steps: &[StepRecord],
+) -> (Option<Value>, Option<String>) {
+    let plan: ExecutionPlan = match serde_json::from_value(execution.plan.clone()) {
+        Ok(p) => p,
+        Err(e) => return (None, Some(format!("stored plan cannot be read: {e}"))),
+    };
+    if plan.pipeline.outputs.is_empty() {
+        return (None, None);
+    }
+    let results: Vec<(String, StepStatus, Option<Value>)> = steps
+        .iter()
+        .map(|s| (s.step_id.clone(), s.status, s.result.clone()))
+        .collect();
+    let scope = build_scope(
+        &execution.inputs,
+        &execution.id,
+        execution.created_at,
+        &execution.pipeline_id,
+        None,
+        &results,
+    );
+    let mut out = Map::new();
+    let mut errors = Vec::new();
+    for (name, text) in &plan.pipeline.outputs {
+        match template::render_string_value(text, &scope) {
+            Ok(Value::String(s)) => {
+                out.insert(name.clone(), template::parse_literal(&s));
+            }
+            Ok(v) => {
+                out.insert(name.clone(), v);
+            }
+            Err(e) => {
+                out.insert(name.clone(), Value::Null);
+                errors.push(format!("output '{name}' cannot be rendered: {}", e.message));
+            }
+        }
+    }
+    (
+        Some(Value::Object(out)),
+        (!errors.is_empty()).then(|| errors.join("; ")),
+    )
+}

@@ -1,0 +1,225 @@
+//! The engine end to end on both backends: examples run to their documented result.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestrator_core::flow::{ExecutionStatus, StepStatus};
+use orchestrator_engine::{Engine, EngineConfig, ExecutionOptions, PipelineSource, Submission};
+use orchestrator_store::Store;
+use orchestrator_store::testing::{TempDir, fresh_postgres, fresh_sqlite};
+use orchestrator_tools::ToolRegistry;
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (store, _dir) = super::fresh_sqlite().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(store) = super::fresh_postgres().await {
+                        super::$name(store).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    hello_writes_reads_and_outputs,
+    branches_take_the_long_path_and_skip_the_short_one,
+    branches_take_the_short_path_when_the_condition_is_false,
+    for_each_writes_one_file_per_item_in_order,
+    a_failing_step_is_retried_then_fails_the_execution,
+    on_failure_continue_runs_dependents_and_fails_the_execution,
+);
+
+struct Harness {
+    engine: Engine,
+    workspace: TempDir,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn harness(store: Arc<dyn Store>) -> Harness {
+    let workspace = TempDir::new("orch-engine-ws");
+    let config = EngineConfig {
+        workspace_root: workspace.path().to_path_buf(),
+        idle_poll_ms: 50,
+        ..Default::default()
+    };
+    let engine = Engine::new(store, Arc::new(ToolRegistry::builtin()), config);
+    let shutdown = CancellationToken::new();
+    engine.start(shutdown.clone(), Duration::from_secs(5));
+    Harness {
+        engine,
+        workspace,
+        shutdown,
+    }
+}
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../../examples/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("example")
+}
+
+async fn run(h: &Harness, yaml: &str, context: Value) -> orchestrator_store::ExecutionRecord {
+    let (record, created) = h
+        .engine
+        .submit(Submission {
+            source: PipelineSource::Yaml(yaml.to_string()),
+            context: context.as_object().cloned().unwrap_or_else(Map::new),
+            options: ExecutionOptions::default(),
+            idempotency_key: None,
+        })
+        .await
+        .expect("submit");
+    assert!(created);
+    let done = h
+        .engine
+        .wait_finished(&record.id, Duration::from_secs(20))
+        .await
+        .expect("wait")
+        .expect("exists");
+    assert!(done.status.is_terminal(), "not finished: {done:?}");
+    done
+}
+
+async fn statuses(h: &Harness, id: &str) -> Vec<(String, StepStatus)> {
+    h.engine
+        .store()
+        .list_steps(id)
+        .await
+        .expect("steps")
+        .into_iter()
+        .map(|s| (s.step_id, s.status))
+        .collect()
+}
+
+fn read(h: &Harness, path: &str) -> String {
+    std::fs::read_to_string(h.workspace.path().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+async fn hello_writes_reads_and_outputs(store: Arc<dyn Store>) {
+    let h = harness(store);
+    let done = run(&h, &example("hello.yaml"), json!({"who": "tests"})).await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    assert_eq!(done.outputs, Some(json!({"greeting": "hello, tests"})));
+    assert_eq!(read(&h, "out/greeting.txt"), "hello, tests");
+    let checkpoints = h
+        .engine
+        .store()
+        .list_checkpoints(&done.id)
+        .await
+        .expect("cps");
+    assert_eq!(checkpoints.len(), 2);
+    assert_eq!(
+        checkpoints[1].parameters,
+        Some(json!({"path": "out/greeting.txt"}))
+    );
+}
+
+async fn branches_take_the_long_path_and_skip_the_short_one(store: Arc<dyn Store>) {
+    let h = harness(store);
+    let done = run(&h, &example("branches.yaml"), json!({})).await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    assert_eq!(done.outputs, Some(json!({"branch": "long"})));
+    let s = statuses(&h, &done.id).await;
+    assert_eq!(s[2], ("short_path".to_string(), StepStatus::Skipped));
+}
+
+async fn branches_take_the_short_path_when_the_condition_is_false(store: Arc<dyn Store>) {
+    let h = harness(store);
+    let done = run(&h, &example("branches.yaml"), json!({"text": "tiny"})).await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    assert_eq!(done.outputs, Some(json!({"branch": "short"})));
+    let s = statuses(&h, &done.id).await;
+    assert_eq!(s[1], ("long_path".to_string(), StepStatus::Skipped));
+    assert_eq!(s[2], ("short_path".to_string(), StepStatus::Succeeded));
+}
+
+async fn for_each_writes_one_file_per_item_in_order(store: Arc<dyn Store>) {
+    let h = harness(store);
+    let done = run(&h, &example("for_each.yaml"), json!({})).await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    assert_eq!(read(&h, "out/0.txt"), "1/3 red");
+    assert_eq!(read(&h, "out/1.txt"), "2/3 green");
+    assert_eq!(read(&h, "out/2.txt"), "3/3 blue");
+    let steps = h.engine.store().list_steps(&done.id).await.expect("steps");
+    let join = steps
+        .iter()
+        .find(|s| s.step_id == "per_colour")
+        .expect("join");
+    assert_eq!(
+        join.result
+            .as_ref()
+            .map(|r| r["result"].as_array().map(Vec::len)),
+        Some(Some(3))
+    );
+    let starts: Vec<i64> = steps
+        .iter()
+        .filter(|s| s.step_id.ends_with("_write"))
+        .filter_map(|s| s.started_at)
+        .collect();
+    let ends: Vec<i64> = steps
+        .iter()
+        .filter(|s| s.step_id.ends_with("_write"))
+        .filter_map(|s| s.finished_at)
+        .collect();
+    assert!(
+        starts[1] >= ends[0] && starts[2] >= ends[1],
+        "iterations overlapped"
+    );
+}
+
+async fn a_failing_step_is_retried_then_fails_the_execution(store: Arc<dyn Store>) {
+    let h = harness(store);
+    let yaml = "name: r\nsteps:\n  - id: missing\n    tool: filesystem\n    action: read\n    max_retries: 3\n    retry: {delay_ms: 10, backoff: fixed}\n    parameters: {path: nope.txt}\n  - id: after\n    tool: echo\n    depends_on: [missing]\n";
+    let done = run(&h, yaml, json!({})).await;
+    assert_eq!(done.status, ExecutionStatus::Failed);
+    let steps = h.engine.store().list_steps(&done.id).await.expect("steps");
+    assert_eq!((steps[0].status, steps[0].attempt), (StepStatus::Failed, 3));
+    assert_eq!(steps[0].error_type.as_deref(), Some("FileNotFoundError"));
+    assert_eq!(steps[1].status, StepStatus::Cancelled);
+    let checkpoints = h
+        .engine
+        .store()
+        .list_checkpoints(&done.id)
+        .await
+        .expect("cps");
+    assert_eq!(
+        checkpoints.iter().map(|c| c.attempt).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+}
+
+async fn on_failure_continue_runs_dependents_and_fails_the_execution(store: Arc<dyn Store>) {
+    let h = harness(store);
+    let yaml = "name: c\nsteps:\n  - id: bad\n    tool: filesystem\n    action: read\n    max_retries: 1\n    on_failure: continue\n    parameters: {path: nope.txt}\n  - id: after\n    tool: echo\n    depends_on: [bad]\n    parameters: {ok: '{{ bad.success }}'}\n";
+    let done = run(&h, yaml, json!({})).await;
+    assert_eq!(done.status, ExecutionStatus::Failed);
+    let steps = h.engine.store().list_steps(&done.id).await.expect("steps");
+    assert_eq!(steps[1].status, StepStatus::Succeeded);
+    assert_eq!(
+        steps[1].result.as_ref().map(|r| r["result"].clone()),
+        Some(json!({"ok": false}))
+    );
+}
