@@ -466,7 +466,9 @@ async fn run_step(inner: &Arc<Inner>, claimed: ClaimedStep, cancel: Cancellation
         started_at,
         finished_at,
     };
-    let retry = result.status == StepStatus::Failed && claimed.attempt < claimed.max_attempts;
+    let retry = result.status == StepStatus::Failed
+        && claimed.attempt < claimed.max_attempts
+        && result.error_type.as_deref().is_none_or(is_retryable);
     let outcome = if retry {
         let next = u32::try_from(claimed.attempt + 1).unwrap_or(u32::MAX);
         let delay = planned.step.retry.delay_ms(next, rand::random::<f64>());
@@ -500,6 +502,23 @@ async fn run_step(inner: &Arc<Inner>, claimed: ClaimedStep, cancel: Cancellation
             error!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, error = ?e, "recording step {} failed", claimed.step_id)
         }
     }
+}
+
+/// Errors that another attempt cannot fix are not retried: the input or the
+/// pipeline is wrong, not the world.
+pub fn is_retryable(error_type: &str) -> bool {
+    !matches!(
+        error_type,
+        "ValidationError"
+            | "PermissionError"
+            | "TemplateError"
+            | "ToolNotFoundError"
+            | "ModelUnavailableError"
+            | "ConditionError"
+            | "IsADirectoryError"
+            | "FileTooLargeError"
+            | "UnicodeDecodeError"
+    )
 }
 
 /// Ids of the steps whose results a step's templates can read.

@@ -4,9 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-mod cli;
-
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
-    cli::run(args)
+    let args = orchestrator_server::cli::Cli::parse();
+    orchestrator_server::cli::run(args)
 }

@@ -1,10 +1,17 @@
-//! Command line: `orchestrator validate FILE [--json]`.
+//! Command line: `serve`, `run`, `validate`, `openapi`.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use orchestrator_core::{CompileOptions, Diagnostic, builtin_catalog, compile_yaml};
+use clap::{Args, Parser, Subcommand};
+use orchestrator_core::flow::ExecutionStatus;
+use orchestrator_core::{CompileOptions, Diagnostic, compile_yaml};
+use orchestrator_engine::{ExecutionOptions, PipelineSource, Submission, SubmitError};
+use orchestrator_tools::ToolRegistry;
+
+use crate::config::{self, Overrides, Settings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,8 +24,53 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[derive(Debug, Args, Clone, Default)]
+pub struct ServerFlags {
+    /// Configuration file (default: ./orchestrator.yaml, else ~/.orchestrator/orchestrator.yaml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, HOST:PORT (default 127.0.0.1:8080).
+    #[arg(long)]
+    pub bind: Option<String>,
+    /// sqlite://FILE (default sqlite://orchestrator.db) or postgres://USER@HOST/DB.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Folder the filesystem tools work in (default ./workspace).
+    #[arg(long)]
+    pub workspace_root: Option<PathBuf>,
+    /// error, warn, info, debug or trace.
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub log_format: String,
+    /// Worker slots of this process.
+    #[arg(long)]
+    pub max_concurrent: Option<usize>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the HTTP server and its workers.
+    Serve(ServerFlags),
+    /// Run one pipeline in this process and print its result
+    /// (exit 0: succeeded, 1: failed, 2: invalid pipeline).
+    Run {
+        /// The pipeline YAML file (`-` for standard input).
+        file: PathBuf,
+        /// An input, KEY=VALUE (VALUE is read as YAML: numbers, booleans, lists).
+        #[arg(short = 'i', long = "input", value_name = "KEY=VALUE")]
+        inputs: Vec<String>,
+        /// Print the execution as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Folder the filesystem tools work in (default: the current folder).
+        #[arg(long)]
+        workspace_root: Option<PathBuf>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
     /// Compile a pipeline file and report every problem, or its execution levels.
     Validate {
         /// The pipeline YAML file (`-` for standard input).
@@ -27,6 +79,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the OpenAPI document.
+    Openapi,
 }
 
 /// Exit code for an invalid pipeline.
@@ -35,7 +89,123 @@ const INVALID: u8 = 2;
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Validate { file, json } => validate(&file, json),
+        Command::Openapi => {
+            match serde_json::to_string_pretty(&crate::openapi()) {
+                Ok(text) => println!("{text}"),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Serve(flags) => with_runtime(|| serve(flags)),
+        Command::Run {
+            file,
+            inputs,
+            json,
+            workspace_root,
+            timeout,
+        } => with_runtime(|| run_file(file, inputs, json, workspace_root, timeout)),
     }
+}
+
+fn with_runtime<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f()),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn init_logging(level: &str, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(format!("{level},sqlx=warn,tower_http=warn,hyper=warn")))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn settings(flags: &ServerFlags) -> Result<Settings, config::ConfigError> {
+    let overrides = Overrides {
+        config: flags.config.clone(),
+        bind: flags.bind.clone(),
+        database_url: flags.database_url.clone(),
+        workspace_root: flags.workspace_root.clone(),
+        log_level: flags.log_level.clone(),
+        max_concurrent: flags.max_concurrent,
+    };
+    let env: HashMap<String, String> = std::env::vars().collect();
+    config::load(&overrides, &env)
+}
+
+async fn serve(flags: ServerFlags) -> ExitCode {
+    let settings = match settings(&flags) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(INVALID);
+        }
+    };
+    init_logging(&settings.log_level, flags.log_format == "json");
+    tracing::info!(
+        database = %orchestrator_store::redact_url(&settings.database_url),
+        workspace = %settings.workspace_root.display(),
+        config = ?settings.config_file,
+        "starting orchestrator {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let server = match crate::start(settings, true).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let token = server.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+    match server.wait().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn read_input(file: &PathBuf) -> std::io::Result<String> {
@@ -43,6 +213,135 @@ fn read_input(file: &PathBuf) -> std::io::Result<String> {
         std::io::read_to_string(std::io::stdin())
     } else {
         std::fs::read_to_string(file)
+    }
+}
+
+async fn run_file(
+    file: PathBuf,
+    inputs: Vec<String>,
+    json: bool,
+    workspace: Option<PathBuf>,
+    timeout: u64,
+) -> ExitCode {
+    init_logging(
+        &std::env::var("ORCHESTRATOR_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+        false,
+    );
+    let name = file.display().to_string();
+    let text = match read_input(&file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {name}: {e}");
+            return ExitCode::from(INVALID);
+        }
+    };
+    let mut pairs = BTreeMap::new();
+    for item in &inputs {
+        let Some((k, v)) = item.split_once('=') else {
+            eprintln!("error: input '{item}' is not KEY=VALUE");
+            return ExitCode::from(INVALID);
+        };
+        pairs.insert(k.to_string(), v.to_string());
+    }
+    let context = crate::dto::inputs_from_query(&pairs);
+    let dir = std::env::temp_dir().join(format!(
+        "orchestrator-run-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("error: cannot create {}: {e}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    let settings = Settings {
+        database_url: format!("sqlite://{}", dir.join("run.db").display()),
+        workspace_root: workspace.unwrap_or_else(|| PathBuf::from(".")),
+        ..Settings::default()
+    };
+    let code = run_in(&settings, &name, text, context, json, timeout).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    code
+}
+
+async fn run_in(
+    settings: &Settings,
+    name: &str,
+    text: String,
+    context: serde_json::Map<String, serde_json::Value>,
+    json: bool,
+    timeout: u64,
+) -> ExitCode {
+    let engine = match crate::app::build_engine(settings).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let workers = engine.start(shutdown.clone(), Duration::from_secs(5));
+    let submission = Submission {
+        source: PipelineSource::Yaml(text),
+        context,
+        options: ExecutionOptions::default(),
+        idempotency_key: None,
+    };
+    let record = match engine.submit(submission).await {
+        Ok((r, _)) => r,
+        Err(SubmitError::Compile(e)) => {
+            eprintln!("{name} is invalid: {} error(s)", e.errors.len());
+            print_diagnostics("error", name, &e.errors);
+            return ExitCode::from(INVALID);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(INVALID);
+        }
+    };
+    let done = engine
+        .wait_finished(&record.id, Duration::from_secs(timeout))
+        .await;
+    shutdown.cancel();
+    let _ = workers.await;
+    let done = match done {
+        Ok(Some(d)) => d,
+        Ok(None) => return ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let steps = engine
+        .store()
+        .list_steps(&done.id)
+        .await
+        .unwrap_or_default();
+    let view = crate::dto::ExecutionView::new(&done, &steps);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&view).unwrap_or_default()
+        );
+    } else {
+        println!("{name}: {}", view.status);
+        for s in &view.steps {
+            let extra = match (&s.error, &s.reason) {
+                (Some(e), _) => format!(" ({}: {e})", s.error_type.as_deref().unwrap_or("error")),
+                (None, Some(r)) => format!(" ({r})"),
+                _ => String::new(),
+            };
+            println!("  {:<24} {}{extra}", s.id, s.status);
+        }
+        if let Some(outputs) = &view.outputs {
+            println!(
+                "outputs: {}",
+                serde_json::to_string_pretty(outputs).unwrap_or_default()
+            );
+        }
+    }
+    if done.status == ExecutionStatus::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
@@ -55,7 +354,7 @@ fn validate(file: &PathBuf, json: bool) -> ExitCode {
             return ExitCode::from(INVALID);
         }
     };
-    let catalog = builtin_catalog();
+    let catalog = ToolRegistry::builtin_catalog();
     let result = compile_yaml(
         &text,
         CompileOptions {
@@ -85,11 +384,7 @@ fn validate(file: &PathBuf, json: bool) -> ExitCode {
         }
         Err(err) => {
             if json {
-                let body = serde_json::json!({
-                    "valid": false,
-                    "errors": err.errors,
-                    "warnings": err.warnings,
-                });
+                let body = serde_json::json!({"valid": false, "errors": err.errors, "warnings": err.warnings});
                 println!("{body:#}");
             } else {
                 eprintln!("{name} is invalid: {} error(s)", err.errors.len());

@@ -1,0 +1,466 @@
+//! HTTP handlers. Each is a few lines: typed extractors in, one call into the
+//! engine or store, a response DTO out.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use orchestrator_core::flow::ExecutionStatus;
+use orchestrator_engine::{ExecutionOptions, PipelineSource, Submission, WorkspaceMode};
+use orchestrator_store::ExecutionFilter;
+use serde_json::{Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::dto::*;
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, Problem, ProblemItem};
+
+pub const TAG_EXECUTIONS: &str = "executions";
+pub const TAG_PIPELINES: &str = "pipelines";
+pub const TAG_TOOLS: &str = "tools";
+pub const TAG_SYSTEM: &str = "system";
+
+/// All documented routes.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_execution, list_executions))
+        .routes(routes!(get_execution))
+        .routes(routes!(list_checkpoints))
+        .routes(routes!(validate_pipeline))
+        .routes(routes!(list_tools))
+        .routes(routes!(health))
+        .routes(routes!(ready))
+}
+
+/// A request body: a pipeline plus its inputs and options.
+struct ParsedBody {
+    source: PipelineSource,
+    context: Option<Map<String, Value>>,
+    options: OptionsDto,
+}
+
+fn is_yaml(content_type: &str) -> bool {
+    matches!(
+        content_type,
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" | "text/plain"
+    )
+}
+
+fn parse_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: BTreeMap<String, String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<ParsedBody, ApiError> {
+    let body = body.map_err(|r| match ApiError::from(r) {
+        ApiError::PayloadTooLarge(_) => ApiError::PayloadTooLarge(state.settings().max_body_bytes),
+        other => other,
+    })?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let looks_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let json = match content_type.as_deref() {
+        Some(ct) if ct == "application/json" || ct.ends_with("+json") => true,
+        Some(ct) if is_yaml(ct) => false,
+        Some(ct) => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Type '{ct}' is not supported; send application/json or application/yaml"
+            )));
+        }
+        None => looks_json,
+    };
+    if json {
+        if !query.is_empty() {
+            return Err(ApiError::BadRequest(
+                "query parameters are only read with a YAML body; put inputs in 'context'"
+                    .to_string(),
+            ));
+        }
+        let request: SubmitRequest = serde_json::from_slice(&body).map_err(|e| {
+            if e.is_data() {
+                ApiError::Unprocessable(format!("request body does not fit: {e}"))
+            } else {
+                ApiError::BadRequest(format!("request body is not valid JSON: {e}"))
+            }
+        })?;
+        let source = match request.pipeline {
+            Value::String(text) => PipelineSource::Yaml(text),
+            obj @ Value::Object(_) => PipelineSource::Json(obj),
+            _ => {
+                return Err(ApiError::Unprocessable(
+                    "'pipeline' must be YAML text or an object".to_string(),
+                ));
+            }
+        };
+        Ok(ParsedBody {
+            source,
+            context: request.context,
+            options: request.options.unwrap_or_default(),
+        })
+    } else {
+        let text = String::from_utf8(body.to_vec())
+            .map_err(|_| ApiError::BadRequest("request body is not UTF-8 text".to_string()))?;
+        let context = (!query.is_empty()).then(|| inputs_from_query(&query));
+        Ok(ParsedBody {
+            source: PipelineSource::Yaml(text),
+            context,
+            options: OptionsDto::default(),
+        })
+    }
+}
+
+fn engine_options(dto: &OptionsDto) -> Result<ExecutionOptions, ApiError> {
+    let workspace = match dto.workspace.as_deref() {
+        None | Some("shared") => WorkspaceMode::Shared,
+        Some("isolated") => WorkspaceMode::Isolated,
+        Some(other) => {
+            return Err(ApiError::Unprocessable(format!(
+                "options.workspace '{other}' is not 'shared' or 'isolated'"
+            )));
+        }
+    };
+    Ok(ExecutionOptions {
+        checkpoint_enabled: dto.checkpoint_enabled.unwrap_or(true),
+        max_retries: dto.max_retries,
+        workspace,
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".to_string()))?
+        .trim()
+        .to_string();
+    if key.is_empty() || key.len() > 255 {
+        return Err(ApiError::BadRequest(
+            "Idempotency-Key must have 1 to 255 characters".to_string(),
+        ));
+    }
+    Ok(Some(key))
+}
+
+fn parse_execution_id(id: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .map_err(|_| ApiError::BadRequest(format!("'{id}' is not a valid execution id (a UUID)")))
+}
+
+async fn load_view(state: &AppState, id: &str) -> Result<ExecutionView, ApiError> {
+    let store = state.engine().store();
+    let record = store
+        .get_execution(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("execution '{id}' does not exist")))?;
+    let steps = store.list_steps(id).await?;
+    Ok(ExecutionView::new(&record, &steps))
+}
+
+/// Submit a pipeline for execution.
+///
+/// The body is JSON (`{pipeline, context, options}`, where `pipeline` is YAML
+/// text or an object) or raw YAML (`Content-Type: application/yaml`, inputs as
+/// query parameters). With an `Idempotency-Key` header, repeating the same
+/// request returns the original execution.
+#[utoipa::path(
+    post,
+    path = "/executions",
+    tag = TAG_EXECUTIONS,
+    operation_id = "create_execution",
+    request_body(content(
+        (SubmitRequest = "application/json"),
+        (String = "application/yaml", example = "name: hello\nsteps:\n  - id: say\n    tool: echo\n    parameters: {text: hi}\n")
+    )),
+    params(("Idempotency-Key" = Option<String>, Header, description = "De-duplicates retried submissions")),
+    responses(
+        (status = 201, description = "Execution queued", body = ExecutionView,
+            headers(("Location" = String, description = "URL of the new execution"))),
+        (status = 200, description = "Idempotent replay: the original execution", body = ExecutionView,
+            headers(("Idempotent-Replayed" = String, description = "`true`"))),
+        (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Unsupported Content-Type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Pipeline invalid (every error with line, column and step), or idempotency key reused with another request", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_execution(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<BTreeMap<String, String>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let parsed = parse_body(&state, &headers, query, body)?;
+    let options = engine_options(&parsed.options)?;
+    let submission = Submission {
+        source: parsed.source,
+        context: parsed.context.unwrap_or_default(),
+        options,
+        idempotency_key: key,
+    };
+    let (record, created) = state.engine().submit(submission).await?;
+    let view = load_view(&state, &record.id).await?;
+    let location = format!("/executions/{}", record.id);
+    let mut response = if created {
+        (StatusCode::CREATED, axum::Json(view)).into_response()
+    } else {
+        let mut r = (StatusCode::OK, axum::Json(view)).into_response();
+        r.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        r
+    };
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// List executions, newest first.
+#[utoipa::path(
+    get,
+    path = "/executions",
+    tag = TAG_EXECUTIONS,
+    operation_id = "list_executions",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of executions", body = ExecutionPage),
+        (status = 400, description = "Unknown filter or bad value", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_executions(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<ApiJson<ExecutionPage>, ApiError> {
+    let status = query
+        .status
+        .as_deref()
+        .map(|s| {
+            ExecutionStatus::parse(s).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "status '{s}' is not one of queued, running, succeeded, failed, cancelled"
+                ))
+            })
+        })
+        .transpose()?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit {limit} is not between 1 and 200"
+        )));
+    }
+    let before = query
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.split_once('.')
+                .and_then(|(ms, id)| {
+                    Some((
+                        ms.parse::<i64>().ok()?,
+                        uuid::Uuid::parse_str(id).ok()?.to_string(),
+                    ))
+                })
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("cursor '{c}' is not one this server issued"))
+                })
+        })
+        .transpose()?;
+    let filter = ExecutionFilter {
+        status,
+        pipeline: query.pipeline,
+        limit: limit + 1,
+        before,
+    };
+    let mut records = state.engine().store().list_executions(&filter).await?;
+    let next_cursor = if records.len() > limit as usize {
+        records.truncate(limit as usize);
+        records.last().map(|r| format!("{}.{}", r.created_at, r.id))
+    } else {
+        None
+    };
+    Ok(ApiJson(ExecutionPage {
+        items: records.iter().map(ExecutionSummary::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Get an execution: status, progress, each step's result, levels and outputs.
+#[utoipa::path(
+    get,
+    path = "/executions/{id}",
+    tag = TAG_EXECUTIONS,
+    operation_id = "get_execution",
+    params(("id" = String, Path, description = "Execution id (a UUID)")),
+    responses(
+        (status = 200, description = "The execution", body = ExecutionView),
+        (status = 400, description = "Not a valid id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such execution", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_execution(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<ExecutionView>, ApiError> {
+    let id = parse_execution_id(&id)?;
+    Ok(ApiJson(load_view(&state, &id).await?))
+}
+
+/// List an execution's checkpoints (every recorded step attempt), oldest first.
+#[utoipa::path(
+    get,
+    path = "/executions/{id}/checkpoints",
+    tag = TAG_EXECUTIONS,
+    operation_id = "list_checkpoints",
+    params(("id" = String, Path, description = "Execution id (a UUID)")),
+    responses(
+        (status = 200, description = "The checkpoints", body = CheckpointList),
+        (status = 400, description = "Not a valid id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such execution", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_checkpoints(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<CheckpointList>, ApiError> {
+    let id = parse_execution_id(&id)?;
+    let store = state.engine().store();
+    if store.get_execution(&id).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "execution '{id}' does not exist"
+        )));
+    }
+    let items = store
+        .list_checkpoints(&id)
+        .await?
+        .iter()
+        .map(CheckpointView::from)
+        .collect();
+    Ok(ApiJson(CheckpointList {
+        execution_id: id,
+        items,
+    }))
+}
+
+/// Compile a pipeline without running it: its execution levels, or every error.
+#[utoipa::path(
+    post,
+    path = "/pipelines/validate",
+    tag = TAG_PIPELINES,
+    operation_id = "validate_pipeline",
+    request_body(content(
+        (SubmitRequest = "application/json"),
+        (String = "application/yaml")
+    )),
+    responses(
+        (status = 200, description = "The pipeline compiles", body = ValidationResult),
+        (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Pipeline invalid", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn validate_pipeline(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<BTreeMap<String, String>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<ApiJson<ValidationResult>, ApiError> {
+    let parsed = parse_body(&state, &headers, query, body)?;
+    let compiled = state
+        .engine()
+        .compile(&parsed.source, parsed.context.as_ref())?;
+    let plan = compiled.plan;
+    Ok(ApiJson(ValidationResult {
+        valid: true,
+        pipeline_id: plan.pipeline.id.clone(),
+        name: plan.pipeline.name.clone(),
+        steps: plan.steps.len(),
+        levels: plan.levels,
+        warnings: compiled.warnings.iter().map(ProblemItem::from).collect(),
+    }))
+}
+
+/// List the tools this server offers, with their actions and parameter schemas.
+#[utoipa::path(
+    get,
+    path = "/tools",
+    tag = TAG_TOOLS,
+    operation_id = "list_tools",
+    responses((status = 200, description = "The tools", body = ToolList))
+)]
+pub async fn list_tools(State(state): State<AppState>) -> ApiJson<ToolList> {
+    let items = state
+        .engine()
+        .tools()
+        .iter()
+        .map(|t| ToolView {
+            id: t.id().to_string(),
+            description: t.description().to_string(),
+            actions: t
+                .actions()
+                .into_iter()
+                .map(|a| ActionView {
+                    name: a.name,
+                    description: a.description,
+                    parameters: a.parameters,
+                })
+                .collect(),
+        })
+        .collect();
+    ApiJson(ToolList { items })
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = TAG_SYSTEM,
+    operation_id = "get_health",
+    responses((status = 200, description = "Alive", body = Health))
+)]
+pub async fn health() -> ApiJson<Health> {
+    ApiJson(Health {
+        status: "ok".to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
+/// Readiness: the database answers and is migrated.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = TAG_SYSTEM,
+    operation_id = "get_ready",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Database unreachable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn ready(State(state): State<AppState>) -> Result<ApiJson<Readiness>, ApiError> {
+    let store = state.engine().store();
+    match store.ping().await {
+        Ok(()) => Ok(ApiJson(Readiness {
+            status: "ready".to_string(),
+            database: store.backend().to_string(),
+        })),
+        Err(e) => {
+            tracing::warn!(error = ?e, "readiness check failed");
+            Err(ApiError::Unavailable(
+                "the database does not answer".to_string(),
+            ))
+        }
+    }
+}

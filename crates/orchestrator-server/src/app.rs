@@ -1,0 +1,180 @@
+//! Application state, the router, and start-up that returns the bound address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use orchestrator_engine::{Engine, EngineConfig};
+use orchestrator_tools::ToolRegistry;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::Settings;
+use crate::error::{method_not_allowed, not_found};
+
+/// Shared state of the handlers. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<AppInner>,
+}
+
+#[derive(Debug)]
+struct AppInner {
+    engine: Engine,
+    settings: Settings,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, settings: Settings) -> Self {
+        AppState {
+            inner: Arc::new(AppInner { engine, settings }),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Orchestrator",
+        description = "Pipeline orchestration server: submit YAML pipelines, watch their executions, recover them from checkpoints.",
+        license(name = "Apache-2.0")
+    ),
+    tags(
+        (name = "executions", description = "Run pipelines and follow their executions"),
+        (name = "pipelines", description = "Compile pipelines"),
+        (name = "tools", description = "The tools steps can use"),
+        (name = "system", description = "Health and readiness")
+    )
+)]
+struct ApiDoc;
+
+/// The OpenAPI document, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, api) = utoipa_axum::router::OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+        .merge(crate::api::routes())
+        .split_for_parts();
+    api
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(crate::api::routes())
+        .split_for_parts();
+    let limit = state.settings().max_body_bytes;
+    api.merge(SwaggerUi::new("/swagger-ui").url("/openapi.json", doc))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Opens the store, builds the engine and its tools.
+pub async fn build_engine(settings: &Settings) -> anyhow::Result<Engine> {
+    let store = orchestrator_store::connect(&settings.database_url)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open database {}: {e}",
+                orchestrator_store::redact_url(&settings.database_url)
+            )
+        })?;
+    std::fs::create_dir_all(&settings.workspace_root).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create workspace {}: {e}",
+            settings.workspace_root.display()
+        )
+    })?;
+    let config = EngineConfig {
+        max_concurrent: settings.max_concurrent,
+        workspace_root: settings.workspace_root.clone(),
+        ..EngineConfig::default()
+    };
+    Ok(Engine::new(
+        store,
+        Arc::new(ToolRegistry::builtin()),
+        config,
+    ))
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: CancellationToken,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    workers: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting requests, lets running steps finish within the grace
+    /// period, and waits for both.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after `shutdown_token` is cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let http = self.http.await;
+        if let Some(w) = self.workers {
+            let _ = w.await;
+        }
+        http??;
+        Ok(())
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Binds (port 0 picks a free port), starts the workers and the HTTP server.
+pub async fn start(settings: Settings, with_workers: bool) -> anyhow::Result<RunningServer> {
+    let engine = build_engine(&settings).await?;
+    start_with_engine(settings, engine, with_workers).await
+}
+
+pub async fn start_with_engine(
+    settings: Settings,
+    engine: Engine,
+    with_workers: bool,
+) -> anyhow::Result<RunningServer> {
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind))?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let grace = Duration::from_secs(settings.shutdown_grace_seconds);
+    let workers = with_workers.then(|| engine.start(shutdown.clone(), grace));
+    let state = AppState::new(engine, settings);
+    let app = router(state.clone());
+    let token = shutdown.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await
+    });
+    tracing::info!(%addr, "listening on http://{addr}");
+    Ok(RunningServer {
+        addr,
+        state,
+        shutdown,
+        http,
+        workers,
+    })
+}

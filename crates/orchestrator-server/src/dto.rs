@@ -1,0 +1,390 @@
+//! What the API sends and receives.
+
+use std::collections::BTreeMap;
+
+use orchestrator_core::flow::StepStatus;
+use orchestrator_core::plan::ExecutionPlan;
+use orchestrator_store::{CheckpointRecord, ExecutionRecord, StepRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ProblemItem;
+
+/// `POST /executions` and `POST /pipelines/validate` with a JSON body.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// The pipeline: YAML text, or the same structure as a JSON object.
+    #[schema(value_type = Object)]
+    pub pipeline: Value,
+    /// Inputs for the run (overrides the pipeline's defaults).
+    #[serde(default, alias = "inputs")]
+    #[schema(value_type = Object)]
+    pub context: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub options: Option<OptionsDto>,
+}
+
+/// Execution options.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OptionsDto {
+    /// Checkpoints are always written; accepted for compatibility with the seed API.
+    #[serde(default)]
+    pub checkpoint_enabled: Option<bool>,
+    /// Total attempts for steps that set no `max_retries` of their own.
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// `shared` (default): the workspace root; `isolated`: a folder of the execution's own.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "shared")]
+    pub workspace: Option<String>,
+}
+
+/// Query of `GET /executions`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only executions with this status (`queued`, `running`, `succeeded`, `failed`, `cancelled`).
+    pub status: Option<String>,
+    /// Only executions of this pipeline name.
+    pub pipeline: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of executions, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExecutionPage {
+    pub items: Vec<ExecutionSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// An execution in a list.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExecutionSummary {
+    pub id: String,
+    pub pipeline_id: String,
+    pub pipeline_name: String,
+    #[schema(example = "running")]
+    pub status: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Step counts by status.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct Progress {
+    pub total: usize,
+    pub pending: usize,
+    pub ready: usize,
+    pub running: usize,
+    pub retrying: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub cancelled: usize,
+    /// Finished steps (succeeded, failed, skipped, cancelled) in percent.
+    pub percent: f64,
+}
+
+/// One step of an execution.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StepView {
+    pub id: String,
+    #[schema(example = "succeeded")]
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    pub action: String,
+    pub depends_on: Vec<String>,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    /// The rendered parameters of the last attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+    /// `{result, success, error}` once finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    pub timed_out: bool,
+    /// Why a step was skipped or cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
+}
+
+/// An execution with its steps.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExecutionView {
+    pub id: String,
+    pub pipeline_id: String,
+    pub pipeline_name: String,
+    #[schema(example = "succeeded")]
+    pub status: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
+    #[schema(value_type = Object)]
+    pub inputs: Value,
+    #[schema(value_type = Object)]
+    pub options: Value,
+    pub progress: Progress,
+    /// Steps that can run in parallel, level by level.
+    pub levels: Vec<Vec<String>>,
+    pub steps: Vec<StepView>,
+    /// Rendered `outputs` once the execution has finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub outputs: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A recorded attempt of a step: a recovery point.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CheckpointView {
+    pub id: i64,
+    pub step_id: String,
+    pub attempt: i64,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    pub created_at: String,
+}
+
+/// The checkpoints of an execution, oldest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CheckpointList {
+    pub execution_id: String,
+    pub items: Vec<CheckpointView>,
+}
+
+/// A pipeline that compiles.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ValidationResult {
+    pub valid: bool,
+    pub pipeline_id: String,
+    pub name: String,
+    pub steps: usize,
+    pub levels: Vec<Vec<String>>,
+    pub warnings: Vec<ProblemItem>,
+}
+
+/// A tool and its actions.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ToolView {
+    pub id: String,
+    pub description: String,
+    pub actions: Vec<ActionView>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ActionView {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the parameters.
+    #[schema(value_type = Object)]
+    pub parameters: Value,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ToolList {
+    pub items: Vec<ToolView>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Readiness {
+    #[schema(example = "ready")]
+    pub status: String,
+    #[schema(example = "sqlite")]
+    pub database: String,
+}
+
+pub fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl From<&ExecutionRecord> for ExecutionSummary {
+    fn from(r: &ExecutionRecord) -> Self {
+        ExecutionSummary {
+            id: r.id.clone(),
+            pipeline_id: r.pipeline_id.clone(),
+            pipeline_name: r.pipeline_name.clone(),
+            status: r.status.as_str().to_string(),
+            created_at: time(r.created_at),
+            started_at: r.started_at.map(time),
+            finished_at: r.finished_at.map(time),
+            error: r.error.clone(),
+        }
+    }
+}
+
+impl From<&StepRecord> for StepView {
+    fn from(s: &StepRecord) -> Self {
+        StepView {
+            id: s.step_id.clone(),
+            status: s.status.as_str().to_string(),
+            tool: s.definition.step.tool.clone(),
+            action: if s.definition.step.action.is_empty() {
+                match s.definition.kind {
+                    orchestrator_core::StepKind::While => "while".to_string(),
+                    _ => "for_each".to_string(),
+                }
+            } else {
+                s.definition.step.action.clone()
+            },
+            depends_on: s.depends_on.clone(),
+            attempt: s.attempt,
+            max_attempts: s.max_attempts,
+            parameters: s.parameters.clone(),
+            result: s.result.clone(),
+            error: s.error.clone(),
+            error_type: s.error_type.clone(),
+            timed_out: s.timed_out,
+            reason: s.reason.clone(),
+            started_at: s.started_at.map(time),
+            finished_at: s.finished_at.map(time),
+            duration_ms: match (s.started_at, s.finished_at) {
+                (Some(a), Some(b)) => Some(b - a),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl ExecutionView {
+    pub fn new(r: &ExecutionRecord, steps: &[StepRecord]) -> Self {
+        let mut progress = Progress {
+            total: steps.len(),
+            ..Default::default()
+        };
+        for s in steps {
+            match s.status {
+                StepStatus::Pending => progress.pending += 1,
+                StepStatus::Ready => progress.ready += 1,
+                StepStatus::Running => progress.running += 1,
+                StepStatus::Retrying => progress.retrying += 1,
+                StepStatus::Succeeded => progress.succeeded += 1,
+                StepStatus::Failed => progress.failed += 1,
+                StepStatus::Skipped => progress.skipped += 1,
+                StepStatus::Cancelled => progress.cancelled += 1,
+            }
+        }
+        let done = progress.succeeded + progress.failed + progress.skipped + progress.cancelled;
+        progress.percent = if steps.is_empty() {
+            100.0
+        } else {
+            (done as f64 * 1000.0 / steps.len() as f64).round() / 10.0
+        };
+        let levels = serde_json::from_value::<ExecutionPlan>(r.plan.clone())
+            .map(|p| p.levels)
+            .unwrap_or_default();
+        ExecutionView {
+            id: r.id.clone(),
+            pipeline_id: r.pipeline_id.clone(),
+            pipeline_name: r.pipeline_name.clone(),
+            status: r.status.as_str().to_string(),
+            created_at: time(r.created_at),
+            started_at: r.started_at.map(time),
+            finished_at: r.finished_at.map(time),
+            duration_ms: match (r.started_at, r.finished_at) {
+                (Some(a), Some(b)) => Some(b - a),
+                _ => None,
+            },
+            inputs: r.inputs.clone(),
+            options: r.options.clone(),
+            progress,
+            levels,
+            steps: steps.iter().map(StepView::from).collect(),
+            outputs: r.outputs.clone(),
+            error: r.error.clone(),
+        }
+    }
+}
+
+impl From<&CheckpointRecord> for CheckpointView {
+    fn from(c: &CheckpointRecord) -> Self {
+        CheckpointView {
+            id: c.id,
+            step_id: c.step_id.clone(),
+            attempt: c.attempt,
+            status: c.status.as_str().to_string(),
+            parameters: c.parameters.clone(),
+            result: c.result.clone(),
+            error: c.error.clone(),
+            error_type: c.error_type.clone(),
+            started_at: c.started_at.map(time),
+            finished_at: c.finished_at.map(time),
+            created_at: time(c.created_at),
+        }
+    }
+}
+
+/// Query parameters of a raw YAML submission become inputs; values are read
+/// as YAML scalars (`n=3` is a number, `flag=true` a boolean).
+pub fn inputs_from_query(query: &BTreeMap<String, String>) -> Map<String, Value> {
+    query
+        .iter()
+        .map(|(k, v)| {
+            let value = match orchestrator_core::yaml::parse(v) {
+                Ok(node) if !matches!(node.value, orchestrator_core::yaml::NodeValue::Map(_)) => {
+                    node.to_json()
+                }
+                _ => Value::String(v.clone()),
+            };
+            let value = if v.is_empty() {
+                Value::String(String::new())
+            } else {
+                value
+            };
+            (k.clone(), value)
+        })
+        .collect()
+}

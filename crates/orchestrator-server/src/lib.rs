@@ -1,0 +1,10 @@
+//! The Orchestrator server: HTTP API (axum + utoipa), configuration, start-up.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod dto;
+pub mod error;
+
+pub use app::{AppState, RunningServer, openapi, router, start};

@@ -1,0 +1,548 @@
+//! The HTTP API on a real TCP server, on SQLite and PostgreSQL: the examples
+//! run to their documented results, and bad input always gets a problem.
+
+use std::time::Duration;
+
+use orchestrator_server::config::Settings;
+use orchestrator_store::testing::{TempDir, postgres_url, sqlite_url};
+use serde_json::{Value, json};
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = orchestrator_store::testing::TempDir::new("orch-http");
+                    let url = orchestrator_store::testing::sqlite_url(&dir);
+                    super::$name(super::Server::start(url).await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(url) = orchestrator_store::testing::postgres_url().await {
+                        super::$name(super::Server::start(url).await).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    hello_runs_through_the_api,
+    fan_out_fan_in_joins_both_branches,
+    branches_follow_the_condition,
+    for_each_writes_a_file_per_item,
+    report_renders_the_callers_name,
+    a_json_pipeline_object_runs_too,
+    an_escaping_path_fails_the_step_and_writes_nothing_outside,
+    bad_requests_get_problems,
+    listing_filters_and_pages,
+    idempotent_submissions_replay,
+);
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    workspace: TempDir,
+    _db_dir: TempDir,
+    running: Option<orchestrator_server::RunningServer>,
+}
+
+impl Server {
+    async fn start(database_url: String) -> Server {
+        let workspace = TempDir::new("orch-http-ws");
+        let db_dir = TempDir::new("orch-http-db");
+        let settings = Settings {
+            bind: "127.0.0.1:0".parse().expect("addr"),
+            database_url,
+            workspace_root: workspace.path().to_path_buf(),
+            max_body_bytes: 1024 * 1024,
+            ..Settings::default()
+        };
+        let running = orchestrator_server::start(settings, true)
+            .await
+            .expect("server starts");
+        Server {
+            base: format!("http://{}", running.addr),
+            client: reqwest::Client::new(),
+            workspace,
+            _db_dir: db_dir,
+            running: Some(running),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn post_yaml(&self, yaml: &str, query: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(&format!("/executions{query}")))
+            .header("content-type", "application/yaml")
+            .body(yaml.to_string())
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(self.url(path)).send().await.expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls until the execution has finished.
+    async fn finished(&self, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = self.get(&format!("/executions/{id}")).await;
+            assert_eq!(status, 200, "{body}");
+            if matches!(
+                body["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "execution did not finish: {body:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn run_yaml(&self, yaml: &str, query: &str) -> Value {
+        let (status, body) = self.post_yaml(yaml, query).await;
+        assert_eq!(status, 201, "{body:#}");
+        self.finished(body["id"].as_str().expect("id")).await
+    }
+
+    /// Posts a body of `size` bytes over a raw connection, reading the answer
+    /// while still writing (the server may answer before the body is sent).
+    async fn oversized_post(&self, size: usize) -> (u16, String, Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.base.trim_start_matches("http://").to_string();
+        let stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let (mut read, mut write) = stream.into_split();
+        let head = format!(
+            "POST /executions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/yaml\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+        );
+        let writer = tokio::spawn(async move {
+            write.write_all(head.as_bytes()).await?;
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                write.write_all(&chunk[..n]).await?;
+                left -= n;
+            }
+            std::io::Result::Ok(())
+        });
+        let mut raw = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), read.read_to_end(&mut raw)).await;
+        writer.abort();
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let ct = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-type: ")
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        (
+            status,
+            ct,
+            serde_json::from_str(body.trim()).unwrap_or(Value::Null),
+        )
+    }
+
+    fn file(&self, path: &str) -> String {
+        std::fs::read_to_string(self.workspace.path().join(path))
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown_token().cancel();
+        }
+    }
+}
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../../examples/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("example")
+}
+
+fn step<'a>(execution: &'a Value, id: &str) -> &'a Value {
+    execution["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|x| x["id"] == id))
+        .unwrap_or(&Value::Null)
+}
+
+async fn hello_runs_through_the_api(s: Server) {
+    let r = s
+        .client
+        .post(s.url("/executions"))
+        .header("content-type", "application/yaml")
+        .body(example("hello.yaml"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 201);
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .expect("location");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(
+        location,
+        format!("/executions/{}", body["id"].as_str().expect("id"))
+    );
+    let done = s.finished(body["id"].as_str().expect("id")).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["outputs"], json!({"greeting": "hello, world"}));
+    assert_eq!(
+        done["levels"],
+        json!([["write_greeting"], ["read_greeting"]])
+    );
+    assert_eq!(done["progress"]["succeeded"], 2);
+    assert_eq!(
+        step(&done, "read_greeting")["result"]["result"]["content"],
+        "hello, world"
+    );
+    assert_eq!(step(&done, "read_greeting")["attempt"], 1);
+    assert_eq!(s.file("out/greeting.txt"), "hello, world");
+    let (status, cps) = s.get(&format!("{location}/checkpoints")).await;
+    assert_eq!(status, 200);
+    assert_eq!(cps["items"].as_array().map(Vec::len), Some(2));
+
+    // Inputs as query parameters.
+    let done = s.run_yaml(&example("hello.yaml"), "?who=query").await;
+    assert_eq!(done["outputs"]["greeting"], "hello, query");
+}
+
+async fn fan_out_fan_in_joins_both_branches(s: Server) {
+    let done = s.run_yaml(&example("fan_out_fan_in.yaml"), "").await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(
+        done["levels"],
+        json!([["left", "right"], ["read_left", "read_right"], ["join"]])
+    );
+    assert_eq!(s.file("out/joined.txt"), "LR");
+    assert_eq!(done["outputs"]["joined"], "out/joined.txt");
+}
+
+async fn branches_follow_the_condition(s: Server) {
+    let done = s.run_yaml(&example("branches.yaml"), "").await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["outputs"]["branch"], "long");
+    assert_eq!(step(&done, "short_path")["status"], "skipped");
+    assert_eq!(step(&done, "is_long")["result"]["result"], true);
+    let done = s.run_yaml(&example("branches.yaml"), "?text=short").await;
+    assert_eq!(done["outputs"]["branch"], "short");
+    assert_eq!(step(&done, "long_path")["status"], "skipped");
+}
+
+async fn for_each_writes_a_file_per_item(s: Server) {
+    let done = s.run_yaml(&example("for_each.yaml"), "").await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(s.file("out/0.txt"), "1/3 red");
+    assert_eq!(s.file("out/1.txt"), "2/3 green");
+    assert_eq!(s.file("out/2.txt"), "3/3 blue");
+    assert_eq!(
+        done["levels"],
+        json!([
+            ["per_colour_0_write"],
+            ["per_colour_1_write"],
+            ["per_colour_2_write"],
+            ["per_colour"]
+        ])
+    );
+}
+
+async fn report_renders_the_callers_name(s: Server) {
+    let r = s
+        .client
+        .post(s.url("/executions"))
+        .json(&json!({"pipeline": example("report.yaml"), "context": {"name": "World"}}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 201);
+    let body: Value = r.json().await.expect("json");
+    let done = s.finished(body["id"].as_str().expect("id")).await;
+    assert_eq!(
+        step(&done, "hello")["result"]["result"],
+        json!({"content": "Hello World!"})
+    );
+    // Without the name, the reference can never resolve: 422 naming step and line.
+    let (status, problem) = s.post_yaml(&example("report.yaml"), "").await;
+    assert_eq!(status, 422);
+    assert_eq!(problem["errors"][0]["code"], "unknown_reference");
+    assert_eq!(problem["errors"][0]["step"], "hello");
+    assert_eq!(problem["errors"][0]["line"], 8);
+}
+
+async fn a_json_pipeline_object_runs_too(s: Server) {
+    let pipeline = json!({"name": "obj", "steps": [{"id": "e", "tool": "echo", "parameters": {"n": "{{ n * 2 }}"}}],
+        "inputs": {"n": {"type": "integer", "default": 1}}, "outputs": {"doubled": "{{ e.result.n }}"}});
+    let r = s
+        .client
+        .post(s.url("/executions"))
+        .json(&json!({"pipeline": pipeline, "context": {"n": 21}, "options": {"max_retries": 1}}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 201);
+    let body: Value = r.json().await.expect("json");
+    let done = s.finished(body["id"].as_str().expect("id")).await;
+    assert_eq!(done["outputs"]["doubled"], 42);
+    assert_eq!(step(&done, "e")["max_attempts"], 1);
+}
+
+async fn an_escaping_path_fails_the_step_and_writes_nothing_outside(s: Server) {
+    let yaml = "name: escape\nsteps:\n  - id: w\n    tool: filesystem\n    action: write\n    parameters: {path: ../escaped.txt, content: x}\n";
+    let done = s.run_yaml(yaml, "").await;
+    assert_eq!(done["status"], "failed");
+    let w = step(&done, "w");
+    assert_eq!(w["error_type"], "PermissionError");
+    assert_eq!(w["attempt"], 1, "a refused path is not retried");
+    assert!(
+        w["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("leaves the workspace"),
+        "{w}"
+    );
+    let outside = s
+        .workspace
+        .path()
+        .parent()
+        .expect("parent")
+        .join("escaped.txt");
+    assert!(!outside.exists());
+}
+
+async fn bad_requests_get_problems(s: Server) {
+    let check = |status: u16, expected: u16, body: &Value, kind: &str| {
+        assert_eq!(status, expected, "{body:#}");
+        assert_eq!(body["type"], format!("/problems/{kind}"), "{body:#}");
+        assert_eq!(body["status"], expected);
+    };
+    let send = |req: reqwest::RequestBuilder| async move {
+        let r = req.send().await.expect("send");
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(ct, "application/problem+json", "status {status}");
+        (status, r.json::<Value>().await.expect("json"))
+    };
+    let (st, b) = send(
+        s.client
+            .post(s.url("/executions"))
+            .header("content-type", "application/json")
+            .body("{nope"),
+    )
+    .await;
+    check(st, 400, &b, "validation-error");
+    let (st, b) = send(
+        s.client
+            .post(s.url("/executions"))
+            .json(&json!({"pipelin": "x"})),
+    )
+    .await;
+    check(st, 422, &b, "validation-error");
+    let (st, b) = send(
+        s.client
+            .post(s.url("/executions"))
+            .header("content-type", "application/yaml")
+            .body("name: [unclosed\n"),
+    )
+    .await;
+    check(st, 422, &b, "compilation-error");
+    assert_eq!(b["errors"][0]["code"], "yaml_syntax");
+    assert!(b["errors"][0]["line"].is_number());
+    let (st, b) = send(
+        s.client
+            .post(s.url("/executions"))
+            .header("content-type", "application/yaml")
+            .body("name: c\nsteps:\n  - id: a\n    tool: echo\n    depends_on: [b]\n  - id: b\n    tool: echo\n    depends_on: [a]\n"),
+    )
+    .await;
+    check(st, 422, &b, "compilation-error");
+    assert!(
+        b["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("a -> b -> a")
+    );
+    let (st, ct, b) = s.oversized_post(10 * 1024 * 1024).await;
+    assert_eq!(ct, "application/problem+json");
+    check(st, 413, &b, "payload-too-large");
+    let (st, b) = send(
+        s.client
+            .get(s.url("/executions/00000000-0000-0000-0000-000000000000")),
+    )
+    .await;
+    check(st, 404, &b, "not-found");
+    let (st, b) = send(s.client.get(s.url("/executions/not-a-uuid"))).await;
+    check(st, 400, &b, "validation-error");
+    let (st, b) = send(s.client.get(s.url("/executions?colour=blue"))).await;
+    check(st, 400, &b, "validation-error");
+    let (st, b) = send(s.client.get(s.url("/executions?status=sleeping"))).await;
+    check(st, 400, &b, "validation-error");
+    let (st, b) = send(s.client.get(s.url("/executions?limit=0"))).await;
+    check(st, 400, &b, "validation-error");
+    let (st, b) = send(s.client.get(s.url("/executions?cursor=garbage"))).await;
+    check(st, 400, &b, "validation-error");
+    let (st, b) = send(s.client.get(s.url("/no/such/route"))).await;
+    check(st, 404, &b, "not-found");
+    let (st, b) = send(s.client.delete(s.url("/executions"))).await;
+    check(st, 405, &b, "method-not-allowed");
+    let (st, b) = send(
+        s.client
+            .post(s.url("/executions"))
+            .header("content-type", "text/html")
+            .body("<p>"),
+    )
+    .await;
+    check(st, 415, &b, "unsupported-media-type");
+    let (st, b) = send(
+        s.client
+            .post(s.url("/executions"))
+            .json(&json!({"pipeline": example("hello.yaml"), "context": {"who": 5}})),
+    )
+    .await;
+    check(st, 422, &b, "compilation-error");
+    assert_eq!(b["errors"][0]["code"], "input_type");
+    let (st, b) =
+        send(s.client.post(s.url("/executions")).json(
+            &json!({"pipeline": example("hello.yaml"), "options": {"workspace": "elsewhere"}}),
+        ))
+        .await;
+    check(st, 422, &b, "validation-error");
+    // Nothing of the above was stored.
+    let (_, page) = s.get("/executions").await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(0), "{page:#}");
+}
+
+async fn listing_filters_and_pages(s: Server) {
+    let mut ids = Vec::new();
+    for yaml in [
+        example("hello.yaml"),
+        example("fan_out_fan_in.yaml"),
+        example("hello.yaml"),
+    ] {
+        let done = s.run_yaml(&yaml, "").await;
+        ids.push(done["id"].as_str().expect("id").to_string());
+    }
+    let (_, page) = s.get("/executions?limit=2").await;
+    let first: Vec<&str> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(first, vec![ids[2].as_str(), ids[1].as_str()]);
+    let cursor = page["next_cursor"].as_str().expect("cursor");
+    let (_, page) = s.get(&format!("/executions?limit=2&cursor={cursor}")).await;
+    assert_eq!(page["items"][0]["id"], ids[0].as_str());
+    assert!(page.get("next_cursor").is_none());
+    let (_, page) = s.get("/executions?pipeline=hello&status=succeeded").await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
+    let (_, page) = s.get("/executions?status=failed").await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(0));
+}
+
+async fn idempotent_submissions_replay(s: Server) {
+    let post = |body: Value| {
+        s.client
+            .post(s.url("/executions"))
+            .header("idempotency-key", "abc-1")
+            .json(&body)
+            .send()
+    };
+    let first = post(json!({"pipeline": example("hello.yaml")}))
+        .await
+        .expect("send");
+    assert_eq!(first.status().as_u16(), 201);
+    let first: Value = first.json().await.expect("json");
+    let again = post(json!({"pipeline": example("hello.yaml")}))
+        .await
+        .expect("send");
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(
+        again
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(again["id"], first["id"]);
+    let other = post(json!({"pipeline": example("hello.yaml"), "context": {"who": "else"}}))
+        .await
+        .expect("send");
+    assert_eq!(other.status().as_u16(), 422);
+}
+
+#[tokio::test]
+async fn health_ready_and_openapi_answer() {
+    let dir = TempDir::new("orch-http");
+    let s = Server::start(sqlite_url(&dir)).await;
+    assert_eq!(s.get("/health").await.1["status"], "ok");
+    let (status, ready) = s.get("/ready").await;
+    assert_eq!((status, ready["database"].as_str()), (200, Some("sqlite")));
+    let (status, doc) = s.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["paths"]["/executions"]["post"].is_object());
+    let r = s
+        .client
+        .get(s.url("/swagger-ui/"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        r.text().await.unwrap_or_default().contains("swagger"),
+        "swagger ui page"
+    );
+    let (_, tools) = s.get("/tools").await;
+    let ids: Vec<&str> = tools["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["echo", "filesystem", "report-generator"]);
+    let _ = postgres_url;
+}
