@@ -1300,7 +1300,7 @@ fn read_loop(
     let mut inner_scope = scope.to_vec();
     inner_scope.push(LoopScope {
         bindings,
-        siblings: body_ids,
+        siblings: body_ids.clone(),
     });
 
     let body = match node.get("steps") {
@@ -1397,7 +1397,8 @@ fn read_loop(
         };
         let extra = LoopScope {
             bindings: template::WHILE_NAMES,
-            siblings: BTreeSet::new(),
+            // The condition sees the previous iteration's body steps.
+            siblings: body_ids,
         };
         let cond_ptr = format!("{pointer}/while");
         if template::is_template(&condition) {

@@ -64,9 +64,26 @@ pub struct PlannedStep {
     pub order: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding: Option<LoopBinding>,
+    /// For loops: how many iterations have been expanded so far.
+    #[serde(default)]
+    pub iterations: u32,
 }
 
 impl PlannedStep {
+    /// For a loop: the ids of the steps of every expanded iteration.
+    pub fn iteration_step_ids(&self) -> Vec<String> {
+        let Some(spec) = &self.step.loop_spec else {
+            return vec![];
+        };
+        (0..self.iterations)
+            .flat_map(|i| {
+                spec.body()
+                    .iter()
+                    .map(move |b| format!("{}_{i}_{}", self.id, b.id))
+            })
+            .collect()
+    }
+
     /// Resolves a body-local step id (a jump target or template name) to the
     /// id in this execution.
     pub fn resolve_id<'a>(&'a self, id: &'a str) -> &'a str {
@@ -147,6 +164,7 @@ pub fn build(
             scope: String::new(),
             order: order as u32,
             binding: None,
+            iterations: 0,
         });
     }
 
@@ -185,6 +203,7 @@ pub fn build(
                     expanded.extend(expansion.steps);
                     let mut join = planned;
                     join.kind = StepKind::Join;
+                    join.iterations = items.len() as u32;
                     join.depends_on.extend(expansion.join_deps);
                     expanded.push(join);
                 }
@@ -567,6 +586,7 @@ fn expand_iteration(
             scope: prefix.clone(),
             order: order as u32,
             binding: Some(binding.clone()),
+            iterations: 0,
         });
     }
     if let Some(cycle) = find_cycle(&steps) {
@@ -751,6 +771,7 @@ mod tests {
             scope: String::new(),
             order: 0,
             binding: None,
+            iterations: 0,
         }
     }
 

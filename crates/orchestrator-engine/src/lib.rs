@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use orchestrator_core::flow::StepStatus;
+use orchestrator_core::model::LoopItems;
 use orchestrator_core::plan::{self, PlannedStep, StepKind};
 use orchestrator_core::template::{self, Scope, StepEnvelope};
-use orchestrator_core::{CompileError, CompileOptions, Compiled, ExecutionPlan, catalog};
+use orchestrator_core::{CompileError, CompileOptions, Compiled, ExecutionPlan, LoopSpec, catalog};
 use orchestrator_store::{
     ClaimedStep, ExecutionRecord, NewExecution, NewStep, StepRecord, StepResult, Store, StoreError,
     now_ms,
@@ -440,7 +441,16 @@ async fn run_step(inner: &Arc<Inner>, claimed: ClaimedStep, cancel: Cancellation
     let planned = claimed.definition.clone();
     debug!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, attempt = claimed.attempt, "step {} started", claimed.step_id);
     let attempt = match attempt_step(inner, &claimed, &planned, cancel).await {
-        Ok(a) => a,
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            // A loop expanded its iterations and now waits for them.
+            inner.wake.notify_one();
+            return;
+        }
+        Err(StoreError::LeaseLost { .. }) => {
+            warn!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, "lease on step {} was lost", claimed.step_id);
+            return;
+        }
         Err(e) => {
             error!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, error = ?e, "step {} could not run", claimed.step_id);
             Attempt::failed(
@@ -527,8 +537,11 @@ fn referenced_ids(planned: &PlannedStep) -> Vec<String> {
     if let Some(b) = &planned.binding {
         names.extend(b.aliases.keys().cloned());
     }
-    if planned.kind == StepKind::Join {
-        names.extend(planned.depends_on.iter().cloned());
+    if planned.step.loop_spec.is_some() {
+        names.extend(planned.iteration_step_ids());
+        if planned.kind == StepKind::While && planned.iterations > 0 {
+            names.extend(previous_iteration_aliases(planned).into_values());
+        }
     }
     let mut ids: Vec<String> = names
         .iter()
@@ -607,18 +620,18 @@ async fn attempt_step(
     claimed: &ClaimedStep,
     planned: &PlannedStep,
     cancel: CancellationToken,
-) -> Result<Attempt, StoreError> {
+) -> Result<Option<Attempt>, StoreError> {
     let ids = referenced_ids(planned);
     let Some(ctx) = inner
         .store
         .step_context(&claimed.execution_id, &ids)
         .await?
     else {
-        return Ok(Attempt::failed(
+        return Ok(Some(Attempt::failed(
             "ExecutionError",
             "the execution no longer exists",
             None,
-        ));
+        )));
     };
     let scope = build_scope(
         &ctx.inputs,
@@ -628,22 +641,30 @@ async fn attempt_step(
         Some(planned),
         &ctx.results,
     );
-    let step = &planned.step;
-
-    if planned.kind == StepKind::Join {
-        return Ok(Attempt::succeeded(
+    let options: ExecutionOptions = serde_json::from_value(ctx.options.clone()).unwrap_or_default();
+    Ok(match planned.kind {
+        StepKind::Task => Some(run_task(inner, claimed, planned, &scope, &options, cancel).await),
+        StepKind::Join => Some(Attempt::succeeded(
             join_result(planned, &ctx.results),
             None,
             None,
-        ));
-    }
-    if matches!(planned.kind, StepKind::ForEach | StepKind::While) {
-        return Ok(Attempt::failed(
-            "ExecutionError",
-            "loops whose items depend on other steps, and while loops, cannot run on this server version yet",
-            None,
-        ));
-    }
+        )),
+        StepKind::ForEach => expand_for_each(inner, claimed, planned, &scope, &options).await?,
+        StepKind::While => expand_while(inner, claimed, planned, &ctx, &options).await?,
+    })
+}
+
+/// Runs a tool or runtime action: condition, rendering, the tool with its timeout.
+async fn run_task(
+    inner: &Arc<Inner>,
+    claimed: &ClaimedStep,
+    planned: &PlannedStep,
+    scope: &Scope,
+    options: &ExecutionOptions,
+    cancel: CancellationToken,
+) -> Attempt {
+    let scope = scope.clone();
+    let step = &planned.step;
 
     let is_gate = step.action == catalog::EVALUATE_CONDITION && step.tool.is_none();
     if let Some(condition) = &step.condition
@@ -656,19 +677,16 @@ async fn attempt_step(
                     .on_false
                     .as_deref()
                     .map(|t| planned.resolve_id(t).to_string());
-                return Ok(Attempt::skipped("condition_false".into(), jump));
+                return Attempt::skipped("condition_false".into(), jump);
             }
             Err(e) => {
-                return Ok(Attempt::skipped(
-                    format!("condition_error: {}", e.message),
-                    None,
-                ));
+                return Attempt::skipped(format!("condition_error: {}", e.message), None);
             }
         }
     }
     if is_gate {
         let condition = step.condition.as_deref().unwrap_or("false");
-        return Ok(match template::eval_condition(condition, &scope) {
+        return match template::eval_condition(condition, &scope) {
             Ok(value) => {
                 let jump = if value {
                     None
@@ -684,45 +702,43 @@ async fn attempt_step(
                 format!("condition cannot be evaluated: {}", e.message),
                 None,
             ),
-        });
+        };
     }
 
     let parameters = match template::render_value(&Value::Object(step.parameters.clone()), &scope) {
         Ok(Value::Object(m)) => m,
         Ok(_) => Map::new(),
         Err(e) => {
-            return Ok(Attempt::failed(
+            return Attempt::failed(
                 "TemplateError",
                 format!("parameters cannot be rendered: {}", e.message),
                 None,
-            ));
+            );
         }
     };
     let shown = Some(Value::Object(parameters.clone()));
 
     if step.is_model_action() {
-        return Ok(Attempt::failed(
+        return Attempt::failed(
             "ModelUnavailableError",
             "no model provider is configured on this server",
             shown,
-        ));
+        );
     }
     let Some(tool_id) = step.tool.as_deref() else {
-        return Ok(Attempt::failed(
+        return Attempt::failed(
             "ValidationError",
             format!("action '{}' needs a tool", step.action),
             shown,
-        ));
+        );
     };
     let Some(tool) = inner.tools.get(tool_id) else {
-        return Ok(Attempt::failed(
+        return Attempt::failed(
             "ToolNotFoundError",
             format!("tool '{tool_id}' is not available on this server"),
             shown,
-        ));
+        );
     };
-    let options: crate::ExecutionOptions =
-        serde_json::from_value(ctx.options.clone()).unwrap_or_default();
     let workspace = match options.workspace {
         WorkspaceMode::Shared => inner.config.workspace_root.clone(),
         WorkspaceMode::Isolated => inner.config.workspace_root.join(&claimed.execution_id),
@@ -745,7 +761,7 @@ async fn attempt_step(
         },
         None => Some(run.await),
     };
-    Ok(match outcome {
+    match outcome {
         None => {
             let mut a = Attempt::failed(
                 "TimeoutError",
@@ -763,34 +779,214 @@ async fn attempt_step(
             Attempt::succeeded(result, shown, jump)
         }
         Some(Err(e)) => Attempt::failed(&e.kind, e.message, shown),
-    })
+    }
 }
 
-/// A loop's result: one object per iteration, `{body_step_id: result}`.
+/// A loop's result: one object per iteration, `{body_step_id: result}`
+/// (`null` for a body step that did not succeed).
 fn join_result(planned: &PlannedStep, results: &[(String, StepStatus, Option<Value>)]) -> Value {
-    let mut iterations: BTreeMap<u64, Map<String, Value>> = BTreeMap::new();
-    let prefix = format!("{}_", planned.id);
-    for (id, _, env) in results {
-        let Some(rest) = id.strip_prefix(&prefix) else {
-            continue;
-        };
-        let Some((index, body)) = rest.split_once('_') else {
-            continue;
-        };
-        let Ok(index) = index.parse::<u64>() else {
-            continue;
-        };
-        let value = env
-            .as_ref()
-            .and_then(|e| e.get("result"))
-            .cloned()
-            .unwrap_or(Value::Null);
-        iterations
-            .entry(index)
-            .or_default()
-            .insert(body.to_string(), value);
+    let Some(spec) = &planned.step.loop_spec else {
+        return Value::Array(vec![]);
+    };
+    let by_id: HashMap<&str, &Option<Value>> = results
+        .iter()
+        .map(|(id, _, env)| (id.as_str(), env))
+        .collect();
+    let iterations = (0..planned.iterations)
+        .map(|i| {
+            let mut m = Map::new();
+            for body in spec.body() {
+                let id = format!("{}_{i}_{}", planned.id, body.id);
+                let value = by_id
+                    .get(id.as_str())
+                    .and_then(|e| e.as_ref())
+                    .and_then(|e| e.get("result"))
+                    .cloned();
+                m.insert(body.id.clone(), value.unwrap_or(Value::Null));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    Value::Array(iterations)
+}
+
+/// Body step id → id in the last expanded iteration of a `while` loop.
+fn previous_iteration_aliases(planned: &PlannedStep) -> BTreeMap<String, String> {
+    let Some(spec) = &planned.step.loop_spec else {
+        return BTreeMap::new();
+    };
+    let last = planned.iterations.saturating_sub(1);
+    spec.body()
+        .iter()
+        .map(|b| (b.id.clone(), format!("{}_{last}_{}", planned.id, b.id)))
+        .collect()
+}
+
+fn new_steps(expansion: &plan::Expansion, options: &ExecutionOptions) -> Vec<NewStep> {
+    expansion
+        .steps
+        .iter()
+        .map(|s| NewStep {
+            max_attempts: match (s.step.retry_explicit, options.max_retries) {
+                (false, Some(n)) => n,
+                _ => s.step.retry.max_attempts,
+            },
+            planned: s.clone(),
+        })
+        .collect()
+}
+
+/// Renders a `for_each` loop's items and inserts its iterations; `None` when
+/// the loop now waits for them.
+async fn expand_for_each(
+    inner: &Arc<Inner>,
+    claimed: &ClaimedStep,
+    planned: &PlannedStep,
+    scope: &Scope,
+    options: &ExecutionOptions,
+) -> Result<Option<Attempt>, StoreError> {
+    let Some(LoopSpec::ForEach { items, .. }) = &planned.step.loop_spec else {
+        return Ok(Some(Attempt::failed(
+            "ExecutionError",
+            "step is not a for_each loop",
+            None,
+        )));
+    };
+    let rendered = match items {
+        LoopItems::Template(t) => template::render_string_value(t, scope),
+        LoopItems::Literal(list) => template::render_value(&Value::Array(list.clone()), scope),
+    };
+    let items = match rendered
+        .map_err(|e| e.message)
+        .and_then(plan::items_from_value)
+    {
+        Ok(items) => items,
+        Err(e) => {
+            return Ok(Some(Attempt::failed(
+                "TemplateError",
+                format!("for_each items cannot be rendered: {e}"),
+                None,
+            )));
+        }
+    };
+    if items.is_empty() {
+        return Ok(Some(Attempt::succeeded(Value::Array(vec![]), None, None)));
     }
-    Value::Array(iterations.into_values().map(Value::Object).collect())
+    let expansion = match plan::expand_for_each(planned, &items, &Default::default()) {
+        Ok(x) => x,
+        Err(e) => return Ok(Some(Attempt::failed("ExecutionError", e, None))),
+    };
+    let mut container = planned.clone();
+    container.kind = StepKind::Join;
+    container.iterations = u32::try_from(items.len()).unwrap_or(u32::MAX);
+    let steps = new_steps(&expansion, options);
+    inner
+        .store
+        .expand_step(claimed, &container, steps, &expansion.join_deps)
+        .await?;
+    info!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, iterations = items.len(), "loop {} expanded", claimed.step_id);
+    Ok(None)
+}
+
+/// Evaluates a `while` loop's condition and inserts its next iteration
+/// (`None`), or finishes the loop with every iteration's results.
+async fn expand_while(
+    inner: &Arc<Inner>,
+    claimed: &ClaimedStep,
+    planned: &PlannedStep,
+    ctx: &orchestrator_store::StepContext,
+    options: &ExecutionOptions,
+) -> Result<Option<Attempt>, StoreError> {
+    let Some(LoopSpec::While {
+        condition,
+        max_iterations,
+        steps: body,
+    }) = &planned.step.loop_spec
+    else {
+        return Ok(Some(Attempt::failed(
+            "ExecutionError",
+            "step is not a while loop",
+            None,
+        )));
+    };
+    let n = planned.iterations;
+    let mut scope = build_scope(
+        &ctx.inputs,
+        &claimed.execution_id,
+        ctx.created_at,
+        &ctx.pipeline_id,
+        Some(planned),
+        &ctx.results,
+    );
+    scope.set("iteration", &Value::from(n));
+    // The condition sees the previous iteration's body results (none before the first).
+    let by_id: HashMap<&str, (StepStatus, &Option<Value>)> = ctx
+        .results
+        .iter()
+        .map(|(id, st, env)| (id.as_str(), (*st, env)))
+        .collect();
+    let previous = previous_iteration_aliases(planned);
+    for b in body {
+        let found = if n == 0 {
+            None
+        } else {
+            previous
+                .get(&b.id)
+                .and_then(|real| by_id.get(real.as_str()))
+        };
+        match found {
+            Some((StepStatus::Succeeded | StepStatus::Failed, Some(env))) => {
+                scope.set_step(
+                    b.id.clone(),
+                    StepEnvelope {
+                        result: env.get("result").cloned().unwrap_or(Value::Null),
+                        success: env.get("success").and_then(Value::as_bool).unwrap_or(false),
+                        error: env.get("error").and_then(Value::as_str).map(str::to_string),
+                    },
+                );
+            }
+            _ => {
+                scope.set_none(b.id.clone());
+            }
+        }
+    }
+    let go_on = if n >= *max_iterations {
+        false
+    } else {
+        match template::eval_condition(condition, &scope) {
+            Ok(b) => b,
+            Err(e) => {
+                return Ok(Some(Attempt::failed(
+                    "ConditionError",
+                    format!(
+                        "while condition cannot be evaluated at iteration {n}: {}",
+                        e.message
+                    ),
+                    None,
+                )));
+            }
+        }
+    };
+    if !go_on {
+        return Ok(Some(Attempt::succeeded(
+            join_result(planned, &ctx.results),
+            None,
+            None,
+        )));
+    }
+    let expansion = match plan::expand_while(planned, n, &Default::default()) {
+        Ok(x) => x,
+        Err(e) => return Ok(Some(Attempt::failed("ExecutionError", e, None))),
+    };
+    let mut container = planned.clone();
+    container.iterations = n + 1;
+    let steps = new_steps(&expansion, options);
+    inner
+        .store
+        .expand_step(claimed, &container, steps, &expansion.join_deps)
+        .await?;
+    debug!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, iteration = n, "loop {} iteration {n}", claimed.step_id);
+    Ok(None)
 }
 
 /// Renders `outputs` when an execution finishes (called inside the store's

@@ -42,6 +42,9 @@ both!(
     for_each_writes_one_file_per_item_in_order,
     a_failing_step_is_retried_then_fails_the_execution,
     on_failure_continue_runs_dependents_and_fails_the_execution,
+    for_each_over_a_step_result_expands_at_run_time,
+    while_loops_repeat_until_their_condition_is_false,
+    nested_loops_see_both_items,
 );
 
 struct Harness {
@@ -222,4 +225,44 @@ async fn on_failure_continue_runs_dependents_and_fails_the_execution(store: Arc<
         steps[1].result.as_ref().map(|r| r["result"].clone()),
         Some(json!({"ok": false}))
     );
+}
+
+async fn for_each_over_a_step_result_expands_at_run_time(store: Arc<dyn Store>) {
+    let h = harness(store);
+    let yaml = "name: rt\nsteps:\n  - id: list\n    tool: echo\n    parameters: {names: [ann, bob]}\n  - id: greet\n    for_each: '{{ list.result.names }}'\n    max_parallel: 2\n    steps:\n      - id: write\n        tool: filesystem\n        action: write\n        parameters: {path: 'g/{{ item }}.txt', content: 'hi {{ item }} {{ position }}/{{ length }}'}\n      - id: check\n        tool: filesystem\n        action: read\n        parameters: {path: '{{ write.result.path }}'}\n  - id: empty\n    for_each: '{{ list.result.none | default([]) }}'\n    steps:\n      - id: never\n        tool: echo\n  - id: after\n    tool: echo\n    parameters: {n: '{{ greet.result | length }}', first: '{{ greet.result[0].check.content }}'}\n";
+    let done = run(&h, yaml, json!({})).await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    assert_eq!(read(&h, "g/ann.txt"), "hi ann 1/2");
+    assert_eq!(read(&h, "g/bob.txt"), "hi bob 2/2");
+    let steps = h.engine.store().list_steps(&done.id).await.expect("steps");
+    let after = steps.iter().find(|s| s.step_id == "after").expect("after");
+    assert_eq!(after.result.as_ref().map(|r| r["result"].clone()), Some(json!({"n": 2, "first": "hi ann 1/2"})));
+    let empty = steps.iter().find(|s| s.step_id == "empty").expect("empty");
+    assert_eq!(empty.result.as_ref().map(|r| r["result"].clone()), Some(json!([])));
+    assert!(steps.iter().any(|s| s.step_id == "greet_1_check" && s.status == StepStatus::Succeeded));
+}
+
+async fn while_loops_repeat_until_their_condition_is_false(store: Arc<dyn Store>) {
+    let h = harness(store);
+    let yaml = "name: w\nsteps:\n  - id: loop\n    while: '{{ iteration < 3 }}'\n    max_iterations: 10\n    steps:\n      - id: tick\n        tool: filesystem\n        action: write\n        parameters: {path: 'w/{{ iteration }}.txt', content: 'tick {{ iteration }}', append: false}\n  - id: capped\n    while: 'true'\n    max_iterations: 2\n    steps:\n      - id: t\n        tool: echo\n        parameters: {i: '{{ iteration }}'}\n  - id: until\n    while: '{{ t2 is none or t2.result.i < 1 }}'\n    steps:\n      - id: t2\n        tool: echo\n        parameters: {i: '{{ iteration }}'}\n";
+    let done = run(&h, yaml, json!({})).await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    assert_eq!(read(&h, "w/0.txt"), "tick 0");
+    assert_eq!(read(&h, "w/2.txt"), "tick 2");
+    assert!(!h.workspace.path().join("w/3.txt").exists());
+    let steps = h.engine.store().list_steps(&done.id).await.expect("steps");
+    let result = |id: &str| steps.iter().find(|s| s.step_id == id).and_then(|s| s.result.clone()).map(|r| r["result"].clone());
+    assert_eq!(result("capped"), Some(json!([{"t": {"i": 0}}, {"t": {"i": 1}}])));
+    assert_eq!(result("until").map(|r| r.as_array().map(Vec::len)), Some(Some(2)));
+}
+
+async fn nested_loops_see_both_items(store: Arc<dyn Store>) {
+    let h = harness(store);
+    let yaml = "name: n\nsteps:\n  - id: src\n    tool: echo\n    parameters: {rows: [a, b]}\n  - id: outer\n    for_each: '{{ src.result.rows }}'\n    steps:\n      - id: inner\n        for_each: [1, 2]\n        steps:\n          - id: cell\n            tool: filesystem\n            action: write\n            parameters: {path: 'n/{{ item }}.txt', content: 'x'}\n";
+    let done = run(&h, yaml, json!({})).await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    let steps = h.engine.store().list_steps(&done.id).await.expect("steps");
+    let ids: Vec<&str> = steps.iter().map(|s| s.step_id.as_str()).filter(|id| id.contains("cell")).collect();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert!(ids.contains(&"outer_1_inner_1_cell"));
 }

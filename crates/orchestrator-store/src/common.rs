@@ -612,6 +612,77 @@ macro_rules! impl_store {
                 })
             }
 
+            async fn expand_step(
+                &self,
+                step: &crate::ClaimedStep,
+                container: &orchestrator_core::plan::PlannedStep,
+                new_steps: Vec<crate::NewStep>,
+                wait_for: &[String],
+            ) -> crate::Result<Vec<String>> {
+                use crate::common::*;
+                use sqlx::types::Json;
+                let now = crate::now_ms();
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(LOCK_EXECUTION)
+                    .bind(&step.execution_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let released = sqlx::query(RELEASE_LEASE)
+                    .bind(&step.execution_id)
+                    .bind(&step.step_id)
+                    .bind(&step.lease_token)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if released == 0 {
+                    tx.rollback().await?;
+                    return Err(crate::StoreError::LeaseLost {
+                        step: step.step_id.clone(),
+                    });
+                }
+                let base: Option<i64> = sqlx::query_scalar(MAX_POSITION)
+                    .bind(&step.execution_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let base = base.unwrap_or(0) + 1;
+                let mut ready = Vec::new();
+                for (i, new) in new_steps.iter().enumerate() {
+                    let is_ready = new.planned.depends_on.is_empty();
+                    sqlx::query(INSERT_STEP)
+                        .bind(&step.execution_id)
+                        .bind(&new.planned.id)
+                        .bind(base + i as i64)
+                        .bind(if is_ready { "ready" } else { "pending" })
+                        .bind(i64::from(new.max_attempts))
+                        .bind(Json(&new.planned.depends_on))
+                        .bind(Json(&new.planned.step.on_failure))
+                        .bind(&new.planned.scope)
+                        .bind(i64::from(new.planned.order))
+                        .bind(Json(&new.planned))
+                        .execute(&mut *tx)
+                        .await?;
+                    if is_ready {
+                        sqlx::query(ENQUEUE)
+                            .bind(&step.execution_id)
+                            .bind(&new.planned.id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        ready.push(new.planned.id.clone());
+                    }
+                }
+                sqlx::query(WAIT_FOR_ITERATIONS)
+                    .bind(&step.execution_id)
+                    .bind(&step.step_id)
+                    .bind(Json(wait_for))
+                    .bind(Json(container))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(ready)
+            }
+
             async fn retry_step(
                 &self,
                 step: &crate::ClaimedStep,
@@ -726,6 +797,12 @@ pub(crate) const START_STEP: &str = "UPDATE steps SET status = 'running', attemp
     started_at = COALESCE(started_at, $3) WHERE execution_id = $1 AND step_id = $2 \
     RETURNING execution_id, step_id, position, status, attempt, max_attempts, depends_on, definition, \
     parameters, result, error, error_type, reason, timed_out, started_at, finished_at";
+
+pub(crate) const MAX_POSITION: &str = "SELECT MAX(position) FROM steps WHERE execution_id = $1";
+
+/// A loop step waits for its iterations (`$3` dependencies, `$4` definition).
+pub(crate) const WAIT_FOR_ITERATIONS: &str = "UPDATE steps SET status = 'pending', depends_on = $3, definition = $4 \
+    WHERE execution_id = $1 AND step_id = $2";
 
 pub(crate) const START_EXECUTION: &str =
     "UPDATE executions SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'";

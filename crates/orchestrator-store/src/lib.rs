@@ -238,6 +238,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         outputs: OutputRenderer<'_>,
     ) -> Result<FinishOutcome>;
 
+    /// Turns a running loop step into a waiting one: inserts the steps of its
+    /// new iterations (those without dependencies queued at once) and makes the
+    /// loop step wait for `wait_for`, with its new definition. Fenced by the lease.
+    async fn expand_step(
+        &self,
+        step: &ClaimedStep,
+        container: &PlannedStep,
+        new_steps: Vec<NewStep>,
+        wait_for: &[String],
+    ) -> Result<Vec<String>>;
+
     /// Records a failed attempt and queues the next one after `delay_ms`.
     async fn retry_step(&self, step: &ClaimedStep, result: StepResult, delay_ms: i64)
     -> Result<()>;
