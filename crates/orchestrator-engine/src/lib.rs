@@ -124,6 +124,8 @@ struct Inner {
     wake: Notify,
     /// Lease token → cancellation of each running step of this process.
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// Executions finished by this process.
+    finished: tokio::sync::broadcast::Sender<(String, orchestrator_core::flow::ExecutionStatus)>,
 }
 
 /// The engine of one process. Cheap to clone.
@@ -149,6 +151,7 @@ impl Engine {
                 config,
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
+                finished: tokio::sync::broadcast::channel(1024).0,
             }),
         }
     }
@@ -498,6 +501,7 @@ async fn run_step(inner: &Arc<Inner>, claimed: ClaimedStep, cancel: Cancellation
     match outcome {
         Ok(Some(done)) => {
             if let Some(status) = done.execution_finished {
+                let _ = inner.finished.send((claimed.execution_id.clone(), status));
                 info!(execution.id = %claimed.execution_id, status = status.as_str(), "execution {} {}", claimed.execution_id, status.as_str());
             }
             if !done.ready.is_empty() {

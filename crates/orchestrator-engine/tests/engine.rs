@@ -236,10 +236,20 @@ async fn for_each_over_a_step_result_expands_at_run_time(store: Arc<dyn Store>) 
     assert_eq!(read(&h, "g/bob.txt"), "hi bob 2/2");
     let steps = h.engine.store().list_steps(&done.id).await.expect("steps");
     let after = steps.iter().find(|s| s.step_id == "after").expect("after");
-    assert_eq!(after.result.as_ref().map(|r| r["result"].clone()), Some(json!({"n": 2, "first": "hi ann 1/2"})));
+    assert_eq!(
+        after.result.as_ref().map(|r| r["result"].clone()),
+        Some(json!({"n": 2, "first": "hi ann 1/2"}))
+    );
     let empty = steps.iter().find(|s| s.step_id == "empty").expect("empty");
-    assert_eq!(empty.result.as_ref().map(|r| r["result"].clone()), Some(json!([])));
-    assert!(steps.iter().any(|s| s.step_id == "greet_1_check" && s.status == StepStatus::Succeeded));
+    assert_eq!(
+        empty.result.as_ref().map(|r| r["result"].clone()),
+        Some(json!([]))
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.step_id == "greet_1_check" && s.status == StepStatus::Succeeded)
+    );
 }
 
 async fn while_loops_repeat_until_their_condition_is_false(store: Arc<dyn Store>) {
@@ -251,9 +261,21 @@ async fn while_loops_repeat_until_their_condition_is_false(store: Arc<dyn Store>
     assert_eq!(read(&h, "w/2.txt"), "tick 2");
     assert!(!h.workspace.path().join("w/3.txt").exists());
     let steps = h.engine.store().list_steps(&done.id).await.expect("steps");
-    let result = |id: &str| steps.iter().find(|s| s.step_id == id).and_then(|s| s.result.clone()).map(|r| r["result"].clone());
-    assert_eq!(result("capped"), Some(json!([{"t": {"i": 0}}, {"t": {"i": 1}}])));
-    assert_eq!(result("until").map(|r| r.as_array().map(Vec::len)), Some(Some(2)));
+    let result = |id: &str| {
+        steps
+            .iter()
+            .find(|s| s.step_id == id)
+            .and_then(|s| s.result.clone())
+            .map(|r| r["result"].clone())
+    };
+    assert_eq!(
+        result("capped"),
+        Some(json!([{"t": {"i": 0}}, {"t": {"i": 1}}]))
+    );
+    assert_eq!(
+        result("until").map(|r| r.as_array().map(Vec::len)),
+        Some(Some(2))
+    );
 }
 
 async fn nested_loops_see_both_items(store: Arc<dyn Store>) {
@@ -262,7 +284,11 @@ async fn nested_loops_see_both_items(store: Arc<dyn Store>) {
     let done = run(&h, yaml, json!({})).await;
     assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
     let steps = h.engine.store().list_steps(&done.id).await.expect("steps");
-    let ids: Vec<&str> = steps.iter().map(|s| s.step_id.as_str()).filter(|id| id.contains("cell")).collect();
+    let ids: Vec<&str> = steps
+        .iter()
+        .map(|s| s.step_id.as_str())
+        .filter(|id| id.contains("cell"))
+        .collect();
     assert_eq!(ids.len(), 4, "{ids:?}");
     assert!(ids.contains(&"outer_1_inner_1_cell"));
 }

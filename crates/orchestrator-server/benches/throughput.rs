@@ -1,0 +1,129 @@
+//! End-to-end benchmark, run by hand (never in CI):
+//!
+//! ```sh
+//! cargo bench -p orchestrator-server --bench throughput
+//! ORCHESTRATOR_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres cargo bench -p orchestrator-server --bench throughput
+//! ```
+//!
+//! Through the real HTTP API of an in-process server: submit→succeeded latency
+//! of a one-step pipeline (p50/p99), and the throughput of a 1,000-step no-op
+//! fan-out and of a 200-step chain, on SQLite and (when configured) PostgreSQL.
+
+use std::time::{Duration, Instant};
+
+use orchestrator_server::config::Settings;
+use orchestrator_store::testing::{TempDir, postgres_url, sqlite_url};
+
+fn fan_out(n: usize) -> String {
+    let mut y = String::from("name: fan-out\nsteps:\n");
+    for i in 0..n {
+        y.push_str(&format!(
+            "  - id: s{i}\n    tool: echo\n    parameters: {{i: {i}}}\n"
+        ));
+    }
+    y
+}
+
+fn chain(n: usize) -> String {
+    let mut y = String::from("name: chain\nsteps:\n  - id: s0\n    tool: echo\n");
+    for i in 1..n {
+        y.push_str(&format!(
+            "  - id: s{i}\n    tool: echo\n    depends_on: [s{}]\n",
+            i - 1
+        ));
+    }
+    y
+}
+
+async fn submit(client: &reqwest::Client, base: &str, yaml: &str) -> String {
+    let r = client
+        .post(format!("{base}/executions"))
+        .header("content-type", "application/yaml")
+        .body(yaml.to_string())
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.status().as_u16(), 201);
+    let v: serde_json::Value = r.json().await.expect("json");
+    v["id"].as_str().expect("id").to_string()
+}
+
+async fn bench(label: &str, database_url: String) {
+    let ws = TempDir::new("orch-bench-ws");
+    let settings = Settings {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        database_url,
+        workspace_root: ws.path().to_path_buf(),
+        max_concurrent: 32,
+        max_body_bytes: 8 * 1024 * 1024,
+        ..Settings::default()
+    };
+    let server = orchestrator_server::start(settings, true)
+        .await
+        .expect("server");
+    let base = format!("http://{}", server.addr);
+    let engine = server.state.engine().clone();
+    let client = reqwest::Client::new();
+    let one = "name: one\nsteps:\n  - id: s\n    tool: echo\n    parameters: {x: 1}\n";
+
+    let mut samples = Vec::new();
+    for i in 0..330 {
+        let t0 = Instant::now();
+        let id = submit(&client, &base, one).await;
+        let done = engine
+            .wait_finished(&id, Duration::from_secs(30))
+            .await
+            .expect("wait")
+            .expect("exists");
+        assert_eq!(done.status.as_str(), "succeeded");
+        if i >= 30 {
+            samples.push(t0.elapsed());
+        }
+    }
+    samples.sort();
+    let p = |q: f64| {
+        samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)].as_secs_f64() * 1000.0
+    };
+    println!(
+        "{label:<9} one-step submit->succeeded: p50 {:.2} ms, p99 {:.2} ms ({} runs)",
+        p(0.5),
+        p(0.99),
+        samples.len()
+    );
+
+    for (name, yaml, steps) in [
+        ("fan-out", fan_out(1000), 1000usize),
+        ("chain", chain(200), 200usize),
+    ] {
+        let t0 = Instant::now();
+        let id = submit(&client, &base, &yaml).await;
+        let done = engine
+            .wait_finished(&id, Duration::from_secs(300))
+            .await
+            .expect("wait")
+            .expect("exists");
+        let secs = t0.elapsed().as_secs_f64();
+        assert_eq!(done.status.as_str(), "succeeded");
+        println!(
+            "{label:<9} {name:<8} {steps:>5} steps: {:.3} s, {:.0} steps/s",
+            secs,
+            steps as f64 / secs
+        );
+    }
+    server.shutdown().await.expect("shutdown");
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir = TempDir::new("orch-bench-db");
+        bench("sqlite", sqlite_url(&dir)).await;
+        match postgres_url().await {
+            Some(url) => bench("postgres", url).await,
+            None => println!("postgres  skipped (set ORCHESTRATOR_TEST_POSTGRES_URL)"),
+        }
+    });
+}
