@@ -264,6 +264,15 @@ impl Engine {
         let inner = &self.inner;
         let mut tasks: JoinSet<()> = JoinSet::new();
         let heartbeat = tokio::spawn(heartbeat_loop(self.inner.clone(), shutdown.clone()));
+        let waker = self.inner.clone();
+        let on_work: Arc<dyn Fn() + Send + Sync> = Arc::new(move || waker.wake.notify_one());
+        match inner.store.listen_for_work(on_work, shutdown.clone()).await {
+            Ok(true) => debug!("listening for work from other processes"),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = ?e, "cannot listen for work from other processes; polling instead")
+            }
+        }
         info!(worker = %inner.config.worker_id, slots = inner.config.max_concurrent, "worker pool started");
         let mut failures = 0u32;
         loop {
@@ -341,12 +350,24 @@ impl Engine {
     }
 
     /// Waits until an execution is finished (polling the store), up to `timeout`.
+    /// Executions that workers of this process finish, as they finish.
+    pub fn subscribe_finished(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<(String, orchestrator_core::flow::ExecutionStatus)> {
+        self.inner.finished.subscribe()
+    }
+
+    /// Waits until an execution is finished, up to `timeout`: woken at once
+    /// when this process finishes it, else by polling the store (another
+    /// process may be running it).
     pub async fn wait_finished(
         &self,
         id: &str,
         timeout: Duration,
     ) -> Result<Option<ExecutionRecord>, StoreError> {
+        use tokio::sync::broadcast::error::RecvError;
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut finished = self.subscribe_finished();
         loop {
             let record = self.inner.store.get_execution(id).await?;
             match &record {
@@ -354,10 +375,22 @@ impl Engine {
                 None => return Ok(None),
                 _ => {}
             }
-            if tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 return Ok(record);
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            let poll = (deadline - now).min(Duration::from_millis(200));
+            let _ = tokio::time::timeout(poll, async {
+                loop {
+                    match finished.recv().await {
+                        Ok((done, _)) if done == id => return,
+                        Ok(_) => {}
+                        Err(RecvError::Lagged(_)) => return,
+                        Err(RecvError::Closed) => std::future::pending::<()>().await,
+                    }
+                }
+            })
+            .await;
         }
     }
 }

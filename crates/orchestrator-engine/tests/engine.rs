@@ -292,3 +292,45 @@ async fn nested_loops_see_both_items(store: Arc<dyn Store>) {
     assert_eq!(ids.len(), 4, "{ids:?}");
     assert!(ids.contains(&"outer_1_inner_1_cell"));
 }
+
+/// Workers of one process are woken by submissions made in another process
+/// (PostgreSQL LISTEN/NOTIFY): with idle polling effectively off, the
+/// execution still finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_workers_wake_for_work_queued_by_another_process() {
+    let Some(url) = orchestrator_store::testing::postgres_url().await else {
+        return;
+    };
+    let worker_store = orchestrator_store::connect(&url).await.expect("connect");
+    let api_store = orchestrator_store::connect(&url).await.expect("connect");
+    let workspace = TempDir::new("orch-engine-ws");
+    let config = EngineConfig {
+        workspace_root: workspace.path().to_path_buf(),
+        idle_poll_ms: 3_600_000,
+        ..Default::default()
+    };
+    let tools = Arc::new(ToolRegistry::builtin());
+    let workers = Engine::new(worker_store, tools.clone(), config.clone());
+    let shutdown = CancellationToken::new();
+    workers.start(shutdown.clone(), Duration::from_secs(5));
+    // Let the pool go idle and start listening.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let api = Engine::new(api_store, tools, config);
+    let yaml = "name: x\nsteps:\n  - id: a\n    tool: echo\n  - id: b\n    tool: echo\n    depends_on: [a]\n";
+    let (record, _) = api
+        .submit(Submission {
+            source: PipelineSource::Yaml(yaml.into()),
+            context: Map::new(),
+            options: ExecutionOptions::default(),
+            idempotency_key: None,
+        })
+        .await
+        .expect("submit");
+    let done = api
+        .wait_finished(&record.id, Duration::from_secs(20))
+        .await
+        .expect("wait")
+        .expect("exists");
+    shutdown.cancel();
+    assert_eq!(done.status, ExecutionStatus::Succeeded);
+}

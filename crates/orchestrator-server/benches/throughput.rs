@@ -91,6 +91,122 @@ async fn bench(label: &str, database_url: String) {
         samples.len()
     );
 
+    // Store operations one by one: where the time goes.
+    {
+        let store = engine.store().clone();
+        let catalog = orchestrator_core::builtin_catalog();
+        let plan = orchestrator_core::compile_yaml(
+            one,
+            orchestrator_core::CompileOptions {
+                catalog: &catalog,
+                context: None,
+                auto_resolver: None,
+            },
+        )
+        .expect("compile")
+        .plan;
+        let (mut t_create, mut t_claim, mut t_ctx, mut t_finish) = (0.0, 0.0, 0.0, 0.0);
+        let n = 200;
+        let quiet = orchestrator_store::testing::TempDir::new("orch-bench-ops");
+        let ops = orchestrator_store::connect(&if label == "sqlite" {
+            orchestrator_store::testing::sqlite_url(&quiet)
+        } else {
+            postgres_url().await.expect("pg")
+        })
+        .await
+        .expect("store");
+        let _ = store;
+        for _ in 0..n {
+            let new = orchestrator_store::NewExecution {
+                id: uuid::Uuid::now_v7().to_string(),
+                pipeline_id: "one".into(),
+                pipeline_name: "one".into(),
+                source: one.into(),
+                plan: serde_json::to_value(&plan).expect("plan"),
+                inputs: serde_json::json!({}),
+                options: serde_json::json!({}),
+                idempotency_key: None,
+                request_hash: None,
+                steps: plan
+                    .steps
+                    .iter()
+                    .map(|s| orchestrator_store::NewStep {
+                        planned: s.clone(),
+                        max_attempts: 1,
+                    })
+                    .collect(),
+            };
+            let t = Instant::now();
+            ops.create_execution(new).await.expect("create");
+            t_create += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let claimed = ops
+                .claim_steps("bench", 10, 30_000)
+                .await
+                .expect("claim")
+                .remove(0);
+            t_claim += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            ops.step_context(&claimed.execution_id, &[])
+                .await
+                .expect("ctx");
+            t_ctx += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let result = orchestrator_store::StepResult {
+                status: orchestrator_core::flow::StepStatus::Succeeded,
+                parameters: None,
+                envelope: Some(serde_json::json!({"result": 1, "success": true, "error": null})),
+                error: None,
+                error_type: None,
+                reason: None,
+                timed_out: false,
+                jump_to: None,
+                started_at: 0,
+                finished_at: 0,
+            };
+            ops.finish_step(&claimed, result, &|_, _| (None, None))
+                .await
+                .expect("finish");
+            t_finish += t.elapsed().as_secs_f64();
+        }
+        let ms = |t: f64| t * 1000.0 / n as f64;
+        println!(
+            "{label:<9} store ops (mean): create {:.3} ms, claim {:.3} ms, context {:.3} ms, finish {:.3} ms",
+            ms(t_create),
+            ms(t_claim),
+            ms(t_ctx),
+            ms(t_finish)
+        );
+    }
+
+    // The same without HTTP: where the time goes.
+    let mut submit_ms = Vec::new();
+    let mut total_ms = Vec::new();
+    for _ in 0..200 {
+        let t0 = Instant::now();
+        let (record, _) = engine
+            .submit(orchestrator_engine::Submission {
+                source: orchestrator_engine::PipelineSource::Yaml(one.to_string()),
+                context: Default::default(),
+                options: Default::default(),
+                idempotency_key: None,
+            })
+            .await
+            .expect("submit");
+        submit_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        engine
+            .wait_finished(&record.id, Duration::from_secs(30))
+            .await
+            .expect("wait");
+        total_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    submit_ms.sort_by(f64::total_cmp);
+    total_ms.sort_by(f64::total_cmp);
+    println!(
+        "{label:<9} one-step in process: submit p50 {:.2} ms, submit->succeeded p50 {:.2} ms",
+        submit_ms[100], total_ms[100]
+    );
+
     for (name, yaml, steps) in [
         ("fan-out", fan_out(1000), 1000usize),
         ("chain", chain(200), 200usize),

@@ -261,6 +261,109 @@ fn parse_step_status(s: &str) -> Result<StepStatus> {
 /// that differ (`CLAIM`, `HEARTBEAT`, `NOW_MS`).
 macro_rules! impl_store {
     ($store:ty, $db:ty, $backend:literal) => {
+        impl $store {
+            /// Inserts steps with their dependency rows (those without
+            /// dependencies queued) and counts them as open; returns the queued ids.
+            async fn insert_steps(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                execution_id: &str,
+                steps: &[crate::NewStep],
+                base_position: i64,
+                now: i64,
+            ) -> crate::Result<Vec<String>> {
+                use crate::common::*;
+                use sqlx::types::Json;
+                let mut ready = Vec::new();
+                for (i, step) in steps.iter().enumerate() {
+                    let is_ready = step.planned.depends_on.is_empty();
+                    sqlx::query(INSERT_STEP)
+                        .bind(execution_id)
+                        .bind(&step.planned.id)
+                        .bind(base_position + i as i64)
+                        .bind(if is_ready { "ready" } else { "pending" })
+                        .bind(i64::from(step.max_attempts))
+                        .bind(Json(&step.planned.depends_on))
+                        .bind(Json(&step.planned.step.on_failure))
+                        .bind(&step.planned.scope)
+                        .bind(i64::from(step.planned.order))
+                        .bind(Json(&step.planned))
+                        .execute(&mut **tx)
+                        .await?;
+                    for dep in &step.planned.depends_on {
+                        sqlx::query(INSERT_DEP)
+                            .bind(execution_id)
+                            .bind(&step.planned.id)
+                            .bind(dep)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    if is_ready {
+                        sqlx::query(ENQUEUE)
+                            .bind(execution_id)
+                            .bind(&step.planned.id)
+                            .bind(now)
+                            .execute(&mut **tx)
+                            .await?;
+                        ready.push(step.planned.id.clone());
+                    }
+                }
+                sqlx::query(ADD_OPEN_STEPS)
+                    .bind(execution_id)
+                    .bind(steps.len() as i64)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(ready)
+            }
+
+            async fn make_ready(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                execution_id: &str,
+                step_id: &str,
+                now: i64,
+            ) -> crate::Result<()> {
+                use crate::common::*;
+                sqlx::query(MARK_READY)
+                    .bind(execution_id)
+                    .bind(step_id)
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query(ENQUEUE)
+                    .bind(execution_id)
+                    .bind(step_id)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
+            /// Records one attempt of a step.
+            async fn insert_checkpoint(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                step: &crate::ClaimedStep,
+                status: &str,
+                result: &crate::StepResult,
+                now: i64,
+            ) -> crate::Result<()> {
+                use crate::common::*;
+                use sqlx::types::Json;
+                sqlx::query(INSERT_CHECKPOINT)
+                    .bind(&step.execution_id)
+                    .bind(&step.step_id)
+                    .bind(step.attempt)
+                    .bind(status)
+                    .bind(result.parameters.as_ref().map(Json))
+                    .bind(result.envelope.as_ref().map(Json))
+                    .bind(&result.error)
+                    .bind(&result.error_type)
+                    .bind(result.started_at)
+                    .bind(result.finished_at)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+        }
+
         #[async_trait::async_trait]
         impl crate::Store for $store {
             fn backend(&self) -> &'static str {
@@ -281,6 +384,7 @@ macro_rules! impl_store {
                 use crate::common::*;
                 use sqlx::types::Json;
                 let now = crate::now_ms();
+                let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
                 let inserted = sqlx::query(INSERT_EXECUTION)
                     .bind(&new.id)
@@ -311,29 +415,9 @@ macro_rules! impl_store {
                         Err(crate::StoreError::IdempotencyConflict(key))
                     };
                 }
-                for (position, step) in new.steps.iter().enumerate() {
-                    let ready = step.planned.depends_on.is_empty();
-                    sqlx::query(INSERT_STEP)
-                        .bind(&new.id)
-                        .bind(&step.planned.id)
-                        .bind(position as i64)
-                        .bind(if ready { "ready" } else { "pending" })
-                        .bind(i64::from(step.max_attempts))
-                        .bind(Json(&step.planned.depends_on))
-                        .bind(Json(&step.planned.step.on_failure))
-                        .bind(&step.planned.scope)
-                        .bind(i64::from(step.planned.order))
-                        .bind(Json(&step.planned))
-                        .execute(&mut *tx)
-                        .await?;
-                    if ready {
-                        sqlx::query(ENQUEUE)
-                            .bind(&new.id)
-                            .bind(&step.planned.id)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
+                Self::insert_steps(&mut tx, &new.id, &new.steps, 0, now).await?;
+                if let Some(sql) = NOTIFY_WORK {
+                    sqlx::query(sql).execute(&mut *tx).await?;
                 }
                 let row: ExecutionRow = sqlx::query_as(SELECT_EXECUTION)
                     .bind(&new.id)
@@ -408,6 +492,7 @@ macro_rules! impl_store {
                     return Ok(vec![]);
                 }
                 let now = crate::now_ms();
+                let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
                 let claimed: Vec<crate::common::ClaimRow> = sqlx::query_as(CLAIM)
                     .bind(worker)
@@ -465,6 +550,7 @@ macro_rules! impl_store {
                 use orchestrator_core::flow::{self, Change, FlowStep, Outcome, StepStatus};
                 use sqlx::types::Json;
                 let now = crate::now_ms();
+                let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(LOCK_EXECUTION)
                     .bind(&step.execution_id)
@@ -497,79 +583,104 @@ macro_rules! impl_store {
                     .bind(result.finished_at)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(INSERT_CHECKPOINT)
-                    .bind(&step.execution_id)
-                    .bind(&step.step_id)
-                    .bind(step.attempt)
-                    .bind(result.status.as_str())
-                    .bind(result.parameters.as_ref().map(Json))
-                    .bind(result.envelope.as_ref().map(Json))
-                    .bind(&result.error)
-                    .bind(&result.error_type)
-                    .bind(result.started_at)
-                    .bind(result.finished_at)
-                    .bind(now)
-                    .execute(&mut *tx)
+                Self::insert_checkpoint(&mut tx, step, result.status.as_str(), &result, now)
                     .await?;
-                let rows: Vec<FlowRow> = sqlx::query_as(SELECT_FLOW)
-                    .bind(&step.execution_id)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let mut steps = rows
-                    .into_iter()
-                    .map(FlowStep::try_from)
-                    .collect::<crate::Result<Vec<_>>>()?;
-                let outcome = match result.status {
-                    StepStatus::Succeeded => Outcome::Succeeded {
-                        jump_to: result.jump_to.clone(),
-                    },
-                    StepStatus::Skipped => Outcome::Skipped {
-                        jump_to: result.jump_to.clone(),
-                    },
-                    _ => Outcome::Failed,
-                };
-                let advance = flow::advance(&mut steps, &step.step_id, &outcome);
-                let mut ready = Vec::new();
-                for change in &advance.changes {
-                    match change {
-                        Change::Ready(id) => {
-                            sqlx::query(MARK_READY)
+                let (ready, finished) =
+                    if matches!(result.status, StepStatus::Succeeded | StepStatus::Skipped)
+                        && result.jump_to.is_none()
+                    {
+                        // Fast path: only this step's dependents can change.
+                        let dependents: Vec<String> = sqlx::query_scalar(PENDING_DEPENDENTS)
+                            .bind(&step.execution_id)
+                            .bind(&step.step_id)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        let mut ready = Vec::new();
+                        for id in dependents {
+                            let unsettled: i64 = sqlx::query_scalar(UNSETTLED_DEPS)
                                 .bind(&step.execution_id)
-                                .bind(id)
-                                .execute(&mut *tx)
+                                .bind(&id)
+                                .fetch_one(&mut *tx)
                                 .await?;
-                            sqlx::query(ENQUEUE)
-                                .bind(&step.execution_id)
-                                .bind(id)
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
-                            ready.push(id.clone());
+                            if unsettled == 0 {
+                                Self::make_ready(&mut tx, &step.execution_id, &id, now).await?;
+                                ready.push(id);
+                            }
                         }
-                        Change::Skipped { step: id, reason }
-                        | Change::Cancelled { step: id, reason } => {
-                            let status = if matches!(change, Change::Skipped { .. }) {
-                                "skipped"
-                            } else {
-                                "cancelled"
-                            };
-                            sqlx::query(SET_STEP_STATUS)
+                        let open: i64 = sqlx::query_scalar(CLOSE_STEP)
+                            .bind(&step.execution_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        let finished = if open <= 0 {
+                            let rows: Vec<FlowRow> = sqlx::query_as(SELECT_FLOW)
                                 .bind(&step.execution_id)
-                                .bind(id)
-                                .bind(status)
-                                .bind(reason)
-                                .bind(now)
-                                .execute(&mut *tx)
+                                .fetch_all(&mut *tx)
                                 .await?;
-                            sqlx::query(DEQUEUE)
-                                .bind(&step.execution_id)
-                                .bind(id)
-                                .execute(&mut *tx)
-                                .await?;
+                            let steps = rows
+                                .into_iter()
+                                .map(FlowStep::try_from)
+                                .collect::<crate::Result<Vec<_>>>()?;
+                            flow::finished_status(&steps)
+                        } else {
+                            None
+                        };
+                        (ready, finished)
+                    } else {
+                        let rows: Vec<FlowRow> = sqlx::query_as(SELECT_FLOW)
+                            .bind(&step.execution_id)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        let mut steps = rows
+                            .into_iter()
+                            .map(FlowStep::try_from)
+                            .collect::<crate::Result<Vec<_>>>()?;
+                        let outcome = match result.status {
+                            StepStatus::Succeeded => Outcome::Succeeded {
+                                jump_to: result.jump_to.clone(),
+                            },
+                            StepStatus::Skipped => Outcome::Skipped {
+                                jump_to: result.jump_to.clone(),
+                            },
+                            _ => Outcome::Failed,
+                        };
+                        let advance = flow::advance(&mut steps, &step.step_id, &outcome);
+                        let mut ready = Vec::new();
+                        for change in &advance.changes {
+                            match change {
+                                Change::Ready(id) => {
+                                    Self::make_ready(&mut tx, &step.execution_id, id, now).await?;
+                                    ready.push(id.clone());
+                                }
+                                Change::Skipped { step: id, reason }
+                                | Change::Cancelled { step: id, reason } => {
+                                    let status = if matches!(change, Change::Skipped { .. }) {
+                                        "skipped"
+                                    } else {
+                                        "cancelled"
+                                    };
+                                    sqlx::query(SET_STEP_STATUS)
+                                        .bind(&step.execution_id)
+                                        .bind(id)
+                                        .bind(status)
+                                        .bind(reason)
+                                        .bind(now)
+                                        .execute(&mut *tx)
+                                        .await?;
+                                    sqlx::query(DEQUEUE)
+                                        .bind(&step.execution_id)
+                                        .bind(id)
+                                        .execute(&mut *tx)
+                                        .await?;
+                                }
+                            }
                         }
-                    }
-                }
-                if let Some(status) = advance.finished {
+                        sqlx::query(RECOUNT_OPEN)
+                            .bind(&step.execution_id)
+                            .execute(&mut *tx)
+                            .await?;
+                        (ready, advance.finished)
+                    };
+                if let Some(status) = finished {
                     let rows: Vec<StepRow> = sqlx::query_as(SELECT_STEPS)
                         .bind(&step.execution_id)
                         .fetch_all(&mut *tx)
@@ -605,10 +716,15 @@ macro_rules! impl_store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                if !ready.is_empty()
+                    && let Some(sql) = NOTIFY_WORK
+                {
+                    sqlx::query(sql).execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
                 Ok(crate::FinishOutcome {
                     ready,
-                    execution_finished: advance.finished,
+                    execution_finished: finished,
                 })
             }
 
@@ -622,6 +738,7 @@ macro_rules! impl_store {
                 use crate::common::*;
                 use sqlx::types::Json;
                 let now = crate::now_ms();
+                let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(LOCK_EXECUTION)
                     .bind(&step.execution_id)
@@ -646,31 +763,20 @@ macro_rules! impl_store {
                     .fetch_one(&mut *tx)
                     .await?;
                 let base = base.unwrap_or(0) + 1;
-                let mut ready = Vec::new();
-                for (i, new) in new_steps.iter().enumerate() {
-                    let is_ready = new.planned.depends_on.is_empty();
-                    sqlx::query(INSERT_STEP)
+                let ready =
+                    Self::insert_steps(&mut tx, &step.execution_id, &new_steps, base, now).await?;
+                sqlx::query(REPLACE_DEPS_DELETE)
+                    .bind(&step.execution_id)
+                    .bind(&step.step_id)
+                    .execute(&mut *tx)
+                    .await?;
+                for dep in wait_for {
+                    sqlx::query(INSERT_DEP)
                         .bind(&step.execution_id)
-                        .bind(&new.planned.id)
-                        .bind(base + i as i64)
-                        .bind(if is_ready { "ready" } else { "pending" })
-                        .bind(i64::from(new.max_attempts))
-                        .bind(Json(&new.planned.depends_on))
-                        .bind(Json(&new.planned.step.on_failure))
-                        .bind(&new.planned.scope)
-                        .bind(i64::from(new.planned.order))
-                        .bind(Json(&new.planned))
+                        .bind(&step.step_id)
+                        .bind(dep)
                         .execute(&mut *tx)
                         .await?;
-                    if is_ready {
-                        sqlx::query(ENQUEUE)
-                            .bind(&step.execution_id)
-                            .bind(&new.planned.id)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
-                        ready.push(new.planned.id.clone());
-                    }
                 }
                 sqlx::query(WAIT_FOR_ITERATIONS)
                     .bind(&step.execution_id)
@@ -679,6 +785,9 @@ macro_rules! impl_store {
                     .bind(Json(container))
                     .execute(&mut *tx)
                     .await?;
+                if let Some(sql) = NOTIFY_WORK {
+                    sqlx::query(sql).execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
                 Ok(ready)
             }
@@ -692,6 +801,7 @@ macro_rules! impl_store {
                 use crate::common::*;
                 use sqlx::types::Json;
                 let now = crate::now_ms();
+                let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
                 let requeued = sqlx::query(REQUEUE_FOR_RETRY)
                     .bind(&step.execution_id)
@@ -716,20 +826,10 @@ macro_rules! impl_store {
                     .bind(result.timed_out)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(INSERT_CHECKPOINT)
-                    .bind(&step.execution_id)
-                    .bind(&step.step_id)
-                    .bind(step.attempt)
-                    .bind("failed")
-                    .bind(result.parameters.as_ref().map(Json))
-                    .bind(result.envelope.as_ref().map(Json))
-                    .bind(&result.error)
-                    .bind(&result.error_type)
-                    .bind(result.started_at)
-                    .bind(result.finished_at)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::insert_checkpoint(&mut tx, step, "failed", &result, now).await?;
+                if let Some(sql) = NOTIFY_WORK {
+                    sqlx::query(sql).execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }
@@ -780,6 +880,14 @@ macro_rules! impl_store {
                 }))
             }
 
+            async fn listen_for_work(
+                &self,
+                on_work: std::sync::Arc<dyn Fn() + Send + Sync>,
+                shutdown: tokio_util::sync::CancellationToken,
+            ) -> crate::Result<bool> {
+                listen_for_work(&self.pool, on_work, shutdown).await
+            }
+
             async fn next_run_in_ms(&self) -> crate::Result<Option<i64>> {
                 let next: Option<i64> = sqlx::query_scalar(crate::common::NEXT_RUN_AFTER)
                     .fetch_one(&self.pool)
@@ -803,6 +911,34 @@ pub(crate) const MAX_POSITION: &str = "SELECT MAX(position) FROM steps WHERE exe
 /// A loop step waits for its iterations (`$3` dependencies, `$4` definition).
 pub(crate) const WAIT_FOR_ITERATIONS: &str = "UPDATE steps SET status = 'pending', depends_on = $3, definition = $4 \
     WHERE execution_id = $1 AND step_id = $2";
+
+pub(crate) const INSERT_DEP: &str =
+    "INSERT INTO step_deps (execution_id, step_id, depends_on) VALUES ($1, $2, $3)";
+
+/// A loop step's dependencies are replaced by its iterations' last steps.
+pub(crate) const REPLACE_DEPS_DELETE: &str =
+    "DELETE FROM step_deps WHERE execution_id = $1 AND step_id = $2";
+
+pub(crate) const ADD_OPEN_STEPS: &str =
+    "UPDATE executions SET open_steps = open_steps + $2 WHERE id = $1";
+
+pub(crate) const CLOSE_STEP: &str =
+    "UPDATE executions SET open_steps = open_steps - 1 WHERE id = $1 RETURNING open_steps";
+
+pub(crate) const RECOUNT_OPEN: &str = "UPDATE executions SET open_steps = (SELECT COUNT(*) FROM steps \
+    WHERE execution_id = $1 AND status IN ('pending', 'ready', 'running', 'retrying')) WHERE id = $1";
+
+/// Pending steps that depend on `$2`.
+pub(crate) const PENDING_DEPENDENTS: &str = "SELECT d.step_id FROM step_deps d \
+    JOIN steps s ON s.execution_id = d.execution_id AND s.step_id = d.step_id \
+    WHERE d.execution_id = $1 AND d.depends_on = $2 AND s.status = 'pending' ORDER BY s.position";
+
+/// How many dependencies of `$2` have not finished. (A failed dependency is
+/// settled: with `on_failure: fail` nothing is pending any more, with `skip`
+/// its dependents were skipped, with `continue` they run.)
+pub(crate) const UNSETTLED_DEPS: &str = "SELECT COUNT(*) FROM step_deps d \
+    JOIN steps s ON s.execution_id = d.execution_id AND s.step_id = d.depends_on \
+    WHERE d.execution_id = $1 AND d.step_id = $2 AND s.status IN ('pending', 'ready', 'running', 'retrying')";
 
 pub(crate) const START_EXECUTION: &str =
     "UPDATE executions SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'";

@@ -261,6 +261,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         step_ids: &[String],
     ) -> Result<Option<StepContext>>;
 
+    /// Calls `on_work` whenever another process may have queued runnable
+    /// steps, until `shutdown`. Returns `false` when the backend has no such
+    /// channel (SQLite: one process; its workers are woken in process).
+    async fn listen_for_work(
+        &self,
+        on_work: std::sync::Arc<dyn Fn() + Send + Sync>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<bool>;
+
     /// Milliseconds until the next queued step becomes runnable, if any.
     async fn next_run_in_ms(&self) -> Result<Option<i64>>;
 }

@@ -21,6 +21,36 @@ const HEARTBEAT: &str = "UPDATE step_queue SET locked_until = $1 WHERE lease_tok
 const SELECT_RESULTS: &str = "SELECT step_id, status, result FROM steps \
     WHERE execution_id = $1 AND step_id IN (SELECT jsonb_array_elements_text($2::jsonb)) ORDER BY position";
 
+/// Wakes idle workers of every process (sent when the transaction commits).
+const NOTIFY_WORK: Option<&str> = Some("SELECT pg_notify('orchestrator_work', '')");
+
+/// Listens on `orchestrator_work` and calls `on_work` for each notification;
+/// reconnects after errors (and wakes workers then, in case one was missed).
+async fn listen_for_work(
+    pool: &PgPool,
+    on_work: std::sync::Arc<dyn Fn() + Send + Sync>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<bool> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen("orchestrator_work").await?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = listener.recv() => match received {
+                    Ok(_) => on_work(),
+                    Err(e) => {
+                        tracing::warn!(error = ?e, "work notifications interrupted; reconnecting");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        on_work();
+                    }
+                },
+            }
+        }
+    });
+    Ok(true)
+}
+
 fn heartbeat_tokens(tokens: &[String]) -> Vec<String> {
     tokens.to_vec()
 }
@@ -43,6 +73,11 @@ impl PostgresStore {
             .run(&pool)
             .await?;
         Ok(PostgresStore { pool })
+    }
+
+    /// PostgreSQL handles concurrent writers itself.
+    async fn write_guard(&self) -> Option<()> {
+        None
     }
 
     pub fn pool(&self) -> &PgPool {

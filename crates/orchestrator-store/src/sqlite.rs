@@ -24,6 +24,17 @@ const HEARTBEAT: &str = "UPDATE step_queue SET locked_until = $1 WHERE lease_tok
 const SELECT_RESULTS: &str = "SELECT step_id, status, result FROM steps \
     WHERE execution_id = $1 AND step_id IN (SELECT value FROM json_each($2)) ORDER BY position";
 
+/// SQLite serves one process: nothing to announce across processes.
+const NOTIFY_WORK: Option<&str> = None;
+
+async fn listen_for_work(
+    _: &SqlitePool,
+    _: std::sync::Arc<dyn Fn() + Send + Sync>,
+    _: tokio_util::sync::CancellationToken,
+) -> Result<bool> {
+    Ok(false)
+}
+
 fn heartbeat_tokens(tokens: &[String]) -> String {
     serde_json::to_string(tokens).unwrap_or_else(|_| "[]".to_string())
 }
@@ -32,6 +43,10 @@ fn heartbeat_tokens(tokens: &[String]) -> String {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// SQLite has one writer at a time. Taking turns here, instead of in
+    /// SQLite's busy handler (which sleeps in steps of milliseconds), keeps
+    /// write latency low under contention.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -55,7 +70,14 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            writer: Default::default(),
+        })
+    }
+
+    async fn write_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        Some(self.writer.lock().await)
     }
 
     pub fn pool(&self) -> &SqlitePool {
