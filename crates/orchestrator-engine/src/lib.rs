@@ -279,6 +279,21 @@ impl Engine {
             if shutdown.is_cancelled() {
                 break;
             }
+            // Claim in batches: while most slots are busy, let a few more free
+            // up (briefly) so one claim serves several slots.
+            let batch = (inner.config.max_concurrent / 4).max(1);
+            if !tasks.is_empty()
+                && inner.config.max_concurrent - tasks.len().min(inner.config.max_concurrent)
+                    < batch
+            {
+                let until = tokio::time::Instant::now() + Duration::from_millis(2);
+                while inner.config.max_concurrent.saturating_sub(tasks.len()) < batch {
+                    match tokio::time::timeout_at(until, tasks.join_next()).await {
+                        Ok(Some(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
             let free = inner.config.max_concurrent.saturating_sub(tasks.len());
             let mut claimed_count = 0usize;
             if free > 0 {
