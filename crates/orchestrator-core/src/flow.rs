@@ -265,6 +265,30 @@ pub fn advance(steps: &mut [FlowStep], id: &str, outcome: &Outcome) -> Advance {
     }
 }
 
+/// Pending steps whose dependencies have all settled (they may run now).
+pub fn runnable(steps: &[FlowStep]) -> Vec<String> {
+    let status: HashMap<&str, &FlowStep> = steps.iter().map(|s| (s.id.as_str(), s)).collect();
+    steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Pending)
+        .filter(|s| {
+            s.depends_on.iter().all(|d| {
+                status.get(d.as_str()).is_none_or(|dep| match dep.status {
+                    StepStatus::Succeeded | StepStatus::Skipped => true,
+                    StepStatus::Failed => {
+                        matches!(
+                            dep.on_failure,
+                            OnFailure::Continue | OnFailure::Goto(_) | OnFailure::Skip
+                        )
+                    }
+                    _ => false,
+                })
+            })
+        })
+        .map(|s| s.id.clone())
+        .collect()
+}
+
 /// The execution's final status if nothing is left to run.
 pub fn finished_status(steps: &[FlowStep]) -> Option<ExecutionStatus> {
     if steps.iter().any(|s| !s.status.is_terminal()) {

@@ -123,7 +123,7 @@ struct Inner {
     config: EngineConfig,
     wake: Notify,
     /// Lease token → cancellation of each running step of this process.
-    running: Mutex<HashMap<String, CancellationToken>>,
+    running: Mutex<HashMap<String, (String, CancellationToken)>>,
     /// Executions finished by this process.
     finished: tokio::sync::broadcast::Sender<(String, orchestrator_core::flow::ExecutionStatus)>,
 }
@@ -307,7 +307,10 @@ impl Engine {
                         claimed_count = claimed.len();
                         for step in claimed {
                             let cancel = CancellationToken::new();
-                            lock(&inner.running).insert(step.lease_token.clone(), cancel.clone());
+                            lock(&inner.running).insert(
+                                step.lease_token.clone(),
+                                (step.execution_id.clone(), cancel.clone()),
+                            );
                             let inner = inner.clone();
                             tasks.spawn(async move {
                                 let token = step.lease_token.clone();
@@ -353,7 +356,7 @@ impl Engine {
                 _ = tasks.join_next() => {}
                 _ = &mut deadline => {
                     warn!(running = tasks.len(), "drain deadline passed; cancelling running steps");
-                    for c in lock(&inner.running).values() {
+                    for (_, c) in lock(&inner.running).values() {
                         c.cancel();
                     }
                     tasks.shutdown().await;
@@ -365,6 +368,36 @@ impl Engine {
     }
 
     /// Waits until an execution is finished (polling the store), up to `timeout`.
+    /// Cancels an execution: steps not started are cancelled in the store,
+    /// steps running in this process are told to stop. Idempotent.
+    pub async fn cancel(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
+        let record = self.inner.store.cancel_execution(id).await?;
+        if record.is_some() {
+            for (execution, token) in lock(&self.inner.running).values() {
+                if execution == id {
+                    token.cancel();
+                }
+            }
+            info!(execution.id = %id, "execution {id} cancelled");
+        }
+        Ok(record)
+    }
+
+    /// Runs a finished execution again from its checkpoints (see
+    /// [`Store::recover_execution`]); returns the steps that will run again.
+    pub async fn recover(
+        &self,
+        id: &str,
+        from: Option<&str>,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let reset = self.inner.store.recover_execution(id, from).await?;
+        if let Some(steps) = &reset {
+            info!(execution.id = %id, steps = steps.len(), "execution {id} recovering");
+            self.inner.wake.notify_one();
+        }
+        Ok(reset)
+    }
+
     /// Executions that workers of this process finish, as they finish.
     pub fn subscribe_finished(
         &self,
@@ -803,15 +836,22 @@ async fn run_task(
         attempt: claimed.attempt,
     };
     let run = tool.execute(&step.action, &parameters, &tool_ctx);
-    let outcome = match step.timeout {
-        Some(secs) => match tokio::time::timeout(Duration::from_secs(secs), run).await {
+    let limit = step.timeout.map_or(Duration::MAX, Duration::from_secs);
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(limit, run) => match r {
             Ok(r) => Some(r),
             Err(_) => {
                 cancel.cancel();
                 None
             }
         },
-        None => Some(run.await),
+        _ = cancel.cancelled() => {
+            return Attempt {
+                status: StepStatus::Cancelled,
+                reason: Some("execution_cancelled".into()),
+                ..Attempt::failed("CancelledError", "the step was cancelled", shown)
+            };
+        }
     };
     match outcome {
         None => {

@@ -30,6 +30,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_execution, list_executions))
         .routes(routes!(get_execution))
         .routes(routes!(list_checkpoints))
+        .routes(routes!(cancel_execution))
+        .routes(routes!(recover_execution))
         .routes(routes!(validate_pipeline))
         .routes(routes!(list_tools))
         .routes(routes!(health))
@@ -352,6 +354,100 @@ pub async fn list_checkpoints(
     Ok(ApiJson(CheckpointList {
         execution_id: id,
         items,
+    }))
+}
+
+/// Cancel an execution: steps not started are cancelled, running steps are stopped.
+///
+/// Idempotent: cancelling a finished execution changes nothing and returns it.
+#[utoipa::path(
+    post,
+    path = "/executions/{id}/cancel",
+    tag = TAG_EXECUTIONS,
+    operation_id = "cancel_execution",
+    params(("id" = String, Path, description = "Execution id (a UUID)")),
+    responses(
+        (status = 200, description = "The execution after cancelling", body = ExecutionView),
+        (status = 400, description = "Not a valid id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such execution", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel_execution(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<ExecutionView>, ApiError> {
+    let id = parse_execution_id(&id)?;
+    if state.engine().cancel(&id).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "execution '{id}' does not exist"
+        )));
+    }
+    Ok(ApiJson(load_view(&state, &id).await?))
+}
+
+/// Recover a finished execution from its checkpoints without redoing finished steps.
+#[utoipa::path(
+    post,
+    path = "/executions/{id}/recover",
+    tag = TAG_EXECUTIONS,
+    operation_id = "recover_execution",
+    params(("id" = String, Path, description = "Execution id (a UUID)")),
+    request_body(content = Option<RecoverRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The execution runs again", body = RecoverResult),
+        (status = 400, description = "Not a valid id or body", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such execution", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The execution is still running, or there is nothing to recover", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No such step or checkpoint", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn recover_execution(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<ApiJson<RecoverResult>, ApiError> {
+    let id = parse_execution_id(&id)?;
+    let body = body?;
+    let request: RecoverRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RecoverRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("request body is not valid: {e}")))?
+    };
+    let store = state.engine().store();
+    let from = match request.from_checkpoint {
+        None | Some(Value::Null) => None,
+        Some(Value::String(step)) => Some(step),
+        Some(Value::Number(n)) => {
+            let checkpoint = n.as_i64();
+            let found = store
+                .list_checkpoints(&id)
+                .await?
+                .into_iter()
+                .find(|c| Some(c.id) == checkpoint);
+            match found {
+                Some(c) => Some(c.step_id),
+                None => {
+                    return Err(ApiError::Unprocessable(format!(
+                        "execution '{id}' has no checkpoint {n}"
+                    )));
+                }
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "from_checkpoint is a step id or a checkpoint id".into(),
+            ));
+        }
+    };
+    let Some(rerun) = state.engine().recover(&id, from.as_deref()).await? else {
+        return Err(ApiError::NotFound(format!(
+            "execution '{id}' does not exist"
+        )));
+    };
+    Ok(ApiJson(RecoverResult {
+        rerun,
+        execution: load_view(&state, &id).await?,
     }))
 }
 

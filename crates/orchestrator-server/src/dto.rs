@@ -57,6 +57,26 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
+/// `POST /executions/{id}/recover`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverRequest {
+    /// Run this step (a step id, or a checkpoint id from `/checkpoints`) and
+    /// everything downstream of it again. Without it, failed, cancelled and
+    /// never-run steps run again and succeeded steps keep their results.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "read_greeting")]
+    pub from_checkpoint: Option<Value>,
+}
+
+/// What a recovery does.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RecoverResult {
+    /// The steps that run again.
+    pub rerun: Vec<String>,
+    pub execution: ExecutionView,
+}
+
 /// A page of executions, newest first.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ExecutionPage {

@@ -197,6 +197,8 @@ impl From<orchestrator_store::StoreError> for ApiError {
             orchestrator_store::StoreError::IdempotencyConflict(key) => ApiError::Unprocessable(
                 format!("idempotency key '{key}' was already used with a different request"),
             ),
+            orchestrator_store::StoreError::Conflict(m) => ApiError::Conflict(m),
+            orchestrator_store::StoreError::Invalid(m) => ApiError::Unprocessable(m),
             other => ApiError::internal(other),
         }
     }

@@ -43,6 +43,8 @@ both!(
     bad_requests_get_problems,
     listing_filters_and_pages,
     idempotent_submissions_replay,
+    recovering_a_failed_execution_reruns_only_what_did_not_succeed,
+    cancelling_stops_what_has_not_started,
 );
 
 struct Server {
@@ -545,4 +547,131 @@ async fn health_ready_and_openapi_answer() {
         .collect();
     assert_eq!(ids, vec!["echo", "filesystem", "report-generator"]);
     let _ = postgres_url;
+}
+
+async fn recovering_a_failed_execution_reruns_only_what_did_not_succeed(s: Server) {
+    let yaml = "name: rec\nsteps:\n  - id: write_a\n    tool: filesystem\n    action: write\n    parameters: {path: count/a.txt, content: \"a\\n\", append: true}\n  - id: read_input\n    tool: filesystem\n    action: read\n    max_retries: 1\n    parameters: {path: input.txt}\n  - id: after\n    tool: filesystem\n    action: write\n    depends_on: [write_a]\n    parameters: {path: count/after.txt, content: \"{{ read_input.result.content }}\\n\", append: true}\noutputs:\n  got: '{{ read_input.result.content }}'\n";
+    let done = s.run_yaml(yaml, "").await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let id = done["id"].as_str().expect("id").to_string();
+    assert_eq!(step(&done, "write_a")["status"], "succeeded");
+    assert_eq!(step(&done, "read_input")["status"], "failed");
+    std::fs::write(s.workspace.path().join("input.txt"), "fixed").expect("write input");
+
+    let recover = |body: Value| {
+        s.client
+            .post(s.url(&format!("/executions/{id}/recover")))
+            .json(&body)
+            .send()
+    };
+    let r = recover(json!({})).await.expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().await.expect("json");
+    let rerun: Vec<&str> = body["rerun"]
+        .as_array()
+        .expect("rerun")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        rerun.contains(&"read_input") && !rerun.contains(&"write_a"),
+        "{rerun:?}"
+    );
+    let done = s.finished(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["outputs"]["got"], "fixed");
+    assert_eq!(s.file("count/a.txt"), "a\n", "a succeeded step ran again");
+    assert_eq!(s.file("count/after.txt"), "fixed\n");
+
+    // From a checkpoint: exactly that step and what depends on it.
+    let r = recover(json!({"from_checkpoint": "write_a"}))
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["rerun"], json!(["write_a", "after"]));
+    let done = s.finished(&id).await;
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(s.file("count/a.txt"), "a\na\n");
+    assert_eq!(s.file("count/after.txt"), "fixed\nfixed\n");
+    let (_, cps) = s.get(&format!("/executions/{id}/checkpoints")).await;
+    let reads = cps["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|c| c["step_id"] == "read_input")
+        .count();
+    assert_eq!(
+        reads, 2,
+        "read_input: one failed attempt, one success, nothing more"
+    );
+
+    // Nothing left to recover, unknown steps and executions.
+    assert_eq!(
+        recover(json!({})).await.expect("send").status().as_u16(),
+        409
+    );
+    assert_eq!(
+        recover(json!({"from_checkpoint": "nope"}))
+            .await
+            .expect("send")
+            .status()
+            .as_u16(),
+        422
+    );
+    assert_eq!(
+        recover(json!({"from_checkpoint": 999999}))
+            .await
+            .expect("send")
+            .status()
+            .as_u16(),
+        422
+    );
+    let missing = s
+        .client
+        .post(s.url("/executions/00000000-0000-0000-0000-000000000000/recover"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(missing.status().as_u16(), 404);
+}
+
+async fn cancelling_stops_what_has_not_started(s: Server) {
+    let yaml = "name: slow\nsteps:\n  - id: waits\n    tool: filesystem\n    action: read\n    max_retries: 5\n    retry: {delay_ms: 60000, backoff: fixed}\n    parameters: {path: never.txt}\n  - id: next\n    tool: echo\n    depends_on: [waits]\n";
+    let (status, body) = s.post_yaml(yaml, "").await;
+    assert_eq!(status, 201);
+    let id = body["id"].as_str().expect("id").to_string();
+    // Wait for the first attempt to fail and the retry to be scheduled.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, e) = s.get(&format!("/executions/{id}")).await;
+        if step(&e, "waits")["status"] == "retrying" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never retried: {e:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cancel = || {
+        s.client
+            .post(s.url(&format!("/executions/{id}/cancel")))
+            .send()
+    };
+    let r = cancel().await.expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    let e: Value = r.json().await.expect("json");
+    assert_eq!(e["status"], "cancelled");
+    assert_eq!(step(&e, "waits")["status"], "cancelled");
+    assert_eq!(step(&e, "next")["status"], "cancelled");
+    let again: Value = cancel().await.expect("send").json().await.expect("json");
+    assert_eq!(again["status"], "cancelled");
+    let missing = s
+        .client
+        .post(s.url("/executions/00000000-0000-0000-0000-000000000000/cancel"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(missing.status().as_u16(), 404);
 }

@@ -30,6 +30,8 @@ fn every_route_is_documented_with_an_operation_id_and_tag() {
         "/executions",
         "/executions/{id}",
         "/executions/{id}/checkpoints",
+        "/executions/{id}/cancel",
+        "/executions/{id}/recover",
         "/pipelines/validate",
         "/tools",
         "/health",

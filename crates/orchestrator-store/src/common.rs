@@ -47,7 +47,8 @@ pub(crate) const SELECT_CHECKPOINTS: &str = "SELECT id, execution_id, step_id, a
 
 /// Takes the execution's row lock first, so finishing steps of one execution
 /// never race (PostgreSQL row lock; SQLite write lock).
-pub(crate) const LOCK_EXECUTION: &str = "UPDATE executions SET updated_at = $2 WHERE id = $1";
+pub(crate) const LOCK_EXECUTION: &str =
+    "UPDATE executions SET updated_at = $2 WHERE id = $1 RETURNING status";
 
 /// Removes the queue row only if the lease is still ours (fencing).
 pub(crate) const RELEASE_LEASE: &str =
@@ -552,11 +553,12 @@ macro_rules! impl_store {
                 let now = crate::now_ms();
                 let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
-                sqlx::query(LOCK_EXECUTION)
+                let execution_status: Option<String> = sqlx::query_scalar(LOCK_EXECUTION)
                     .bind(&step.execution_id)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
+                let cancelled = execution_status.as_deref() == Some("cancelled");
                 let released = sqlx::query(RELEASE_LEASE)
                     .bind(&step.execution_id)
                     .bind(&step.step_id)
@@ -585,6 +587,13 @@ macro_rules! impl_store {
                     .await?;
                 Self::insert_checkpoint(&mut tx, step, result.status.as_str(), &result, now)
                     .await?;
+                if cancelled {
+                    // The execution was cancelled while this step ran: keep
+                    // its result, start nothing new.
+                    sqlx::query(RECOUNT_OPEN).bind(&step.execution_id).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    return Ok(crate::FinishOutcome { ready: vec![], execution_finished: None });
+                }
                 let (ready, finished) =
                     if matches!(result.status, StepStatus::Succeeded | StepStatus::Skipped)
                         && result.jump_to.is_none()
@@ -740,11 +749,12 @@ macro_rules! impl_store {
                 let now = crate::now_ms();
                 let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
-                sqlx::query(LOCK_EXECUTION)
+                let execution_status: Option<String> = sqlx::query_scalar(LOCK_EXECUTION)
                     .bind(&step.execution_id)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
+                let cancelled = execution_status.as_deref() == Some("cancelled");
                 let released = sqlx::query(RELEASE_LEASE)
                     .bind(&step.execution_id)
                     .bind(&step.step_id)
@@ -757,6 +767,19 @@ macro_rules! impl_store {
                     return Err(crate::StoreError::LeaseLost {
                         step: step.step_id.clone(),
                     });
+                }
+                if cancelled {
+                    sqlx::query(SET_STEP_STATUS)
+                        .bind(&step.execution_id)
+                        .bind(&step.step_id)
+                        .bind("cancelled")
+                        .bind("execution_cancelled")
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(RECOUNT_OPEN).bind(&step.execution_id).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    return Ok(vec![]);
                 }
                 let base: Option<i64> = sqlx::query_scalar(MAX_POSITION)
                     .bind(&step.execution_id)
@@ -790,6 +813,102 @@ macro_rules! impl_store {
                 }
                 tx.commit().await?;
                 Ok(ready)
+            }
+
+            async fn cancel_execution(&self, id: &str) -> crate::Result<Option<crate::ExecutionRecord>> {
+                use crate::common::*;
+                let now = crate::now_ms();
+                let _writer = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                let status: Option<String> =
+                    sqlx::query_scalar(LOCK_EXECUTION).bind(id).bind(now).fetch_optional(&mut *tx).await?;
+                let Some(status) = status else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
+                if !matches!(status.as_str(), "succeeded" | "failed" | "cancelled") {
+                    sqlx::query(CANCEL_UNSTARTED).bind(id).bind(now).execute(&mut *tx).await?;
+                    sqlx::query(DEQUEUE_UNLEASED).bind(id).execute(&mut *tx).await?;
+                    sqlx::query(RECOUNT_OPEN).bind(id).execute(&mut *tx).await?;
+                    sqlx::query(CANCEL_EXECUTION).bind(id).bind(now).execute(&mut *tx).await?;
+                }
+                let row: ExecutionRow = sqlx::query_as(SELECT_EXECUTION).bind(id).fetch_one(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(Some(crate::ExecutionRecord::try_from(row)?))
+            }
+
+            async fn recover_execution(&self, id: &str, from: Option<&str>) -> crate::Result<Option<Vec<String>>> {
+                use crate::common::*;
+                use orchestrator_core::flow::{self, FlowStep};
+                use sqlx::types::Json;
+                let now = crate::now_ms();
+                let _writer = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                let status: Option<String> =
+                    sqlx::query_scalar(LOCK_EXECUTION).bind(id).bind(now).fetch_optional(&mut *tx).await?;
+                let Some(status) = status else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
+                if !matches!(status.as_str(), "succeeded" | "failed" | "cancelled") {
+                    tx.rollback().await?;
+                    return Err(crate::StoreError::Conflict(format!(
+                        "execution '{id}' is {status}; only a finished execution can be recovered"
+                    )));
+                }
+                let exec_row: ExecutionRow = sqlx::query_as(SELECT_EXECUTION).bind(id).fetch_one(&mut *tx).await?;
+                let execution = crate::ExecutionRecord::try_from(exec_row)?;
+                let rows: Vec<StepRow> = sqlx::query_as(SELECT_STEPS).bind(id).fetch_all(&mut *tx).await?;
+                let steps = rows.into_iter().map(crate::StepRecord::try_from).collect::<crate::Result<Vec<_>>>()?;
+                let plan = crate::common::plan_steps(&execution.plan)?;
+                let reset = crate::common::steps_to_rerun(&steps, from)?;
+                if reset.is_empty() {
+                    tx.rollback().await?;
+                    return Err(crate::StoreError::Conflict(format!(
+                        "execution '{id}' has nothing to recover: every step succeeded (name a step to run again from)"
+                    )));
+                }
+                for step in steps.iter().filter(|s| reset.contains(&s.step_id)) {
+                    // Loop steps go back to their planned form; iterations they
+                    // added at run time are removed and will be expanded again.
+                    let definition = plan.get(&step.step_id).cloned().unwrap_or_else(|| step.definition.clone());
+                    let runtime_loop = plan.contains_key(&step.step_id)
+                        && matches!(definition.kind, orchestrator_core::StepKind::ForEach | orchestrator_core::StepKind::While);
+                    if runtime_loop {
+                        let prefix = format!("{}_", step.step_id);
+                        for child in steps.iter().filter(|c| c.step_id.starts_with(&prefix) && !plan.contains_key(&c.step_id)) {
+                            sqlx::query(DELETE_STEP_DEPS).bind(id).bind(&child.step_id).execute(&mut *tx).await?;
+                            sqlx::query(DEQUEUE).bind(id).bind(&child.step_id).execute(&mut *tx).await?;
+                            sqlx::query(DELETE_STEP).bind(id).bind(&child.step_id).execute(&mut *tx).await?;
+                        }
+                    }
+                    sqlx::query(RESET_STEP)
+                        .bind(id)
+                        .bind(&step.step_id)
+                        .bind(Json(&definition.depends_on))
+                        .bind(Json(&definition))
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(DEQUEUE).bind(id).bind(&step.step_id).execute(&mut *tx).await?;
+                    sqlx::query(REPLACE_DEPS_DELETE).bind(id).bind(&step.step_id).execute(&mut *tx).await?;
+                    for dep in &definition.depends_on {
+                        sqlx::query(INSERT_DEP).bind(id).bind(&step.step_id).bind(dep).execute(&mut *tx).await?;
+                    }
+                }
+                let rows: Vec<FlowRow> = sqlx::query_as(SELECT_FLOW).bind(id).fetch_all(&mut *tx).await?;
+                let flow_steps = rows.into_iter().map(FlowStep::try_from).collect::<crate::Result<Vec<_>>>()?;
+                for ready in flow::runnable(&flow_steps) {
+                    Self::make_ready(&mut tx, id, &ready, now).await?;
+                }
+                sqlx::query(RECOUNT_OPEN).bind(id).execute(&mut *tx).await?;
+                sqlx::query(REOPEN_EXECUTION).bind(id).bind(now).execute(&mut *tx).await?;
+                if let Some(sql) = NOTIFY_WORK {
+                    sqlx::query(sql).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                let mut reset: Vec<String> = reset.into_iter().collect();
+                reset.sort_by_key(|r| steps.iter().position(|s| &s.step_id == r));
+                Ok(Some(reset))
             }
 
             async fn retry_step(
@@ -940,5 +1059,76 @@ pub(crate) const UNSETTLED_DEPS: &str = "SELECT COUNT(*) FROM step_deps d \
     JOIN steps s ON s.execution_id = d.execution_id AND s.step_id = d.depends_on \
     WHERE d.execution_id = $1 AND d.step_id = $2 AND s.status IN ('pending', 'ready', 'running', 'retrying')";
 
+pub(crate) const CANCEL_UNSTARTED: &str = "UPDATE steps SET status = 'cancelled', reason = 'execution_cancelled', \
+    finished_at = $2 WHERE execution_id = $1 AND status IN ('pending', 'ready', 'retrying')";
+
+pub(crate) const DEQUEUE_UNLEASED: &str =
+    "DELETE FROM step_queue WHERE execution_id = $1 AND lease_token IS NULL";
+
+pub(crate) const CANCEL_EXECUTION: &str = "UPDATE executions SET status = 'cancelled', error = 'cancelled by request', \
+    finished_at = $2, updated_at = $2 WHERE id = $1";
+
+pub(crate) const RESET_STEP: &str = "UPDATE steps SET status = 'pending', attempt = 0, parameters = NULL, result = NULL, \
+    error = NULL, error_type = NULL, reason = NULL, timed_out = FALSE, started_at = NULL, finished_at = NULL, \
+    depends_on = $3, definition = $4 WHERE execution_id = $1 AND step_id = $2";
+
+pub(crate) const DELETE_STEP: &str = "DELETE FROM steps WHERE execution_id = $1 AND step_id = $2";
+
+pub(crate) const DELETE_STEP_DEPS: &str =
+    "DELETE FROM step_deps WHERE execution_id = $1 AND (step_id = $2 OR depends_on = $2)";
+
+pub(crate) const REOPEN_EXECUTION: &str = "UPDATE executions SET status = 'running', outputs = NULL, error = NULL, \
+    finished_at = NULL, updated_at = $2 WHERE id = $1";
+
 pub(crate) const START_EXECUTION: &str =
     "UPDATE executions SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'";
+
+/// The planned steps of a stored plan, by id.
+pub(crate) fn plan_steps(plan: &Value) -> Result<std::collections::HashMap<String, PlannedStep>> {
+    let plan: orchestrator_core::ExecutionPlan = serde_json::from_value(plan.clone())
+        .map_err(|e| StoreError::Corrupt(format!("stored plan: {e}")))?;
+    Ok(plan.steps.into_iter().map(|s| (s.id.clone(), s)).collect())
+}
+
+/// Which steps a recovery runs again (see [`crate::Store::recover_execution`]).
+pub(crate) fn steps_to_rerun(
+    steps: &[StepRecord],
+    from: Option<&str>,
+) -> Result<std::collections::HashSet<String>> {
+    use std::collections::{HashMap, HashSet};
+    match from {
+        None => Ok(steps
+            .iter()
+            .filter(|s| match s.status {
+                StepStatus::Failed | StepStatus::Cancelled | StepStatus::Pending => true,
+                StepStatus::Skipped => s
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("dependency_failed")),
+                _ => false,
+            })
+            .map(|s| s.step_id.clone())
+            .collect()),
+        Some(from) => {
+            if !steps.iter().any(|s| s.step_id == from) {
+                return Err(StoreError::Invalid(format!(
+                    "the execution has no step '{from}'"
+                )));
+            }
+            let mut dependents: HashMap<&str, Vec<&str>> = HashMap::new();
+            for s in steps {
+                for d in &s.depends_on {
+                    dependents.entry(d.as_str()).or_default().push(&s.step_id);
+                }
+            }
+            let mut out: HashSet<String> = HashSet::new();
+            let mut stack = vec![from];
+            while let Some(id) = stack.pop() {
+                if out.insert(id.to_string()) {
+                    stack.extend(dependents.get(id).into_iter().flatten().copied());
+                }
+            }
+            Ok(out)
+        }
+    }
+}

@@ -41,6 +41,10 @@ pub enum StoreError {
     LeaseLost { step: String },
     #[error("an execution with idempotency key '{0}' exists with a different request")]
     IdempotencyConflict(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
     #[error("unsupported database url (use sqlite://… or postgres://…)")]
     UnsupportedUrl,
 }
@@ -248,6 +252,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         new_steps: Vec<NewStep>,
         wait_for: &[String],
     ) -> Result<Vec<String>>;
+
+    /// Cancels an execution: steps that have not started are cancelled at
+    /// once and the execution is `cancelled`; steps already running finish
+    /// (their results are kept) but start nothing new. Idempotent. `None` when
+    /// the execution does not exist.
+    async fn cancel_execution(&self, id: &str) -> Result<Option<ExecutionRecord>>;
+
+    /// Runs a finished execution again from its checkpoints. Without `from`:
+    /// failed, cancelled and never-run steps (and steps skipped because a
+    /// dependency failed) run again; succeeded steps keep their results. With
+    /// `from` (a step id): that step and everything downstream of it run again.
+    /// Returns the ids of the steps that will run again; `None` when the
+    /// execution does not exist; [`StoreError::Conflict`] while it is running.
+    async fn recover_execution(&self, id: &str, from: Option<&str>) -> Result<Option<Vec<String>>>;
 
     /// Records a failed attempt and queues the next one after `delay_ms`.
     async fn retry_step(&self, step: &ClaimedStep, result: StepResult, delay_ms: i64)
