@@ -103,11 +103,17 @@ pub async fn build_engine(settings: &Settings) -> anyhow::Result<Engine> {
         workspace_root: settings.workspace_root.clone(),
         ..EngineConfig::default()
     };
-    Ok(Engine::new(
-        store,
-        Arc::new(ToolRegistry::builtin()),
-        config,
-    ))
+    let mut tools = ToolRegistry::builtin();
+    if settings.enable_terminal {
+        tools.register(Arc::new(orchestrator_tools::terminal::Terminal {
+            allowed_programs: settings
+                .terminal_allowed_programs
+                .as_ref()
+                .map(|p| p.iter().cloned().collect()),
+            max_output_bytes: None,
+        }));
+    }
+    Ok(Engine::new(store, Arc::new(tools), config))
 }
 
 /// A running server.

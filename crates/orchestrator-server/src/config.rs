@@ -45,6 +45,10 @@ pub struct ToolsSection {
     pub enable_web_search: Option<bool>,
     pub enable_filesystem: Option<bool>,
     pub sandbox_mode: Option<bool>,
+    /// The `terminal` tool runs commands on the server: off unless enabled.
+    pub enable_terminal: Option<bool>,
+    /// When set, the only programs `terminal` may run.
+    pub terminal_allowed_programs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -83,6 +87,8 @@ pub struct Settings {
     pub log_level: String,
     pub max_body_bytes: usize,
     pub shutdown_grace_seconds: u64,
+    pub enable_terminal: bool,
+    pub terminal_allowed_programs: Option<Vec<String>>,
     /// Where the file layer came from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -97,6 +103,8 @@ impl Default for Settings {
             log_level: "info".to_string(),
             max_body_bytes: 2 * 1024 * 1024,
             shutdown_grace_seconds: 30,
+            enable_terminal: false,
+            terminal_allowed_programs: None,
             config_file: None,
         }
     }
@@ -210,6 +218,12 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
         if let Some(m) = f.limits.max_body_bytes {
             s.max_body_bytes = m;
         }
+        if let Some(t) = f.tools.enable_terminal {
+            s.enable_terminal = t;
+        }
+        if let Some(p) = f.tools.terminal_allowed_programs {
+            s.terminal_allowed_programs = Some(p);
+        }
         s.config_file = Some(path);
     }
 
@@ -233,6 +247,19 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
             "ORCHESTRATOR_MAX_BODY_BYTES" => s.max_body_bytes = number(name, value)?,
             "ORCHESTRATOR_SHUTDOWN_GRACE_SECONDS" => {
                 s.shutdown_grace_seconds = number(name, value)? as u64
+            }
+            "ORCHESTRATOR_ENABLE_TERMINAL" => {
+                s.enable_terminal = match value.to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => true,
+                    "0" | "false" | "no" | "off" | "" => false,
+                    _ => {
+                        return Err(ConfigError::Env {
+                            name: name.clone(),
+                            value: value.clone(),
+                            message: "not true or false".to_string(),
+                        });
+                    }
+                }
             }
             _ => {}
         }

@@ -45,6 +45,8 @@ both!(
     idempotent_submissions_replay,
     recovering_a_failed_execution_reruns_only_what_did_not_succeed,
     cancelling_stops_what_has_not_started,
+    a_step_that_times_out_is_retried_and_the_run_continues,
+    cancelling_kills_a_running_command,
 );
 
 struct Server {
@@ -64,6 +66,7 @@ impl Server {
             database_url,
             workspace_root: workspace.path().to_path_buf(),
             max_body_bytes: 1024 * 1024,
+            enable_terminal: true,
             ..Settings::default()
         };
         let running = orchestrator_server::start(settings, true)
@@ -545,7 +548,10 @@ async fn health_ready_and_openapi_answer() {
         .iter()
         .filter_map(|t| t["id"].as_str())
         .collect();
-    assert_eq!(ids, vec!["echo", "filesystem", "report-generator"]);
+    assert_eq!(
+        ids,
+        vec!["echo", "filesystem", "report-generator", "terminal"]
+    );
     let _ = postgres_url;
 }
 
@@ -674,4 +680,69 @@ async fn cancelling_stops_what_has_not_started(s: Server) {
         .await
         .expect("send");
     assert_eq!(missing.status().as_u16(), 404);
+}
+
+async fn a_step_that_times_out_is_retried_and_the_run_continues(s: Server) {
+    let done = s.run_yaml(&example("retries_and_timeouts.yaml"), "").await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let slow = step(&done, "slow");
+    assert_eq!(slow["status"], "failed");
+    assert_eq!(slow["error_type"], "TimeoutError");
+    assert_eq!(slow["timed_out"], true);
+    assert_eq!(slow["attempt"], 2);
+    assert_eq!(step(&done, "before")["status"], "succeeded");
+    assert_eq!(step(&done, "after")["status"], "succeeded");
+    assert_eq!(s.file("out/after.txt"), "ran anyway");
+}
+
+async fn cancelling_kills_a_running_command(s: Server) {
+    let yaml = "name: sleepy\nsteps:\n  - id: nap\n    tool: terminal\n    action: run\n    parameters: {command: 'echo $$ > nap.pid; exec sleep 30'}\n  - id: later\n    tool: echo\n    depends_on: [nap]\n";
+    let (status, body) = s.post_yaml(yaml, "").await;
+    assert_eq!(status, 201);
+    let id = body["id"].as_str().expect("id").to_string();
+    let pid_file = s.workspace.path().join("nap.pid");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let Ok(text) = std::fs::read_to_string(&pid_file)
+            && !text.trim().is_empty()
+        {
+            break text.trim().to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let r = s
+        .client
+        .post(s.url(&format!("/executions/{id}/cancel")))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while proc.exists()
+        && !std::fs::read_to_string(proc.join("stat")).is_ok_and(|st| st.contains(") Z "))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the command still runs 2 s after cancelling"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let done = s.finished(&id).await;
+    assert_eq!(done["status"], "cancelled");
+    assert_eq!(step(&done, "later")["status"], "cancelled");
+    // The running step's end is recorded once its worker has stopped it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, e) = s.get(&format!("/executions/{id}")).await;
+        if step(&e, "nap")["status"] == "cancelled" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{e:#}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 pub mod echo;
 pub mod filesystem;
 pub mod report;
+pub mod terminal;
 
 /// Everything a tool may use besides its parameters.
 #[derive(Debug, Clone)]

@@ -70,6 +70,9 @@ pub enum Command {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 3600)]
         timeout: u64,
+        /// Let steps run commands with the `terminal` tool.
+        #[arg(long)]
+        enable_terminal: bool,
     },
     /// Compile a pipeline file and report every problem, or its execution levels.
     Validate {
@@ -106,7 +109,10 @@ pub fn run(cli: Cli) -> ExitCode {
             json,
             workspace_root,
             timeout,
-        } => with_runtime(|| run_file(file, inputs, json, workspace_root, timeout)),
+            enable_terminal,
+        } => {
+            with_runtime(|| run_file(file, inputs, json, workspace_root, timeout, enable_terminal))
+        }
     }
 }
 
@@ -222,6 +228,7 @@ async fn run_file(
     json: bool,
     workspace: Option<PathBuf>,
     timeout: u64,
+    enable_terminal: bool,
 ) -> ExitCode {
     init_logging(
         &std::env::var("ORCHESTRATOR_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
@@ -255,6 +262,7 @@ async fn run_file(
     let settings = Settings {
         database_url: format!("sqlite://{}", dir.join("run.db").display()),
         workspace_root: workspace.unwrap_or_else(|| PathBuf::from(".")),
+        enable_terminal,
         ..Settings::default()
     };
     let code = run_in(&settings, &name, text, context, json, timeout).await;

@@ -1,0 +1,261 @@
+//! `terminal`: runs a command in the workspace, in its own process group.
+//!
+//! Off by default: the server enables it in configuration, optionally with an
+//! allow-list of programs. The whole process group is killed when the step
+//! times out, is cancelled, or its future is dropped, so nothing is left running.
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::filesystem::resolve;
+use crate::{ActionSpec, Tool, ToolContext, ToolError, action, required_str, type_name};
+
+/// Bytes of stdout and of stderr kept (the rest is read and dropped).
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Default)]
+pub struct Terminal {
+    /// When set, only these programs may run (the first word of the command).
+    pub allowed_programs: Option<BTreeSet<String>>,
+    pub max_output_bytes: Option<usize>,
+}
+
+/// Kills the process group when dropped (timeout, cancellation, shutdown).
+#[derive(Debug)]
+struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        #[cfg(unix)]
+        if let Some(pgid) = self.pgid.take() {
+            use nix::sys::signal::{Signal, killpg};
+            use nix::unistd::Pid;
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, cap: usize) -> (String, bool) {
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let mut buf = [0u8; 8192];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                if n > room {
+                    truncated = true;
+                }
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+    (String::from_utf8_lossy(&kept).into_owned(), truncated)
+}
+
+impl Terminal {
+    fn program_of(command: &Value) -> Result<(Vec<String>, String), ToolError> {
+        match command {
+            Value::String(line) => {
+                if line.trim().is_empty() {
+                    return Err(ToolError::invalid("'command' is empty"));
+                }
+                let first = line
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                Ok((vec!["/bin/sh".into(), "-c".into(), line.clone()], first))
+            }
+            Value::Array(items) => {
+                let argv: Vec<String> = items
+                    .iter()
+                    .map(|v| {
+                        v.as_str().map(str::to_string).ok_or_else(|| {
+                            ToolError::invalid("'command' list items must be strings")
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                let first = argv
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| ToolError::invalid("'command' is empty"))?;
+                Ok((argv, first))
+            }
+            other => Err(ToolError::invalid(format!(
+                "'command' must be a string or a list, got {}",
+                type_name(other)
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Tool for Terminal {
+    fn id(&self) -> &str {
+        "terminal"
+    }
+
+    fn description(&self) -> &str {
+        "Runs a command in the workspace: {return_code, stdout, stderr}"
+    }
+
+    fn actions(&self) -> Vec<ActionSpec> {
+        vec![action(
+            "run",
+            "Run a command (a shell line, or a list of arguments run without a shell); a non-zero exit fails the step",
+            json!({"type": "object", "required": ["command"], "properties": {
+                "command": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                "working_dir": {"type": "string", "description": "relative to the workspace"},
+                "env": {"type": "object", "additionalProperties": {"type": "string"}},
+                "timeout": {"type": "number", "description": "seconds"},
+                "allow_failure": {"type": "boolean", "description": "a non-zero exit still succeeds"}
+            }}),
+        )]
+    }
+
+    async fn execute(
+        &self,
+        _: &str,
+        params: &Map<String, Value>,
+        ctx: &ToolContext,
+    ) -> Result<Value, ToolError> {
+        let command = params
+            .get("command")
+            .ok_or_else(|| ToolError::invalid("missing parameter 'command'"))?;
+        let (argv, program) = Self::program_of(command)?;
+        if let Some(allowed) = &self.allowed_programs {
+            let name = program.rsplit('/').next().unwrap_or(&program);
+            if !allowed.contains(name) {
+                return Err(ToolError::new(
+                    "PermissionError",
+                    format!(
+                        "program '{name}' is not allowed; allowed: {}",
+                        allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        tokio::fs::create_dir_all(&ctx.workspace)
+            .await
+            .map_err(|e| ToolError::new("IOError", e.to_string()))?;
+        let dir = match params.get("working_dir") {
+            None | Some(Value::Null) => ctx.workspace.clone(),
+            Some(_) => resolve(&ctx.workspace, required_str(params, "working_dir")?)?.full,
+        };
+        let timeout = match params.get("timeout") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_f64() {
+                Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+                _ => {
+                    return Err(ToolError::invalid(
+                        "'timeout' must be a positive number of seconds",
+                    ));
+                }
+            },
+        };
+        let allow_failure = crate::optional_bool(params, "allow_failure")?.unwrap_or(false);
+        let cap = self.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES);
+
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.kill_on_drop(true);
+        #[cfg(unix)]
+        cmd.process_group(0);
+        if let Some(env) = params.get("env") {
+            let env = env
+                .as_object()
+                .ok_or_else(|| ToolError::invalid("'env' must be an object"))?;
+            for (k, v) in env {
+                cmd.env(k, crate::as_text(v));
+            }
+        }
+        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ToolError::new(
+                "FileNotFoundError",
+                format!("program '{program}' not found"),
+            ),
+            _ => ToolError::new("OSError", format!("cannot start '{program}': {e}")),
+        })?;
+        let mut guard = GroupGuard {
+            pgid: child.id().and_then(|p| i32::try_from(p).ok()),
+        };
+        let stdout = child
+            .stdout
+            .take()
+            .map(|r| tokio::spawn(read_capped(r, cap)));
+        let stderr = child
+            .stderr
+            .take()
+            .map(|r| tokio::spawn(read_capped(r, cap)));
+        let limit = timeout.unwrap_or(Duration::MAX);
+        let status = tokio::select! {
+            s = tokio::time::timeout(limit, child.wait()) => match s {
+                Ok(s) => s.map_err(|e| ToolError::new("OSError", e.to_string()))?,
+                Err(_) => {
+                    guard.kill();
+                    let _ = child.wait().await;
+                    return Err(ToolError::new("TimeoutError", format!("command timed out after {:.1}s", limit.as_secs_f64())));
+                }
+            },
+            _ = ctx.cancel.cancelled() => {
+                guard.kill();
+                let _ = child.wait().await;
+                return Err(ToolError::new("CancelledError", "command was stopped"));
+            }
+        };
+        // The command is done; anything it left in its group goes too.
+        guard.kill();
+        let (stdout, out_cut) = match stdout {
+            Some(h) => h.await.unwrap_or_default(),
+            None => Default::default(),
+        };
+        let (stderr, err_cut) = match stderr {
+            Some(h) => h.await.unwrap_or_default(),
+            None => Default::default(),
+        };
+        let code = status.code();
+        if !status.success() && !allow_failure {
+            let tail: String = stderr
+                .chars()
+                .rev()
+                .take(500)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            let how = code.map_or_else(
+                || "was killed by a signal".to_string(),
+                |c| format!("exited with code {c}"),
+            );
+            return Err(ToolError::new(
+                "CommandError",
+                format!("command {how}: {}", tail.trim()),
+            ));
+        }
+        Ok(json!({
+            "return_code": code,
+            "stdout": stdout,
+            "stderr": stderr,
+            "truncated": out_cut || err_cut,
+        }))
+    }
+}
