@@ -45,6 +45,10 @@ pub struct EngineConfig {
     pub idle_poll_ms: u64,
     /// The workspace root; executions use it, or `{root}/{id}` when isolated.
     pub workspace_root: PathBuf,
+    /// How often a step may lose its worker (lease expired) before it fails.
+    pub max_lost: i64,
+    /// How often expired leases are looked for.
+    pub reap_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +60,8 @@ impl Default for EngineConfig {
             heartbeat_ms: 10_000,
             idle_poll_ms: 500,
             workspace_root: PathBuf::from("workspace"),
+            max_lost: 3,
+            reap_ms: 5_000,
         }
     }
 }
@@ -264,6 +270,7 @@ impl Engine {
         let inner = &self.inner;
         let mut tasks: JoinSet<()> = JoinSet::new();
         let heartbeat = tokio::spawn(heartbeat_loop(self.inner.clone(), shutdown.clone()));
+        let reaper = tokio::spawn(reap_loop(self.inner.clone(), shutdown.clone()));
         let waker = self.inner.clone();
         let on_work: Arc<dyn Fn() + Send + Sync> = Arc::new(move || waker.wake.notify_one());
         match inner.store.listen_for_work(on_work, shutdown.clone()).await {
@@ -355,16 +362,19 @@ impl Engine {
             tokio::select! {
                 _ = tasks.join_next() => {}
                 _ = &mut deadline => {
-                    warn!(running = tasks.len(), "drain deadline passed; cancelling running steps");
-                    for (_, c) in lock(&inner.running).values() {
-                        c.cancel();
-                    }
+                    warn!(running = tasks.len(), "drain deadline passed; handing running steps back");
+                    let tokens: Vec<String> = lock(&inner.running).keys().cloned().collect();
                     tasks.shutdown().await;
+                    match inner.store.release_leases(&tokens).await {
+                        Ok(n) => info!(steps = n, "handed back {n} steps for another worker"),
+                        Err(e) => warn!(error = ?e, "handing back steps failed; their leases will expire"),
+                    }
                     break;
                 }
             }
         }
         heartbeat.abort();
+        reaper.abort();
     }
 
     /// Waits until an execution is finished (polling the store), up to `timeout`.
@@ -456,13 +466,48 @@ async fn heartbeat_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => {}
         }
         let tokens: Vec<String> = lock(&inner.running).keys().cloned().collect();
-        if !tokens.is_empty()
-            && let Err(e) = inner.store.heartbeat(&tokens, inner.config.lease_ms).await
-        {
-            warn!(error = ?e, "heartbeat failed");
+        if !tokens.is_empty() {
+            match inner.store.heartbeat(&tokens, inner.config.lease_ms).await {
+                Ok(beat) => {
+                    let running = lock(&inner.running);
+                    for token in &tokens {
+                        let lost = !beat.held.contains(token);
+                        if lost || beat.cancelled.contains(token) {
+                            if let Some((execution, cancel)) = running.get(token) {
+                                if lost {
+                                    warn!(execution.id = %execution, "a lease was lost; stopping its step");
+                                }
+                                cancel.cancel();
+                            }
+                        }
+                    }
+                }
+                Err(e) => warn!(error = ?e, "heartbeat failed"),
+            }
         }
         if shutdown.is_cancelled() && lock(&inner.running).is_empty() {
             return;
+        }
+    }
+}
+
+/// Hands back steps whose worker was lost (in every process; the store makes
+/// that safe).
+async fn reap_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(inner.config.reap_ms.max(50)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match inner.store.reap_expired_leases().await {
+            Ok(0) => {}
+            Ok(n) => {
+                warn!(steps = n, "{n} steps lost their worker; they run again");
+                inner.wake.notify_one();
+            }
+            Err(e) => warn!(error = ?e, "looking for lost workers failed"),
         }
     }
 }
@@ -613,6 +658,8 @@ pub fn is_retryable(error_type: &str) -> bool {
             | "IsADirectoryError"
             | "FileTooLargeError"
             | "UnicodeDecodeError"
+            | "WorkerLostError"
+            | "CancelledError"
     )
 }
 
@@ -718,6 +765,23 @@ async fn attempt_step(
             None,
         )));
     };
+    if ctx.status == orchestrator_core::flow::ExecutionStatus::Cancelled {
+        return Ok(Some(Attempt {
+            status: StepStatus::Cancelled,
+            reason: Some("execution_cancelled".into()),
+            ..Attempt::failed("CancelledError", "the execution was cancelled", None)
+        }));
+    }
+    if claimed.lost > inner.config.max_lost {
+        return Ok(Some(Attempt::failed(
+            "WorkerLostError",
+            format!(
+                "the worker running this step was lost {} times (its lease expired); giving up",
+                claimed.lost
+            ),
+            None,
+        )));
+    }
     let scope = build_scope(
         &ctx.inputs,
         &claimed.execution_id,

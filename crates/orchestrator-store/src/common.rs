@@ -251,6 +251,7 @@ pub(crate) struct ClaimRow {
     pub execution_id: String,
     pub step_id: String,
     pub lease_token: String,
+    pub lost: i64,
 }
 
 fn parse_step_status(s: &str) -> Result<StepStatus> {
@@ -523,22 +524,73 @@ macro_rules! impl_store {
                         attempt: step.attempt,
                         max_attempts: step.max_attempts,
                         definition: step.definition,
+                        lost: c.lost,
                     });
                 }
                 tx.commit().await?;
                 Ok(out)
             }
 
-            async fn heartbeat(&self, tokens: &[String], lease_ms: i64) -> crate::Result<u64> {
+            async fn heartbeat(&self, tokens: &[String], lease_ms: i64) -> crate::Result<crate::Heartbeat> {
+                if tokens.is_empty() {
+                    return Ok(crate::Heartbeat::default());
+                }
+                let held: Vec<String> = sqlx::query_scalar(HEARTBEAT)
+                    .bind(crate::now_ms() + lease_ms)
+                    .bind(heartbeat_tokens(tokens))
+                    .fetch_all(&self.pool)
+                    .await?;
+                let cancelled: Vec<String> = sqlx::query_scalar(CANCELLED_LEASES)
+                    .bind(heartbeat_tokens(tokens))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(crate::Heartbeat { held, cancelled })
+            }
+
+            async fn reap_expired_leases(&self) -> crate::Result<u64> {
+                let now = crate::now_ms();
+                let _writer = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                let reaped: Vec<(String, String)> = sqlx::query_as(REAP).bind(now).fetch_all(&mut *tx).await?;
+                for (execution_id, step_id) in &reaped {
+                    sqlx::query(crate::common::BACK_TO_READY).bind(execution_id).bind(step_id).execute(&mut *tx).await?;
+                }
+                if !reaped.is_empty()
+                    && let Some(sql) = NOTIFY_WORK
+                {
+                    sqlx::query(sql).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(reaped.len() as u64)
+            }
+
+            async fn release_leases(&self, tokens: &[String]) -> crate::Result<u64> {
                 if tokens.is_empty() {
                     return Ok(0);
                 }
-                let done = sqlx::query(HEARTBEAT)
-                    .bind(crate::now_ms() + lease_ms)
-                    .bind(heartbeat_tokens(tokens))
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected())
+                let now = crate::now_ms();
+                let _writer = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                let released: Vec<(String, String)> =
+                    sqlx::query_as(RELEASE).bind(heartbeat_tokens(tokens)).bind(now).fetch_all(&mut *tx).await?;
+                for (execution_id, step_id) in &released {
+                    sqlx::query(crate::common::BACK_TO_READY_UNCOUNTED)
+                        .bind(execution_id)
+                        .bind(step_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if !released.is_empty()
+                    && let Some(sql) = NOTIFY_WORK
+                {
+                    sqlx::query(sql).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(released.len() as u64)
+            }
+
+            async fn queue_depth(&self) -> crate::Result<i64> {
+                Ok(sqlx::query_scalar(crate::common::QUEUE_DEPTH).fetch_one(&self.pool).await?)
             }
 
             async fn finish_step(
@@ -1079,6 +1131,15 @@ pub(crate) const DELETE_STEP_DEPS: &str =
 
 pub(crate) const REOPEN_EXECUTION: &str = "UPDATE executions SET status = 'running', outputs = NULL, error = NULL, \
     finished_at = NULL, updated_at = $2 WHERE id = $1";
+
+/// A reaped step is runnable again.
+pub(crate) const BACK_TO_READY: &str = "UPDATE steps SET status = 'ready' WHERE execution_id = $1 AND step_id = $2 AND status = 'running'";
+
+/// A step handed back at shutdown did not really get its attempt.
+pub(crate) const BACK_TO_READY_UNCOUNTED: &str = "UPDATE steps SET status = 'ready', attempt = attempt - 1 \
+    WHERE execution_id = $1 AND step_id = $2 AND status = 'running' AND attempt > 0";
+
+pub(crate) const QUEUE_DEPTH: &str = "SELECT COUNT(*) FROM step_queue";
 
 pub(crate) const START_EXECUTION: &str =
     "UPDATE executions SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'";

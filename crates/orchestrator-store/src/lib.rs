@@ -141,6 +141,17 @@ pub struct ClaimedStep {
     pub attempt: i64,
     pub max_attempts: i64,
     pub definition: PlannedStep,
+    /// How often this step's worker was lost before (its lease expired).
+    pub lost: i64,
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Heartbeat {
+    /// Tokens whose leases were extended (the others were lost).
+    pub held: Vec<String>,
+    /// Held tokens whose execution was cancelled: stop that work.
+    pub cancelled: Vec<String>,
 }
 
 /// How a step attempt ended.
@@ -231,8 +242,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         lease_ms: i64,
     ) -> Result<Vec<ClaimedStep>>;
 
-    /// Extends the leases held by these tokens; returns how many are still held.
-    async fn heartbeat(&self, tokens: &[String], lease_ms: i64) -> Result<u64>;
+    /// Extends the leases held by these tokens, and says which are lost and
+    /// which belong to cancelled executions.
+    async fn heartbeat(&self, tokens: &[String], lease_ms: i64) -> Result<Heartbeat>;
+
+    /// Hands back steps whose lease expired (their worker died or hung):
+    /// they become claimable again, with their lost count raised. Safe to run
+    /// in every process at once. Returns how many were handed back.
+    async fn reap_expired_leases(&self) -> Result<u64>;
+
+    /// Hands back leases this process still holds (at shutdown), so another
+    /// process can run those steps at once.
+    async fn release_leases(&self, tokens: &[String]) -> Result<u64>;
+
+    /// Number of runnable or running steps in the queue (for back-pressure).
+    async fn queue_depth(&self) -> Result<i64>;
 
     /// Records a final result (fenced by the lease token) and advances the flow.
     async fn finish_step(

@@ -8,14 +8,32 @@ use crate::Result;
 /// without waiting on each other (`$1` worker, `$2` now, `$3` lease end, `$4` limit).
 const CLAIM: &str = "WITH picked AS ( \
         SELECT execution_id, step_id FROM step_queue \
-        WHERE run_after <= $2 AND (locked_until IS NULL OR locked_until < $2) \
+        WHERE locked_by IS NULL AND run_after <= $2 \
         ORDER BY run_after LIMIT $4 FOR UPDATE SKIP LOCKED) \
     UPDATE step_queue q SET locked_by = $1, lease_token = gen_random_uuid()::text, locked_until = $3 \
     FROM picked WHERE q.execution_id = picked.execution_id AND q.step_id = picked.step_id \
-    RETURNING q.execution_id, q.step_id, q.lease_token";
+    RETURNING q.execution_id, q.step_id, q.lease_token, q.lost::BIGINT AS lost";
+
+/// Hands back expired leases (`$1` now); every process may run it at once.
+const REAP: &str = "WITH expired AS ( \
+        SELECT execution_id, step_id FROM step_queue \
+        WHERE locked_by IS NOT NULL AND locked_until < $1 LIMIT 1000 FOR UPDATE SKIP LOCKED) \
+    UPDATE step_queue q SET locked_by = NULL, lease_token = NULL, locked_until = NULL, \
+        run_after = $1, lost = q.lost + 1 \
+    FROM expired WHERE q.execution_id = expired.execution_id AND q.step_id = expired.step_id \
+    RETURNING q.execution_id, q.step_id";
+
+/// Hands back leases by token (`$1` tokens, `$2` now).
+const RELEASE: &str = "UPDATE step_queue SET locked_by = NULL, lease_token = NULL, locked_until = NULL, run_after = $2 \
+    WHERE lease_token = ANY($1) RETURNING execution_id, step_id";
+
+/// Held leases whose execution was cancelled.
+const CANCELLED_LEASES: &str = "SELECT q.lease_token FROM step_queue q JOIN executions e ON e.id = q.execution_id \
+    WHERE q.lease_token = ANY($1) AND e.status = 'cancelled'";
 
 /// Extends leases (`$1` lease end, `$2` tokens).
-const HEARTBEAT: &str = "UPDATE step_queue SET locked_until = $1 WHERE lease_token = ANY($2)";
+const HEARTBEAT: &str =
+    "UPDATE step_queue SET locked_until = $1 WHERE lease_token = ANY($2) RETURNING lease_token";
 
 /// Results of some steps (`$2`: JSON list of step ids).
 const SELECT_RESULTS: &str = "SELECT step_id, status, result FROM steps \

@@ -13,12 +13,26 @@ use crate::Result;
 /// are needed (`$1` worker, `$2` now, `$3` lease end, `$4` limit).
 const CLAIM: &str = "UPDATE step_queue SET locked_by = $1, lease_token = lower(hex(randomblob(16))), locked_until = $3 \
     WHERE rowid IN (SELECT rowid FROM step_queue \
-        WHERE run_after <= $2 AND (locked_until IS NULL OR locked_until < $2) \
-        ORDER BY run_after LIMIT $4) \
-    RETURNING execution_id, step_id, lease_token";
+        WHERE locked_by IS NULL AND run_after <= $2 ORDER BY run_after LIMIT $4) \
+    RETURNING execution_id, step_id, lease_token, lost";
+
+/// Hands back expired leases (`$1` now).
+const REAP: &str = "UPDATE step_queue SET locked_by = NULL, lease_token = NULL, locked_until = NULL, \
+    run_after = $1, lost = lost + 1 \
+    WHERE rowid IN (SELECT rowid FROM step_queue WHERE locked_by IS NOT NULL AND locked_until < $1 LIMIT 1000) \
+    RETURNING execution_id, step_id";
+
+/// Hands back leases by token (`$1` JSON list of tokens, `$2` now).
+const RELEASE: &str = "UPDATE step_queue SET locked_by = NULL, lease_token = NULL, locked_until = NULL, run_after = $2 \
+    WHERE lease_token IN (SELECT value FROM json_each($1)) RETURNING execution_id, step_id";
+
+/// Held leases whose execution was cancelled (`$1` JSON list of tokens).
+const CANCELLED_LEASES: &str = "SELECT q.lease_token FROM step_queue q JOIN executions e ON e.id = q.execution_id \
+    WHERE q.lease_token IN (SELECT value FROM json_each($1)) AND e.status = 'cancelled'";
 
 /// Extends leases (`$1` lease end, `$2` JSON list of tokens).
-const HEARTBEAT: &str = "UPDATE step_queue SET locked_until = $1 WHERE lease_token IN (SELECT value FROM json_each($2))";
+const HEARTBEAT: &str = "UPDATE step_queue SET locked_until = $1 \
+    WHERE lease_token IN (SELECT value FROM json_each($2)) RETURNING lease_token";
 
 /// Results of some steps (`$2`: JSON list of step ids).
 const SELECT_RESULTS: &str = "SELECT step_id, status, result FROM steps \

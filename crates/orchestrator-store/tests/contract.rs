@@ -47,6 +47,7 @@ contract!(
     executions_list_newest_first_with_filters_and_cursor,
     concurrent_claims_never_hand_out_a_step_twice,
     heartbeats_extend_only_held_leases,
+    released_leases_are_claimable_at_once_without_using_an_attempt,
 );
 
 const CHAIN: &str = "name: chain\nsteps:\n  - id: a\n    tool: echo\n  - id: b\n    tool: echo\n    depends_on: [a]\n  - id: c\n    tool: echo\n    depends_on: [b]\noutputs:\n  last: '{{ c.result }}'\n";
@@ -505,15 +506,76 @@ async fn heartbeats_extend_only_held_leases(store: Arc<dyn Store>) {
     let claimed = store.claim_steps("w1", 10, 1).await.expect("claim");
     assert_eq!(claimed.len(), 2);
     let tokens: Vec<String> = claimed.iter().map(|c| c.lease_token.clone()).collect();
-    let held = store
+    let beat = store
         .heartbeat(&[tokens[0].clone(), "unknown".into()], 60_000)
         .await
         .expect("beat");
-    assert_eq!(held, 1);
+    assert_eq!(beat.held, vec![tokens[0].clone()]);
+    assert!(beat.cancelled.is_empty());
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    // The step whose lease was not extended has expired and can be claimed again.
+    assert!(
+        store
+            .claim_steps("w2", 10, 30_000)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "expired, not yet reaped"
+    );
+    // The step whose lease was not extended has expired: the reaper hands it back.
+    assert_eq!(store.reap_expired_leases().await.expect("reap"), 1);
     let again = store.claim_steps("w2", 10, 30_000).await.expect("claim");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].step_id, claimed[1].step_id);
-    assert_eq!(again[0].attempt, 2);
+    assert_eq!((again[0].attempt, again[0].lost), (2, 1));
+    // The first worker's late result is refused (fencing).
+    let late = store
+        .finish_step(
+            &claimed[1],
+            done(StepStatus::Succeeded, json!("late")),
+            &no_outputs,
+        )
+        .await;
+    assert!(
+        matches!(late, Err(StoreError::LeaseLost { .. })),
+        "{late:?}"
+    );
+    assert_eq!(store.queue_depth().await.expect("depth"), 2);
+}
+
+async fn released_leases_are_claimable_at_once_without_using_an_attempt(store: Arc<dyn Store>) {
+    let new = new_execution(FAN, None, None);
+    store.create_execution(new.clone()).await.expect("create");
+    let claimed = claim_ids(&store, 10).await;
+    let tokens: Vec<String> = claimed.iter().map(|c| c.lease_token.clone()).collect();
+    assert_eq!(store.release_leases(&tokens).await.expect("release"), 2);
+    let again = claim_ids(&store, 10).await;
+    assert_eq!(
+        again
+            .iter()
+            .map(|c| (c.attempt, c.lost))
+            .collect::<Vec<_>>(),
+        vec![(1, 0), (1, 0)]
+    );
+    // Cancelling reports the running steps' leases to their heartbeat.
+    store
+        .cancel_execution(&new.id)
+        .await
+        .expect("cancel")
+        .expect("exists");
+    let tokens: Vec<String> = again.iter().map(|c| c.lease_token.clone()).collect();
+    let beat = store.heartbeat(&tokens, 30_000).await.expect("beat");
+    assert_eq!(beat.cancelled.len(), 2);
+    let exec = store
+        .get_execution(&new.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(exec.status, ExecutionStatus::Cancelled);
+    let steps = store.list_steps(&new.id).await.expect("steps");
+    assert_eq!(steps[2].status, StepStatus::Cancelled, "c never started");
+    assert_eq!(
+        steps[0].status,
+        StepStatus::Running,
+        "a still runs until its worker stops it"
+    );
 }
