@@ -472,13 +472,13 @@ async fn heartbeat_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
                     let running = lock(&inner.running);
                     for token in &tokens {
                         let lost = !beat.held.contains(token);
-                        if lost || beat.cancelled.contains(token) {
-                            if let Some((execution, cancel)) = running.get(token) {
-                                if lost {
-                                    warn!(execution.id = %execution, "a lease was lost; stopping its step");
-                                }
-                                cancel.cancel();
+                        if (lost || beat.cancelled.contains(token))
+                            && let Some((execution, cancel)) = running.get(token)
+                        {
+                            if lost {
+                                warn!(execution.id = %execution, "a lease was lost; stopping its step");
                             }
+                            cancel.cancel();
                         }
                     }
                 }
