@@ -198,6 +198,8 @@ async fn load_view(state: &AppState, id: &str) -> Result<ExecutionView, ApiError
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Unsupported Content-Type", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Pipeline invalid (every error with line, column and step), or idempotency key reused with another request", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many steps queued; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
     )
 )]
 pub async fn create_execution(
@@ -207,6 +209,14 @@ pub async fn create_execution(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
+    let depth = state.engine().store().queue_depth().await?;
+    let limit = state.settings().max_queued_steps;
+    if u64::try_from(depth).unwrap_or(0) >= limit {
+        return Err(ApiError::TooManyRequests(
+            format!("{depth} steps are queued (the limit is {limit}); try again shortly"),
+            5,
+        ));
+    }
     let parsed = parse_body(&state, &headers, query, body)?;
     let options = engine_options(&parsed.options)?;
     let submission = Submission {

@@ -101,6 +101,10 @@ pub async fn build_engine(settings: &Settings) -> anyhow::Result<Engine> {
     let config = EngineConfig {
         max_concurrent: settings.max_concurrent,
         workspace_root: settings.workspace_root.clone(),
+        lease_ms: i64::try_from(settings.lease_ms).unwrap_or(i64::MAX),
+        heartbeat_ms: settings.heartbeat_ms,
+        reap_ms: (settings.lease_ms / 2).clamp(50, 5_000),
+        max_lost: i64::try_from(settings.max_lost_workers).unwrap_or(i64::MAX),
         ..EngineConfig::default()
     };
     let mut tools = ToolRegistry::builtin();

@@ -29,6 +29,12 @@ pub struct OrchestratorSection {
     /// Checkpoints are always written; accepted for compatibility.
     pub enable_checkpointing: Option<bool>,
     pub log_level: Option<String>,
+    /// How long a claimed step stays leased without a heartbeat (= `ORCHESTRATOR_LEASE_MS`).
+    pub lease_ms: Option<u64>,
+    /// How often running steps' leases are extended (= `ORCHESTRATOR_HEARTBEAT_MS`).
+    pub heartbeat_ms: Option<u64>,
+    /// How often a step may lose its worker before it fails.
+    pub max_lost_workers: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -75,6 +81,8 @@ pub struct WorkspaceSection {
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsSection {
     pub max_body_bytes: Option<usize>,
+    /// Above this many queued steps, `POST /executions` answers 429.
+    pub max_queued_steps: Option<u64>,
 }
 
 /// Resolved settings.
@@ -89,6 +97,10 @@ pub struct Settings {
     pub shutdown_grace_seconds: u64,
     pub enable_terminal: bool,
     pub terminal_allowed_programs: Option<Vec<String>>,
+    pub lease_ms: u64,
+    pub heartbeat_ms: u64,
+    pub max_lost_workers: u64,
+    pub max_queued_steps: u64,
     /// Where the file layer came from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -105,6 +117,10 @@ impl Default for Settings {
             shutdown_grace_seconds: 30,
             enable_terminal: false,
             terminal_allowed_programs: None,
+            lease_ms: 30_000,
+            heartbeat_ms: 10_000,
+            max_lost_workers: 3,
+            max_queued_steps: 100_000,
             config_file: None,
         }
     }
@@ -200,6 +216,18 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
         if let Some(n) = f.orchestrator.max_concurrent_tasks {
             s.max_concurrent = n;
         }
+        if let Some(n) = f.orchestrator.lease_ms {
+            s.lease_ms = n;
+        }
+        if let Some(n) = f.orchestrator.heartbeat_ms {
+            s.heartbeat_ms = n;
+        }
+        if let Some(n) = f.orchestrator.max_lost_workers {
+            s.max_lost_workers = n;
+        }
+        if let Some(n) = f.limits.max_queued_steps {
+            s.max_queued_steps = n;
+        }
         if let Some(l) = f.orchestrator.log_level {
             s.log_level = log_level(&l);
         }
@@ -245,6 +273,9 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
             "ORCHESTRATOR_MAX_CONCURRENT" => s.max_concurrent = number(name, value)?,
             "ORCHESTRATOR_LOG_LEVEL" => s.log_level = log_level(value),
             "ORCHESTRATOR_MAX_BODY_BYTES" => s.max_body_bytes = number(name, value)?,
+            "ORCHESTRATOR_LEASE_MS" => s.lease_ms = number(name, value)? as u64,
+            "ORCHESTRATOR_HEARTBEAT_MS" => s.heartbeat_ms = number(name, value)? as u64,
+            "ORCHESTRATOR_MAX_QUEUED_STEPS" => s.max_queued_steps = number(name, value)? as u64,
             "ORCHESTRATOR_SHUTDOWN_GRACE_SECONDS" => {
                 s.shutdown_grace_seconds = number(name, value)? as u64
             }
@@ -279,6 +310,15 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
     }
     if let Some(n) = overrides.max_concurrent {
         s.max_concurrent = n;
+    }
+    if s.heartbeat_ms == 0 || s.heartbeat_ms >= s.lease_ms {
+        return Err(ConfigError::Invalid {
+            path: "settings".into(),
+            message: format!(
+                "heartbeat_ms ({}) must be shorter than lease_ms ({})",
+                s.heartbeat_ms, s.lease_ms
+            ),
+        });
     }
     if s.max_concurrent == 0 {
         return Err(ConfigError::Invalid {

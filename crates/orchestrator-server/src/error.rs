@@ -81,6 +81,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     Unavailable(String),
+    /// Back-pressure: try again after this many seconds.
+    #[error("{0}")]
+    TooManyRequests(String, u64),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -123,6 +126,11 @@ impl ApiError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
                 "Method not allowed",
+            ),
+            ApiError::TooManyRequests(..) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too many requests",
             ),
             ApiError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -170,7 +178,13 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?e, "request failed");
         }
         let problem = self.problem();
-        problem_response(&problem)
+        let mut response = problem_response(&problem);
+        if let ApiError::TooManyRequests(_, seconds) = &self
+            && let Ok(v) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
     }
 }
 

@@ -47,12 +47,17 @@ pub struct ServerFlags {
     /// Worker slots of this process.
     #[arg(long)]
     pub max_concurrent: Option<usize>,
+    /// Serve the API only; steps are run by `orchestrator worker` processes.
+    #[arg(long)]
+    pub no_workers: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server and its workers.
     Serve(ServerFlags),
+    /// Run workers only (no HTTP), sharing the database with `serve` processes.
+    Worker(ServerFlags),
     /// Run one pipeline in this process and print its result
     /// (exit 0: succeeded, 1: failed, 2: invalid pipeline).
     Run {
@@ -102,7 +107,8 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Serve(flags) => with_runtime(|| serve(flags)),
+        Command::Serve(flags) => with_runtime(|| serve(flags, false)),
+        Command::Worker(flags) => with_runtime(|| serve(flags, true)),
         Command::Run {
             file,
             inputs,
@@ -161,7 +167,7 @@ fn settings(flags: &ServerFlags) -> Result<Settings, config::ConfigError> {
     config::load(&overrides, &env)
 }
 
-async fn serve(flags: ServerFlags) -> ExitCode {
+async fn serve(flags: ServerFlags, workers_only: bool) -> ExitCode {
     let settings = match settings(&flags) {
         Ok(s) => s,
         Err(e) => {
@@ -177,7 +183,10 @@ async fn serve(flags: ServerFlags) -> ExitCode {
         "starting orchestrator {}",
         env!("CARGO_PKG_VERSION")
     );
-    let server = match crate::start(settings, true).await {
+    if workers_only {
+        return run_workers(settings).await;
+    }
+    let server = match crate::start(settings, !flags.no_workers).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -197,6 +206,27 @@ async fn serve(flags: ServerFlags) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `orchestrator worker`: the worker pool without the HTTP API.
+async fn run_workers(settings: Settings) -> ExitCode {
+    let engine = match crate::app::build_engine(&settings).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let pool = engine.start(
+        shutdown.clone(),
+        Duration::from_secs(settings.shutdown_grace_seconds),
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let _ = pool.await;
+    ExitCode::SUCCESS
 }
 
 async fn wait_for_signal() {

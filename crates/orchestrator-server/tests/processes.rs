@@ -1,0 +1,225 @@
+//! Real `orchestrator` processes killed in the middle of a run: a new process
+//! on the same database finishes the work, and no succeeded step runs twice.
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use orchestrator_store::testing::{TempDir, postgres_url, sqlite_url};
+use serde_json::Value;
+
+struct Proc {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `orchestrator serve` on a free port and waits until it listens.
+fn start(database_url: &str, workspace: &Path, grace_seconds: u64) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .arg("serve")
+        .env("ORCHESTRATOR_BIND", "127.0.0.1:0")
+        .env("ORCHESTRATOR_DATABASE_URL", database_url)
+        .env("ORCHESTRATOR_WORKSPACE_ROOT", workspace)
+        .env("ORCHESTRATOR_ENABLE_TERMINAL", "true")
+        .env("ORCHESTRATOR_LEASE_MS", "1500")
+        .env("ORCHESTRATOR_HEARTBEAT_MS", "300")
+        .env(
+            "ORCHESTRATOR_SHUTDOWN_GRACE_SECONDS",
+            grace_seconds.to_string(),
+        )
+        .env("ORCHESTRATOR_LOG_LEVEL", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start orchestrator");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                let _ = tx.send(addr);
+                sent = true;
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server did not start");
+    Proc {
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
+async fn get(base: &str, path: &str) -> Value {
+    reqwest::get(format!("{base}{path}"))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+fn count_lines(workspace: &Path, file: &str) -> usize {
+    std::fs::read_to_string(workspace.join(file))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+const CHAIN: &str = "name: slow-chain\nsteps:\n  - id: s1\n    tool: terminal\n    parameters: {command: 'echo ran >> runs/s1.txt; sleep 0.4'}\n  - id: s2\n    tool: terminal\n    depends_on: [s1]\n    parameters: {command: 'echo ran >> runs/s2.txt; sleep 0.4'}\n  - id: s3\n    tool: terminal\n    depends_on: [s2]\n    parameters: {command: 'echo ran >> runs/s3.txt; sleep 3'}\n  - id: s4\n    tool: terminal\n    depends_on: [s3]\n    parameters: {command: 'echo ran >> runs/s4.txt'}\n  - id: s5\n    tool: filesystem\n    action: read\n    depends_on: [s4]\n    parameters: {path: runs/s1.txt}\noutputs:\n  first: '{{ s5.result.content }}'\n";
+
+async fn submit(base: &str) -> String {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/executions"))
+        .header("content-type", "application/yaml")
+        .body(CHAIN)
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.status().as_u16(), 201);
+    let v: Value = r.json().await.expect("json");
+    v["id"].as_str().expect("id").to_string()
+}
+
+async fn wait_for(base: &str, id: &str, what: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let e = get(base, &format!("/executions/{id}")).await;
+        if what(&e) {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting: {e:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn step_status(e: &Value, id: &str) -> String {
+    e["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|x| x["id"] == id))
+        .map(|s| s["status"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+async fn killed_server_work_is_finished_by_the_next_one(database_url: String) {
+    let ws = TempDir::new("orch-crash-ws");
+    std::fs::create_dir_all(ws.path().join("runs")).expect("runs");
+    let first = start(&database_url, ws.path(), 30);
+    let id = submit(&first.base).await;
+    wait_for(
+        &first.base,
+        &id,
+        |e| step_status(e, "s3") == "running",
+        Duration::from_secs(20),
+    )
+    .await;
+    let killed_at = Instant::now();
+    drop(first); // SIGKILL
+    let second = start(&database_url, ws.path(), 30);
+    let done = wait_for(
+        &second.base,
+        &id,
+        |e| e["status"] == "succeeded" || e["status"] == "failed",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    println!(
+        "killed -> finished elsewhere in {:.1} s",
+        killed_at.elapsed().as_secs_f64()
+    );
+    // Steps that had succeeded ran once; the one in flight ran again; none was lost.
+    assert_eq!(count_lines(ws.path(), "runs/s1.txt"), 1);
+    assert_eq!(count_lines(ws.path(), "runs/s2.txt"), 1);
+    assert_eq!(count_lines(ws.path(), "runs/s3.txt"), 2);
+    assert_eq!(count_lines(ws.path(), "runs/s4.txt"), 1);
+    assert_eq!(done["outputs"]["first"], "ran\n");
+}
+
+async fn sigterm_hands_running_steps_back_and_nothing_is_lost(database_url: String) {
+    let ws = TempDir::new("orch-term-ws");
+    std::fs::create_dir_all(ws.path().join("runs")).expect("runs");
+    let first = start(&database_url, ws.path(), 1);
+    let id = submit(&first.base).await;
+    wait_for(
+        &first.base,
+        &id,
+        |e| step_status(e, "s3") == "running",
+        Duration::from_secs(20),
+    )
+    .await;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(first.child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("sigterm");
+    let stopped = Instant::now();
+    let mut first = first;
+    loop {
+        if first.child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "the server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = start(&database_url, ws.path(), 30);
+    let done = wait_for(
+        &second.base,
+        &id,
+        |e| e["status"] == "succeeded" || e["status"] == "failed",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(count_lines(ws.path(), "runs/s1.txt"), 1);
+    assert_eq!(count_lines(ws.path(), "runs/s2.txt"), 1);
+    assert_eq!(count_lines(ws.path(), "runs/s4.txt"), 1);
+    let s3 = done["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|x| x["id"] == "s3"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        s3["attempt"], 1,
+        "a step handed back at shutdown keeps its attempt: {s3:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_killed_server_work_is_finished_by_the_next_one() {
+    let dir = TempDir::new("orch-crash-db");
+    killed_server_work_is_finished_by_the_next_one(sqlite_url(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_killed_server_work_is_finished_by_the_next_one() {
+    if let Some(url) = postgres_url().await {
+        killed_server_work_is_finished_by_the_next_one(url).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_sigterm_hands_running_steps_back_and_nothing_is_lost() {
+    let dir = TempDir::new("orch-term-db");
+    sigterm_hands_running_steps_back_and_nothing_is_lost(sqlite_url(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sigterm_hands_running_steps_back_and_nothing_is_lost() {
+    if let Some(url) = postgres_url().await {
+        sigterm_hands_running_steps_back_and_nothing_is_lost(url).await;
+    }
+}
