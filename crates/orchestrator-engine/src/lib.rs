@@ -49,12 +49,14 @@ pub struct EngineConfig {
     pub max_lost: i64,
     /// How often expired leases are looked for.
     pub reap_ms: u64,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl_ms: i64,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            worker_id: format!("worker-{}", uuid::Uuid::new_v4().simple()),
+            worker_id: default_worker_id(),
             max_concurrent: 10,
             lease_ms: 30_000,
             heartbeat_ms: 10_000,
@@ -62,8 +64,21 @@ impl Default for EngineConfig {
             workspace_root: PathBuf::from("workspace"),
             max_lost: 3,
             reap_ms: 5_000,
+            idempotency_ttl_ms: 24 * 3600 * 1000,
         }
     }
+}
+
+/// `host-pid-random`: names the process in leases and checkpoints.
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "orchestrator".to_string());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &random[..6])
 }
 
 /// Where the pipeline text comes from.
@@ -508,6 +523,10 @@ async fn reap_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
                 inner.wake.notify_one();
             }
             Err(e) => warn!(error = ?e, "looking for lost workers failed"),
+        }
+        let cutoff = orchestrator_store::now_ms() - inner.config.idempotency_ttl_ms;
+        if let Err(e) = inner.store.expire_idempotency_keys(cutoff).await {
+            warn!(error = ?e, "forgetting old idempotency keys failed");
         }
     }
 }

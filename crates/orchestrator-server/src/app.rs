@@ -105,6 +105,8 @@ pub async fn build_engine(settings: &Settings) -> anyhow::Result<Engine> {
         heartbeat_ms: settings.heartbeat_ms,
         reap_ms: (settings.lease_ms / 2).clamp(50, 5_000),
         max_lost: i64::try_from(settings.max_lost_workers).unwrap_or(i64::MAX),
+        idempotency_ttl_ms: i64::try_from(settings.idempotency_ttl_hours.saturating_mul(3_600_000))
+            .unwrap_or(i64::MAX),
         ..EngineConfig::default()
     };
     let mut tools = ToolRegistry::builtin();

@@ -83,6 +83,8 @@ pub struct LimitsSection {
     pub max_body_bytes: Option<usize>,
     /// Above this many queued steps, `POST /executions` answers 429.
     pub max_queued_steps: Option<u64>,
+    /// How long an `Idempotency-Key` is remembered, in hours.
+    pub idempotency_ttl_hours: Option<u64>,
 }
 
 /// Resolved settings.
@@ -101,6 +103,7 @@ pub struct Settings {
     pub heartbeat_ms: u64,
     pub max_lost_workers: u64,
     pub max_queued_steps: u64,
+    pub idempotency_ttl_hours: u64,
     /// Where the file layer came from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -121,6 +124,7 @@ impl Default for Settings {
             heartbeat_ms: 10_000,
             max_lost_workers: 3,
             max_queued_steps: 100_000,
+            idempotency_ttl_hours: 24,
             config_file: None,
         }
     }
@@ -227,6 +231,9 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
         }
         if let Some(n) = f.limits.max_queued_steps {
             s.max_queued_steps = n;
+        }
+        if let Some(n) = f.limits.idempotency_ttl_hours {
+            s.idempotency_ttl_hours = n;
         }
         if let Some(l) = f.orchestrator.log_level {
             s.log_level = log_level(&l);

@@ -208,6 +208,9 @@ pub struct CheckpointView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
     pub created_at: String,
+    /// The worker (process) that recorded this attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 /// The checkpoints of an execution, oldest first.
@@ -383,6 +386,7 @@ impl From<&CheckpointRecord> for CheckpointView {
             started_at: c.started_at.map(time),
             finished_at: c.finished_at.map(time),
             created_at: time(c.created_at),
+            worker: c.worker.clone(),
         }
     }
 }

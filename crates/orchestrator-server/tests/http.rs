@@ -59,9 +59,13 @@ struct Server {
 
 impl Server {
     async fn start(database_url: String) -> Server {
+        Self::start_with(database_url, |_| {}).await
+    }
+
+    async fn start_with(database_url: String, tweak: impl FnOnce(&mut Settings)) -> Server {
         let workspace = TempDir::new("orch-http-ws");
         let db_dir = TempDir::new("orch-http-db");
-        let settings = Settings {
+        let mut settings = Settings {
             bind: "127.0.0.1:0".parse().expect("addr"),
             database_url,
             workspace_root: workspace.path().to_path_buf(),
@@ -69,6 +73,7 @@ impl Server {
             enable_terminal: true,
             ..Settings::default()
         };
+        tweak(&mut settings);
         let running = orchestrator_server::start(settings, true)
             .await
             .expect("server starts");
@@ -745,4 +750,25 @@ async fn cancelling_kills_a_running_command(s: Server) {
         assert!(tokio::time::Instant::now() < deadline, "{e:#}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_429_with_retry_after() {
+    let dir = TempDir::new("orch-http");
+    let s = Server::start_with(sqlite_url(&dir), |settings| settings.max_queued_steps = 0).await;
+    let r = s
+        .client
+        .post(s.url("/executions"))
+        .header("content-type", "application/yaml")
+        .body(example("hello.yaml"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["type"], "/problems/too-many-requests");
 }

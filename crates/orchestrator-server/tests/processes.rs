@@ -223,3 +223,63 @@ async fn postgres_sigterm_hands_running_steps_back_and_nothing_is_lost() {
         sigterm_hands_running_steps_back_and_nothing_is_lost(url).await;
     }
 }
+
+/// Two server processes on one PostgreSQL share the work: every step runs
+/// exactly once and both processes run some.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_postgres_share_the_work_and_run_each_step_once() {
+    let Some(url) = postgres_url().await else {
+        return;
+    };
+    let ws = TempDir::new("orch-two-ws");
+    let a = start(&url, ws.path(), 30);
+    let b = start(&url, ws.path(), 30);
+    let mut yaml = String::from("name: twenty\nsteps:\n");
+    for i in 0..20 {
+        yaml.push_str(&format!(
+            "  - id: s{i}\n    tool: echo\n    parameters: {{i: {i}}}\n"
+        ));
+        if i >= 5 {
+            yaml.push_str(&format!("    depends_on: [s{}]\n", i - 5));
+        }
+    }
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for n in 0..200 {
+        let base = if n % 2 == 0 { &a.base } else { &b.base };
+        let r = client
+            .post(format!("{base}/executions"))
+            .header("content-type", "application/yaml")
+            .body(yaml.clone())
+            .send()
+            .await
+            .expect("submit");
+        assert_eq!(r.status().as_u16(), 201);
+        let v: Value = r.json().await.expect("json");
+        ids.push(v["id"].as_str().expect("id").to_string());
+    }
+    let mut workers = std::collections::BTreeSet::new();
+    for id in &ids {
+        let done = wait_for(
+            &a.base,
+            id,
+            |e| e["status"] == "succeeded" || e["status"] == "failed",
+            Duration::from_secs(120),
+        )
+        .await;
+        assert_eq!(done["status"], "succeeded", "{done:#}");
+        let cps = get(&a.base, &format!("/executions/{id}/checkpoints")).await;
+        let items = cps["items"].as_array().expect("items");
+        assert_eq!(items.len(), 20, "one checkpoint per step");
+        let mut seen = std::collections::BTreeSet::new();
+        for c in items {
+            assert_eq!(c["attempt"], 1);
+            assert!(
+                seen.insert(c["step_id"].as_str().unwrap_or_default().to_string()),
+                "a step ran twice"
+            );
+            workers.insert(c["worker"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    assert_eq!(workers.len(), 2, "both processes ran steps: {workers:?}");
+}

@@ -43,7 +43,7 @@ pub(crate) const SELECT_STEPS: &str = "SELECT execution_id, step_id, position, s
 pub(crate) const SELECT_FLOW: &str = "SELECT step_id, status, depends_on, on_failure, scope, ord FROM steps WHERE execution_id = $1 ORDER BY position";
 
 pub(crate) const SELECT_CHECKPOINTS: &str = "SELECT id, execution_id, step_id, attempt, status, parameters, result, error, error_type, \
-    started_at, finished_at, created_at FROM checkpoints WHERE execution_id = $1 ORDER BY id";
+    started_at, finished_at, created_at, worker FROM checkpoints WHERE execution_id = $1 ORDER BY id";
 
 /// Takes the execution's row lock first, so finishing steps of one execution
 /// never race (PostgreSQL row lock; SQLite write lock).
@@ -64,8 +64,8 @@ pub(crate) const UPDATE_STEP_RETRYING: &str = "UPDATE steps SET status = 'retryi
     error_type = $5, timed_out = $6 WHERE execution_id = $1 AND step_id = $2";
 
 pub(crate) const INSERT_CHECKPOINT: &str = "INSERT INTO checkpoints \
-    (execution_id, step_id, attempt, status, parameters, result, error, error_type, started_at, finished_at, created_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+    (execution_id, step_id, attempt, status, parameters, result, error, error_type, started_at, finished_at, created_at, worker) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 pub(crate) const SET_STEP_STATUS: &str = "UPDATE steps SET status = $3, reason = $4, finished_at = $5 WHERE execution_id = $1 AND step_id = $2";
 
@@ -204,6 +204,7 @@ pub(crate) struct CheckpointRow {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     created_at: i64,
+    worker: Option<String>,
 }
 
 impl TryFrom<CheckpointRow> for CheckpointRecord {
@@ -222,6 +223,7 @@ impl TryFrom<CheckpointRow> for CheckpointRecord {
             started_at: r.started_at,
             finished_at: r.finished_at,
             created_at: r.created_at,
+            worker: r.worker,
         })
     }
 }
@@ -360,6 +362,7 @@ macro_rules! impl_store {
                     .bind(result.started_at)
                     .bind(result.finished_at)
                     .bind(now)
+                    .bind(&step.worker)
                     .execute(&mut **tx)
                     .await?;
                 Ok(())
@@ -525,6 +528,7 @@ macro_rules! impl_store {
                         max_attempts: step.max_attempts,
                         definition: step.definition,
                         lost: c.lost,
+                        worker: worker.to_string(),
                     });
                 }
                 tx.commit().await?;
@@ -587,6 +591,12 @@ macro_rules! impl_store {
                 }
                 tx.commit().await?;
                 Ok(released.len() as u64)
+            }
+
+            async fn expire_idempotency_keys(&self, before_ms: i64) -> crate::Result<u64> {
+                let _writer = self.write_guard().await;
+                let done = sqlx::query(crate::common::EXPIRE_KEYS).bind(before_ms).execute(&self.pool).await?;
+                Ok(done.rows_affected())
             }
 
             async fn queue_depth(&self) -> crate::Result<i64> {
@@ -1138,6 +1148,8 @@ pub(crate) const BACK_TO_READY: &str = "UPDATE steps SET status = 'ready' WHERE 
 /// A step handed back at shutdown did not really get its attempt.
 pub(crate) const BACK_TO_READY_UNCOUNTED: &str = "UPDATE steps SET status = 'ready', attempt = attempt - 1 \
     WHERE execution_id = $1 AND step_id = $2 AND status = 'running' AND attempt > 0";
+
+pub(crate) const EXPIRE_KEYS: &str = "UPDATE executions SET idempotency_key = NULL WHERE idempotency_key IS NOT NULL AND created_at < $1";
 
 pub(crate) const QUEUE_DEPTH: &str = "SELECT COUNT(*) FROM step_queue";
 

@@ -130,6 +130,8 @@ pub struct CheckpointRecord {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub created_at: i64,
+    /// The worker that recorded this attempt.
+    pub worker: Option<String>,
 }
 
 /// A step handed to a worker.
@@ -143,6 +145,8 @@ pub struct ClaimedStep {
     pub definition: PlannedStep,
     /// How often this step's worker was lost before (its lease expired).
     pub lost: i64,
+    /// The worker that holds the lease.
+    pub worker: String,
 }
 
 /// What a heartbeat found.
@@ -254,6 +258,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Hands back leases this process still holds (at shutdown), so another
     /// process can run those steps at once.
     async fn release_leases(&self, tokens: &[String]) -> Result<u64>;
+
+    /// Forgets idempotency keys of executions created before `before_ms`
+    /// (the executions stay). Returns how many keys were forgotten.
+    async fn expire_idempotency_keys(&self, before_ms: i64) -> Result<u64>;
 
     /// Number of runnable or running steps in the queue (for back-pressure).
     async fn queue_depth(&self) -> Result<i64>;

@@ -396,6 +396,25 @@ async fn idempotency_keys_return_the_original_or_conflict(store: Arc<dyn Store>)
             .len(),
         1
     );
+    // After the retention, the key is forgotten and may be used again.
+    assert_eq!(
+        store
+            .expire_idempotency_keys(now_ms() - 3_600_000)
+            .await
+            .expect("expire"),
+        0
+    );
+    assert_eq!(
+        store
+            .expire_idempotency_keys(now_ms() + 1)
+            .await
+            .expect("expire"),
+        1
+    );
+    let reused = new_execution(CHAIN, Some("key-1"), Some("hash-2"));
+    let (fresh, inserted) = store.create_execution(reused).await.expect("reuse");
+    assert!(inserted);
+    assert_ne!(fresh.id, created.id);
 }
 
 async fn executions_list_newest_first_with_filters_and_cursor(store: Arc<dyn Store>) {
