@@ -283,3 +283,66 @@ async fn two_processes_on_one_postgres_share_the_work_and_run_each_step_once() {
     }
     assert_eq!(workers.len(), 2, "both processes ran steps: {workers:?}");
 }
+
+/// A worker paused past its lease loses the step to another process; when it
+/// resumes, its late result is refused (fencing) and the other one's stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_workers_late_result_is_refused() {
+    use nix::sys::signal::{Signal, kill};
+    let Some(url) = postgres_url().await else {
+        return;
+    };
+    let ws = TempDir::new("orch-stop-ws");
+    std::fs::create_dir_all(ws.path().join("runs")).expect("runs");
+    let a = start(&url, ws.path(), 30);
+    let yaml = "name: paused\nsteps:\n  - id: work\n    tool: terminal\n    parameters: {command: 'echo $PPID >> runs/work.txt; sleep 1; echo finished'}\n";
+    let r = reqwest::Client::new()
+        .post(format!("{}/executions", a.base))
+        .header("content-type", "application/yaml")
+        .body(yaml)
+        .send()
+        .await
+        .expect("submit");
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    wait_for(
+        &a.base,
+        &id,
+        |e| step_status(e, "work") == "running",
+        Duration::from_secs(20),
+    )
+    .await;
+    let a_pid = nix::unistd::Pid::from_raw(i32::try_from(a.child.id()).expect("pid"));
+    kill(a_pid, Signal::SIGSTOP).expect("sigstop");
+    let b = start(&url, ws.path(), 30);
+    let done = wait_for(
+        &b.base,
+        &id,
+        |e| e["status"] == "succeeded" || e["status"] == "failed",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    kill(a_pid, Signal::SIGCONT).expect("sigcont");
+    // Give the resumed worker time to try to record its late result.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cps = get(&b.base, &format!("/executions/{id}/checkpoints")).await;
+    let items = cps["items"].as_array().expect("items");
+    assert_eq!(
+        items.len(),
+        1,
+        "only the new worker's result is recorded: {cps:#}"
+    );
+    let after = get(&b.base, &format!("/executions/{id}")).await;
+    assert_eq!(after["status"], "succeeded");
+    assert_eq!(after["steps"][0]["attempt"], 2);
+    assert_eq!(
+        count_lines(ws.path(), "runs/work.txt"),
+        2,
+        "the step ran on both workers"
+    );
+    assert_ne!(items[0]["worker"], Value::Null);
+    drop(a);
+}
