@@ -98,6 +98,10 @@ pub struct ExecutionOptions {
     pub max_retries: Option<u32>,
     /// `shared` (default): the workspace root; `isolated`: `{root}/{execution_id}`.
     pub workspace: WorkspaceMode,
+    /// Execution-wide timeout in seconds: past it the execution fails and
+    /// its running steps are stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
 }
 
 impl Default for ExecutionOptions {
@@ -106,6 +110,7 @@ impl Default for ExecutionOptions {
             checkpoint_enabled: true,
             max_retries: None,
             workspace: WorkspaceMode::Shared,
+            timeout_seconds: None,
         }
     }
 }
@@ -261,6 +266,10 @@ impl Engine {
             request_hash,
             steps,
             plan: serde_json::to_value(&plan).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            timeout_ms: submission
+                .options
+                .timeout_seconds
+                .map(|s| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)),
         };
         let (record, created) = self.inner.store.create_execution(new).await?;
         if created {
@@ -523,6 +532,19 @@ async fn reap_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
                 inner.wake.notify_one();
             }
             Err(e) => warn!(error = ?e, "looking for lost workers failed"),
+        }
+        match inner.store.expire_deadlines().await {
+            Ok(ids) => {
+                for id in ids {
+                    warn!(execution.id = %id, "execution {id} timed out");
+                    for (execution, cancel) in lock(&inner.running).values() {
+                        if *execution == id {
+                            cancel.cancel();
+                        }
+                    }
+                }
+            }
+            Err(e) => warn!(error = ?e, "looking for timed-out executions failed"),
         }
         let cutoff = orchestrator_store::now_ms() - inner.config.idempotency_ttl_ms;
         if let Err(e) = inner.store.expire_idempotency_keys(cutoff).await {

@@ -127,6 +127,7 @@ async fn bench(label: &str, database_url: String) {
                 options: serde_json::json!({}),
                 idempotency_key: None,
                 request_hash: None,
+                timeout_ms: None,
                 steps: plan
                     .steps
                     .iter()

@@ -133,10 +133,16 @@ fn engine_options(dto: &OptionsDto) -> Result<ExecutionOptions, ApiError> {
             )));
         }
     };
+    if dto.timeout_seconds == Some(0) {
+        return Err(ApiError::Unprocessable(
+            "options.timeout_seconds must be at least 1".to_string(),
+        ));
+    }
     Ok(ExecutionOptions {
         checkpoint_enabled: dto.checkpoint_enabled.unwrap_or(true),
         max_retries: dto.max_retries,
         workspace,
+        timeout_seconds: dto.timeout_seconds,
     })
 }
 

@@ -40,6 +40,10 @@ pub struct OptionsDto {
     #[serde(default)]
     #[schema(value_type = Option<String>, example = "shared")]
     pub workspace: Option<String>,
+    /// Execution-wide timeout in seconds: past it the execution fails and its
+    /// running steps are stopped.
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
 }
 
 /// Query of `GET /executions`.

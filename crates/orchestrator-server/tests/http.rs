@@ -772,3 +772,47 @@ async fn a_full_queue_answers_429_with_retry_after() {
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["type"], "/problems/too-many-requests");
 }
+
+/// An execution-wide timeout fails the execution and stops its running step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_past_its_timeout_fails_and_its_steps_stop() {
+    let dir = TempDir::new("orch-http");
+    let s = Server::start(sqlite_url(&dir)).await;
+    let yaml = "name: long\nsteps:\n  - id: nap\n    tool: terminal\n    parameters: {command: 'echo $$ > nap.pid; exec sleep 30'}\n  - id: later\n    tool: echo\n    depends_on: [nap]\n";
+    let r = s
+        .client
+        .post(s.url("/executions"))
+        .json(&json!({"pipeline": yaml, "options": {"timeout_seconds": 1}}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let started = tokio::time::Instant::now();
+    let done = s.finished(&id).await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timed out"),
+        "{done:#}"
+    );
+    assert_eq!(step(&done, "later")["status"], "cancelled");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let pid = std::fs::read_to_string(s.workspace.path().join("nap.pid")).expect("pid");
+    let proc = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while proc.exists()
+        && !std::fs::read_to_string(proc.join("stat")).is_ok_and(|st| st.contains(") Z "))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the step's command still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

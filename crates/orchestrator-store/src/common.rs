@@ -12,8 +12,8 @@ use sqlx::types::Json;
 use crate::{CheckpointRecord, ExecutionRecord, Result, StepRecord, StoreError};
 
 pub(crate) const INSERT_EXECUTION: &str = "INSERT INTO executions \
-    (id, pipeline_id, pipeline_name, status, source, plan, inputs, options, idempotency_key, request_hash, created_at, updated_at) \
-    VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $10) \
+    (id, pipeline_id, pipeline_name, status, source, plan, inputs, options, idempotency_key, request_hash, created_at, updated_at, deadline) \
+    VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $10, $11) \
     ON CONFLICT (idempotency_key) DO NOTHING";
 
 pub(crate) const INSERT_STEP: &str = "INSERT INTO steps \
@@ -340,6 +340,23 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// Ends an unfinished execution: steps not started are cancelled,
+            /// running ones are told through their heartbeats.
+            async fn stop_execution(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                id: &str,
+                status: &str,
+                error: &str,
+                now: i64,
+            ) -> crate::Result<()> {
+                use crate::common::*;
+                sqlx::query(CANCEL_UNSTARTED).bind(id).bind(now).execute(&mut **tx).await?;
+                sqlx::query(DEQUEUE_UNLEASED).bind(id).execute(&mut **tx).await?;
+                sqlx::query(RECOUNT_OPEN).bind(id).execute(&mut **tx).await?;
+                sqlx::query(STOP_EXECUTION).bind(id).bind(status).bind(error).bind(now).execute(&mut **tx).await?;
+                Ok(())
+            }
+
             /// Records one attempt of a step.
             async fn insert_checkpoint(
                 tx: &mut sqlx::Transaction<'_, $db>,
@@ -402,6 +419,7 @@ macro_rules! impl_store {
                     .bind(&new.idempotency_key)
                     .bind(&new.request_hash)
                     .bind(now)
+                    .bind(new.timeout_ms.map(|t| now.saturating_add(t)))
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
@@ -599,6 +617,22 @@ macro_rules! impl_store {
                 Ok(done.rows_affected())
             }
 
+            async fn expire_deadlines(&self) -> crate::Result<Vec<String>> {
+                use crate::common::*;
+                let now = crate::now_ms();
+                let _writer = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                let overdue: Vec<(String, i64, i64)> =
+                    sqlx::query_as(OVERDUE_EXECUTIONS).bind(now).fetch_all(&mut *tx).await?;
+                for (id, created_at, deadline) in &overdue {
+                    sqlx::query(LOCK_EXECUTION).bind(id).bind(now).execute(&mut *tx).await?;
+                    let error = format!("execution timed out after {} s", (deadline - created_at) / 1000);
+                    Self::stop_execution(&mut tx, id, "failed", &error, now).await?;
+                }
+                tx.commit().await?;
+                Ok(overdue.into_iter().map(|(id, _, _)| id).collect())
+            }
+
             async fn queue_depth(&self) -> crate::Result<i64> {
                 Ok(sqlx::query_scalar(crate::common::QUEUE_DEPTH).fetch_one(&self.pool).await?)
             }
@@ -620,7 +654,8 @@ macro_rules! impl_store {
                     .bind(now)
                     .fetch_optional(&mut *tx)
                     .await?;
-                let cancelled = execution_status.as_deref() == Some("cancelled");
+                // Cancelled or timed out while this step ran.
+                let cancelled = matches!(execution_status.as_deref(), Some("cancelled" | "failed" | "succeeded"));
                 let released = sqlx::query(RELEASE_LEASE)
                     .bind(&step.execution_id)
                     .bind(&step.step_id)
@@ -816,7 +851,8 @@ macro_rules! impl_store {
                     .bind(now)
                     .fetch_optional(&mut *tx)
                     .await?;
-                let cancelled = execution_status.as_deref() == Some("cancelled");
+                // Cancelled or timed out while this step ran.
+                let cancelled = matches!(execution_status.as_deref(), Some("cancelled" | "failed" | "succeeded"));
                 let released = sqlx::query(RELEASE_LEASE)
                     .bind(&step.execution_id)
                     .bind(&step.step_id)
@@ -889,10 +925,7 @@ macro_rules! impl_store {
                     return Ok(None);
                 };
                 if !matches!(status.as_str(), "succeeded" | "failed" | "cancelled") {
-                    sqlx::query(CANCEL_UNSTARTED).bind(id).bind(now).execute(&mut *tx).await?;
-                    sqlx::query(DEQUEUE_UNLEASED).bind(id).execute(&mut *tx).await?;
-                    sqlx::query(RECOUNT_OPEN).bind(id).execute(&mut *tx).await?;
-                    sqlx::query(CANCEL_EXECUTION).bind(id).bind(now).execute(&mut *tx).await?;
+                    Self::stop_execution(&mut tx, id, "cancelled", "cancelled by request", now).await?;
                 }
                 let row: ExecutionRow = sqlx::query_as(SELECT_EXECUTION).bind(id).fetch_one(&mut *tx).await?;
                 tx.commit().await?;
@@ -1127,8 +1160,11 @@ pub(crate) const CANCEL_UNSTARTED: &str = "UPDATE steps SET status = 'cancelled'
 pub(crate) const DEQUEUE_UNLEASED: &str =
     "DELETE FROM step_queue WHERE execution_id = $1 AND lease_token IS NULL";
 
-pub(crate) const CANCEL_EXECUTION: &str = "UPDATE executions SET status = 'cancelled', error = 'cancelled by request', \
-    finished_at = $2, updated_at = $2 WHERE id = $1";
+pub(crate) const STOP_EXECUTION: &str = "UPDATE executions SET status = $2, error = $3, \
+    finished_at = $4, updated_at = $4 WHERE id = $1";
+
+pub(crate) const OVERDUE_EXECUTIONS: &str = "SELECT id, created_at, deadline FROM executions \
+    WHERE deadline IS NOT NULL AND deadline < $1 AND status IN ('queued', 'running') LIMIT 100";
 
 pub(crate) const RESET_STEP: &str = "UPDATE steps SET status = 'pending', attempt = 0, parameters = NULL, result = NULL, \
     error = NULL, error_type = NULL, reason = NULL, timed_out = FALSE, started_at = NULL, finished_at = NULL, \

@@ -64,6 +64,8 @@ pub struct NewExecution {
     pub idempotency_key: Option<String>,
     pub request_hash: Option<String>,
     pub steps: Vec<NewStep>,
+    /// Execution-wide timeout: past it the execution fails and its steps stop.
+    pub timeout_ms: Option<i64>,
 }
 
 /// A step row of a new execution.
@@ -262,6 +264,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Forgets idempotency keys of executions created before `before_ms`
     /// (the executions stay). Returns how many keys were forgotten.
     async fn expire_idempotency_keys(&self, before_ms: i64) -> Result<u64>;
+
+    /// Fails unfinished executions whose deadline has passed; returns their ids.
+    async fn expire_deadlines(&self) -> Result<Vec<String>>;
 
     /// Number of runnable or running steps in the queue (for back-pressure).
     async fn queue_depth(&self) -> Result<i64>;

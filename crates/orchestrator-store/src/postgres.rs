@@ -29,7 +29,7 @@ const RELEASE: &str = "UPDATE step_queue SET locked_by = NULL, lease_token = NUL
 
 /// Held leases whose execution was cancelled.
 const CANCELLED_LEASES: &str = "SELECT q.lease_token FROM step_queue q JOIN executions e ON e.id = q.execution_id \
-    WHERE q.lease_token = ANY($1) AND e.status = 'cancelled'";
+    WHERE q.lease_token = ANY($1) AND e.status IN ('cancelled', 'failed', 'succeeded')";
 
 /// Extends leases (`$1` lease end, `$2` tokens).
 const HEARTBEAT: &str =

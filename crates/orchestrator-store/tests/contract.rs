@@ -83,6 +83,7 @@ fn new_execution(yaml: &str, key: Option<&str>, hash: Option<&str>) -> NewExecut
             })
             .collect(),
         plan: serde_json::to_value(&plan).expect("plan json"),
+        timeout_ms: None,
     }
 }
 
