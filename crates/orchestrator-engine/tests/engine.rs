@@ -6,36 +6,12 @@ use std::time::Duration;
 use orchestrator_core::flow::{ExecutionStatus, StepStatus};
 use orchestrator_engine::{Engine, EngineConfig, ExecutionOptions, PipelineSource, Submission};
 use orchestrator_store::Store;
-use orchestrator_store::testing::{TempDir, fresh_postgres, fresh_sqlite};
+use orchestrator_store::testing::TempDir;
 use orchestrator_tools::ToolRegistry;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let (store, _dir) = super::fresh_sqlite().await;
-                    super::$name(store).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(store) = super::fresh_postgres().await {
-                        super::$name(store).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-both!(
+orchestrator_store::for_each_backend!(
     hello_writes_reads_and_outputs,
     branches_take_the_long_path_and_skip_the_short_one,
     branches_take_the_short_path_when_the_condition_is_false,

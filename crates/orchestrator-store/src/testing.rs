@@ -90,3 +90,34 @@ pub async fn fresh_postgres() -> Option<Arc<dyn Store>> {
         .unwrap_or_else(|e| panic!("postgres: {e:?}"));
     Some(Arc::new(store))
 }
+
+/// Runs each named `async fn(Arc<dyn Store>)` as two tests, one on a fresh
+/// SQLite store and one on a fresh PostgreSQL store (see [`fresh_postgres`]).
+///
+/// ```ignore
+/// orchestrator_store::for_each_backend!(creates_an_execution, claims_once);
+/// ```
+#[macro_export]
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (store, _dir) = $crate::testing::fresh_sqlite().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(store) = $crate::testing::fresh_postgres().await {
+                        super::$name(store).await;
+                    }
+                }
+            )*
+        }
+    };
+}

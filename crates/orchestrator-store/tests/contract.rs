@@ -5,37 +5,12 @@ use std::sync::Arc;
 
 use orchestrator_core::flow::{ExecutionStatus, StepStatus};
 use orchestrator_core::{CompileOptions, builtin_catalog, compile_yaml};
-use orchestrator_store::testing::{fresh_postgres, fresh_sqlite};
 use orchestrator_store::{
     ClaimedStep, ExecutionFilter, NewExecution, NewStep, StepResult, Store, StoreError, now_ms,
 };
 use serde_json::{Value, json};
 
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let (store, _dir) = super::fresh_sqlite().await;
-                    super::$name(store).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(store) = super::fresh_postgres().await {
-                        super::$name(store).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-contract!(
+orchestrator_store::for_each_backend!(
     creating_an_execution_stores_it_with_its_steps,
     only_ready_steps_are_claimed_and_each_only_once,
     finishing_a_step_readies_its_dependents_and_records_a_checkpoint,
