@@ -357,6 +357,34 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// Takes the execution's lock and ends the step's lease, fenced by
+            /// its token ([`crate::StoreError::LeaseLost`] when another worker
+            /// holds it now; the dropped transaction rolls back). Returns whether
+            /// the execution has ended meanwhile (cancelled or timed out).
+            async fn end_lease(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                step: &crate::ClaimedStep,
+                now: i64,
+            ) -> crate::Result<bool> {
+                use crate::common::*;
+                let status: Option<String> = sqlx::query_scalar(LOCK_EXECUTION)
+                    .bind(&step.execution_id)
+                    .bind(now)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                let released = sqlx::query(RELEASE_LEASE)
+                    .bind(&step.execution_id)
+                    .bind(&step.step_id)
+                    .bind(&step.lease_token)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                if released == 0 {
+                    return Err(crate::StoreError::LeaseLost { step: step.step_id.clone() });
+                }
+                Ok(matches!(status.as_deref(), Some("cancelled" | "failed" | "succeeded")))
+            }
+
             /// Records one attempt of a step.
             async fn insert_checkpoint(
                 tx: &mut sqlx::Transaction<'_, $db>,
@@ -649,26 +677,8 @@ macro_rules! impl_store {
                 let now = crate::now_ms();
                 let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
-                let execution_status: Option<String> = sqlx::query_scalar(LOCK_EXECUTION)
-                    .bind(&step.execution_id)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                // Cancelled or timed out while this step ran.
-                let cancelled = matches!(execution_status.as_deref(), Some("cancelled" | "failed" | "succeeded"));
-                let released = sqlx::query(RELEASE_LEASE)
-                    .bind(&step.execution_id)
-                    .bind(&step.step_id)
-                    .bind(&step.lease_token)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if released == 0 {
-                    tx.rollback().await?;
-                    return Err(crate::StoreError::LeaseLost {
-                        step: step.step_id.clone(),
-                    });
-                }
+                // Cancelled or timed out while this step ran?
+                let cancelled = Self::end_lease(&mut tx, step, now).await?;
                 sqlx::query(UPDATE_STEP_RESULT)
                     .bind(&step.execution_id)
                     .bind(&step.step_id)
@@ -846,26 +856,8 @@ macro_rules! impl_store {
                 let now = crate::now_ms();
                 let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
-                let execution_status: Option<String> = sqlx::query_scalar(LOCK_EXECUTION)
-                    .bind(&step.execution_id)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                // Cancelled or timed out while this step ran.
-                let cancelled = matches!(execution_status.as_deref(), Some("cancelled" | "failed" | "succeeded"));
-                let released = sqlx::query(RELEASE_LEASE)
-                    .bind(&step.execution_id)
-                    .bind(&step.step_id)
-                    .bind(&step.lease_token)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if released == 0 {
-                    tx.rollback().await?;
-                    return Err(crate::StoreError::LeaseLost {
-                        step: step.step_id.clone(),
-                    });
-                }
+                // Cancelled or timed out while this step ran?
+                let cancelled = Self::end_lease(&mut tx, step, now).await?;
                 if cancelled {
                     sqlx::query(SET_STEP_STATUS)
                         .bind(&step.execution_id)
