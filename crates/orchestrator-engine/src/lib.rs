@@ -725,6 +725,15 @@ fn referenced_ids(planned: &PlannedStep) -> Vec<String> {
     ids
 }
 
+/// A stored envelope `{result, success, error}` as templates see it.
+fn envelope_of(env: &Value) -> StepEnvelope {
+    StepEnvelope {
+        result: env.get("result").cloned().unwrap_or(Value::Null),
+        success: env.get("success").and_then(Value::as_bool).unwrap_or(false),
+        error: env.get("error").and_then(Value::as_str).map(str::to_string),
+    }
+}
+
 /// Builds the names a step's templates see.
 fn build_scope(
     inputs: &Value,
@@ -758,14 +767,7 @@ fn build_scope(
         if let Some((status, env)) = by_id.get(id) {
             match (status, env) {
                 (StepStatus::Succeeded | StepStatus::Failed, Some(env)) => {
-                    scope.set_step(
-                        name,
-                        StepEnvelope {
-                            result: env.get("result").cloned().unwrap_or(Value::Null),
-                            success: env.get("success").and_then(Value::as_bool).unwrap_or(false),
-                            error: env.get("error").and_then(Value::as_str).map(str::to_string),
-                        },
-                    );
+                    scope.set_step(name, envelope_of(env));
                 }
                 (StepStatus::Skipped | StepStatus::Cancelled, _) => {
                     scope.set_none(name);
@@ -1133,14 +1135,7 @@ async fn expand_while(
         };
         match found {
             Some((StepStatus::Succeeded | StepStatus::Failed, Some(env))) => {
-                scope.set_step(
-                    b.id.clone(),
-                    StepEnvelope {
-                        result: env.get("result").cloned().unwrap_or(Value::Null),
-                        success: env.get("success").and_then(Value::as_bool).unwrap_or(false),
-                        error: env.get("error").and_then(Value::as_str).map(str::to_string),
-                    },
-                );
+                scope.set_step(b.id.clone(), envelope_of(env));
             }
             _ => {
                 scope.set_none(b.id.clone());
