@@ -76,7 +76,7 @@ impl SqliteStore {
         let max = if url.contains(":memory:") || url.contains("mode=memory") {
             1
         } else {
-            8
+            4
         };
         let pool = SqlitePoolOptions::new()
             .max_connections(max)
