@@ -284,6 +284,7 @@ pub async fn list_executions(
     let before = query
         .cursor
         .as_deref()
+        .filter(|c| !c.is_empty())
         .map(|c| {
             c.split_once('.')
                 .and_then(|(ms, id)| {
@@ -322,7 +323,7 @@ pub async fn list_executions(
     path = "/executions/{id}",
     tag = TAG_EXECUTIONS,
     operation_id = "get_execution",
-    params(("id" = String, Path, description = "Execution id (a UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Execution id")),
     responses(
         (status = 200, description = "The execution", body = ExecutionView),
         (status = 400, description = "Not a valid id", body = Problem, content_type = "application/problem+json"),
@@ -343,7 +344,7 @@ pub async fn get_execution(
     path = "/executions/{id}/checkpoints",
     tag = TAG_EXECUTIONS,
     operation_id = "list_checkpoints",
-    params(("id" = String, Path, description = "Execution id (a UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Execution id")),
     responses(
         (status = 200, description = "The checkpoints", body = CheckpointList),
         (status = 400, description = "Not a valid id", body = Problem, content_type = "application/problem+json"),
@@ -381,7 +382,7 @@ pub async fn list_checkpoints(
     path = "/executions/{id}/cancel",
     tag = TAG_EXECUTIONS,
     operation_id = "cancel_execution",
-    params(("id" = String, Path, description = "Execution id (a UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Execution id")),
     responses(
         (status = 200, description = "The execution after cancelling", body = ExecutionView),
         (status = 400, description = "Not a valid id", body = Problem, content_type = "application/problem+json"),
@@ -407,7 +408,7 @@ pub async fn cancel_execution(
     path = "/executions/{id}/recover",
     tag = TAG_EXECUTIONS,
     operation_id = "recover_execution",
-    params(("id" = String, Path, description = "Execution id (a UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Execution id")),
     request_body(content = Option<RecoverRequest>, content_type = "application/json"),
     responses(
         (status = 200, description = "The execution runs again", body = RecoverResult),
@@ -427,8 +428,9 @@ pub async fn recover_execution(
     let request: RecoverRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RecoverRequest::default()
     } else {
-        serde_json::from_slice(&body)
+        serde_json::from_slice::<Option<RecoverRequest>>(&body)
             .map_err(|e| ApiError::BadRequest(format!("request body is not valid: {e}")))?
+            .unwrap_or_default()
     };
     let store = state.engine().store();
     let from = match request.from_checkpoint {

@@ -35,6 +35,7 @@ pub struct OptionsDto {
     pub checkpoint_enabled: Option<bool>,
     /// Total attempts for steps that set no `max_retries` of their own.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub max_retries: Option<u32>,
     /// `shared` (default): the workspace root; `isolated`: a folder of the execution's own.
     #[serde(default)]
@@ -43,6 +44,7 @@ pub struct OptionsDto {
     /// Execution-wide timeout in seconds: past it the execution fails and its
     /// running steps are stopped.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub timeout_seconds: Option<u64>,
 }
 
@@ -56,6 +58,7 @@ pub struct ListQuery {
     /// Only executions of this pipeline name.
     pub pipeline: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
