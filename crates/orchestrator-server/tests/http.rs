@@ -46,6 +46,7 @@ both!(
     recovering_a_failed_execution_reruns_only_what_did_not_succeed,
     cancelling_stops_what_has_not_started,
     a_step_that_times_out_is_retried_and_the_run_continues,
+    a_pipeline_uses_every_tool,
     cancelling_kills_a_running_command,
 );
 
@@ -555,7 +556,14 @@ async fn health_ready_and_openapi_answer() {
         .collect();
     assert_eq!(
         ids,
-        vec!["echo", "filesystem", "report-generator", "terminal"]
+        vec![
+            "data-processing",
+            "echo",
+            "filesystem",
+            "report-generator",
+            "terminal",
+            "validation"
+        ]
     );
     let _ = postgres_url;
 }
@@ -815,4 +823,59 @@ async fn an_execution_past_its_timeout_fails_and_its_steps_stop() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+async fn a_pipeline_uses_every_tool(s: Server) {
+    let yaml = r#"name: every-tool
+steps:
+  - id: csv
+    tool: filesystem
+    action: write
+    parameters:
+      path: data/sales.csv
+      content: "region,amount\nnorth,10\nsouth,5\nnorth,2\n"
+  - id: totals
+    tool: data-processing
+    action: aggregate
+    parameters:
+      path: "{{ csv.result.path }}"
+      group_by: region
+      aggregations: {total: {op: sum, field: amount}}
+  - id: check
+    tool: validation
+    action: validate
+    parameters:
+      data: "{{ totals.result.data }}"
+      fail_on_invalid: true
+      schema:
+        type: array
+        items: {type: object, required: [region, total]}
+  - id: count_lines
+    tool: terminal
+    action: run
+    depends_on: [check]
+    parameters: {command: "wc -l < data/sales.csv"}
+  - id: report
+    tool: report-generator
+    action: generate
+    parameters:
+      title: Sales
+      sections:
+        - title: North
+          content: "{{ totals.result.data[0].total }} from {{ count_lines.result.stdout | trim }} lines"
+      path: out/report.md
+  - id: done
+    tool: echo
+    parameters: {valid: "{{ check.result.valid }}"}
+outputs:
+  report: "{{ report.result.content }}"
+  valid: "{{ done.result.valid }}"
+"#;
+    let done = s.run_yaml(yaml, "").await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["outputs"]["valid"], true);
+    assert_eq!(
+        s.file("out/report.md"),
+        "# Sales\n\n## North\n\n12 from 4 lines\n"
+    );
 }

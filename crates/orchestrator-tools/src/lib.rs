@@ -12,10 +12,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+pub mod data;
 pub mod echo;
 pub mod filesystem;
 pub mod report;
 pub mod terminal;
+pub mod validation;
 
 /// Everything a tool may use besides its parameters.
 #[derive(Debug, Clone)]
@@ -92,6 +94,8 @@ impl ToolRegistry {
         r.register(Arc::new(echo::Echo));
         r.register(Arc::new(filesystem::Filesystem::default()));
         r.register(Arc::new(report::ReportGenerator));
+        r.register(Arc::new(validation::Validation));
+        r.register(Arc::new(data::DataProcessing));
         r
     }
 

@@ -1,0 +1,465 @@
+//! `data-processing`: filter, convert, aggregate and transform tabular data —
+//! a list of objects, CSV text, or a workspace `.csv` / `.json` file.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde_json::{Map, Number, Value, json};
+
+use crate::{ActionSpec, Tool, ToolContext, ToolError, action, type_name};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DataProcessing;
+
+/// Largest input read from a file, in bytes.
+const MAX_INPUT_BYTES: u64 = 50 * 1024 * 1024;
+
+/// Parses CSV text (first row: headers) into objects of strings.
+pub fn parse_csv(text: &str) -> Result<Vec<Value>, ToolError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(text.as_bytes());
+    let headers = reader.headers().map_err(|e| bad_csv(&e))?.clone();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| bad_csv(&e))?;
+        let row: Map<String, Value> = headers
+            .iter()
+            .zip(record.iter())
+            .map(|(h, v)| (h.to_string(), Value::String(v.to_string())))
+            .collect();
+        rows.push(Value::Object(row));
+    }
+    Ok(rows)
+}
+
+fn bad_csv(e: &csv::Error) -> ToolError {
+    ToolError::new("DataFormatError", format!("invalid CSV: {e}"))
+}
+
+/// Writes objects as CSV; the columns are every key in first-seen order.
+pub fn to_csv(rows: &[Value]) -> Result<String, ToolError> {
+    let mut columns: Vec<String> = Vec::new();
+    for row in rows {
+        let obj = row
+            .as_object()
+            .ok_or_else(|| ToolError::invalid("CSV rows must be objects"))?;
+        for k in obj.keys() {
+            if !columns.contains(k) {
+                columns.push(k.clone());
+            }
+        }
+    }
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(&columns).map_err(|e| bad_csv(&e))?;
+    for row in rows {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| match row.get(c) {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            })
+            .collect();
+        writer.write_record(&cells).map_err(|e| bad_csv(&e))?;
+    }
+    let bytes = writer
+        .into_inner()
+        .map_err(|e| ToolError::new("IOError", e.to_string()))?;
+    String::from_utf8(bytes).map_err(|e| ToolError::new("IOError", e.to_string()))
+}
+
+/// The rows to work on, and the format they came in.
+async fn rows_of(
+    params: &Map<String, Value>,
+    ctx: &ToolContext,
+) -> Result<(Vec<Value>, &'static str), ToolError> {
+    let format = params.get("format").and_then(Value::as_str);
+    let (text, fmt) = match (params.get("data"), params.get("path")) {
+        (Some(Value::Array(rows)), _) => return Ok((rows.clone(), "json")),
+        (Some(Value::String(text)), _) => (
+            text.clone(),
+            format
+                .unwrap_or(if text.trim_start().starts_with(['[', '{']) {
+                    "json"
+                } else {
+                    "csv"
+                })
+                .to_string(),
+        ),
+        (Some(other), _) => {
+            return Err(ToolError::invalid(format!(
+                "'data' must be a list of objects or CSV/JSON text, got {}",
+                type_name(other)
+            )));
+        }
+        (None, Some(Value::String(path))) => {
+            let file = crate::filesystem::resolve(&ctx.workspace, path)?;
+            let meta = tokio::fs::metadata(&file.full).await.map_err(|_| {
+                ToolError::new(
+                    "FileNotFoundError",
+                    format!("'{}' does not exist", file.relative),
+                )
+            })?;
+            if meta.len() > MAX_INPUT_BYTES {
+                return Err(ToolError::new(
+                    "FileTooLargeError",
+                    format!("'{}' is larger than {MAX_INPUT_BYTES} bytes", file.relative),
+                ));
+            }
+            let text = tokio::fs::read_to_string(&file.full)
+                .await
+                .map_err(|e| ToolError::new("IOError", e.to_string()))?;
+            let fmt = format.map(str::to_string).unwrap_or_else(|| {
+                if file.relative.ends_with(".json") {
+                    "json".into()
+                } else {
+                    "csv".into()
+                }
+            });
+            (text, fmt)
+        }
+        _ => {
+            return Err(ToolError::invalid(
+                "give 'data' (rows or CSV/JSON text) or a workspace 'path'",
+            ));
+        }
+    };
+    match fmt.as_str() {
+        "csv" => Ok((parse_csv(&text)?, "csv")),
+        "json" => match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Array(rows)) => Ok((rows, "json")),
+            Ok(other) => Err(ToolError::new(
+                "DataFormatError",
+                format!("JSON data must be a list, got {}", type_name(&other)),
+            )),
+            Err(e) => Err(ToolError::new(
+                "DataFormatError",
+                format!("invalid JSON: {e}"),
+            )),
+        },
+        other => Err(ToolError::invalid(format!(
+            "format '{other}' is not csv or json"
+        ))),
+    }
+}
+
+/// A number, if the value is one or is text that reads as one.
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+    match (number(a), number(b)) {
+        (Some(x), Some(y)) => x.partial_cmp(&y),
+        _ => match (a, b) {
+            (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+            _ => None,
+        },
+    }
+}
+
+fn loosely_equal(a: &Value, b: &Value) -> bool {
+    a == b || compare(a, b) == Some(Ordering::Equal)
+}
+
+/// Whether a row matches every criterion: `field: value` or `field: {op: value}`
+/// with ops eq, ne, gt, gte, lt, lte, contains, in.
+fn matches(row: &Value, criteria: &Map<String, Value>) -> Result<bool, ToolError> {
+    for (field, test) in criteria {
+        let value = row.get(field).unwrap_or(&Value::Null);
+        let ok = match test {
+            Value::Object(ops) => {
+                let mut all = true;
+                for (op, expected) in ops {
+                    let ord = compare(value, expected);
+                    all &= match op.as_str() {
+                        "eq" => loosely_equal(value, expected),
+                        "ne" => !loosely_equal(value, expected),
+                        "gt" => ord == Some(Ordering::Greater),
+                        "gte" => matches!(ord, Some(Ordering::Greater | Ordering::Equal)),
+                        "lt" => ord == Some(Ordering::Less),
+                        "lte" => matches!(ord, Some(Ordering::Less | Ordering::Equal)),
+                        "contains" => match (value, expected) {
+                            (Value::String(s), Value::String(t)) => s.contains(t.as_str()),
+                            (Value::Array(items), x) => items.iter().any(|i| loosely_equal(i, x)),
+                            _ => false,
+                        },
+                        "in" => expected
+                            .as_array()
+                            .is_some_and(|opts| opts.iter().any(|o| loosely_equal(value, o))),
+                        other => {
+                            return Err(ToolError::invalid(format!(
+                                "unknown operator '{other}' for '{field}'; use eq, ne, gt, gte, lt, lte, contains, in"
+                            )));
+                        }
+                    };
+                }
+                all
+            }
+            expected => loosely_equal(value, expected),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn to_number(f: f64) -> Value {
+    if f.fract() == 0.0 && f.abs() < 9.0e15 {
+        Value::from(f as i64)
+    } else {
+        Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
+    }
+}
+
+fn aggregate(
+    rows: &[Value],
+    group_by: &[String],
+    aggs: &Map<String, Value>,
+) -> Result<Vec<Value>, ToolError> {
+    let mut groups: BTreeMap<String, (Map<String, Value>, Vec<&Value>)> = BTreeMap::new();
+    for row in rows {
+        let key_values: Map<String, Value> = group_by
+            .iter()
+            .map(|g| (g.clone(), row.get(g).cloned().unwrap_or(Value::Null)))
+            .collect();
+        let key = Value::Object(key_values.clone()).to_string();
+        groups
+            .entry(key)
+            .or_insert_with(|| (key_values, Vec::new()))
+            .1
+            .push(row);
+    }
+    let mut out = Vec::new();
+    for (_, (mut result, members)) in groups {
+        for (name, spec) in aggs {
+            let (op, field) = match spec {
+                Value::String(op) => (op.as_str(), None),
+                Value::Object(m) => (
+                    m.get("op").and_then(Value::as_str).ok_or_else(|| {
+                        ToolError::invalid(format!("aggregation '{name}' needs an 'op'"))
+                    })?,
+                    m.get("field").and_then(Value::as_str),
+                ),
+                _ => {
+                    return Err(ToolError::invalid(format!(
+                        "aggregation '{name}' must be {{op, field}}"
+                    )));
+                }
+            };
+            let values: Vec<f64> = match field {
+                Some(f) => members
+                    .iter()
+                    .filter_map(|r| r.get(f).and_then(number))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let value = match op {
+                "count" => Value::from(match field {
+                    Some(f) => members
+                        .iter()
+                        .filter(|r| r.get(f).is_some_and(|v| !v.is_null()))
+                        .count(),
+                    None => members.len(),
+                }),
+                "sum" => to_number(values.iter().sum()),
+                "avg" | "mean" if values.is_empty() => Value::Null,
+                "avg" | "mean" => to_number(values.iter().sum::<f64>() / values.len() as f64),
+                "min" => values
+                    .iter()
+                    .copied()
+                    .reduce(f64::min)
+                    .map(to_number)
+                    .unwrap_or(Value::Null),
+                "max" => values
+                    .iter()
+                    .copied()
+                    .reduce(f64::max)
+                    .map(to_number)
+                    .unwrap_or(Value::Null),
+                other => {
+                    return Err(ToolError::invalid(format!(
+                        "unknown aggregation '{other}'; use count, sum, avg, min, max"
+                    )));
+                }
+            };
+            if field.is_none() && op != "count" {
+                return Err(ToolError::invalid(format!(
+                    "aggregation '{name}' ({op}) needs a 'field'"
+                )));
+            }
+            result.insert(name.clone(), value);
+        }
+        out.push(Value::Object(result));
+    }
+    Ok(out)
+}
+
+fn strings(v: Option<&Value>, name: &str) -> Result<Vec<String>, ToolError> {
+    match v {
+        None | Some(Value::Null) => Ok(vec![]),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ToolError::invalid(format!("'{name}' must list field names")))
+            })
+            .collect(),
+        Some(other) => Err(ToolError::invalid(format!(
+            "'{name}' must be a field name or a list, got {}",
+            type_name(other)
+        ))),
+    }
+}
+
+#[async_trait]
+impl Tool for DataProcessing {
+    fn id(&self) -> &str {
+        "data-processing"
+    }
+
+    fn description(&self) -> &str {
+        "Filter, convert (CSV <-> JSON), aggregate and transform tabular data"
+    }
+
+    fn actions(&self) -> Vec<ActionSpec> {
+        let input = json!({
+            "data": {"description": "a list of objects, or CSV/JSON text"},
+            "path": {"type": "string", "description": "a workspace .csv or .json file"},
+            "format": {"type": "string", "enum": ["csv", "json"]}
+        });
+        let with = |extra: Value| {
+            let mut props = input.as_object().cloned().unwrap_or_default();
+            if let Value::Object(e) = extra {
+                props.extend(e);
+            }
+            json!({"type": "object", "properties": props})
+        };
+        vec![
+            action(
+                "filter",
+                "Keep rows matching every criterion: {data, count}",
+                with(json!({"criteria": {"type": "object"}})),
+            ),
+            action(
+                "convert",
+                "Convert between CSV and JSON: {content, format, count}",
+                with(json!({"to": {"type": "string", "enum": ["csv", "json"]}})),
+            ),
+            action(
+                "aggregate",
+                "Group rows and compute count/sum/avg/min/max: {data, count}",
+                with(json!({"group_by": {}, "aggregations": {"type": "object"}})),
+            ),
+            action(
+                "transform",
+                "Select and rename fields: {data, count}",
+                with(json!({"select": {"type": "array"}, "rename": {"type": "object"}})),
+            ),
+        ]
+    }
+
+    async fn execute(
+        &self,
+        action: &str,
+        params: &Map<String, Value>,
+        ctx: &ToolContext,
+    ) -> Result<Value, ToolError> {
+        let (rows, _) = rows_of(params, ctx).await?;
+        match action {
+            "filter" => {
+                let criteria = match params.get("criteria") {
+                    Some(Value::Object(c)) => c.clone(),
+                    None | Some(Value::Null) => Map::new(),
+                    Some(_) => return Err(ToolError::invalid("'criteria' must be an object")),
+                };
+                let mut kept = Vec::new();
+                for row in rows {
+                    if matches(&row, &criteria)? {
+                        kept.push(row);
+                    }
+                }
+                Ok(json!({"count": kept.len(), "data": kept}))
+            }
+            "convert" => match params.get("to").and_then(Value::as_str) {
+                Some("csv") => {
+                    Ok(json!({"format": "csv", "count": rows.len(), "content": to_csv(&rows)?}))
+                }
+                Some("json") => Ok(
+                    json!({"format": "json", "count": rows.len(), "content": Value::Array(rows.clone()).to_string(), "data": rows}),
+                ),
+                _ => Err(ToolError::invalid("'to' must be csv or json")),
+            },
+            "aggregate" => {
+                let group_by = strings(params.get("group_by"), "group_by")?;
+                let aggs = match params.get("aggregations") {
+                    Some(Value::Object(a)) => a.clone(),
+                    None | Some(Value::Null) => {
+                        Map::from_iter([("count".to_string(), Value::String("count".into()))])
+                    }
+                    Some(_) => {
+                        return Err(ToolError::invalid(
+                            "'aggregations' must be an object {name: {op, field}}",
+                        ));
+                    }
+                };
+                let data = aggregate(&rows, &group_by, &aggs)?;
+                Ok(json!({"count": data.len(), "data": data}))
+            }
+            "transform" => {
+                let select = strings(params.get("select"), "select")?;
+                let rename = match params.get("rename") {
+                    Some(Value::Object(r)) => r.clone(),
+                    None | Some(Value::Null) => Map::new(),
+                    Some(_) => {
+                        return Err(ToolError::invalid("'rename' must be an object {old: new}"));
+                    }
+                };
+                let data: Vec<Value> = rows
+                    .iter()
+                    .map(|row| {
+                        let obj = row.as_object().cloned().unwrap_or_default();
+                        let picked: Vec<(String, Value)> = if select.is_empty() {
+                            obj.into_iter().collect()
+                        } else {
+                            select
+                                .iter()
+                                .map(|f| (f.clone(), obj.get(f).cloned().unwrap_or(Value::Null)))
+                                .collect()
+                        };
+                        Value::Object(
+                            picked
+                                .into_iter()
+                                .map(|(k, v)| {
+                                    (
+                                        rename
+                                            .get(&k)
+                                            .and_then(Value::as_str)
+                                            .map(str::to_string)
+                                            .unwrap_or(k),
+                                        v,
+                                    )
+                                })
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                Ok(json!({"count": data.len(), "data": data}))
+            }
+            other => Err(ToolError::invalid(format!(
+                "data-processing has no action '{other}'"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! data-processing and validation on real data and files.
+
+use std::path::PathBuf;
+
+use orchestrator_tools::data::DataProcessing;
+use orchestrator_tools::validation::Validation;
+use orchestrator_tools::{Tool, ToolContext, ToolError};
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+struct Ws(PathBuf);
+impl Drop for Ws {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn ctx() -> (ToolContext, Ws) {
+    let dir = std::env::temp_dir().join(format!("orch-data-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    (
+        ToolContext {
+            workspace: dir.clone(),
+            cancel: CancellationToken::new(),
+            execution_id: "e".into(),
+            step_id: "s".into(),
+            attempt: 1,
+        },
+        Ws(dir),
+    )
+}
+
+async fn data(ctx: &ToolContext, action: &str, p: Value) -> Result<Value, ToolError> {
+    DataProcessing
+        .execute(
+            action,
+            &p.as_object().cloned().unwrap_or_else(Map::new),
+            ctx,
+        )
+        .await
+}
+
+async fn validation(ctx: &ToolContext, action: &str, p: Value) -> Result<Value, ToolError> {
+    Validation
+        .execute(
+            action,
+            &p.as_object().cloned().unwrap_or_else(Map::new),
+            ctx,
+        )
+        .await
+}
+
+const SALES: &str =
+    "region,product,amount\nnorth,apple,10\nsouth,apple,5\nnorth,pear,7.5\nnorth,apple,2\n";
+
+#[tokio::test]
+async fn csv_files_are_filtered_aggregated_and_converted() {
+    let (ctx, _ws) = ctx();
+    std::fs::write(ctx.workspace.join("sales.csv"), SALES).expect("write");
+    let r = data(
+        &ctx,
+        "filter",
+        json!({"path": "sales.csv", "criteria": {"region": "north", "amount": {"gte": 5}}}),
+    )
+    .await
+    .expect("filter");
+    assert_eq!(r["count"], 2);
+    assert_eq!(r["data"][1]["product"], "pear");
+    let r = data(
+        &ctx,
+        "aggregate",
+        json!({"path": "sales.csv", "group_by": "region", "aggregations": {"total": {"op": "sum", "field": "amount"}, "n": "count", "top": {"op": "max", "field": "amount"}, "mean": {"op": "avg", "field": "amount"}}}),
+    )
+    .await
+    .expect("aggregate");
+    assert_eq!(
+        r["data"],
+        json!([
+            {"region": "north", "total": 19.5, "n": 3, "top": 10, "mean": 6.5},
+            {"region": "south", "total": 5, "n": 1, "top": 5, "mean": 5}
+        ])
+    );
+    let r = data(&ctx, "convert", json!({"data": SALES, "to": "json"}))
+        .await
+        .expect("convert");
+    assert_eq!(r["count"], 4);
+    assert_eq!(
+        r["data"][0],
+        json!({"region": "north", "product": "apple", "amount": "10"})
+    );
+    let back = data(&ctx, "convert", json!({"data": r["data"], "to": "csv"}))
+        .await
+        .expect("convert back");
+    assert_eq!(back["content"], SALES);
+    let t = data(
+        &ctx,
+        "transform",
+        json!({"data": [{"a": 1, "b": 2, "c": 3}], "select": ["a", "c"], "rename": {"c": "see"}}),
+    )
+    .await
+    .expect("transform");
+    assert_eq!(t["data"], json!([{"a": 1, "see": 3}]));
+}
+
+#[tokio::test]
+async fn bad_data_gets_typed_errors() {
+    let (ctx, _ws) = ctx();
+    let e = data(
+        &ctx,
+        "convert",
+        json!({"data": "a,b\n1,2,3\n", "to": "json"}),
+    )
+    .await
+    .expect_err("ragged csv");
+    assert_eq!(e.kind, "DataFormatError");
+    let e = data(&ctx, "filter", json!({"data": "[1, 2", "format": "json"}))
+        .await
+        .expect_err("bad json");
+    assert_eq!(e.kind, "DataFormatError");
+    let e = data(&ctx, "filter", json!({"path": "missing.csv"}))
+        .await
+        .expect_err("missing");
+    assert_eq!(e.kind, "FileNotFoundError");
+    let e = data(&ctx, "filter", json!({"path": "../x.csv"}))
+        .await
+        .expect_err("escape");
+    assert_eq!(e.kind, "PermissionError");
+    let e = data(
+        &ctx,
+        "filter",
+        json!({"data": [{"a": 1}], "criteria": {"a": {"like": 1}}}),
+    )
+    .await
+    .expect_err("op");
+    assert_eq!(e.kind, "ValidationError");
+    let e = data(
+        &ctx,
+        "aggregate",
+        json!({"data": [{"a": 1}], "aggregations": {"x": {"op": "median", "field": "a"}}}),
+    )
+    .await
+    .expect_err("agg");
+    assert!(e.message.contains("median"));
+}
+
+#[tokio::test]
+async fn validation_reports_every_error_with_its_path() {
+    let (ctx, _ws) = ctx();
+    let schema = json!({"type": "object", "required": ["name", "age"], "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}, "tags": {"type": "array", "items": {"type": "string"}}}});
+    let ok = validation(
+        &ctx,
+        "validate",
+        json!({"schema": schema, "data": {"name": "a", "age": 3}}),
+    )
+    .await
+    .expect("valid");
+    assert_eq!(ok, json!({"valid": true, "errors": []}));
+    let bad = validation(
+        &ctx,
+        "validate",
+        json!({"schema": schema, "data": {"age": -1, "tags": ["x", 2]}}),
+    )
+    .await
+    .expect("answers");
+    assert_eq!(bad["valid"], false);
+    let paths: Vec<&str> = bad["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["path"].as_str())
+        .collect();
+    assert!(
+        paths.contains(&"/") && paths.contains(&"/age") && paths.contains(&"/tags/1"),
+        "{paths:?}"
+    );
+    let e = validation(
+        &ctx,
+        "validate",
+        json!({"schema": schema, "data": {"age": 1}, "fail_on_invalid": true}),
+    )
+    .await
+    .expect_err("fails");
+    assert_eq!(e.kind, "SchemaValidationError");
+    let e = validation(
+        &ctx,
+        "validate",
+        json!({"schema": {"type": "nonsense"}, "data": 1}),
+    )
+    .await
+    .expect_err("bad schema");
+    assert_eq!(e.kind, "ValidationError");
+    std::fs::write(ctx.workspace.join("doc.json"), r#"{"name": "x", "age": 1}"#).expect("write");
+    let ok = validation(
+        &ctx,
+        "validate",
+        json!({"schema": schema, "path": "doc.json"}),
+    )
+    .await
+    .expect("file");
+    assert_eq!(ok["valid"], true);
+}
+
+#[tokio::test]
+async fn inferred_schemas_accept_their_data() {
+    let (ctx, _ws) = ctx();
+    let sample = json!([{"id": 1, "name": "a", "score": 1.5}, {"id": 2, "name": "b", "score": 2, "extra": true}]);
+    let r = validation(&ctx, "infer_schema", json!({"data": sample}))
+        .await
+        .expect("infer");
+    let schema = &r["schema"];
+    assert_eq!(schema["items"]["required"], json!(["id", "name", "score"]));
+    assert_eq!(schema["items"]["properties"]["score"]["type"], "number");
+    let check = validation(&ctx, "validate", json!({"schema": schema, "data": sample}))
+        .await
+        .expect("validate");
+    assert_eq!(check["valid"], true);
+}
