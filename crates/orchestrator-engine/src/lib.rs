@@ -725,6 +725,43 @@ fn referenced_ids(planned: &PlannedStep) -> Vec<String> {
     ids
 }
 
+/// Checks rendered parameters against the action's JSON Schema before the
+/// tool runs, naming every parameter that does not fit.
+fn check_parameters(
+    tool: &dyn orchestrator_tools::Tool,
+    action: &str,
+    parameters: &Map<String, Value>,
+) -> Result<(), String> {
+    let Some(spec) = tool.actions().into_iter().find(|a| a.name == action) else {
+        return Err(format!("tool '{}' has no action '{action}'", tool.id()));
+    };
+    let validator = match jsonschema::validator_for(&spec.parameters) {
+        Ok(v) => v,
+        // A tool's own schema is code, not input: log it and let the tool decide.
+        Err(e) => {
+            warn!(tool = tool.id(), action, error = %e, "action schema does not compile");
+            return Ok(());
+        }
+    };
+    let instance = Value::Object(parameters.clone());
+    let problems: Vec<String> = validator
+        .iter_errors(&instance)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            if path.is_empty() {
+                format!("parameters: {e}")
+            } else {
+                format!("parameter '{}': {e}", path.trim_start_matches('/'))
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
 /// A stored envelope `{result, success, error}` as templates see it.
 fn envelope_of(env: &Value) -> StepEnvelope {
     StepEnvelope {
@@ -931,6 +968,9 @@ async fn run_task(
             shown,
         );
     };
+    if let Err(message) = check_parameters(tool.as_ref(), &step.action, &parameters) {
+        return Attempt::failed("ValidationError", message, shown);
+    }
     let workspace = match options.workspace {
         WorkspaceMode::Shared => inner.config.workspace_root.clone(),
         WorkspaceMode::Isolated => inner.config.workspace_root.join(&claimed.execution_id),

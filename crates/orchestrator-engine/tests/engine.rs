@@ -21,6 +21,7 @@ orchestrator_store::for_each_backend!(
     for_each_over_a_step_result_expands_at_run_time,
     while_loops_repeat_until_their_condition_is_false,
     nested_loops_see_both_items,
+    parameters_that_do_not_fit_the_schema_fail_before_the_tool_runs,
 );
 
 struct Harness {
@@ -309,4 +310,21 @@ async fn postgres_workers_wake_for_work_queued_by_another_process() {
         .expect("exists");
     shutdown.cancel();
     assert_eq!(done.status, ExecutionStatus::Succeeded);
+}
+
+async fn parameters_that_do_not_fit_the_schema_fail_before_the_tool_runs(store: Arc<dyn Store>) {
+    let h = harness(store);
+    // The tool itself would ignore a non-text format and write the file.
+    let yaml = "name: bad-params\nsteps:\n  - id: rep\n    tool: report-generator\n    parameters: {content: hi, format: 5, path: out/r.md}\n";
+    let done = run(&h, yaml, json!({})).await;
+    assert_eq!(done.status, ExecutionStatus::Failed);
+    let steps = h.engine.store().list_steps(&done.id).await.expect("steps");
+    assert_eq!(steps[0].error_type.as_deref(), Some("ValidationError"));
+    assert_eq!(steps[0].attempt, 1, "not retried");
+    let message = steps[0].error.clone().unwrap_or_default();
+    assert!(message.contains("parameter 'format'"), "{message}");
+    assert!(
+        !h.workspace.path().join("out/r.md").exists(),
+        "the tool did not run"
+    );
 }

@@ -79,6 +79,15 @@ fn count_lines(workspace: &Path, file: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// Waits until `file` in the workspace has `n` lines (the command started).
+async fn wait_lines(workspace: &Path, file: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count_lines(workspace, file) < n {
+        assert!(Instant::now() < deadline, "{file} never got {n} lines");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 const CHAIN: &str = "name: slow-chain\nsteps:\n  - id: s1\n    tool: terminal\n    parameters: {command: 'echo ran >> runs/s1.txt; sleep 0.4'}\n  - id: s2\n    tool: terminal\n    depends_on: [s1]\n    parameters: {command: 'echo ran >> runs/s2.txt; sleep 0.4'}\n  - id: s3\n    tool: terminal\n    depends_on: [s2]\n    parameters: {command: 'echo ran >> runs/s3.txt; sleep 3'}\n  - id: s4\n    tool: terminal\n    depends_on: [s3]\n    parameters: {command: 'echo ran >> runs/s4.txt'}\n  - id: s5\n    tool: filesystem\n    action: read\n    depends_on: [s4]\n    parameters: {path: runs/s1.txt}\noutputs:\n  first: '{{ s5.result.content }}'\n";
 
 async fn submit(base: &str) -> String {
@@ -126,6 +135,7 @@ async fn killed_server_work_is_finished_by_the_next_one(database_url: String) {
         Duration::from_secs(20),
     )
     .await;
+    wait_lines(ws.path(), "runs/s3.txt", 1).await;
     let killed_at = Instant::now();
     drop(first); // SIGKILL
     let second = start(&database_url, ws.path(), 30);
@@ -161,6 +171,7 @@ async fn sigterm_hands_running_steps_back_and_nothing_is_lost(database_url: Stri
         Duration::from_secs(20),
     )
     .await;
+    wait_lines(ws.path(), "runs/s3.txt", 1).await;
     let pid = nix::unistd::Pid::from_raw(i32::try_from(first.child.id()).expect("pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("sigterm");
     let stopped = Instant::now();
@@ -314,6 +325,7 @@ async fn a_paused_workers_late_result_is_refused() {
         Duration::from_secs(20),
     )
     .await;
+    wait_lines(ws.path(), "runs/work.txt", 1).await;
     let a_pid = nix::unistd::Pid::from_raw(i32::try_from(a.child.id()).expect("pid"));
     kill(a_pid, Signal::SIGSTOP).expect("sigstop");
     let b = start(&url, ws.path(), 30);

@@ -98,10 +98,10 @@ impl Tool for ReportGenerator {
             "generate",
             "Report from content, or title + sections: {content, path?}",
             json!({"type": "object", "properties": {
-                "content": {"type": "string"},
-                "title": {"type": "string"},
-                "sections": {"type": "array", "items": {"type": "object", "properties": {"title": {"type": "string"}, "content": {"type": "string"}}}},
-                "format": {"type": "string", "enum": ["markdown", "html"]},
+                "content": {"description": "the report; other values are written as JSON"},
+                "title": {},
+                "sections": {"type": "array", "items": {"oneOf": [{"type": "string"}, {"type": "object", "properties": {"title": {}, "content": {}}}]}},
+                "format": {"type": "string", "enum": ["markdown", "md", "html"]},
                 "path": {"type": "string", "description": "workspace file to write the report to"}
             }}),
         )]

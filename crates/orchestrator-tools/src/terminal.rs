@@ -121,7 +121,7 @@ impl Tool for Terminal {
             json!({"type": "object", "required": ["command"], "properties": {
                 "command": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
                 "working_dir": {"type": "string", "description": "relative to the workspace"},
-                "env": {"type": "object", "additionalProperties": {"type": "string"}},
+                "env": {"type": "object", "description": "variables; values other than text are passed as JSON"},
                 "timeout": {"type": "number", "description": "seconds"},
                 "allow_failure": {"type": "boolean", "description": "a non-zero exit still succeeds"}
             }}),
