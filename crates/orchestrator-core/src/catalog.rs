@@ -46,6 +46,11 @@ pub trait ToolCatalog {
     fn actions(&self, tool: &str) -> Option<Vec<String>>;
     /// Every tool id, sorted.
     fn tool_ids(&self) -> Vec<String>;
+    /// Why a tool that exists in the language is not available here (for
+    /// example "is disabled on this server"), if that is the case.
+    fn unavailable(&self, _tool: &str) -> Option<String> {
+        None
+    }
 }
 
 /// A catalog held in memory.

@@ -1473,6 +1473,16 @@ fn resolve_action(
             let tool_pos = node.get("tool").map_or(node.pos, |n| n.pos);
             let Some(actions) = options.catalog.actions(tool) else {
                 let ids = options.catalog.tool_ids();
+                if let Some(why) = options.catalog.unavailable(tool) {
+                    cx.error(
+                        ErrorKind::UnknownTool,
+                        format!("tool '{tool}' {why}; available tools: {}", ids.join(", ")),
+                        tool_pos,
+                        sid,
+                        &format!("{pointer}/tool"),
+                    );
+                    return None;
+                }
                 cx.error(
                     ErrorKind::UnknownTool,
                     format!(

@@ -879,3 +879,20 @@ outputs:
         "# Sales\n\n## North\n\n12 from 4 lines\n"
     );
 }
+
+#[tokio::test]
+async fn a_disabled_tool_is_named_as_disabled() {
+    let dir = TempDir::new("orch-http");
+    let s = Server::start_with(sqlite_url(&dir), |settings| {
+        settings.enable_terminal = false
+    })
+    .await;
+    let (status, problem) = s.post_yaml(&example("retries_and_timeouts.yaml"), "").await;
+    assert_eq!(status, 422);
+    let message = problem["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("'terminal' is disabled on this server"),
+        "{message}"
+    );
+    assert_eq!(problem["errors"][0]["step"], "slow");
+}

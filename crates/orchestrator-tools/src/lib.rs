@@ -128,6 +128,19 @@ impl orchestrator_core::ToolCatalog for ToolRegistry {
     fn tool_ids(&self) -> Vec<String> {
         self.tools.keys().cloned().collect()
     }
+
+    fn unavailable(&self, tool: &str) -> Option<String> {
+        if self.tools.contains_key(tool)
+            || orchestrator_core::builtin_catalog().actions(tool).is_none()
+        {
+            return None;
+        }
+        Some(match tool {
+            "terminal" => "is disabled on this server (enable it with tools.enable_terminal or ORCHESTRATOR_ENABLE_TERMINAL=true)".to_string(),
+            orchestrator_core::catalog::LLM_TOOL => "needs a model provider, and none is configured on this server".to_string(),
+            _ => "is not available on this server yet".to_string(),
+        })
+    }
 }
 
 /// Reads a required string parameter.
