@@ -546,6 +546,9 @@ async fn reap_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
             }
             Err(e) => warn!(error = ?e, "looking for timed-out executions failed"),
         }
+        if let Err(e) = inner.store.maintain().await {
+            warn!(error = ?e, "database upkeep failed");
+        }
         let cutoff = orchestrator_store::now_ms() - inner.config.idempotency_ttl_ms;
         if let Err(e) = inner.store.expire_idempotency_keys(cutoff).await {
             warn!(error = ?e, "forgetting old idempotency keys failed");
@@ -1017,6 +1020,12 @@ async fn run_task(
                 .map(|t| planned.resolve_id(t).to_string());
             Attempt::succeeded(result, shown, jump)
         }
+        // The tool noticed the cancellation first: still a cancelled step.
+        Some(Err(e)) if cancel.is_cancelled() && e.kind == "CancelledError" => Attempt {
+            status: StepStatus::Cancelled,
+            reason: Some("execution_cancelled".into()),
+            ..Attempt::failed(&e.kind, e.message, shown)
+        },
         Some(Err(e)) => Attempt::failed(&e.kind, e.message, shown),
     }
 }

@@ -661,6 +661,10 @@ macro_rules! impl_store {
                 Ok(overdue.into_iter().map(|(id, _, _)| id).collect())
             }
 
+            async fn maintain(&self) -> crate::Result<()> {
+                maintain(&self.pool).await
+            }
+
             async fn queue_depth(&self) -> crate::Result<i64> {
                 Ok(sqlx::query_scalar(crate::common::QUEUE_DEPTH).fetch_one(&self.pool).await?)
             }

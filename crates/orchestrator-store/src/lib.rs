@@ -268,6 +268,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Fails unfinished executions whose deadline has passed; returns their ids.
     async fn expire_deadlines(&self) -> Result<Vec<String>>;
 
+    /// Periodic upkeep off the commit path (SQLite: checkpoint the WAL).
+    async fn maintain(&self) -> Result<()>;
+
     /// Number of runnable or running steps in the queue (for back-pressure).
     async fn queue_depth(&self) -> Result<i64>;
 

@@ -39,6 +39,11 @@ const HEARTBEAT: &str =
 const SELECT_RESULTS: &str = "SELECT step_id, status, result FROM steps \
     WHERE execution_id = $1 AND step_id IN (SELECT jsonb_array_elements_text($2::jsonb)) ORDER BY position";
 
+/// PostgreSQL's autovacuum does the upkeep (tuned for `step_queue` in the schema).
+async fn maintain(_: &PgPool) -> Result<()> {
+    Ok(())
+}
+
 /// Wakes idle workers of every process (sent when the transaction commits).
 const NOTIFY_WORK: Option<&str> = Some("SELECT pg_notify('orchestrator_work', '')");
 

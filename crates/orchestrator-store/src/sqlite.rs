@@ -38,6 +38,20 @@ const HEARTBEAT: &str = "UPDATE step_queue SET locked_until = $1 \
 const SELECT_RESULTS: &str = "SELECT step_id, status, result FROM steps \
     WHERE execution_id = $1 AND step_id IN (SELECT value FROM json_each($2)) ORDER BY position";
 
+/// Copies the WAL back into the database file. PASSIVE never blocks writers;
+/// when the WAL has grown large, TRUNCATE also gives its space back.
+async fn maintain(pool: &SqlitePool) -> Result<()> {
+    let (_, log_frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await?;
+    if log_frames > 100_000 {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
 /// SQLite serves one process: nothing to announce across processes.
 const NOTIFY_WORK: Option<&str> = None;
 
@@ -71,7 +85,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // Checkpoints run from `maintain`, not on some unlucky commit.
+            .pragma("wal_autocheckpoint", "0");
         // An in-memory database exists once per connection: keep exactly one.
         let max = if url.contains(":memory:") || url.contains("mode=memory") {
             1
