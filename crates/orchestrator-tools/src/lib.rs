@@ -17,6 +17,7 @@ pub mod echo;
 pub mod filesystem;
 pub mod report;
 pub mod terminal;
+pub mod testing;
 pub mod validation;
 
 /// Everything a tool may use besides its parameters.

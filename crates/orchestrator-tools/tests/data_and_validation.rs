@@ -1,33 +1,14 @@
 //! data-processing and validation on real data and files.
 
-use std::path::PathBuf;
-
 use orchestrator_tools::data::DataProcessing;
+use orchestrator_tools::testing::{TestWorkspace, test_workspace};
 use orchestrator_tools::validation::Validation;
 use orchestrator_tools::{Tool, ToolContext, ToolError};
 use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
 
-struct Ws(PathBuf);
-impl Drop for Ws {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn ctx() -> (ToolContext, Ws) {
-    let dir = std::env::temp_dir().join(format!("orch-data-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    (
-        ToolContext {
-            workspace: dir.clone(),
-            cancel: CancellationToken::new(),
-            execution_id: "e".into(),
-            step_id: "s".into(),
-            attempt: 1,
-        },
-        Ws(dir),
-    )
+fn ctx() -> (ToolContext, TestWorkspace) {
+    let ws = test_workspace();
+    (ws.ctx.clone(), ws)
 }
 
 async fn data(ctx: &ToolContext, action: &str, p: Value) -> Result<Value, ToolError> {

@@ -5,30 +5,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use orchestrator_tools::terminal::Terminal;
+use orchestrator_tools::testing::{TestWorkspace, test_workspace};
 use orchestrator_tools::{Tool, ToolContext, ToolError};
 use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
 
-struct Ws(PathBuf);
-impl Drop for Ws {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn ctx() -> (ToolContext, Ws) {
-    let dir = std::env::temp_dir().join(format!("orch-term-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    (
-        ToolContext {
-            workspace: dir.clone(),
-            cancel: CancellationToken::new(),
-            execution_id: "e".into(),
-            step_id: "s".into(),
-            attempt: 1,
-        },
-        Ws(dir),
-    )
+fn ctx() -> (ToolContext, TestWorkspace) {
+    let ws = test_workspace();
+    (ws.ctx.clone(), ws)
 }
 
 fn params(v: Value) -> Map<String, Value> {
