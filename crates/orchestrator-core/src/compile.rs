@@ -1758,7 +1758,6 @@ fn check_references(
             }
         }
     }
-    cx.templates = sites;
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Diagnostic, ErrorKind};
-use crate::model::{LoopItems, LoopSpec, OnFailure, Pipeline, Step};
+use crate::model::{LoopItems, LoopSpec, Pipeline, Step};
 use crate::template::{self, Scope};
 use crate::yaml::Pos;
 
@@ -733,14 +733,10 @@ pub fn levels(steps: &[PlannedStep]) -> Vec<Vec<String>> {
     out
 }
 
-/// Whether a failed step's dependents should be skipped.
-pub fn skips_dependents(step: &Step) -> bool {
-    step.on_failure == OnFailure::Skip
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::OnFailure;
 
     fn step(id: &str, deps: &[&str]) -> PlannedStep {
         PlannedStep {

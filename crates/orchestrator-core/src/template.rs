@@ -181,10 +181,6 @@ impl Scope {
         self
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        self.vars.contains_key(name)
-    }
-
     fn context(&self) -> JValue {
         JValue::from(self.vars.clone())
     }

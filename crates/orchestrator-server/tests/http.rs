@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use orchestrator_server::config::Settings;
-use orchestrator_store::testing::{TempDir, postgres_url, sqlite_url};
+use orchestrator_store::testing::{TempDir, sqlite_url};
 use serde_json::{Value, json};
 
 macro_rules! both {
@@ -565,7 +565,6 @@ async fn health_ready_and_openapi_answer() {
             "validation"
         ]
     );
-    let _ = postgres_url;
 }
 
 async fn recovering_a_failed_execution_reruns_only_what_did_not_succeed(s: Server) {

@@ -102,10 +102,6 @@ impl PostgresStore {
     async fn write_guard(&self) -> Option<()> {
         None
     }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
 }
 
 crate::common::impl_store!(PostgresStore, sqlx::Postgres, "postgres");

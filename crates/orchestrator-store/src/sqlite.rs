@@ -109,10 +109,6 @@ impl SqliteStore {
     async fn write_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         Some(self.writer.lock().await)
     }
-
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
 }
 
 crate::common::impl_store!(SqliteStore, sqlx::Sqlite, "sqlite");

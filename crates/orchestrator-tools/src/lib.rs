@@ -100,12 +100,6 @@ impl ToolRegistry {
         r
     }
 
-    /// The catalog every built-in tool of the language page is in (for
-    /// validating pipelines without a server: `orchestrator validate`).
-    pub fn builtin_catalog() -> orchestrator_core::StaticCatalog {
-        orchestrator_core::builtin_catalog()
-    }
-
     pub fn register(&mut self, tool: Arc<dyn Tool>) {
         self.tools.insert(tool.id().to_string(), tool);
     }

@@ -9,7 +9,6 @@ use clap::{Args, Parser, Subcommand};
 use orchestrator_core::flow::ExecutionStatus;
 use orchestrator_core::{CompileOptions, Diagnostic, compile_yaml};
 use orchestrator_engine::{ExecutionOptions, PipelineSource, Submission, SubmitError};
-use orchestrator_tools::ToolRegistry;
 
 use crate::config::{self, Overrides, Settings};
 
@@ -392,7 +391,7 @@ fn validate(file: &PathBuf, json: bool) -> ExitCode {
             return ExitCode::from(INVALID);
         }
     };
-    let catalog = ToolRegistry::builtin_catalog();
+    let catalog = orchestrator_core::builtin_catalog();
     let result = compile_yaml(
         &text,
         CompileOptions {
