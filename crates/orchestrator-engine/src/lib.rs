@@ -143,6 +143,9 @@ pub enum SubmitError {
     Store(#[from] StoreError),
 }
 
+/// A compiled JSON Schema for one action's parameters.
+type ParameterSchema = Arc<jsonschema::Validator>;
+
 struct Inner {
     store: Arc<dyn Store>,
     tools: Arc<ToolRegistry>,
@@ -150,6 +153,8 @@ struct Inner {
     wake: Notify,
     /// Lease token → cancellation of each running step of this process.
     running: Mutex<HashMap<String, (String, CancellationToken)>>,
+    /// Compiled parameter schemas by (tool, action); `None`: nothing to check.
+    schemas: Mutex<HashMap<(String, String), Option<ParameterSchema>>>,
     /// Executions finished by this process.
     finished: tokio::sync::broadcast::Sender<(String, orchestrator_core::flow::ExecutionStatus)>,
 }
@@ -177,6 +182,7 @@ impl Engine {
                 config,
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
+                schemas: Mutex::new(HashMap::new()),
                 finished: tokio::sync::broadcast::channel(1024).0,
             }),
         }
@@ -731,24 +737,36 @@ fn referenced_ids(planned: &PlannedStep) -> Vec<String> {
 /// Checks rendered parameters against the action's JSON Schema before the
 /// tool runs, naming every parameter that does not fit.
 fn check_parameters(
+    inner: &Inner,
     tool: &dyn orchestrator_tools::Tool,
     action: &str,
-    parameters: &Map<String, Value>,
+    parameters: &Value,
 ) -> Result<(), String> {
-    let Some(spec) = tool.actions().into_iter().find(|a| a.name == action) else {
-        return Err(format!("tool '{}' has no action '{action}'", tool.id()));
-    };
-    let validator = match jsonschema::validator_for(&spec.parameters) {
-        Ok(v) => v,
-        // A tool's own schema is code, not input: log it and let the tool decide.
-        Err(e) => {
-            warn!(tool = tool.id(), action, error = %e, "action schema does not compile");
-            return Ok(());
+    let key = (tool.id().to_string(), action.to_string());
+    let cached = lock(&inner.schemas).get(&key).cloned();
+    let validator = match cached {
+        Some(v) => v,
+        None => {
+            let Some(spec) = tool.actions().into_iter().find(|a| a.name == action) else {
+                return Err(format!("tool '{}' has no action '{action}'", tool.id()));
+            };
+            let compiled = match jsonschema::validator_for(&spec.parameters) {
+                Ok(v) => Some(Arc::new(v)),
+                // A tool's own schema is code, not input: log it and let the tool decide.
+                Err(e) => {
+                    warn!(tool = tool.id(), action, error = %e, "action schema does not compile");
+                    None
+                }
+            };
+            lock(&inner.schemas).insert(key, compiled.clone());
+            compiled
         }
     };
-    let instance = Value::Object(parameters.clone());
+    let Some(validator) = validator else {
+        return Ok(());
+    };
     let problems: Vec<String> = validator
-        .iter_errors(&instance)
+        .iter_errors(parameters)
         .map(|e| {
             let path = e.instance_path().to_string();
             if path.is_empty() {
@@ -948,32 +966,33 @@ async fn run_task(
             );
         }
     };
-    let shown = Some(Value::Object(parameters.clone()));
+    let rendered = Value::Object(parameters.clone());
 
     if step.is_model_action() {
         return Attempt::failed(
             "ModelUnavailableError",
             "no model provider is configured on this server",
-            shown,
+            Some(rendered.clone()),
         );
     }
     let Some(tool_id) = step.tool.as_deref() else {
         return Attempt::failed(
             "ValidationError",
             format!("action '{}' needs a tool", step.action),
-            shown,
+            Some(rendered.clone()),
         );
     };
     let Some(tool) = inner.tools.get(tool_id) else {
         return Attempt::failed(
             "ToolNotFoundError",
             format!("tool '{tool_id}' is not available on this server"),
-            shown,
+            Some(rendered.clone()),
         );
     };
-    if let Err(message) = check_parameters(tool.as_ref(), &step.action, &parameters) {
-        return Attempt::failed("ValidationError", message, shown);
+    if let Err(message) = check_parameters(inner, tool.as_ref(), &step.action, &rendered) {
+        return Attempt::failed("ValidationError", message, Some(rendered));
     }
+    let shown = Some(rendered);
     let workspace = match options.workspace {
         WorkspaceMode::Shared => inner.config.workspace_root.clone(),
         WorkspaceMode::Isolated => inner.config.workspace_root.join(&claimed.execution_id),
