@@ -110,24 +110,32 @@ impl Server {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    /// Polls until the execution has finished.
-    async fn finished(&self, id: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    /// Polls the execution until `done` holds for it (or fails after `seconds`).
+    async fn until(&self, id: &str, seconds: u64, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
         loop {
             let (status, body) = self.get(&format!("/executions/{id}")).await;
             assert_eq!(status, 200, "{body}");
-            if matches!(
-                body["status"].as_str(),
-                Some("succeeded" | "failed" | "cancelled")
-            ) {
+            if done(&body) {
                 return body;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "execution did not finish: {body:#}"
+                "waited {seconds} s in vain: {body:#}"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Polls until the execution has finished.
+    async fn finished(&self, id: &str) -> Value {
+        self.until(id, 20, |e| {
+            matches!(
+                e["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
+        })
+        .await
     }
 
     async fn run_yaml(&self, yaml: &str, query: &str) -> Value {
@@ -204,6 +212,20 @@ fn example(name: &str) -> String {
         env!("CARGO_MANIFEST_DIR")
     ))
     .expect("example")
+}
+
+/// Whether the process at `proc` (`/proc/PID`) ends (or is a zombie) within `seconds`.
+async fn gone(proc: &std::path::Path, seconds: u64) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while proc.exists()
+        && !std::fs::read_to_string(proc.join("stat")).is_ok_and(|st| st.contains(") Z "))
+    {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
 }
 
 fn step<'a>(execution: &'a Value, id: &str) -> &'a Value {
@@ -660,18 +682,8 @@ async fn cancelling_stops_what_has_not_started(s: Server) {
     assert_eq!(status, 201);
     let id = body["id"].as_str().expect("id").to_string();
     // Wait for the first attempt to fail and the retry to be scheduled.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, e) = s.get(&format!("/executions/{id}")).await;
-        if step(&e, "waits")["status"] == "retrying" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never retried: {e:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    s.until(&id, 10, |e| step(e, "waits")["status"] == "retrying")
+        .await;
     let cancel = || {
         s.client
             .post(s.url(&format!("/executions/{id}/cancel")))
@@ -734,29 +746,16 @@ async fn cancelling_kills_a_running_command(s: Server) {
         .expect("send");
     assert_eq!(r.status().as_u16(), 200);
     let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while proc.exists()
-        && !std::fs::read_to_string(proc.join("stat")).is_ok_and(|st| st.contains(") Z "))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the command still runs 2 s after cancelling"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        gone(&proc, 2).await,
+        "the command still runs 2 s after cancelling"
+    );
     let done = s.finished(&id).await;
     assert_eq!(done["status"], "cancelled");
     assert_eq!(step(&done, "later")["status"], "cancelled");
     // The running step's end is recorded once its worker has stopped it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, e) = s.get(&format!("/executions/{id}")).await;
-        if step(&e, "nap")["status"] == "cancelled" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{e:#}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    s.until(&id, 5, |e| step(e, "nap")["status"] == "cancelled")
+        .await;
 }
 
 #[tokio::test]
@@ -812,16 +811,7 @@ async fn an_execution_past_its_timeout_fails_and_its_steps_stop() {
     assert!(started.elapsed() < Duration::from_secs(15));
     let pid = std::fs::read_to_string(s.workspace.path().join("nap.pid")).expect("pid");
     let proc = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while proc.exists()
-        && !std::fs::read_to_string(proc.join("stat")).is_ok_and(|st| st.contains(") Z "))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the step's command still runs"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(gone(&proc, 15).await, "the step's command still runs");
 }
 
 async fn a_pipeline_uses_every_tool(s: Server) {
