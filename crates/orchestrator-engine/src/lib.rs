@@ -710,6 +710,11 @@ pub fn is_retryable(error_type: &str) -> bool {
             | "UnicodeDecodeError"
             | "WorkerLostError"
             | "CancelledError"
+            | "HttpClientError"
+            | "ResponseTooLargeError"
+            | "ToolProtocolError"
+            | "SearchRejectedError"
+            | "NoSearchBackendError"
     )
 }
 
@@ -1003,6 +1008,7 @@ async fn run_task(
         execution_id: claimed.execution_id.clone(),
         step_id: claimed.step_id.clone(),
         attempt: claimed.attempt,
+        http: inner.tools.http_client().clone(),
     };
     let run = tool.execute(&step.action, &parameters, &tool_ctx);
     let limit = step.timeout.map_or(Duration::MAX, Duration::from_secs);

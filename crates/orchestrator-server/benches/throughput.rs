@@ -63,7 +63,7 @@ async fn bench(label: &str, database_url: String) {
         .expect("server");
     let base = format!("http://{}", server.addr);
     let engine = server.state.engine().clone();
-    let client = reqwest::Client::new();
+    let client = orchestrator_tools::net::default_client();
     let one = "name: one\nsteps:\n  - id: s\n    tool: echo\n    parameters: {x: 1}\n";
 
     let mut samples = Vec::new();

@@ -109,7 +109,20 @@ pub async fn build_engine(settings: &Settings) -> anyhow::Result<Engine> {
             .unwrap_or(i64::MAX),
         ..EngineConfig::default()
     };
+    Ok(Engine::new(
+        store,
+        Arc::new(tool_registry(settings)),
+        config,
+    ))
+}
+
+/// The tools the settings enable: the built-ins, `terminal` when enabled,
+/// `web-search` when a backend is configured, and the tools over HTTP.
+pub fn tool_registry(settings: &Settings) -> ToolRegistry {
     let mut tools = ToolRegistry::builtin();
+    tools.register(Arc::new(orchestrator_tools::http::HttpTool::new(
+        settings.http.clone(),
+    )));
     if settings.enable_terminal {
         tools.register(Arc::new(orchestrator_tools::terminal::Terminal {
             allowed_programs: settings
@@ -119,7 +132,16 @@ pub async fn build_engine(settings: &Settings) -> anyhow::Result<Engine> {
             max_output_bytes: None,
         }));
     }
-    Ok(Engine::new(store, Arc::new(tools), config))
+    if !settings.search_backends.is_empty() {
+        tools.register(Arc::new(orchestrator_tools::search::WebSearch::new(
+            settings.search_backends.clone(),
+            Duration::from_secs_f64(settings.search_timeout_seconds),
+        )));
+    }
+    for remote in &settings.remote_tools {
+        tools.register(Arc::new(remote.clone()));
+    }
+    tools
 }
 
 /// A running server.

@@ -6,6 +6,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use orchestrator_tools::http::HttpSettings;
+use orchestrator_tools::net::OutboundPolicy;
+use orchestrator_tools::remote::RemoteTool;
+use orchestrator_tools::search::{self, SearchBackend};
 use serde::Deserialize;
 
 /// The seed framework's file, plus what the server needs.
@@ -55,6 +59,78 @@ pub struct ToolsSection {
     pub enable_terminal: Option<bool>,
     /// When set, the only programs `terminal` may run.
     pub terminal_allowed_programs: Option<Vec<String>>,
+    pub http: HttpSection,
+    pub web_search: WebSearchSection,
+    /// Tools over HTTP.
+    pub remote: Vec<RemoteToolSection>,
+}
+
+/// The `http` tool.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Host names, `*.domain`, IP addresses or CIDR networks requests may
+    /// reach. Empty: every public host. Non-public addresses (loopback,
+    /// private, link-local) only when listed here.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Reach non-public addresses without listing them (trusted networks only).
+    pub allow_private_networks: Option<bool>,
+    pub max_response_bytes: Option<usize>,
+    pub timeout_seconds: Option<f64>,
+}
+
+/// The `web-search` tool.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSearchSection {
+    /// Tried in order; the next one answers when one fails.
+    pub backends: Vec<SearchBackendSection>,
+    pub timeout_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SearchBackendSection {
+    /// `searxng`, `brave` or `tavily`.
+    pub kind: String,
+    /// SearXNG: the instance's base URL (required). Others: an API endpoint
+    /// to use instead of the public one.
+    pub url: Option<String>,
+    /// The variable holding the API key (default `BRAVE_API_KEY` / `TAVILY_API_KEY`).
+    pub api_key_env: Option<String>,
+}
+
+/// A tool over HTTP.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteToolSection {
+    pub id: String,
+    pub url: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub actions: Vec<RemoteActionSection>,
+    /// Sent with every request.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// A variable whose value is sent as `Authorization: Bearer …`.
+    #[serde(default)]
+    pub bearer_token_env: Option<String>,
+    #[serde(default)]
+    pub timeout_seconds: Option<f64>,
+}
+
+/// An action name, or the action with its description and parameter schema.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum RemoteActionSection {
+    Name(String),
+    Full {
+        name: String,
+        #[serde(default)]
+        description: Option<String>,
+        #[serde(default)]
+        parameters: Option<serde_json::Value>,
+    },
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -88,7 +164,7 @@ pub struct LimitsSection {
 }
 
 /// Resolved settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub bind: SocketAddr,
     pub database_url: String,
@@ -99,6 +175,12 @@ pub struct Settings {
     pub shutdown_grace_seconds: u64,
     pub enable_terminal: bool,
     pub terminal_allowed_programs: Option<Vec<String>>,
+    /// The `http` tool's policy and limits.
+    pub http: HttpSettings,
+    /// `web-search` is offered when this is not empty.
+    pub search_backends: Vec<SearchBackend>,
+    pub search_timeout_seconds: f64,
+    pub remote_tools: Vec<RemoteTool>,
     pub lease_ms: u64,
     pub heartbeat_ms: u64,
     pub max_lost_workers: u64,
@@ -120,6 +202,10 @@ impl Default for Settings {
             shutdown_grace_seconds: 30,
             enable_terminal: false,
             terminal_allowed_programs: None,
+            http: HttpSettings::default(),
+            search_backends: Vec::new(),
+            search_timeout_seconds: 15.0,
+            remote_tools: Vec::new(),
             lease_ms: 30_000,
             heartbeat_ms: 10_000,
             max_lost_workers: 3,
@@ -202,9 +288,237 @@ fn parse_bind(value: &str, origin: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+fn tools_error(message: String) -> ConfigError {
+    ConfigError::Invalid {
+        path: "tools".into(),
+        message,
+    }
+}
+
+fn positive_seconds(value: Option<f64>, default: f64, key: &str) -> Result<f64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if v > 0.0 && v.is_finite() => Ok(v),
+        Some(v) => Err(tools_error(format!(
+            "{key} must be a positive number of seconds, not {v}"
+        ))),
+    }
+}
+
+/// Turns the `tools` section into the tools' settings: the outbound policy,
+/// the search backends with their keys, the tools over HTTP.
+fn resolve_tools(
+    t: &ToolsSection,
+    env: &HashMap<String, String>,
+    s: &mut Settings,
+) -> Result<(), ConfigError> {
+    let allowed = t.http.allowed_hosts.clone().unwrap_or_default();
+    s.http = HttpSettings {
+        policy: OutboundPolicy::new(&allowed, t.http.allow_private_networks.unwrap_or(false))
+            .map_err(|e| tools_error(format!("http.allowed_hosts: {e}")))?,
+        max_response_bytes: t
+            .http
+            .max_response_bytes
+            .unwrap_or(HttpSettings::default().max_response_bytes),
+        default_timeout_seconds: positive_seconds(
+            t.http.timeout_seconds,
+            30.0,
+            "http.timeout_seconds",
+        )?,
+        ..HttpSettings::default()
+    };
+
+    let key = |var: &str, kind: &str, i: usize| -> Result<String, ConfigError> {
+        env.get(var).filter(|v| !v.is_empty()).cloned().ok_or_else(|| {
+            tools_error(format!(
+                "web_search.backends[{i}] ({kind}) needs its API key in the environment variable {var}, which is not set"
+            ))
+        })
+    };
+    let mut backends = Vec::new();
+    for (i, b) in t.web_search.backends.iter().enumerate() {
+        let backend = match b.kind.to_ascii_lowercase().as_str() {
+            "searxng" => SearchBackend::Searxng {
+                url: b.url.clone().ok_or_else(|| {
+                    tools_error(format!(
+                        "web_search.backends[{i}] (searxng) needs the instance's url"
+                    ))
+                })?,
+            },
+            "brave" => SearchBackend::Brave {
+                url: b.url.clone().unwrap_or_else(|| search::BRAVE_URL.into()),
+                api_key: key(
+                    b.api_key_env.as_deref().unwrap_or("BRAVE_API_KEY"),
+                    "brave",
+                    i,
+                )?,
+            },
+            "tavily" => SearchBackend::Tavily {
+                url: b.url.clone().unwrap_or_else(|| search::TAVILY_URL.into()),
+                api_key: key(
+                    b.api_key_env.as_deref().unwrap_or("TAVILY_API_KEY"),
+                    "tavily",
+                    i,
+                )?,
+            },
+            other => {
+                return Err(tools_error(format!(
+                    "web_search.backends[{i}]: kind '{other}' is not searxng, brave or tavily"
+                )));
+            }
+        };
+        if let Err(e) = reqwest::Url::parse(backend.url()) {
+            return Err(tools_error(format!(
+                "web_search.backends[{i}]: '{}' is not a URL: {e}",
+                backend.url()
+            )));
+        }
+        backends.push(backend);
+    }
+    if t.web_search.backends.is_empty() {
+        // Nothing configured: use what the environment offers.
+        let var = |n: &str| env.get(n).filter(|v| !v.is_empty()).cloned();
+        if let Some(url) = var("ORCHESTRATOR_SEARXNG_URL").or_else(|| var("SEARXNG_URL")) {
+            backends.push(SearchBackend::Searxng { url });
+        }
+        if let Some(api_key) = var("BRAVE_API_KEY") {
+            backends.push(SearchBackend::Brave {
+                url: search::BRAVE_URL.into(),
+                api_key,
+            });
+        }
+        if let Some(api_key) = var("TAVILY_API_KEY") {
+            backends.push(SearchBackend::Tavily {
+                url: search::TAVILY_URL.into(),
+                api_key,
+            });
+        }
+    }
+    if t.enable_web_search == Some(false) {
+        backends.clear();
+    }
+    s.search_backends = backends;
+    s.search_timeout_seconds = positive_seconds(
+        t.web_search.timeout_seconds,
+        15.0,
+        "web_search.timeout_seconds",
+    )?;
+
+    let builtin = orchestrator_core::builtin_catalog();
+    let mut remote: Vec<RemoteTool> = Vec::new();
+    for (i, r) in t.remote.iter().enumerate() {
+        let at = format!("remote[{i}] ({})", r.id);
+        if r.id.is_empty()
+            || !r
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(tools_error(format!(
+                "{at}: a tool id is letters, digits, '-' and '_'"
+            )));
+        }
+        if orchestrator_core::ToolCatalog::actions(&builtin, &r.id).is_some()
+            || remote.iter().any(|o| o.id == r.id)
+        {
+            return Err(tools_error(format!(
+                "{at}: the tool id '{}' is taken",
+                r.id
+            )));
+        }
+        match reqwest::Url::parse(&r.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => {
+                return Err(tools_error(format!(
+                    "{at}: '{}' is not an http(s) URL",
+                    r.url
+                )));
+            }
+        }
+        if r.actions.is_empty() {
+            return Err(tools_error(format!("{at}: declare at least one action")));
+        }
+        let mut actions = Vec::new();
+        for a in &r.actions {
+            let (name, description, parameters) = match a {
+                RemoteActionSection::Name(n) => (n.clone(), None, None),
+                RemoteActionSection::Full {
+                    name,
+                    description,
+                    parameters,
+                } => (name.clone(), description.clone(), parameters.clone()),
+            };
+            let parameters = parameters.unwrap_or_else(|| serde_json::json!({"type": "object"}));
+            if let Err(e) = jsonschema::validator_for(&parameters) {
+                return Err(tools_error(format!(
+                    "{at}: the parameters schema of action '{name}' is not a valid JSON Schema: {e}"
+                )));
+            }
+            actions.push(orchestrator_tools::ActionSpec {
+                description: description.unwrap_or_else(|| format!("{name} (tool over HTTP)")),
+                name,
+                parameters,
+            });
+        }
+        let mut headers: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(var) = &r.bearer_token_env {
+            let token = env.get(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                tools_error(format!(
+                    "{at}: the environment variable {var} (bearer_token_env) is not set"
+                ))
+            })?;
+            headers.push(("Authorization".into(), format!("Bearer {token}")));
+        }
+        for (k, v) in &headers {
+            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(v).is_err()
+            {
+                return Err(tools_error(format!(
+                    "{at}: header '{k}' is not a valid HTTP header"
+                )));
+            }
+        }
+        remote.push(RemoteTool {
+            id: r.id.clone(),
+            description: r
+                .description
+                .clone()
+                .unwrap_or_else(|| format!("Tool over HTTP at {}", r.url)),
+            url: r.url.clone(),
+            actions,
+            headers,
+            timeout: std::time::Duration::from_secs_f64(positive_seconds(
+                r.timeout_seconds,
+                300.0,
+                &format!("remote[{i}].timeout_seconds"),
+            )?),
+            max_response_bytes: s.http.max_response_bytes,
+        });
+    }
+    s.remote_tools = remote;
+    Ok(())
+}
+
+fn boolean(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError::Env {
+            name: name.to_string(),
+            value: value.to_string(),
+            message: "not true or false".to_string(),
+        }),
+    }
+}
+
 /// Resolves settings from all layers. `env` is the process environment.
 pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Settings, ConfigError> {
     let mut s = Settings::default();
+    let mut tools = ToolsSection::default();
 
     let file = match &overrides.config {
         Some(p) => Some(p.clone()),
@@ -256,9 +570,10 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
         if let Some(t) = f.tools.enable_terminal {
             s.enable_terminal = t;
         }
-        if let Some(p) = f.tools.terminal_allowed_programs {
+        if let Some(p) = f.tools.terminal_allowed_programs.clone() {
             s.terminal_allowed_programs = Some(p);
         }
+        tools = f.tools;
         s.config_file = Some(path);
     }
 
@@ -286,18 +601,22 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
             "ORCHESTRATOR_SHUTDOWN_GRACE_SECONDS" => {
                 s.shutdown_grace_seconds = number(name, value)? as u64
             }
-            "ORCHESTRATOR_ENABLE_TERMINAL" => {
-                s.enable_terminal = match value.to_ascii_lowercase().as_str() {
-                    "1" | "true" | "yes" | "on" => true,
-                    "0" | "false" | "no" | "off" | "" => false,
-                    _ => {
-                        return Err(ConfigError::Env {
-                            name: name.clone(),
-                            value: value.clone(),
-                            message: "not true or false".to_string(),
-                        });
-                    }
-                }
+            "ORCHESTRATOR_ENABLE_TERMINAL" => s.enable_terminal = boolean(name, value)?,
+            "ORCHESTRATOR_ENABLE_WEB_SEARCH" => {
+                tools.enable_web_search = Some(boolean(name, value)?)
+            }
+            "ORCHESTRATOR_HTTP_ALLOWED_HOSTS" => {
+                tools.http.allowed_hosts = Some(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|h| !h.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                )
+            }
+            "ORCHESTRATOR_HTTP_ALLOW_PRIVATE_NETWORKS" => {
+                tools.http.allow_private_networks = Some(boolean(name, value)?)
             }
             _ => {}
         }
@@ -318,6 +637,7 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
     if let Some(n) = overrides.max_concurrent {
         s.max_concurrent = n;
     }
+    resolve_tools(&tools, env, &mut s)?;
     if s.heartbeat_ms == 0 || s.heartbeat_ms >= s.lease_ms {
         return Err(ConfigError::Invalid {
             path: "settings".into(),
@@ -353,6 +673,156 @@ mod tests {
         let err =
             parse_file("orchestrator:\n  max_concurent_tasks: 2\n", "x.yaml").expect_err("typo");
         assert!(err.to_string().contains("max_concurent_tasks"), "{err}");
+    }
+
+    fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir =
+            std::env::temp_dir().join(format!("orch-config-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("orchestrator.yaml");
+        std::fs::write(&file, text).expect("write");
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let loaded = load(
+            &Overrides {
+                config: Some(file),
+                ..Default::default()
+            },
+            &env,
+        );
+        std::fs::remove_dir_all(&dir).ok();
+        loaded
+    }
+
+    #[test]
+    fn search_backends_take_their_keys_from_the_environment() {
+        let text = "tools:\n  web_search:\n    backends:\n      - kind: searxng\n        url: http://search.internal:8888\n      - kind: brave\n      - kind: tavily\n        api_key_env: MY_TAVILY\n";
+        let err = load_text(text, &[]).expect_err("no brave key");
+        assert!(err.to_string().contains("BRAVE_API_KEY"), "{err}");
+        let s = load_text(text, &[("BRAVE_API_KEY", "b"), ("MY_TAVILY", "t")]).expect("keys");
+        let names: Vec<&str> = s.search_backends.iter().map(|b| b.name()).collect();
+        assert_eq!(names, ["searxng", "brave", "tavily"]);
+        assert!(
+            !format!("{s:?}").contains("MY_TAVILY\", \"t"),
+            "keys stay out of debug output"
+        );
+
+        for (bad, says) in [
+            (
+                "tools:\n  web_search:\n    backends: [{kind: google}]\n",
+                "kind 'google'",
+            ),
+            (
+                "tools:\n  web_search:\n    backends: [{kind: searxng}]\n",
+                "needs the instance's url",
+            ),
+            (
+                "tools:\n  web_search:\n    backends: [{kind: searxng, url: 'not a url'}]\n",
+                "is not a URL",
+            ),
+        ] {
+            let err = load_text(bad, &[]).expect_err(bad);
+            assert!(err.to_string().contains(says), "{err}");
+        }
+
+        // Nothing configured: the environment decides, and the switch wins.
+        let s = load_text(
+            "",
+            &[("TAVILY_API_KEY", "t"), ("SEARXNG_URL", "http://s:8080")],
+        )
+        .expect("env");
+        let names: Vec<&str> = s.search_backends.iter().map(|b| b.name()).collect();
+        assert_eq!(names, ["searxng", "tavily"]);
+        let s = load_text(
+            "tools:\n  enable_web_search: false\n",
+            &[("TAVILY_API_KEY", "t")],
+        )
+        .expect("off");
+        assert!(s.search_backends.is_empty());
+    }
+
+    #[test]
+    fn tools_over_http_are_checked_when_loaded() {
+        let good = "tools:\n  remote:\n    - id: sentiment\n      url: http://127.0.0.1:9000/run\n      bearer_token_env: SENTIMENT_TOKEN\n      headers: {X-Team: data}\n      actions:\n        - analyze\n        - name: score\n          description: Scores a text\n          parameters: {type: object, required: [text]}\n";
+        let err = load_text(good, &[]).expect_err("token missing");
+        assert!(err.to_string().contains("SENTIMENT_TOKEN"), "{err}");
+        let s = load_text(good, &[("SENTIMENT_TOKEN", "tok")]).expect("loads");
+        let tool = &s.remote_tools[0];
+        assert_eq!(tool.actions.len(), 2);
+        assert_eq!(tool.actions[1].parameters["required"][0], "text");
+        assert!(
+            tool.headers
+                .contains(&("Authorization".into(), "Bearer tok".into()))
+        );
+        assert!(
+            !format!("{tool:?}").contains("tok\""),
+            "tokens stay out of debug output"
+        );
+
+        for (bad, says) in [
+            (
+                "tools:\n  remote:\n    - {id: filesystem, url: 'http://x/', actions: [a]}\n",
+                "is taken",
+            ),
+            (
+                "tools:\n  remote:\n    - {id: 'a b', url: 'http://x/', actions: [a]}\n",
+                "letters, digits",
+            ),
+            (
+                "tools:\n  remote:\n    - {id: t, url: 'ftp://x/', actions: [a]}\n",
+                "not an http(s) URL",
+            ),
+            (
+                "tools:\n  remote:\n    - {id: t, url: 'http://x/', actions: []}\n",
+                "at least one action",
+            ),
+            (
+                "tools:\n  remote:\n    - {id: t, url: 'http://x/', actions: [{name: a, parameters: {type: 12}}]}\n",
+                "not a valid JSON Schema",
+            ),
+            (
+                "tools:\n  remote:\n    - {id: t, url: 'http://x/', actions: [a]}\n    - {id: t, url: 'http://y/', actions: [b]}\n",
+                "is taken",
+            ),
+        ] {
+            let err = load_text(bad, &[]).expect_err(bad);
+            assert!(err.to_string().contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_http_allow_list_is_parsed_when_loaded() {
+        let err =
+            load_text("tools:\n  http:\n    allowed_hosts: ['http://x']\n", &[]).expect_err("url");
+        assert!(err.to_string().contains("http.allowed_hosts"), "{err}");
+        let s = load_text(
+            "",
+            &[(
+                "ORCHESTRATOR_HTTP_ALLOWED_HOSTS",
+                "api.example.com, 10.0.0.0/8",
+            )],
+        )
+        .expect("env");
+        assert!(
+            s.http
+                .policy
+                .allows("api.example.com", "93.184.216.34".parse().expect("ip"))
+                .is_ok()
+        );
+        assert!(
+            s.http
+                .policy
+                .allows("db", "10.1.1.1".parse().expect("ip"))
+                .is_ok()
+        );
+        assert!(
+            s.http
+                .policy
+                .allows("other.com", "93.184.216.34".parse().expect("ip"))
+                .is_err()
+        );
     }
 
     #[test]

@@ -46,7 +46,6 @@ both!(
     recovering_a_failed_execution_reruns_only_what_did_not_succeed,
     cancelling_stops_what_has_not_started,
     a_step_that_times_out_is_retried_and_the_run_continues,
-    a_pipeline_uses_every_tool,
     cancelling_kills_a_running_command,
 );
 
@@ -80,7 +79,7 @@ impl Server {
             .expect("server starts");
         Server {
             base: format!("http://{}", running.addr),
-            client: reqwest::Client::new(),
+            client: orchestrator_tools::net::default_client(),
             workspace,
             _db_dir: db_dir,
             running: Some(running),
@@ -582,6 +581,7 @@ async fn health_ready_and_openapi_answer() {
             "data-processing",
             "echo",
             "filesystem",
+            "http",
             "report-generator",
             "terminal",
             "validation"
@@ -814,9 +814,77 @@ async fn an_execution_past_its_timeout_fails_and_its_steps_stop() {
     assert!(gone(&proc, 15).await, "the step's command still runs");
 }
 
-async fn a_pipeline_uses_every_tool(s: Server) {
-    let yaml = r#"name: every-tool
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_uses_every_tool() {
+    use orchestrator_tools::testing::services::{self, Service};
+    let searx = Service::start(services::searxng()).await;
+    let web = Service::start(services::web()).await;
+    let remote = Service::start(services::remote_tool()).await;
+    let dir = TempDir::new("orch-http");
+    let config = format!(
+        "tools:\n  http:\n    allowed_hosts: [127.0.0.1]\n  web_search:\n    backends:\n      - kind: searxng\n        url: {}\n  remote:\n    - id: shout\n      url: {}\n      actions:\n        - name: upper\n          parameters: {{type: object, required: [text], properties: {{text: {{type: string}}}}}}\n",
+        searx.url(""),
+        remote.url("/tool")
+    );
+    let config_file = dir.path().join("orchestrator.yaml");
+    std::fs::write(&config_file, config).expect("config");
+    let loaded = orchestrator_server::config::load(
+        &orchestrator_server::config::Overrides {
+            config: Some(config_file),
+            ..Default::default()
+        },
+        &std::collections::HashMap::new(),
+    )
+    .expect("config loads");
+    let s = Server::start_with(sqlite_url(&dir), |settings| {
+        settings.http = loaded.http.clone();
+        settings.search_backends = loaded.search_backends.clone();
+        settings.remote_tools = loaded.remote_tools.clone();
+    })
+    .await;
+
+    let (status, tools) = s.get("/tools").await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = tools["items"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|t| t["id"].as_str()).collect())
+        .unwrap_or_default();
+    for id in [
+        "data-processing",
+        "echo",
+        "filesystem",
+        "http",
+        "report-generator",
+        "shout",
+        "terminal",
+        "validation",
+        "web-search",
+    ] {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+
+    let yaml = format!(
+        r#"name: every-tool
 steps:
+  - id: found
+    tool: web-search
+    action: search
+    parameters: {{query: "sales tax", max_results: 2}}
+  - id: fetched
+    tool: http
+    action: request
+    parameters:
+      url: "{web}/json"
+      query: {{q: "{{{{ found.result.results[0].title }}}}"}}
+  - id: loud
+    tool: shout
+    action: upper
+    parameters: {{text: "{{{{ fetched.result.body.query.q }}}}"}}
+"#,
+        web = web.url("")
+    );
+    let yaml = yaml
+        + r#"
   - id: csv
     tool: filesystem
     action: write
@@ -859,10 +927,13 @@ steps:
 outputs:
   report: "{{ report.result.content }}"
   valid: "{{ done.result.valid }}"
+  loud: "{{ loud.result.text }}"
 "#;
-    let done = s.run_yaml(yaml, "").await;
+    let done = s.run_yaml(&yaml, "").await;
     assert_eq!(done["status"], "succeeded", "{done:#}");
     assert_eq!(done["outputs"]["valid"], true);
+    assert_eq!(done["outputs"]["loud"], "RESULT 1 FOR SALES TAX");
+    assert_eq!(remote.requests()[0].json()["step_id"], "loud");
     assert_eq!(
         s.file("out/report.md"),
         "# Sales\n\n## North\n\n12 from 4 lines\n"

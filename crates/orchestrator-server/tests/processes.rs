@@ -91,7 +91,7 @@ async fn wait_lines(workspace: &Path, file: &str, n: usize) {
 const CHAIN: &str = "name: slow-chain\nsteps:\n  - id: s1\n    tool: terminal\n    parameters: {command: 'echo ran >> runs/s1.txt; sleep 0.4'}\n  - id: s2\n    tool: terminal\n    depends_on: [s1]\n    parameters: {command: 'echo ran >> runs/s2.txt; sleep 0.4'}\n  - id: s3\n    tool: terminal\n    depends_on: [s2]\n    parameters: {command: 'echo ran >> runs/s3.txt; sleep 3'}\n  - id: s4\n    tool: terminal\n    depends_on: [s3]\n    parameters: {command: 'echo ran >> runs/s4.txt'}\n  - id: s5\n    tool: filesystem\n    action: read\n    depends_on: [s4]\n    parameters: {path: runs/s1.txt}\noutputs:\n  first: '{{ s5.result.content }}'\n";
 
 async fn submit(base: &str) -> String {
-    let r = reqwest::Client::new()
+    let r = orchestrator_tools::net::default_client()
         .post(format!("{base}/executions"))
         .header("content-type", "application/yaml")
         .body(CHAIN)
@@ -254,7 +254,7 @@ async fn two_processes_on_one_postgres_share_the_work_and_run_each_step_once() {
             yaml.push_str(&format!("    depends_on: [s{}]\n", i - 5));
         }
     }
-    let client = reqwest::Client::new();
+    let client = orchestrator_tools::net::default_client();
     let mut ids = Vec::new();
     for n in 0..200 {
         let base = if n % 2 == 0 { &a.base } else { &b.base };
@@ -307,7 +307,7 @@ async fn a_paused_workers_late_result_is_refused() {
     std::fs::create_dir_all(ws.path().join("runs")).expect("runs");
     let a = start(&url, ws.path(), 30);
     let yaml = "name: paused\nsteps:\n  - id: work\n    tool: terminal\n    parameters: {command: 'echo $PPID >> runs/work.txt; sleep 1; echo finished'}\n";
-    let r = reqwest::Client::new()
+    let r = orchestrator_tools::net::default_client()
         .post(format!("{}/executions", a.base))
         .header("content-type", "application/yaml")
         .body(yaml)

@@ -15,7 +15,11 @@ use tokio_util::sync::CancellationToken;
 pub mod data;
 pub mod echo;
 pub mod filesystem;
+pub mod http;
+pub mod net;
+pub mod remote;
 pub mod report;
+pub mod search;
 pub mod terminal;
 pub mod testing;
 pub mod validation;
@@ -30,6 +34,9 @@ pub struct ToolContext {
     pub execution_id: String,
     pub step_id: String,
     pub attempt: i64,
+    /// For services the operator configured (search backends, tools over
+    /// HTTP, model providers). The `http` tool uses its own guarded client.
+    pub http: reqwest::Client,
 }
 
 /// Why a tool action failed. `kind` is the error type users see
@@ -79,14 +86,29 @@ pub trait Tool: Send + Sync + std::fmt::Debug {
 }
 
 /// The tools a server offers, by id.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ToolRegistry {
     tools: BTreeMap<String, Arc<dyn Tool>>,
+    http: reqwest::Client,
+}
+
+impl Default for ToolRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ToolRegistry {
     pub fn new() -> Self {
-        Self::default()
+        ToolRegistry {
+            tools: BTreeMap::new(),
+            http: net::default_client(),
+        }
+    }
+
+    /// The client tools get in their context.
+    pub fn http_client(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// The built-in tools that need no configuration.
@@ -97,6 +119,7 @@ impl ToolRegistry {
         r.register(Arc::new(report::ReportGenerator));
         r.register(Arc::new(validation::Validation));
         r.register(Arc::new(data::DataProcessing));
+        r.register(Arc::new(http::HttpTool::default()));
         r
     }
 
@@ -132,6 +155,7 @@ impl orchestrator_core::ToolCatalog for ToolRegistry {
         }
         Some(match tool {
             "terminal" => "is disabled on this server (enable it with tools.enable_terminal or ORCHESTRATOR_ENABLE_TERMINAL=true)".to_string(),
+            "web-search" => "needs a search backend, and none is configured on this server (tools.web_search.backends, or SEARXNG_URL, BRAVE_API_KEY or TAVILY_API_KEY)".to_string(),
             orchestrator_core::catalog::LLM_TOOL => "needs a model provider, and none is configured on this server".to_string(),
             _ => "is not available on this server yet".to_string(),
         })

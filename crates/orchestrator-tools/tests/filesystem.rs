@@ -32,6 +32,7 @@ fn dirs() -> Dirs {
             execution_id: "e".into(),
             step_id: "s".into(),
             attempt: 1,
+            http: orchestrator_tools::net::default_client(),
         },
         base,
     }

@@ -288,11 +288,22 @@ async fn run_file(
         eprintln!("error: cannot create {}: {e}", dir.display());
         return ExitCode::FAILURE;
     }
+    // Tools are configured as for the server (orchestrator.yaml and
+    // ORCHESTRATOR_* variables); the database is a throwaway one.
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let loaded = match config::load(&Overrides::default(), &env) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let _ = std::fs::remove_dir_all(&dir);
+            return ExitCode::from(INVALID);
+        }
+    };
     let settings = Settings {
         database_url: format!("sqlite://{}", dir.join("run.db").display()),
         workspace_root: workspace.unwrap_or_else(|| PathBuf::from(".")),
-        enable_terminal,
-        ..Settings::default()
+        enable_terminal: enable_terminal || loaded.enable_terminal,
+        ..loaded
     };
     let code = run_in(&settings, &name, text, context, json, timeout).await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -40,7 +40,12 @@ pub fn test_workspace() -> TestWorkspace {
             execution_id: "test-execution".into(),
             step_id: "test-step".into(),
             attempt: 1,
+            http: crate::net::default_client(),
         },
         dir,
     }
 }
+
+/// Local HTTP services for tests.
+#[cfg(feature = "test-services")]
+pub mod services;
