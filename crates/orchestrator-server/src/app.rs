@@ -61,20 +61,58 @@ impl AppState {
 struct ApiDoc;
 
 /// The OpenAPI document, generated from the handlers.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+pub fn openapi() -> serde_json::Value {
+    let mut documented = ToolRegistry::builtin();
+    documented.register(Arc::new(orchestrator_tools::terminal::Terminal::default()));
+    documented.register(Arc::new(orchestrator_tools::search::WebSearch::new(
+        Vec::new(),
+        Duration::from_secs(15),
+    )));
+    openapi_with_tools(&documented)
+}
+
+/// The OpenAPI document with the parameter schema of every action of
+/// `tools` as a component, `tool.{tool}.{action}` (JSON Schema 2020-12, as
+/// OpenAPI 3.1 allows). They are JSON, not utoipa types: tool schemas use
+/// keywords utoipa's schema model does not hold.
+pub fn openapi_with_tools(tools: &ToolRegistry) -> serde_json::Value {
     let (_, api) = utoipa_axum::router::OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
         .merge(crate::api::routes())
         .split_for_parts();
-    api
+    let mut doc = serde_json::to_value(api).unwrap_or_default();
+    let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return doc;
+    };
+    for tool in tools.iter() {
+        for action in tool.actions() {
+            let mut schema = action.parameters;
+            if let Some(obj) = schema.as_object_mut() {
+                obj.entry("description").or_insert_with(|| {
+                    serde_json::Value::String(format!(
+                        "Parameters of `{}` `{}`: {}",
+                        tool.id(),
+                        action.name,
+                        action.description
+                    ))
+                });
+            }
+            schemas.insert(format!("tool.{}.{}", tool.id(), action.name), schema);
+        }
+    }
+    doc
 }
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (api, _) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::api::routes())
         .split_for_parts();
+    let doc = openapi_with_tools(state.engine().tools());
     let limit = state.settings().max_body_bytes;
-    api.merge(SwaggerUi::new("/swagger-ui").url("/openapi.json", doc))
+    api.merge(SwaggerUi::new("/swagger-ui").external_url_unchecked("/openapi.json", doc))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
