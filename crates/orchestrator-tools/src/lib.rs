@@ -16,6 +16,7 @@ pub mod data;
 pub mod echo;
 pub mod filesystem;
 pub mod http;
+pub mod models;
 pub mod net;
 pub mod remote;
 pub mod report;
