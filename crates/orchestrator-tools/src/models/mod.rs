@@ -563,7 +563,7 @@ mod tests {
             ..spec("official", &[], 0.0, 8192)
         };
         let err = select(
-            &[keyed.clone()],
+            std::slice::from_ref(&keyed),
             &HashMap::new(),
             &Requirements::default(),
             Strategy::Ucb,
