@@ -1104,9 +1104,157 @@ macro_rules! impl_store {
                     .await?;
                 Ok(next.map(|t| (t - crate::now_ms()).max(0)))
             }
+
+            async fn insert_model(&self, id: &str, spec: &serde_json::Value, source: &str) -> crate::Result<bool> {
+                let _writer = self.write_guard().await;
+                let now = crate::now_ms();
+                let n = sqlx::query(crate::common::INSERT_MODEL)
+                    .bind(id)
+                    .bind(sqlx::types::Json(spec))
+                    .bind(source)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn upsert_model(&self, id: &str, spec: &serde_json::Value, source: &str) -> crate::Result<()> {
+                let _writer = self.write_guard().await;
+                sqlx::query(crate::common::UPSERT_MODEL)
+                    .bind(id)
+                    .bind(sqlx::types::Json(spec))
+                    .bind(source)
+                    .bind(crate::now_ms())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn delete_model(&self, id: &str) -> crate::Result<bool> {
+                let _writer = self.write_guard().await;
+                let n = sqlx::query("DELETE FROM models WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn list_models(&self) -> crate::Result<Vec<crate::ModelRecord>> {
+                let rows: Vec<(String, sqlx::types::Json<serde_json::Value>, String, i64, i64)> =
+                    sqlx::query_as("SELECT id, spec, source, created_at, updated_at FROM models ORDER BY created_at, id")
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, spec, source, created_at, updated_at)| crate::ModelRecord {
+                        id,
+                        spec: spec.0,
+                        source,
+                        created_at,
+                        updated_at,
+                    })
+                    .collect())
+            }
+
+            async fn record_model_call(&self, call: &crate::ModelCall) -> crate::Result<()> {
+                let _writer = self.write_guard().await;
+                sqlx::query(crate::common::INSERT_MODEL_CALL)
+                    .bind(&call.model_id)
+                    .bind(&call.execution_id)
+                    .bind(&call.step_id)
+                    .bind(call.attempt)
+                    .bind(call.started_at)
+                    .bind(call.latency_ms)
+                    .bind(i64::from(call.success))
+                    .bind(call.input_tokens)
+                    .bind(call.output_tokens)
+                    .bind(call.cost)
+                    .bind(call.reward)
+                    .bind(&call.error_type)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn model_call_stats(&self) -> crate::Result<Vec<crate::ModelCallStats>> {
+                let rows: Vec<(String, i64, i64, i64, i64, f64, f64)> =
+                    sqlx::query_as(crate::common::MODEL_TOTALS)
+                        .fetch_all(&self.pool)
+                        .await?;
+                let recent: Vec<(String, i64)> = sqlx::query_as(crate::common::RECENT_LATENCIES)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut stats: Vec<crate::ModelCallStats> = rows
+                    .into_iter()
+                    .map(|(model_id, calls, successes, input_tokens, output_tokens, cost, reward_sum)| {
+                        crate::ModelCallStats {
+                            model_id,
+                            calls,
+                            successes,
+                            input_tokens,
+                            output_tokens,
+                            cost,
+                            reward_sum,
+                            recent_latencies_ms: Vec::new(),
+                        }
+                    })
+                    .collect();
+                for (model, latency) in recent {
+                    if let Some(s) = stats.iter_mut().find(|s| s.model_id == model) {
+                        s.recent_latencies_ms.push(latency);
+                    }
+                }
+                Ok(stats)
+            }
+
+            async fn execution_usage(&self, execution_id: &str) -> crate::Result<Vec<crate::StepUsage>> {
+                let rows: Vec<(String, String, i64, i64, i64, f64)> =
+                    sqlx::query_as(crate::common::EXECUTION_USAGE)
+                        .bind(execution_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(step_id, model_id, calls, input_tokens, output_tokens, cost)| crate::StepUsage {
+                        step_id,
+                        model_id,
+                        calls,
+                        input_tokens,
+                        output_tokens,
+                        cost,
+                    })
+                    .collect())
+            }
         }
     };
 }
+
+pub(crate) const INSERT_MODEL: &str = "INSERT INTO models (id, spec, source, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $4) ON CONFLICT (id) DO NOTHING";
+
+pub(crate) const UPSERT_MODEL: &str = "INSERT INTO models (id, spec, source, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $4) ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, source = excluded.source, \
+    updated_at = excluded.updated_at";
+
+pub(crate) const INSERT_MODEL_CALL: &str = "INSERT INTO model_calls (model_id, execution_id, step_id, attempt, \
+    started_at, latency_ms, success, input_tokens, output_tokens, cost, reward, error_type) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+/// PostgreSQL sums integers as NUMERIC: cast back.
+pub(crate) const MODEL_TOTALS: &str = "SELECT model_id, COUNT(*), CAST(SUM(success) AS BIGINT), \
+    CAST(SUM(input_tokens) AS BIGINT), CAST(SUM(output_tokens) AS BIGINT), \
+    CAST(SUM(cost) AS DOUBLE PRECISION), CAST(SUM(reward) AS DOUBLE PRECISION) \
+    FROM model_calls GROUP BY model_id ORDER BY model_id";
+
+/// Latencies of the last 20,000 calls, for percentiles.
+pub(crate) const RECENT_LATENCIES: &str = "SELECT model_id, latency_ms FROM model_calls \
+    WHERE id > (SELECT COALESCE(MAX(id), 0) - 20000 FROM model_calls)";
+
+pub(crate) const EXECUTION_USAGE: &str = "SELECT COALESCE(step_id, ''), model_id, COUNT(*), CAST(SUM(input_tokens) AS BIGINT), \
+    CAST(SUM(output_tokens) AS BIGINT), CAST(SUM(cost) AS DOUBLE PRECISION) FROM model_calls \
+    WHERE execution_id = $1 GROUP BY COALESCE(step_id, ''), model_id ORDER BY MIN(id)";
 
 pub(crate) use impl_store;
 

@@ -330,6 +330,82 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Milliseconds until the next queued step becomes runnable, if any.
     async fn next_run_in_ms(&self) -> Result<Option<i64>>;
+
+    /// Registers a model; `false` when the id is taken.
+    async fn insert_model(&self, id: &str, spec: &Value, source: &str) -> Result<bool>;
+
+    /// Registers or replaces a model (definitions from `models.yaml`).
+    async fn upsert_model(&self, id: &str, spec: &Value, source: &str) -> Result<()>;
+
+    /// Removes a model; `false` when there was none. Its call history stays.
+    async fn delete_model(&self, id: &str) -> Result<bool>;
+
+    /// Every registered model, oldest first.
+    async fn list_models(&self) -> Result<Vec<ModelRecord>>;
+
+    /// Records one model call.
+    async fn record_model_call(&self, call: &ModelCall) -> Result<()>;
+
+    /// Totals per model over every call, with the latencies of recent calls.
+    async fn model_call_stats(&self) -> Result<Vec<ModelCallStats>>;
+
+    /// Model use of one execution, per step and model, in order of first use.
+    async fn execution_usage(&self, execution_id: &str) -> Result<Vec<StepUsage>>;
+}
+
+/// A registered model: its definition as JSON and where it came from
+/// (`api` or `file`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    pub id: String,
+    pub spec: Value,
+    pub source: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One call to a model.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModelCall {
+    pub model_id: String,
+    pub execution_id: Option<String>,
+    pub step_id: Option<String>,
+    pub attempt: i64,
+    pub started_at: i64,
+    pub latency_ms: i64,
+    pub success: bool,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    /// US dollars.
+    pub cost: f64,
+    /// How good the call was for selection, 0 to 1.
+    pub reward: f64,
+    pub error_type: Option<String>,
+}
+
+/// What a model's calls add up to.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModelCallStats {
+    pub model_id: String,
+    pub calls: i64,
+    pub successes: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost: f64,
+    pub reward_sum: f64,
+    /// Latencies of its most recent calls, in milliseconds.
+    pub recent_latencies_ms: Vec<i64>,
+}
+
+/// A step's use of one model in an execution.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StepUsage {
+    pub step_id: String,
+    pub model_id: String,
+    pub calls: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost: f64,
 }
 
 /// Opens the store named by a URL (`sqlite://path`, `sqlite::memory:`, `postgres://…`)
