@@ -21,13 +21,15 @@ use orchestrator_store::{
     ClaimedStep, ExecutionRecord, NewExecution, NewStep, StepRecord, StepResult, Store, StoreError,
     now_ms,
 };
-use orchestrator_tools::{ToolContext, ToolRegistry};
+use orchestrator_tools::{ToolContext, ToolError, ToolRegistry};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+
+pub mod models;
 
 /// How the worker pool of one process behaves.
 #[derive(Debug, Clone)]
@@ -51,6 +53,8 @@ pub struct EngineConfig {
     pub reap_ms: u64,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_ttl_ms: i64,
+    /// How model steps choose and call models.
+    pub models: models::ModelSettings,
 }
 
 impl Default for EngineConfig {
@@ -65,6 +69,7 @@ impl Default for EngineConfig {
             max_lost: 3,
             reap_ms: 5_000,
             idempotency_ttl_ms: 24 * 3600 * 1000,
+            models: models::ModelSettings::default(),
         }
     }
 }
@@ -102,6 +107,10 @@ pub struct ExecutionOptions {
     /// its running steps are stopped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// A budget in US dollars: a model step that could spend past it fails
+    /// with `BudgetExceeded` instead of calling the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<f64>,
 }
 
 impl Default for ExecutionOptions {
@@ -111,6 +120,7 @@ impl Default for ExecutionOptions {
             max_retries: None,
             workspace: WorkspaceMode::Shared,
             timeout_seconds: None,
+            max_cost: None,
         }
     }
 }
@@ -151,6 +161,7 @@ struct Inner {
     tools: Arc<ToolRegistry>,
     config: EngineConfig,
     wake: Notify,
+    models: models::Models,
     /// Lease token → cancellation of each running step of this process.
     running: Mutex<HashMap<String, (String, CancellationToken)>>,
     /// Compiled parameter schemas by (tool, action); `None`: nothing to check.
@@ -175,12 +186,18 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, tools: Arc<ToolRegistry>, config: EngineConfig) -> Self {
+        let models = models::Models::new(
+            Arc::clone(&store),
+            tools.http_client().clone(),
+            config.models.clone(),
+        );
         Engine {
             inner: Arc::new(Inner {
                 store,
                 tools,
                 config,
                 wake: Notify::new(),
+                models,
                 running: Mutex::new(HashMap::new()),
                 schemas: Mutex::new(HashMap::new()),
                 finished: tokio::sync::broadcast::channel(1024).0,
@@ -198,6 +215,11 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// The model registry and model calls.
+    pub fn models(&self) -> &models::Models {
+        &self.inner.models
     }
 
     /// Compiles a pipeline against this engine's tools. `context: None` only validates.
@@ -229,7 +251,19 @@ impl Engine {
             ));
         }
         let compiled = self.compile(&submission.source, Some(&submission.context))?;
-        let plan = compiled.plan;
+        let mut plan = compiled.plan;
+        // A model step that names neither a model nor requirements runs on
+        // the pipeline's model, when it has one.
+        if let Some(model) = plan.pipeline.model.clone() {
+            for s in plan.steps.iter_mut() {
+                if s.step.is_model_action()
+                    && s.step.model.is_none()
+                    && s.step.requires_model.is_none()
+                {
+                    s.step.model = Some(model.clone());
+                }
+            }
+        }
         let source_text = match &submission.source {
             PipelineSource::Yaml(t) => t.clone(),
             PipelineSource::Json(v) => v.to_string(),
@@ -714,6 +748,9 @@ pub fn is_retryable(error_type: &str) -> bool {
             | "ResponseTooLargeError"
             | "ToolProtocolError"
             | "SearchRejectedError"
+            | "BudgetExceeded"
+            | "ModelRequestError"
+            | "ModelAuthenticationError"
             | "NoSearchBackendError"
     )
 }
@@ -974,11 +1011,15 @@ async fn run_task(
     let rendered = Value::Object(parameters.clone());
 
     if step.is_model_action() {
-        return Attempt::failed(
-            "ModelUnavailableError",
-            "no model provider is configured on this server",
-            Some(rendered.clone()),
-        );
+        let run = Box::pin(run_model(
+            inner,
+            claimed,
+            step,
+            &parameters,
+            options,
+            cancel.clone(),
+        ));
+        return finish_run(run, step, planned, &cancel, Some(rendered)).await;
     }
     let Some(tool_id) = step.tool.as_deref() else {
         return Attempt::failed(
@@ -1010,7 +1051,19 @@ async fn run_task(
         attempt: claimed.attempt,
         http: inner.tools.http_client().clone(),
     };
-    let run = tool.execute(&step.action, &parameters, &tool_ctx);
+    let run = Box::pin(tool.execute(&step.action, &parameters, &tool_ctx));
+    finish_run(run, step, planned, &cancel, shown).await
+}
+
+/// Waits for a tool or model call under the step's timeout and the
+/// execution's cancellation, and turns what happened into an attempt.
+async fn finish_run(
+    run: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, ToolError>> + Send + '_>>,
+    step: &orchestrator_core::Step,
+    planned: &PlannedStep,
+    cancel: &CancellationToken,
+    shown: Option<Value>,
+) -> Attempt {
     let limit = step.timeout.map_or(Duration::MAX, Duration::from_secs);
     let outcome = tokio::select! {
         r = tokio::time::timeout(limit, run) => match r {
@@ -1300,4 +1353,67 @@ fn render_outputs(
         Some(Value::Object(out)),
         (!errors.is_empty()).then(|| errors.join("; ")),
     )
+}
+
+/// A model action: picks the model, keeps to the budget, calls it. The
+/// result is the answer's text (the JSON value for `generate_structured`).
+async fn run_model(
+    inner: &Arc<Inner>,
+    claimed: &ClaimedStep,
+    step: &orchestrator_core::Step,
+    params: &Map<String, Value>,
+    options: &ExecutionOptions,
+    cancel: CancellationToken,
+) -> Result<Value, ToolError> {
+    let action = catalog::canonical_action(&step.action);
+    let request = models::ModelStepRequest::from_parameters(action, params)?;
+    let requirements = match (&request.requirements, &step.requires_model) {
+        (Some(r), _) => Some(r.clone()),
+        (None, Some(v)) => Some(models::requirements_from(v)?),
+        (None, None) => None,
+    };
+    let named = request.model.as_deref().or(step.model.as_deref());
+    let (spec, why) = inner
+        .models
+        .resolve(named, requirements.as_ref())
+        .await
+        .map_err(|e| match e {
+            models::SelectError::Store(m) => ToolError::new("StoreError", m),
+            other => ToolError::new("ModelUnavailableError", other.to_string()),
+        })?;
+    debug!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, model = %spec.id, reason = %why, "model chosen");
+    if let Some(budget) = options.max_cost {
+        let spent = inner.models.spent(&claimed.execution_id).await?;
+        let rounds = if request.schema.is_some() { 2.0 } else { 1.0 };
+        let worst = models::worst_case_cost(&spec, &request.chat) * rounds;
+        if spent + worst > budget {
+            return Err(ToolError::new(
+                "BudgetExceeded",
+                format!(
+                    "the execution has spent ${spent:.6} of its ${budget} budget, and this call to '{}' could cost up to ${worst:.6}",
+                    spec.id
+                ),
+            ));
+        }
+    }
+    let site = models::CallSite {
+        execution_id: Some(claimed.execution_id.clone()),
+        step_id: Some(claimed.step_id.clone()),
+        attempt: claimed.attempt,
+    };
+    match &request.schema {
+        Some(schema) => {
+            let (value, _) =
+                models::structured(&inner.models, &spec, &request.chat, schema, &site, &cancel)
+                    .await?;
+            Ok(value)
+        }
+        None => {
+            let answer = inner
+                .models
+                .call(&spec, &request.chat, &site, &cancel)
+                .await?;
+            Ok(Value::String(answer.response.text))
+        }
+    }
 }

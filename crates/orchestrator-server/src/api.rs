@@ -138,11 +138,19 @@ fn engine_options(dto: &OptionsDto) -> Result<ExecutionOptions, ApiError> {
             "options.timeout_seconds must be at least 1".to_string(),
         ));
     }
+    if let Some(c) = dto.max_cost
+        && !(c.is_finite() && c >= 0.0)
+    {
+        return Err(ApiError::Unprocessable(
+            "options.max_cost must be zero or more (US dollars)".to_string(),
+        ));
+    }
     Ok(ExecutionOptions {
         checkpoint_enabled: dto.checkpoint_enabled.unwrap_or(true),
         max_retries: dto.max_retries,
         workspace,
         timeout_seconds: dto.timeout_seconds,
+        max_cost: dto.max_cost,
     })
 }
 
@@ -176,7 +184,8 @@ async fn load_view(state: &AppState, id: &str) -> Result<ExecutionView, ApiError
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("execution '{id}' does not exist")))?;
     let steps = store.list_steps(id).await?;
-    Ok(ExecutionView::new(&record, &steps))
+    let usage = store.execution_usage(id).await?;
+    Ok(ExecutionView::new(&record, &steps).with_usage(&usage))
 }
 
 /// Submit a pipeline for execution.
@@ -519,12 +528,12 @@ pub async fn list_tools(State(state): State<AppState>) -> ApiJson<ToolList> {
     let items = state
         .engine()
         .tools()
-        .iter()
-        .map(|t| ToolView {
-            id: t.id().to_string(),
-            description: t.description().to_string(),
-            actions: t
-                .actions()
+        .describe()
+        .into_iter()
+        .map(|(id, description, actions)| ToolView {
+            id,
+            description,
+            actions: actions
                 .into_iter()
                 .map(|a| ActionView {
                     name: a.name,

@@ -55,6 +55,7 @@ impl AppState {
         (name = "executions", description = "Run pipelines and follow their executions"),
         (name = "pipelines", description = "Compile pipelines"),
         (name = "tools", description = "The tools steps can use"),
+        (name = "models", description = "The model registry, model selection and call metrics"),
         (name = "system", description = "Health and readiness")
     )
 )]
@@ -63,6 +64,7 @@ struct ApiDoc;
 /// The OpenAPI document, generated from the handlers.
 pub fn openapi() -> serde_json::Value {
     let mut documented = ToolRegistry::builtin();
+    documented.enable_models();
     documented.register(Arc::new(orchestrator_tools::terminal::Terminal::default()));
     documented.register(Arc::new(orchestrator_tools::search::WebSearch::new(
         Vec::new(),
@@ -78,6 +80,7 @@ pub fn openapi() -> serde_json::Value {
 pub fn openapi_with_tools(tools: &ToolRegistry) -> serde_json::Value {
     let (_, api) = utoipa_axum::router::OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
         .merge(crate::api::routes())
+        .merge(crate::models_api::routes())
         .split_for_parts();
     let mut doc = serde_json::to_value(api).unwrap_or_default();
     let Some(schemas) = doc
@@ -86,20 +89,18 @@ pub fn openapi_with_tools(tools: &ToolRegistry) -> serde_json::Value {
     else {
         return doc;
     };
-    for tool in tools.iter() {
-        for action in tool.actions() {
+    for (id, _, actions) in tools.describe() {
+        for action in actions {
             let mut schema = action.parameters;
             if let Some(obj) = schema.as_object_mut() {
                 obj.entry("description").or_insert_with(|| {
                     serde_json::Value::String(format!(
                         "Parameters of `{}` `{}`: {}",
-                        tool.id(),
-                        action.name,
-                        action.description
+                        id, action.name, action.description
                     ))
                 });
             }
-            schemas.insert(format!("tool.{}.{}", tool.id(), action.name), schema);
+            schemas.insert(format!("tool.{id}.{}", action.name), schema);
         }
     }
     doc
@@ -109,6 +110,7 @@ pub fn openapi_with_tools(tools: &ToolRegistry) -> serde_json::Value {
 pub fn router(state: AppState) -> Router {
     let (api, _) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::api::routes())
+        .merge(crate::models_api::routes())
         .split_for_parts();
     let doc = openapi_with_tools(state.engine().tools());
     let limit = state.settings().max_body_bytes;
@@ -145,8 +147,21 @@ pub async fn build_engine(settings: &Settings) -> anyhow::Result<Engine> {
         max_lost: i64::try_from(settings.max_lost_workers).unwrap_or(i64::MAX),
         idempotency_ttl_ms: i64::try_from(settings.idempotency_ttl_hours.saturating_mul(3_600_000))
             .unwrap_or(i64::MAX),
+        models: settings.models.clone(),
         ..EngineConfig::default()
     };
+    for spec in &settings.model_specs {
+        let json = serde_json::to_value(spec)?;
+        store
+            .upsert_model(&spec.id, &json, "file")
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot register model '{}' from the models file: {e}",
+                    spec.id
+                )
+            })?;
+    }
     Ok(Engine::new(
         store,
         Arc::new(tool_registry(settings)),
@@ -158,6 +173,7 @@ pub async fn build_engine(settings: &Settings) -> anyhow::Result<Engine> {
 /// `web-search` when a backend is configured, and the tools over HTTP.
 pub fn tool_registry(settings: &Settings) -> ToolRegistry {
     let mut tools = ToolRegistry::builtin();
+    tools.enable_models();
     tools.register(Arc::new(orchestrator_tools::http::HttpTool::new(
         settings.http.clone(),
     )));

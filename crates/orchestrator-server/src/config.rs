@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use orchestrator_engine::models::ModelSettings;
 use orchestrator_tools::http::HttpSettings;
+use orchestrator_tools::models::{ModelSpec, Strategy};
 use orchestrator_tools::net::OutboundPolicy;
 use orchestrator_tools::remote::RemoteTool;
 use orchestrator_tools::search::{self, SearchBackend};
@@ -44,9 +46,19 @@ pub struct OrchestratorSection {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelsSection {
+    /// Its models are preferred when several are equally good.
     pub default_provider: Option<String>,
+    /// `ucb`, `cheapest`, `fastest` or `fixed` (= `ORCHESTRATOR_ROUTING_STRATEGY`).
     pub routing_strategy: Option<String>,
+    /// Accepted for compatibility: cost always counts in selection.
     pub cost_optimization: Option<bool>,
+    /// The model definitions file (= `ORCHESTRATOR_MODELS_FILE`; default
+    /// `models.yaml` in the current folder, else `~/.orchestrator/models.yaml`).
+    pub file: Option<PathBuf>,
+    /// The model of steps that name none (= `ORCHESTRATOR_DEFAULT_MODEL`).
+    pub default_model: Option<String>,
+    /// Seconds one request to a provider may take.
+    pub request_timeout_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -181,6 +193,11 @@ pub struct Settings {
     pub search_backends: Vec<SearchBackend>,
     pub search_timeout_seconds: f64,
     pub remote_tools: Vec<RemoteTool>,
+    /// How models are chosen and called (keys included, never printed).
+    pub models: ModelSettings,
+    /// Definitions read from the models file, registered at start-up.
+    pub model_specs: Vec<ModelSpec>,
+    pub models_file: Option<PathBuf>,
     pub lease_ms: u64,
     pub heartbeat_ms: u64,
     pub max_lost_workers: u64,
@@ -206,6 +223,9 @@ impl Default for Settings {
             search_backends: Vec::new(),
             search_timeout_seconds: 15.0,
             remote_tools: Vec::new(),
+            models: ModelSettings::default(),
+            model_specs: Vec::new(),
+            models_file: None,
             lease_ms: 30_000,
             heartbeat_ms: 10_000,
             max_lost_workers: 3,
@@ -286,6 +306,115 @@ fn parse_bind(value: &str, origin: &str) -> Result<SocketAddr, ConfigError> {
         path: origin.to_string(),
         message: format!("bind address '{value}' is not HOST:PORT (for example 127.0.0.1:8080)"),
     })
+}
+
+/// Reads a models file: `models: [...]` (and an optional `default`), or a
+/// bare list of model definitions.
+pub fn parse_models_file(
+    text: &str,
+    path: &str,
+) -> Result<(Vec<ModelSpec>, Option<String>), ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.to_string(),
+        message,
+    };
+    let node = orchestrator_core::yaml::parse(text).map_err(|e| invalid(e.to_string()))?;
+    let (list, default) = match node.to_json() {
+        serde_json::Value::Null => (serde_json::Value::Array(vec![]), None),
+        list @ serde_json::Value::Array(_) => (list, None),
+        serde_json::Value::Object(mut map) => {
+            let default = match map.remove("default") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(d)) => Some(d),
+                Some(_) => return Err(invalid("'default' must be a model id".into())),
+            };
+            if let Some(key) = map.keys().find(|k| *k != "models") {
+                return Err(invalid(format!(
+                    "unknown key '{key}' (expected 'models' and 'default')"
+                )));
+            }
+            (
+                map.remove("models")
+                    .unwrap_or(serde_json::Value::Array(vec![])),
+                default,
+            )
+        }
+        _ => return Err(invalid("expected a list of models, or 'models:'".into())),
+    };
+    let serde_json::Value::Array(items) = list else {
+        return Err(invalid("'models' must be a list".into()));
+    };
+    let mut specs: Vec<ModelSpec> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let spec: ModelSpec =
+            serde_json::from_value(item).map_err(|e| invalid(format!("models[{i}]: {e}")))?;
+        spec.check()
+            .map_err(|e| invalid(format!("models[{i}]: {e}")))?;
+        if specs.iter().any(|s| s.id == spec.id) {
+            return Err(invalid(format!(
+                "models[{i}]: the id '{}' is used twice",
+                spec.id
+            )));
+        }
+        specs.push(spec);
+    }
+    if let Some(d) = &default
+        && !specs.iter().any(|s| s.id == *d)
+    {
+        return Err(invalid(format!(
+            "default model '{d}' is not defined in the file"
+        )));
+    }
+    Ok((specs, default))
+}
+
+fn resolve_models(
+    m: &ModelsSection,
+    env: &HashMap<String, String>,
+    s: &mut Settings,
+) -> Result<(), ConfigError> {
+    let strategy = match &m.routing_strategy {
+        None => Strategy::Ucb,
+        Some(v) => v.parse().map_err(|e: String| ConfigError::Invalid {
+            path: "models.routing_strategy".into(),
+            message: e,
+        })?,
+    };
+    let file = match &m.file {
+        Some(f) => Some(f.clone()),
+        None => {
+            let mut candidates = vec![PathBuf::from("models.yaml")];
+            if let Some(home) = std::env::var_os("HOME") {
+                candidates.push(Path::new(&home).join(".orchestrator").join("models.yaml"));
+            }
+            candidates.into_iter().find(|p| p.is_file())
+        }
+    };
+    let mut default_model = m.default_model.clone();
+    if let Some(path) = &file {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let (specs, default) = parse_models_file(&text, &shown)?;
+        s.model_specs = specs;
+        default_model = default_model.or(default);
+    }
+    s.models_file = file;
+    s.models = ModelSettings {
+        strategy,
+        default_model,
+        default_provider: m.default_provider.clone(),
+        env: env.clone(),
+        request_timeout: std::time::Duration::from_secs_f64(positive_seconds(
+            m.request_timeout_seconds,
+            120.0,
+            "models.request_timeout_seconds",
+        )?),
+        ..ModelSettings::default()
+    };
+    Ok(())
 }
 
 fn tools_error(message: String) -> ConfigError {
@@ -519,6 +648,7 @@ fn boolean(name: &str, value: &str) -> Result<bool, ConfigError> {
 pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Settings, ConfigError> {
     let mut s = Settings::default();
     let mut tools = ToolsSection::default();
+    let mut models = ModelsSection::default();
 
     let file = match &overrides.config {
         Some(p) => Some(p.clone()),
@@ -574,6 +704,7 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
             s.terminal_allowed_programs = Some(p);
         }
         tools = f.tools;
+        models = f.models;
         s.config_file = Some(path);
     }
 
@@ -602,6 +733,9 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
                 s.shutdown_grace_seconds = number(name, value)? as u64
             }
             "ORCHESTRATOR_ENABLE_TERMINAL" => s.enable_terminal = boolean(name, value)?,
+            "ORCHESTRATOR_ROUTING_STRATEGY" => models.routing_strategy = Some(value.clone()),
+            "ORCHESTRATOR_DEFAULT_MODEL" => models.default_model = Some(value.clone()),
+            "ORCHESTRATOR_MODELS_FILE" => models.file = Some(PathBuf::from(value)),
             "ORCHESTRATOR_ENABLE_WEB_SEARCH" => {
                 tools.enable_web_search = Some(boolean(name, value)?)
             }
@@ -638,6 +772,7 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
         s.max_concurrent = n;
     }
     resolve_tools(&tools, env, &mut s)?;
+    resolve_models(&models, env, &mut s)?;
     if s.heartbeat_ms == 0 || s.heartbeat_ms >= s.lease_ms {
         return Err(ConfigError::Invalid {
             path: "settings".into(),

@@ -46,6 +46,11 @@ pub struct OptionsDto {
     #[serde(default)]
     #[schema(minimum = 1)]
     pub timeout_seconds: Option<u64>,
+    /// Budget in US dollars for model calls: a model step that could spend
+    /// past it fails with `BudgetExceeded` instead of calling the model.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub max_cost: Option<f64>,
 }
 
 /// Query of `GET /executions`.
@@ -160,6 +165,33 @@ pub struct StepView {
     pub finished_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<i64>,
+    /// Model calls of a model step (every attempt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageView>,
+}
+
+/// What model calls used.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct UsageView {
+    /// The models called, in order of first use.
+    pub models: Vec<String>,
+    pub calls: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    /// US dollars.
+    pub cost: f64,
+}
+
+impl UsageView {
+    fn add(&mut self, u: &orchestrator_store::StepUsage) {
+        if !self.models.contains(&u.model_id) {
+            self.models.push(u.model_id.clone());
+        }
+        self.calls += u.calls;
+        self.input_tokens += u.input_tokens;
+        self.output_tokens += u.output_tokens;
+        self.cost += u.cost;
+    }
 }
 
 /// An execution with its steps.
@@ -191,6 +223,9 @@ pub struct ExecutionView {
     pub outputs: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Model calls of the whole execution (steps and `<AUTO>` tags).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageView>,
 }
 
 /// A recorded attempt of a step: a recovery point.
@@ -325,6 +360,7 @@ impl From<&StepRecord> for StepView {
                 (Some(a), Some(b)) => Some(b - a),
                 _ => None,
             },
+            usage: None,
         }
     }
 }
@@ -375,7 +411,24 @@ impl ExecutionView {
             steps: steps.iter().map(StepView::from).collect(),
             outputs: r.outputs.clone(),
             error: r.error.clone(),
+            usage: None,
         }
+    }
+
+    /// Adds model usage, per step and in total.
+    pub fn with_usage(mut self, usage: &[orchestrator_store::StepUsage]) -> Self {
+        if usage.is_empty() {
+            return self;
+        }
+        let mut total = UsageView::default();
+        for u in usage {
+            total.add(u);
+            if let Some(step) = self.steps.iter_mut().find(|s| s.id == u.step_id) {
+                step.usage.get_or_insert_with(UsageView::default).add(u);
+            }
+        }
+        self.usage = Some(total);
+        self
     }
 }
 

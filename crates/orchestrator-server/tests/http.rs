@@ -582,6 +582,7 @@ async fn health_ready_and_openapi_answer() {
             "echo",
             "filesystem",
             "http",
+            "llm-generate",
             "report-generator",
             "terminal",
             "validation"
@@ -955,4 +956,231 @@ async fn a_disabled_tool_is_named_as_disabled() {
         "{message}"
     );
     assert_eq!(problem["errors"][0]["step"], "slow");
+}
+
+impl Server {
+    async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self.client.request(method, self.url(path));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().await.expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+async fn models_run_against_a_local_provider(database_url: String) {
+    use orchestrator_tools::testing::services::{self, Service, Wire};
+    let provider = Service::start(services::provider(Wire::OpenAi, Some("sk-local"))).await;
+    let s = Server::start_with(database_url, |settings| {
+        settings.models.env = std::collections::HashMap::from([(
+            "OPENAI_API_KEY".to_string(),
+            "sk-local".to_string(),
+        )]);
+        settings.models.strategy = orchestrator_tools::models::Strategy::Cheapest;
+    })
+    .await;
+    let model = |id: &str, cost: f64, caps: &[&str]| {
+        json!({"id": id, "provider": "openai", "model": format!("{id}-v1"), "base_url": provider.url("/v1"),
+               "api_key_env": "OPENAI_API_KEY", "capabilities": caps, "context_window": 32000,
+               "cost_per_1k_tokens": {"input": cost, "output": cost * 2.0}})
+    };
+    let (status, created) = s
+        .send_json(
+            reqwest::Method::POST,
+            "/models",
+            Some(model(
+                "local-mini",
+                0.002,
+                &["generate", "summarization", "structured"],
+            )),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["source"], "api");
+    let (status, problem) = s
+        .send_json(
+            reqwest::Method::POST,
+            "/models",
+            Some(model("local-mini", 0.002, &[])),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["status"].clone()),
+        (409, json!(409)),
+        "{problem}"
+    );
+    let (status, _) = s
+        .send_json(
+            reqwest::Method::POST,
+            "/models",
+            Some(model("pricey", 0.05, &["summarization"])),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, problem) = s
+        .send_json(
+            reqwest::Method::POST,
+            "/models",
+            Some(json!({"id": "x", "provider": "openai"})),
+        )
+        .await;
+    assert_eq!(status, 422, "missing model name: {problem}");
+
+    let (_, listed) = s.get("/models?capability=summarization").await;
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(2));
+    let (_, listed) = s.get("/models?provider=anthropic").await;
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(0));
+    let (status, one) = s.get("/models/pricey").await;
+    assert_eq!(
+        (status, one["cost_per_1k_tokens"]["output"].clone()),
+        (200, json!(0.1))
+    );
+
+    let (status, chosen) = s
+        .send_json(
+            reqwest::Method::POST,
+            "/models/select",
+            Some(json!({"tasks": ["summarization"], "max_cost_per_1k": 0.01})),
+        )
+        .await;
+    assert_eq!(status, 200, "{chosen}");
+    assert_eq!(chosen["model"]["id"], "local-mini");
+    assert!(
+        chosen["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cheapest")),
+        "{chosen}"
+    );
+    let (status, problem) = s
+        .send_json(
+            reqwest::Method::POST,
+            "/models/select",
+            Some(json!({"capabilities": ["vision"]})),
+        )
+        .await;
+    assert_eq!(status, 422);
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("'local-mini' lacks capability 'vision'")
+            && detail.contains("'pricey' lacks"),
+        "{detail}"
+    );
+
+    // The example: the registry picks the model that meets the requirements.
+    std::fs::write(
+        s.workspace.path().join("notes.txt"),
+        "Rust 2024 shipped.\nIt has async closures.\n",
+    )
+    .expect("notes");
+    let done = s.run_yaml(&example("llm_summary.yaml"), "").await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(
+        done["outputs"]["summary"],
+        "Summary: Summarise in one sentence:"
+    );
+    assert_eq!(
+        s.file("out/summary.txt"),
+        "Summary: Summarise in one sentence:"
+    );
+    let usage = &step(&done, "summarise")["usage"];
+    assert_eq!(usage["models"], json!(["local-mini"]), "{done:#}");
+    assert_eq!(
+        (usage["calls"].clone(), usage["output_tokens"].clone()),
+        (json!(1), json!(5))
+    );
+    let input = usage["input_tokens"].as_f64().unwrap_or(0.0);
+    let expected_cost = (input * 0.002 + 5.0 * 0.004) / 1000.0;
+    assert!(
+        (usage["cost"].as_f64().unwrap_or(0.0) - expected_cost).abs() < 1e-12,
+        "{usage}"
+    );
+    assert_eq!(done["usage"]["cost"], usage["cost"]);
+    let sent = provider.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].header("authorization"), Some("Bearer sk-local"));
+    assert_eq!(sent[0].json()["model"], "local-mini-v1");
+    assert_eq!(sent[0].json()["max_tokens"], 100);
+
+    // Structured output: prose first, so it is asked again, then JSON.
+    let yaml = "name: structured\nsteps:\n  - id: report\n    action: generate_structured\n    parameters:\n      model: local-mini\n      prompt: \"[bad-json-once] rate this\"\n      schema: {type: object, required: [title, score], properties: {score: {type: integer}}}\noutputs:\n  score: '{{ report.result.score }}'\n";
+    let done = s.run_yaml(yaml, "").await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["outputs"]["score"], 7);
+    assert_eq!(step(&done, "report")["usage"]["calls"], 2);
+
+    // A budget the next call could exceed: the step fails without calling.
+    let before = provider.requests().len();
+    let r = s
+        .client
+        .post(s.url("/executions"))
+        .json(&json!({"pipeline": "name: b\nsteps:\n  - id: ask\n    action: generate\n    parameters: {prompt: hello, model: local-mini}\n", "options": {"max_cost": 0.000001}}))
+        .send()
+        .await
+        .expect("send");
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let done = s.finished(&id).await;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(
+        step(&done, "ask")["error_type"],
+        "BudgetExceeded",
+        "{done:#}"
+    );
+    assert_eq!(provider.requests().len(), before, "nothing was spent");
+
+    // No model fits: the step says what each one lacks.
+    let done = s
+        .run_yaml("name: n\nsteps:\n  - id: see\n    action: generate\n    requires_model: {capabilities: [vision]}\n    parameters: {prompt: look}\n", "")
+        .await;
+    assert_eq!(step(&done, "see")["error_type"], "ModelUnavailableError");
+    assert!(
+        step(&done, "see")["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("lacks capability 'vision'")),
+        "{done:#}"
+    );
+
+    let (_, metrics) = s.get("/models/metrics").await;
+    let mini = metrics["items"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["model_id"] == "local-mini"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (mini["calls"].clone(), mini["successes"].clone()),
+        (json!(3), json!(3)),
+        "{metrics}"
+    );
+    assert!(mini["latency_p95_ms"].as_f64().is_some());
+
+    let (status, _) = s
+        .send_json(reqwest::Method::DELETE, "/models/pricey", None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = s
+        .send_json(reqwest::Method::DELETE, "/models/pricey", None)
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_on_sqlite() {
+    let dir = TempDir::new("orch-http");
+    models_run_against_a_local_provider(sqlite_url(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_on_postgres() {
+    if let Some(url) = orchestrator_store::testing::postgres_url().await {
+        models_run_against_a_local_provider(url).await;
+    }
 }

@@ -34,6 +34,10 @@ fn every_route_is_documented_with_an_operation_id_and_tag() {
         "/executions/{id}/recover",
         "/pipelines/validate",
         "/tools",
+        "/models",
+        "/models/{id}",
+        "/models/select",
+        "/models/metrics",
         "/health",
         "/ready",
     ]

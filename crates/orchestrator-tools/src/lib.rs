@@ -91,6 +91,8 @@ pub trait Tool: Send + Sync + std::fmt::Debug {
 pub struct ToolRegistry {
     tools: BTreeMap<String, Arc<dyn Tool>>,
     http: reqwest::Client,
+    /// Model actions (and `llm-generate`) are offered.
+    models: bool,
 }
 
 impl Default for ToolRegistry {
@@ -104,6 +106,7 @@ impl ToolRegistry {
         ToolRegistry {
             tools: BTreeMap::new(),
             http: net::default_client(),
+            models: false,
         }
     }
 
@@ -128,6 +131,15 @@ impl ToolRegistry {
         self.tools.insert(tool.id().to_string(), tool);
     }
 
+    /// Offers model actions and `llm-generate` (the engine runs them).
+    pub fn enable_models(&mut self) {
+        self.models = true;
+    }
+
+    pub fn models_enabled(&self) -> bool {
+        self.models
+    }
+
     pub fn get(&self, id: &str) -> Option<&Arc<dyn Tool>> {
         self.tools.get(id)
     }
@@ -135,21 +147,54 @@ impl ToolRegistry {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Tool>> {
         self.tools.values()
     }
+
+    /// Every tool with its description and actions, `llm-generate` included
+    /// when model actions are offered; sorted by id.
+    pub fn describe(&self) -> Vec<(String, String, Vec<ActionSpec>)> {
+        let mut out: Vec<(String, String, Vec<ActionSpec>)> = self
+            .tools
+            .values()
+            .map(|t| (t.id().to_string(), t.description().to_string(), t.actions()))
+            .collect();
+        if self.models {
+            out.push((
+                orchestrator_core::catalog::LLM_TOOL.to_string(),
+                "Text generation on a registered model (the model actions)".to_string(),
+                models::action_specs(),
+            ));
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        out
+    }
 }
 
 impl orchestrator_core::ToolCatalog for ToolRegistry {
     fn actions(&self, tool: &str) -> Option<Vec<String>> {
+        if self.models && tool == orchestrator_core::catalog::LLM_TOOL {
+            return Some(
+                orchestrator_core::catalog::MODEL_ACTIONS
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect(),
+            );
+        }
         self.tools
             .get(tool)
             .map(|t| t.actions().into_iter().map(|a| a.name).collect())
     }
 
     fn tool_ids(&self) -> Vec<String> {
-        self.tools.keys().cloned().collect()
+        let mut ids: Vec<String> = self.tools.keys().cloned().collect();
+        if self.models {
+            ids.push(orchestrator_core::catalog::LLM_TOOL.to_string());
+            ids.sort();
+        }
+        ids
     }
 
     fn unavailable(&self, tool: &str) -> Option<String> {
         if self.tools.contains_key(tool)
+            || (self.models && tool == orchestrator_core::catalog::LLM_TOOL)
             || orchestrator_core::builtin_catalog().actions(tool).is_none()
         {
             return None;

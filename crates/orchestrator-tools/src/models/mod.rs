@@ -491,6 +491,68 @@ fn min_by(indices: &[usize], key: impl Fn(usize) -> f64) -> usize {
     best
 }
 
+/// The model actions as `llm-generate` offers them, with their parameters.
+pub fn action_specs() -> Vec<crate::ActionSpec> {
+    let common = serde_json::json!({
+        "system": {"type": "string", "description": "Instructions for the model"},
+        "temperature": {"type": "number", "minimum": 0},
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "model": {"type": "string", "description": "A registered model id, or provider:model"},
+        "requires_model": {"type": "object", "description": "Requirements: tasks, capabilities, context_window, max_cost_per_1k, provider"}
+    });
+    let with = |extra: serde_json::Value| {
+        let mut props = common.as_object().cloned().unwrap_or_default();
+        if let Some(e) = extra.as_object() {
+            props.extend(e.clone());
+        }
+        serde_json::Value::Object(props)
+    };
+    let messages = serde_json::json!({"type": "array", "items": {"type": "object", "required": ["role", "content"],
+        "properties": {"role": {"enum": ["system", "user", "assistant"]}, "content": {"type": "string"}}}});
+    let prompt_or_messages = |extra: serde_json::Value| {
+        serde_json::json!({"type": "object", "properties": with(extra),
+            "anyOf": [{"required": ["prompt"]}, {"required": ["messages"]}]})
+    };
+    let text = serde_json::json!({"prompt": {"type": "string"}, "messages": messages});
+    vec![
+        crate::action(
+            "generate",
+            "Generate text; the result is the text",
+            prompt_or_messages(text.clone()),
+        ),
+        crate::action(
+            "complete",
+            "Same as generate",
+            prompt_or_messages(text.clone()),
+        ),
+        crate::action(
+            "chat",
+            "Same as generate, usually with messages",
+            prompt_or_messages(text.clone()),
+        ),
+        crate::action(
+            "generate_structured",
+            "Generate JSON that meets `schema`; the result is the JSON value (asked again once when the answer does not fit)",
+            {
+                let mut props = text.clone();
+                props["schema"] = serde_json::json!({"type": "object", "description": "JSON Schema of the answer"});
+                let mut s = prompt_or_messages(props);
+                s["required"] = serde_json::json!(["schema"]);
+                s
+            },
+        ),
+        crate::action(
+            "analyze_text",
+            "Analyse `text`; the result is the analysis",
+            serde_json::json!({"type": "object", "required": ["text"], "properties": with(serde_json::json!({
+                "text": {"type": "string"},
+                "analysis_type": {"type": "string", "description": "sentiment, summary, entities, … (default general)"},
+                "instructions": {"type": "string"}
+            }))}),
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

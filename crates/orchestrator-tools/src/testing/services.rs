@@ -361,7 +361,8 @@ pub enum Wire {
 /// A fake model provider speaking `wire`'s exact JSON, at its real paths
 /// (`/v1/chat/completions`, `/v1/messages`,
 /// `/v1beta/models/{model}:generateContent`), checking the key the real one
-/// checks. What it answers depends on markers in the last user message:
+/// checks. What it answers depends on markers in the conversation's first
+/// message:
 /// `[rate-limit]` gets 429 with `Retry-After: 1` the first time,
 /// `[overloaded]` always a 5xx (529 for Anthropic), `[bad]` always a 400,
 /// `[json]` a JSON object, `[bad-json-once]` prose first and JSON after;
@@ -459,6 +460,7 @@ fn fake_model(
                 .as_array()
                 .map(|m| {
                     m.iter()
+                        .filter(|m| m["role"] != "system")
                         .filter_map(|m| m["content"].as_str().map(str::to_string))
                         .collect()
                 })
@@ -492,11 +494,14 @@ fn fake_model(
         );
     }
     let last = texts.last().cloned().unwrap_or_default();
+    // Markers are read from the conversation's first message, so a
+    // follow-up in the same conversation counts as a second request.
+    let opening = texts.first().cloned().unwrap_or_default();
     let first_time = seen
         .lock()
-        .map(|mut s| s.insert(last.clone()))
+        .map(|mut s| s.insert(opening.clone()))
         .unwrap_or(true);
-    if last.contains("[rate-limit]") && first_time {
+    if opening.contains("[rate-limit]") && first_time {
         let kind = match wire {
             Wire::OpenAi => "rate_limit_exceeded",
             Wire::Anthropic => "rate_limit_error",
@@ -509,7 +514,7 @@ fn fake_model(
             "Rate limit reached; please retry after 1s.",
         );
     }
-    if last.contains("[overloaded]") {
+    if opening.contains("[overloaded]") {
         return match wire {
             Wire::Anthropic => model_error(
                 wire,
@@ -531,7 +536,7 @@ fn fake_model(
             ),
         };
     }
-    if last.contains("[bad]") {
+    if opening.contains("[bad]") {
         let kind = if wire == Wire::Gemini {
             "INVALID_ARGUMENT"
         } else {
@@ -544,22 +549,30 @@ fn fake_model(
             "Invalid value for 'messages': the prompt is malformed.",
         );
     }
-    let reply = if last.contains("[json]") || (last.contains("[bad-json-once]") && !first_time) {
-        json!({"title": "Report", "score": 7}).to_string()
-    } else if last.contains("[bad-json-once]") {
-        "Sure! Here is what you asked for.".to_string()
-    } else {
-        format!(
-            "Summary: {}",
-            last.lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .trim()
-        )
-    };
+    let reply =
+        if opening.contains("[json]") || (opening.contains("[bad-json-once]") && !first_time) {
+            json!({"title": "Report", "score": 7}).to_string()
+        } else if opening.contains("[bad-json-once]") {
+            "Sure! Here is what you asked for.".to_string()
+        } else {
+            format!(
+                "Summary: {}",
+                last.lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim()
+            )
+        };
     let words = |s: &str| s.split_whitespace().count() as u64;
     let input: u64 = texts.iter().map(|t| words(t)).sum::<u64>()
         + req["system"].as_str().map_or(0, words)
+        + req["messages"].as_array().map_or(0, |m| {
+            m.iter()
+                .filter(|m| m["role"] == "system")
+                .filter_map(|m| m["content"].as_str())
+                .map(words)
+                .sum()
+        })
         + req
             .pointer("/systemInstruction/parts/0/text")
             .and_then(Value::as_str)
