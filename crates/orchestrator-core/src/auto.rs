@@ -29,6 +29,32 @@ pub trait AutoResolver {
     fn resolve(&self, tag: &AutoTag) -> Result<Value, String>;
 }
 
+/// Answers (or why there is none) found ahead of compilation, by a model,
+/// asynchronously; looked up by the tag's place and question.
+#[derive(Debug, Clone, Default)]
+pub struct Answers(pub BTreeMap<(String, String), Result<Value, String>>);
+
+impl Answers {
+    pub fn insert(&mut self, tag: &AutoTag, answer: Result<Value, String>) {
+        self.0
+            .insert((tag.pointer.clone(), tag.question.clone()), answer);
+    }
+
+    pub fn contains(&self, tag: &AutoTag) -> bool {
+        self.0
+            .contains_key(&(tag.pointer.clone(), tag.question.clone()))
+    }
+}
+
+impl AutoResolver for Answers {
+    fn resolve(&self, tag: &AutoTag) -> Result<Value, String> {
+        self.0
+            .get(&(tag.pointer.clone(), tag.question.clone()))
+            .cloned()
+            .unwrap_or_else(|| Err("it has no answer".to_string()))
+    }
+}
+
 fn tag_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {

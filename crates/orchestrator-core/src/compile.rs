@@ -185,6 +185,45 @@ impl Cx {
     }
 }
 
+/// The `<AUTO>` tags of a pipeline (in `steps` and `model`), in document order.
+pub fn find_auto_tags(root: &Node) -> Vec<auto::AutoTag> {
+    fn walk(node: &Node, step: Option<String>, pointer: String, out: &mut Vec<auto::AutoTag>) {
+        match &node.value {
+            NodeValue::Str(s) if auto::contains_tag(s) => {
+                out.extend(auto::find_tags(s, step.as_deref(), &pointer));
+            }
+            NodeValue::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let step = step
+                        .clone()
+                        .or_else(|| item.get("id").and_then(Node::as_str).map(str::to_string));
+                    walk(item, step, format!("{pointer}/{i}"), out);
+                }
+            }
+            NodeValue::Map(entries) => {
+                for (k, v) in entries {
+                    walk(
+                        v,
+                        step.clone(),
+                        format!("{pointer}/{}", escape_pointer(&k.name)),
+                        out,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let NodeValue::Map(entries) = &root.value {
+        for (k, v) in entries {
+            if matches!(k.name.as_str(), "steps" | "model") {
+                walk(v, None, format!("/{}", k.name), &mut out);
+            }
+        }
+    }
+    out
+}
+
 fn resolve_auto_tags(root: &mut Node, options: &CompileOptions<'_>, cx: &mut Cx) {
     fn walk(
         node: &mut Node,
@@ -200,6 +239,22 @@ fn resolve_auto_tags(root: &mut Node, options: &CompileOptions<'_>, cx: &mut Cx)
                     return;
                 }
                 match options.auto_resolver {
+                    // Only validating: the tags are answered when the
+                    // pipeline is executed.
+                    None if options.context.is_none() => {
+                        for tag in tags {
+                            cx.warn(
+                                ErrorKind::AutoTag,
+                                format!(
+                                    "<AUTO> tag '{}' is answered by a model when the pipeline is executed",
+                                    tag.question
+                                ),
+                                node.pos,
+                                step.as_deref(),
+                                &pointer,
+                            );
+                        }
+                    }
                     None => {
                         for tag in tags {
                             cx.error(

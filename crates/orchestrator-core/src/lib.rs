@@ -23,7 +23,9 @@ pub mod yaml;
 
 pub use auto::{AutoResolver, AutoTag};
 pub use catalog::{StaticCatalog, ToolCatalog, builtin_catalog};
-pub use compile::{CompileOptions, Compiled, compile_json, compile_node, compile_yaml};
+pub use compile::{
+    CompileOptions, Compiled, compile_json, compile_node, compile_yaml, find_auto_tags,
+};
 pub use error::{CompileError, Diagnostic, ErrorKind};
 pub use model::{InputSpec, InputType, LoopSpec, OnFailure, Pipeline, RetryPolicy, Step};
 pub use plan::{ExecutionPlan, PlannedStep, StepKind};

@@ -541,13 +541,6 @@ const BROKEN: &[(&str, &str, ErrorKind, Option<&str>, u32)] = &[
         4,
     ),
     (
-        "auto tag without a model",
-        "name: p\nsteps:\n  - id: a\n    tool: echo\n    parameters:\n      x: <AUTO>pick one</AUTO>\n",
-        ErrorKind::AutoTag,
-        Some("a"),
-        6,
-    ),
-    (
         "evaluate_condition without condition",
         "name: p\nsteps:\n  - id: a\n    action: evaluate_condition\n",
         ErrorKind::MissingField,
@@ -614,5 +607,31 @@ fn cycle_messages_name_the_cycle() {
         err.errors[0].message.contains("a -> b -> a"),
         "{}",
         err.errors[0].message
+    );
+}
+
+#[test]
+fn auto_tags_are_warnings_when_validating_and_errors_without_a_model_when_executing() {
+    let yaml = "name: p\nsteps:\n  - id: a\n    tool: echo\n    parameters:\n      x: <AUTO>pick one</AUTO>\n";
+    let compiled = validate(yaml).expect("validates");
+    let w = compiled
+        .warnings
+        .iter()
+        .find(|w| w.kind == ErrorKind::AutoTag)
+        .expect("a warning");
+    assert_eq!((w.step.as_deref(), w.line), (Some("a"), Some(6)));
+    let err = with_context(yaml, json!({})).expect_err("no model to answer");
+    let e = &err.errors[0];
+    assert_eq!(
+        (e.kind, e.step.as_deref(), e.line),
+        (ErrorKind::AutoTag, Some("a"), Some(6))
+    );
+    assert!(e.message.contains("pick one"), "{}", e.message);
+    let tags =
+        orchestrator_core::find_auto_tags(&orchestrator_core::yaml::parse(yaml).expect("yaml"));
+    assert_eq!(tags.len(), 1);
+    assert_eq!(
+        (tags[0].step.as_deref(), tags[0].pointer.as_str()),
+        (Some("a"), "/steps/0/parameters/x")
     );
 }

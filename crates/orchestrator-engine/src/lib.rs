@@ -228,10 +228,19 @@ impl Engine {
         source: &PipelineSource,
         context: Option<&Map<String, Value>>,
     ) -> Result<Compiled, CompileError> {
+        self.compile_with(source, context, None)
+    }
+
+    fn compile_with(
+        &self,
+        source: &PipelineSource,
+        context: Option<&Map<String, Value>>,
+        auto_resolver: Option<&dyn orchestrator_core::AutoResolver>,
+    ) -> Result<Compiled, CompileError> {
         let options = CompileOptions {
             catalog: self.inner.tools.as_ref(),
             context,
-            auto_resolver: None,
+            auto_resolver,
         };
         match source {
             PipelineSource::Yaml(text) => orchestrator_core::compile_yaml(text, options),
@@ -250,7 +259,15 @@ impl Engine {
                 "max_retries is the total number of attempts, at least 1".into(),
             ));
         }
-        let compiled = self.compile(&submission.source, Some(&submission.context))?;
+        let execution_id = uuid::Uuid::now_v7().to_string();
+        let (answers, answered) = self
+            .answer_auto_tags(&submission.source, &execution_id)
+            .await;
+        let compiled = self.compile_with(
+            &submission.source,
+            Some(&submission.context),
+            Some(&answers),
+        )?;
         let mut plan = compiled.plan;
         // A model step that names neither a model nor requirements runs on
         // the pipeline's model, when it has one.
@@ -296,7 +313,7 @@ impl Engine {
             })
             .collect();
         let new = NewExecution {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: execution_id,
             pipeline_id: plan.pipeline.id.clone(),
             pipeline_name: plan.pipeline.name.clone(),
             source: source_text,
@@ -305,7 +322,18 @@ impl Engine {
             idempotency_key: submission.idempotency_key,
             request_hash,
             steps,
-            plan: serde_json::to_value(&plan).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            plan: {
+                let mut value =
+                    serde_json::to_value(&plan).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                // What the models answered, kept with the execution: a
+                // recovery runs the stored plan and never asks again.
+                if !answered.is_empty()
+                    && let Some(obj) = value.as_object_mut()
+                {
+                    obj.insert("auto_answers".into(), Value::Array(answered));
+                }
+                value
+            },
             timeout_ms: submission
                 .options
                 .timeout_seconds
@@ -317,6 +345,40 @@ impl Engine {
             self.inner.wake.notify_one();
         }
         Ok((record, created))
+    }
+
+    /// Asks models for the pipeline's `<AUTO>` tags. Failures are kept as
+    /// answers too, so the compiler reports them at the tag's line.
+    async fn answer_auto_tags(
+        &self,
+        source: &PipelineSource,
+        execution_id: &str,
+    ) -> (orchestrator_core::auto::Answers, Vec<Value>) {
+        let mut answers = orchestrator_core::auto::Answers::default();
+        let mut record = Vec::new();
+        let root = match source {
+            PipelineSource::Yaml(text) => match orchestrator_core::yaml::parse(text) {
+                Ok(node) => node,
+                Err(_) => return (answers, record),
+            },
+            PipelineSource::Json(value) => orchestrator_core::yaml::Node::from_json(value),
+        };
+        for tag in orchestrator_core::find_auto_tags(&root) {
+            if answers.contains(&tag) {
+                continue;
+            }
+            match models::answer_tag(&self.inner.models, &tag, execution_id).await {
+                Ok((answer, model)) => {
+                    record.push(json!({
+                        "step": tag.step, "pointer": tag.pointer, "question": tag.question,
+                        "answer": answer, "model": model,
+                    }));
+                    answers.insert(&tag, Ok(Value::String(answer)));
+                }
+                Err(e) => answers.insert(&tag, Err(e)),
+            }
+        }
+        (answers, record)
     }
 
     /// Runs the worker pool until `shutdown` is cancelled, then lets running

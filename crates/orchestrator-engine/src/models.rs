@@ -554,6 +554,69 @@ pub fn worst_case_cost(spec: &ModelSpec, request: &ChatRequest) -> f64 {
     spec.cost_per_1k_tokens.of(input, output)
 }
 
+/// Asks a model for one `<AUTO>` tag: a model with the tag's `task` as a
+/// capability when there is one (else any), or the tag's `model`. Returns
+/// the answer's text and the model's id.
+pub async fn answer_tag(
+    models: &Models,
+    tag: &orchestrator_core::AutoTag,
+    execution_id: &str,
+) -> Result<(String, String), String> {
+    let named = tag.attributes.get("model").map(String::as_str);
+    let wanted = tag.attributes.get("task").map(|t| Requirements {
+        tasks: vec![t.clone()],
+        ..Requirements::default()
+    });
+    let (spec, _) = match models.resolve(named, wanted.as_ref()).await {
+        Ok(found) => found,
+        Err(SelectError::NoEligible(_)) if named.is_none() && wanted.is_some() => models
+            .resolve(None, None)
+            .await
+            .map_err(|e| e.to_string())?,
+        Err(e) => return Err(e.to_string()),
+    };
+    let kind = tag.attributes.get("type").map(String::as_str);
+    let mut system = "You fill in one value of a pipeline definition. Answer with the value only: \
+        no explanation, no quotes, no code fences."
+        .to_string();
+    match kind {
+        Some("integer" | "int") => system.push_str(" The value is a whole number."),
+        Some("number" | "float") => system.push_str(" The value is a number."),
+        Some("boolean" | "bool") => system.push_str(" The value is true or false."),
+        Some("array" | "list") => system.push_str(" The value is a JSON array."),
+        Some("object") => system.push_str(" The value is a JSON object."),
+        _ => {}
+    }
+    let request = ChatRequest {
+        system: Some(system),
+        messages: vec![Message {
+            role: "user".into(),
+            content: tag.question.clone(),
+        }],
+        temperature: Some(0.0),
+        max_tokens: Some(512),
+        json: false,
+    };
+    let site = CallSite {
+        execution_id: Some(execution_id.to_string()),
+        step_id: tag.step.clone(),
+        attempt: 0,
+    };
+    let answer = models
+        .call(&spec, &request, &site, &CancellationToken::new())
+        .await
+        .map_err(|e| e.message)?;
+    let mut text = answer.response.text.trim();
+    if let Some(inner) = text.strip_prefix("```") {
+        text = inner
+            .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+            .trim_end_matches("```")
+            .trim();
+    }
+    let text = text.trim_matches(|c| c == '"' || c == '`').trim();
+    Ok((text.to_string(), spec.id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -226,6 +226,11 @@ pub struct ExecutionView {
     /// Model calls of the whole execution (steps and `<AUTO>` tags).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageView>,
+    /// What models answered for the pipeline's `<AUTO>` tags when it was
+    /// submitted: `{step, pointer, question, answer, model}` each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub auto_answers: Vec<Value>,
 }
 
 /// A recorded attempt of a step: a recovery point.
@@ -412,6 +417,12 @@ impl ExecutionView {
             outputs: r.outputs.clone(),
             error: r.error.clone(),
             usage: None,
+            auto_answers: r
+                .plan
+                .get("auto_answers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 

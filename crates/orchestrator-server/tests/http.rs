@@ -1149,6 +1149,58 @@ async fn models_run_against_a_local_provider(database_url: String) {
         "{done:#}"
     );
 
+    // <AUTO> tags are answered once, at submission, and kept.
+    let before = provider.requests().len();
+    let yaml = "name: auto\nsteps:\n  - id: pick\n    tool: echo\n    parameters:\n      n: <AUTO type=\"integer\">[answer:3] how many?</AUTO>\n      note: \"take <AUTO>[answer:two] which?</AUTO> of them\"\n";
+    let done = s.run_yaml(yaml, "").await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(
+        step(&done, "pick")["result"]["result"],
+        json!({"n": 3, "note": "take two of them"}),
+        "{done:#}"
+    );
+    assert_eq!(done["auto_answers"][0]["answer"], "3");
+    assert_eq!(done["auto_answers"][0]["model"], "local-mini");
+    assert_eq!(provider.requests().len(), before + 2);
+    let id = done["id"].as_str().expect("id").to_string();
+    let (status, _) = s
+        .send_json(
+            reqwest::Method::POST,
+            &format!("/executions/{id}/recover"),
+            Some(json!({"from_checkpoint": "pick"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let again = s.finished(&id).await;
+    assert_eq!(step(&again, "pick")["result"]["result"]["n"], 3);
+    let (_, cps) = s.get(&format!("/executions/{id}/checkpoints")).await;
+    assert_eq!(
+        cps["items"].as_array().map(Vec::len),
+        Some(2),
+        "the step ran again: {cps}"
+    );
+    assert_eq!(
+        provider.requests().len(),
+        before + 2,
+        "a recovery never asks again"
+    );
+    let (status, problem) = s
+        .post_yaml("name: bad\nsteps:\n  - id: pick\n    tool: echo\n    parameters:\n      n: <AUTO type=\"integer\">[answer:many] how many?</AUTO>\n", "")
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    let e = &problem["errors"][0];
+    assert_eq!(
+        (e["step"].clone(), e["line"].clone()),
+        (json!("pick"), json!(6)),
+        "{problem}"
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a valid integer")),
+        "{problem}"
+    );
+
     let (_, metrics) = s.get("/models/metrics").await;
     let mini = metrics["items"]
         .as_array()
@@ -1157,7 +1209,7 @@ async fn models_run_against_a_local_provider(database_url: String) {
         .unwrap_or_default();
     assert_eq!(
         (mini["calls"].clone(), mini["successes"].clone()),
-        (json!(3), json!(3)),
+        (json!(6), json!(6)),
         "{metrics}"
     );
     assert!(mini["latency_p95_ms"].as_f64().is_some());

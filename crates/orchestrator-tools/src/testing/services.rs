@@ -365,7 +365,8 @@ pub enum Wire {
 /// message:
 /// `[rate-limit]` gets 429 with `Retry-After: 1` the first time,
 /// `[overloaded]` always a 5xx (529 for Anthropic), `[bad]` always a 400,
-/// `[json]` a JSON object, `[bad-json-once]` prose first and JSON after;
+/// `[json]` a JSON object, `[bad-json-once]` prose first and JSON after,
+/// `[answer:TEXT]` exactly TEXT;
 /// anything else `Summary: ` and the message's first line. Token counts
 /// are word counts.
 pub fn provider(wire: Wire, key: Option<&'static str>) -> Router {
@@ -549,20 +550,25 @@ fn fake_model(
             "Invalid value for 'messages': the prompt is malformed.",
         );
     }
-    let reply =
-        if opening.contains("[json]") || (opening.contains("[bad-json-once]") && !first_time) {
-            json!({"title": "Report", "score": 7}).to_string()
-        } else if opening.contains("[bad-json-once]") {
-            "Sure! Here is what you asked for.".to_string()
-        } else {
-            format!(
-                "Summary: {}",
-                last.lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("")
-                    .trim()
-            )
-        };
+    let answer = opening
+        .split("[answer:")
+        .nth(1)
+        .map(|rest| rest.split(']').next().unwrap_or_default().to_string());
+    let reply = if let Some(answer) = answer {
+        answer
+    } else if opening.contains("[json]") || (opening.contains("[bad-json-once]") && !first_time) {
+        json!({"title": "Report", "score": 7}).to_string()
+    } else if opening.contains("[bad-json-once]") {
+        "Sure! Here is what you asked for.".to_string()
+    } else {
+        format!(
+            "Summary: {}",
+            last.lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+        )
+    };
     let words = |s: &str| s.split_whitespace().count() as u64;
     let input: u64 = texts.iter().map(|t| words(t)).sum::<u64>()
         + req["system"].as_str().map_or(0, words)
