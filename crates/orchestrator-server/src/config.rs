@@ -961,6 +961,43 @@ mod tests {
     }
 
     #[test]
+    fn the_example_models_file_loads_and_bad_ones_say_why() {
+        let path = format!(
+            "{}/../../examples/config/models.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).expect("example");
+        let (specs, default) = parse_models_file(&text, &path).expect("loads");
+        assert_eq!(specs.len(), 4);
+        assert_eq!(default.as_deref(), Some("gpt-4o-mini"));
+        for (bad, says) in [
+            ("models:\n  - {id: a, provider: openai}\n", "models[0]"),
+            (
+                "models:\n  - {id: a, provider: cohere, model: m}\n",
+                "cohere",
+            ),
+            (
+                "models:\n  - {id: a, provider: openai, model: m}\n  - {id: a, provider: openai, model: n}\n",
+                "used twice",
+            ),
+            (
+                "default: b\nmodels:\n  - {id: a, provider: openai, model: m}\n",
+                "'b' is not defined",
+            ),
+            ("modles: []\n", "unknown key 'modles'"),
+            (
+                "models:\n  - {id: a, provider: openai, model: m, base_url: 'ftp://x'}\n",
+                "not an http(s) URL",
+            ),
+        ] {
+            let err = parse_models_file(bad, "models.yaml").expect_err(bad);
+            assert!(err.to_string().contains(says), "{bad}: {err}");
+        }
+        let err = load_text("models:\n  routing_strategy: random\n", &[]).expect_err("strategy");
+        assert!(err.to_string().contains("'random'"), "{err}");
+    }
+
+    #[test]
     fn layers_apply_in_order() {
         let dir =
             std::env::temp_dir().join(format!("orch-config-{}", uuid::Uuid::new_v4().simple()));
