@@ -1115,6 +1115,24 @@ async fn models_run_against_a_local_provider(database_url: String) {
     assert_eq!(done["outputs"]["score"], 7);
     assert_eq!(step(&done, "report")["usage"]["calls"], 2);
 
+    // The llm-generate tool with chat messages, on the pipeline's model.
+    let yaml = "name: chat\nmodel: openai:local-mini-v1\nsteps:\n  - id: talk\n    tool: llm-generate\n    action: chat\n    parameters:\n      messages:\n        - {role: system, content: Be kind.}\n        - {role: user, content: hello there}\n";
+    let done = s.run_yaml(yaml, "").await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(
+        step(&done, "talk")["result"]["result"],
+        "Summary: hello there"
+    );
+    let last = provider
+        .requests()
+        .last()
+        .map(|r| r.json())
+        .unwrap_or_default();
+    assert_eq!(
+        last["messages"],
+        json!([{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hello there"}])
+    );
+
     // A budget the next call could exceed: the step fails without calling.
     let before = provider.requests().len();
     let r = s
@@ -1209,7 +1227,7 @@ async fn models_run_against_a_local_provider(database_url: String) {
         .unwrap_or_default();
     assert_eq!(
         (mini["calls"].clone(), mini["successes"].clone()),
-        (json!(6), json!(6)),
+        (json!(7), json!(7)),
         "{metrics}"
     );
     assert!(mini["latency_p95_ms"].as_f64().is_some());
