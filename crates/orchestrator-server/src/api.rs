@@ -30,6 +30,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_execution, list_executions))
         .routes(routes!(get_execution))
         .routes(routes!(list_checkpoints))
+        .routes(routes!(get_execution_graph))
         .routes(routes!(cancel_execution))
         .routes(routes!(recover_execution))
         .routes(routes!(validate_pipeline))
@@ -381,6 +382,61 @@ pub async fn list_checkpoints(
         execution_id: id,
         items,
     }))
+}
+
+/// Query of `GET /executions/{id}/graph`.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GraphQuery {
+    /// `mermaid` (default) or `dot`.
+    pub format: Option<String>,
+}
+
+/// The execution's DAG with each step's status, as Mermaid or Graphviz text.
+#[utoipa::path(
+    get,
+    path = "/executions/{id}/graph",
+    tag = TAG_EXECUTIONS,
+    operation_id = "get_execution_graph",
+    params(("id" = uuid::Uuid, Path, description = "Execution id"), GraphQuery),
+    responses(
+        (status = 200, description = "The graph", content(
+            (String = "text/vnd.mermaid", example = "flowchart TD\n  n0[\"read<br/><i>succeeded</i>\"]:::succeeded\n  n1[\"save<br/><i>running</i>\"]:::running\n  n0 --> n1\n"),
+            (String = "text/vnd.graphviz")
+        )),
+        (status = 400, description = "Not a valid id or format", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such execution", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_execution_graph(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<GraphQuery>,
+) -> Result<Response, ApiError> {
+    let id = parse_execution_id(&id)?;
+    let store = state.engine().store();
+    let record = store
+        .get_execution(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("execution '{id}' does not exist")))?;
+    let steps = store.list_steps(&id).await?;
+    let (text, content_type) = match query.format.as_deref().unwrap_or("mermaid") {
+        "mermaid" => (
+            crate::graph::mermaid(&steps),
+            "text/vnd.mermaid; charset=utf-8",
+        ),
+        "dot" | "graphviz" => (
+            crate::graph::dot(&record.pipeline_name, &steps),
+            "text/vnd.graphviz; charset=utf-8",
+        ),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "format '{other}' is not mermaid or dot"
+            )));
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
 }
 
 /// Cancel an execution: steps not started are cancelled, running steps are stopped.

@@ -287,6 +287,52 @@ async fn fan_out_fan_in_joins_both_branches(s: Server) {
     );
     assert_eq!(s.file("out/joined.txt"), "LR");
     assert_eq!(done["outputs"]["joined"], "out/joined.txt");
+
+    // The graph: one node per step with its status, one edge per dependency.
+    let id = done["id"].as_str().expect("id");
+    let text = |format: &'static str| {
+        let url = s.url(&format!("/executions/{id}/graph?format={format}"));
+        let client = s.client.clone();
+        async move {
+            let r = client.get(url).send().await.expect("send");
+            let ct = r
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            (ct, r.text().await.unwrap_or_default())
+        }
+    };
+    let (ct, mermaid) = text("mermaid").await;
+    assert!(ct.starts_with("text/vnd.mermaid"), "{ct}");
+    let lines: Vec<&str> = mermaid.lines().collect();
+    assert_eq!(lines[0], "flowchart TD");
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(":::succeeded")).count(),
+        5,
+        "{mermaid}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(" --> ")).count(),
+        4,
+        "{mermaid}"
+    );
+    let (ct, dot) = text("dot").await;
+    assert!(ct.starts_with("text/vnd.graphviz"), "{ct}");
+    assert!(
+        dot.starts_with("digraph \"fan-out-fan-in\" {") && dot.trim_end().ends_with('}'),
+        "{dot}"
+    );
+    for edge in [
+        "\"left\" -> \"read_left\";",
+        "\"read_left\" -> \"join\";",
+        "\"read_right\" -> \"join\";",
+    ] {
+        assert!(dot.contains(edge), "{edge} missing from {dot}");
+    }
+    let (status, _) = s.get(&format!("/executions/{id}/graph?format=png")).await;
+    assert_eq!(status, 400);
 }
 
 async fn branches_follow_the_condition(s: Server) {
