@@ -614,6 +614,28 @@ async fn health_ready_and_openapi_answer() {
         r.text().await.unwrap_or_default().contains("swagger"),
         "swagger ui page"
     );
+    let r = s.client.get(s.url("/health")).send().await.expect("send");
+    let generated = r
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(generated.len(), 36, "a UUID request id: {generated:?}");
+    let r = s
+        .client
+        .get(s.url("/nope"))
+        .header("x-request-id", "caller-42")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        r.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("caller-42"),
+        "kept, on errors too"
+    );
     let (_, tools) = s.get("/tools").await;
     let ids: Vec<&str> = tools["items"]
         .as_array()
