@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+pub mod metrics;
 pub mod models;
 
 /// How the worker pool of one process behaves.
@@ -162,6 +163,7 @@ struct Inner {
     config: EngineConfig,
     wake: Notify,
     models: models::Models,
+    metrics: Arc<metrics::EngineMetrics>,
     /// Lease token → cancellation of each running step of this process.
     running: Mutex<HashMap<String, (String, CancellationToken)>>,
     /// Compiled parameter schemas by (tool, action); `None`: nothing to check.
@@ -186,11 +188,13 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, tools: Arc<ToolRegistry>, config: EngineConfig) -> Self {
+        let metrics = Arc::new(metrics::EngineMetrics::default());
         let models = models::Models::new(
             Arc::clone(&store),
             tools.http_client().clone(),
             config.models.clone(),
-        );
+        )
+        .with_metrics(Arc::clone(&metrics));
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -198,6 +202,7 @@ impl Engine {
                 config,
                 wake: Notify::new(),
                 models,
+                metrics,
                 running: Mutex::new(HashMap::new()),
                 schemas: Mutex::new(HashMap::new()),
                 finished: tokio::sync::broadcast::channel(1024).0,
@@ -220,6 +225,11 @@ impl Engine {
     /// The model registry and model calls.
     pub fn models(&self) -> &models::Models {
         &self.inner.models
+    }
+
+    /// What this process's engine has counted.
+    pub fn metrics(&self) -> &metrics::EngineMetrics {
+        &self.inner.metrics
     }
 
     /// Compiles a pipeline against this engine's tools. `context: None` only validates.
@@ -407,6 +417,10 @@ impl Engine {
             }
         }
         info!(worker = %inner.config.worker_id, slots = inner.config.max_concurrent, "worker pool started");
+        inner.metrics.slots.store(
+            i64::try_from(inner.config.max_concurrent).unwrap_or(i64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut failures = 0u32;
         loop {
             if shutdown.is_cancelled() {
@@ -445,10 +459,18 @@ impl Engine {
                                 (step.execution_id.clone(), cancel.clone()),
                             );
                             let inner = inner.clone();
+                            inner
+                                .metrics
+                                .busy
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             tasks.spawn(async move {
                                 let token = step.lease_token.clone();
                                 run_step(&inner, step, cancel).await;
                                 lock(&inner.running).remove(&token);
+                                inner
+                                    .metrics
+                                    .busy
+                                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                             });
                         }
                     }
@@ -630,6 +652,7 @@ async fn reap_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
         match inner.store.reap_expired_leases().await {
             Ok(0) => {}
             Ok(n) => {
+                inner.metrics.lease_expiries.add(&[], n as f64);
                 warn!(steps = n, "{n} steps lost their worker; they run again");
                 inner.wake.notify_one();
             }
@@ -714,6 +737,11 @@ impl Attempt {
 async fn run_step(inner: &Arc<Inner>, claimed: ClaimedStep, cancel: CancellationToken) {
     let started_at = now_ms();
     let planned = claimed.definition.clone();
+    let tool_label = metric_label(&planned.step);
+    inner.metrics.queue_wait.observe(
+        &[tool_label],
+        (claimed.claimed_at - claimed.ready_at).max(0) as f64 / 1000.0,
+    );
     debug!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, attempt = claimed.attempt, "step {} started", claimed.step_id);
     let attempt = match attempt_step(inner, &claimed, &planned, cancel).await {
         Ok(Some(a)) => a,
@@ -754,7 +782,16 @@ async fn run_step(inner: &Arc<Inner>, claimed: ClaimedStep, cancel: Cancellation
     let retry = result.status == StepStatus::Failed
         && claimed.attempt < claimed.max_attempts
         && result.error_type.as_deref().is_none_or(is_retryable);
+    inner
+        .metrics
+        .steps_finished
+        .inc(&[tool_label, result.status.as_str()]);
+    inner.metrics.step_duration.observe(
+        &[tool_label],
+        (finished_at - started_at).max(0) as f64 / 1000.0,
+    );
     let outcome = if retry {
+        inner.metrics.retries.inc(&[tool_label]);
         let next = u32::try_from(claimed.attempt + 1).unwrap_or(u32::MAX);
         let delay = planned.step.retry.delay_ms(next, rand::random::<f64>());
         info!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, attempt = claimed.attempt, delay_ms = delay, "step {} failed, retrying", claimed.step_id);
@@ -1477,5 +1514,19 @@ async fn run_model(
                 .await?;
             Ok(Value::String(answer.response.text))
         }
+    }
+}
+
+/// The `tool` label of a step's metrics: its tool, `model` for model
+/// actions, else its action (`evaluate_condition`, loops).
+fn metric_label(step: &orchestrator_core::Step) -> &str {
+    if step.is_model_action() {
+        "model"
+    } else if let Some(t) = step.tool.as_deref() {
+        t
+    } else if step.action.is_empty() {
+        "loop"
+    } else {
+        &step.action
     }
 }

@@ -95,6 +95,7 @@ pub struct Models {
     store: Arc<dyn Store>,
     http: reqwest::Client,
     settings: ModelSettings,
+    metrics: Arc<crate::metrics::EngineMetrics>,
 }
 
 fn percentile(sorted: &[i64], p: f64) -> Option<f64> {
@@ -111,7 +112,14 @@ impl Models {
             store,
             http,
             settings,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts calls, tokens and cost in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::EngineMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn settings(&self) -> &ModelSettings {
@@ -277,6 +285,12 @@ impl Models {
             Err(e) => (false, 0, 0, Some(e.kind.clone())),
         };
         let cost = spec.cost_per_1k_tokens.of(input, output);
+        let m = &self.metrics;
+        m.model_calls
+            .inc(&[&spec.id, if success { "success" } else { "failure" }]);
+        m.model_tokens.add(&[&spec.id, "input"], input as f64);
+        m.model_tokens.add(&[&spec.id, "output"], output as f64);
+        m.model_cost.add(&[&spec.id], cost);
         if error_type.as_deref() != Some("CancelledError") {
             let call = ModelCall {
                 model_id: spec.id.clone(),

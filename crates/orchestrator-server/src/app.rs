@@ -32,17 +32,26 @@ pub struct AppState {
 struct AppInner {
     engine: Engine,
     settings: Settings,
+    http_metrics: crate::observability::HttpMetrics,
 }
 
 impl AppState {
     pub fn new(engine: Engine, settings: Settings) -> Self {
         AppState {
-            inner: Arc::new(AppInner { engine, settings }),
+            inner: Arc::new(AppInner {
+                engine,
+                settings,
+                http_metrics: crate::observability::HttpMetrics::default(),
+            }),
         }
     }
 
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    pub fn http_metrics(&self) -> &crate::observability::HttpMetrics {
+        &self.inner.http_metrics
     }
 
     pub fn settings(&self) -> &Settings {
@@ -87,6 +96,7 @@ pub fn openapi_with_tools(tools: &ToolRegistry) -> serde_json::Value {
     let (_, api) = utoipa_axum::router::OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
         .merge(crate::api::routes())
         .merge(crate::models_api::routes())
+        .merge(crate::observability::routes())
         .split_for_parts();
     let mut doc = serde_json::to_value(api).unwrap_or_default();
     let Some(schemas) = doc
@@ -117,6 +127,7 @@ pub fn router(state: AppState) -> Router {
     let (api, _) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::api::routes())
         .merge(crate::models_api::routes())
+        .merge(crate::observability::routes())
         .split_for_parts();
     let doc = openapi_with_tools(state.engine().tools());
     let limit = state.settings().max_body_bytes;
@@ -124,6 +135,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::observability::track,
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 let id = req

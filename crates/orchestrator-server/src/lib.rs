@@ -8,5 +8,6 @@ pub mod dto;
 pub mod error;
 pub mod graph;
 pub mod models_api;
+pub mod observability;
 
 pub use app::{AppState, RunningServer, openapi, router, start};

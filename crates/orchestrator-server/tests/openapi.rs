@@ -38,6 +38,10 @@ fn every_route_is_documented_with_an_operation_id_and_tag() {
         "/models/{id}",
         "/models/select",
         "/models/metrics",
+        "/executions/{id}/graph",
+        "/metrics",
+        "/metrics/summary",
+        "/health/components",
         "/health",
         "/ready",
     ]

@@ -254,6 +254,7 @@ pub(crate) struct ClaimRow {
     pub step_id: String,
     pub lease_token: String,
     pub lost: i64,
+    pub run_after: i64,
 }
 
 fn parse_step_status(s: &str) -> Result<StepStatus> {
@@ -575,6 +576,8 @@ macro_rules! impl_store {
                         definition: step.definition,
                         lost: c.lost,
                         worker: worker.to_string(),
+                        ready_at: c.run_after,
+                        claimed_at: now,
                     });
                 }
                 tx.commit().await?;
@@ -1207,6 +1210,47 @@ macro_rules! impl_store {
                     }
                 }
                 Ok(stats)
+            }
+
+            async fn overview(&self) -> crate::Result<crate::Overview> {
+                let now = crate::now_ms();
+                let executions_by_status: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT status, COUNT(*) FROM executions GROUP BY status ORDER BY status",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let active_steps_by_status: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT s.status, COUNT(*) FROM steps s JOIN executions e ON e.id = s.execution_id \
+                     WHERE e.status IN ('queued', 'running') GROUP BY s.status ORDER BY s.status",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let (ready_steps, oldest): (i64, Option<i64>) = sqlx::query_as(
+                    "SELECT COUNT(*), MIN(run_after) FROM step_queue WHERE locked_by IS NULL AND run_after <= $1",
+                )
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+                let leased_steps: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM step_queue WHERE locked_by IS NOT NULL")
+                        .fetch_one(&self.pool)
+                        .await?;
+                let mean_execution_ms: Option<f64> = sqlx::query_scalar(
+                    "SELECT CAST(AVG(finished_at - started_at) AS DOUBLE PRECISION) FROM executions \
+                     WHERE finished_at IS NOT NULL AND started_at IS NOT NULL",
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(crate::Overview {
+                    executions_by_status,
+                    active_steps_by_status,
+                    ready_steps,
+                    leased_steps,
+                    oldest_ready_age_ms: oldest.map(|t| (now - t).max(0)),
+                    mean_execution_ms,
+                    pool_connections: self.pool.size(),
+                    pool_idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+                })
             }
 
             async fn execution_usage(&self, execution_id: &str) -> crate::Result<Vec<crate::StepUsage>> {

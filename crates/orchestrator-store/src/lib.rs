@@ -149,6 +149,9 @@ pub struct ClaimedStep {
     pub lost: i64,
     /// The worker that holds the lease.
     pub worker: String,
+    /// When the step became runnable (Unix ms), and when it was claimed.
+    pub ready_at: i64,
+    pub claimed_at: i64,
 }
 
 /// What a heartbeat found.
@@ -351,6 +354,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Model use of one execution, per step and model, in order of first use.
     async fn execution_usage(&self, execution_id: &str) -> Result<Vec<StepUsage>>;
+
+    /// Counts for metrics and health: executions by status, the steps of
+    /// unfinished executions by status, the queue, the connection pool.
+    async fn overview(&self) -> Result<Overview>;
+}
+
+/// What the database holds right now, in numbers.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Overview {
+    pub executions_by_status: Vec<(String, i64)>,
+    /// Steps of queued and running executions, by status.
+    pub active_steps_by_status: Vec<(String, i64)>,
+    /// Runnable steps nobody holds.
+    pub ready_steps: i64,
+    /// Steps a worker holds a lease on.
+    pub leased_steps: i64,
+    /// How long the oldest runnable step has waited, in milliseconds.
+    pub oldest_ready_age_ms: Option<i64>,
+    /// Mean run time of finished executions, in milliseconds.
+    pub mean_execution_ms: Option<f64>,
+    pub pool_connections: u32,
+    pub pool_idle: u32,
 }
 
 /// A registered model: its definition as JSON and where it came from

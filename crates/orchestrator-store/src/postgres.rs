@@ -12,7 +12,7 @@ const CLAIM: &str = "WITH picked AS ( \
         ORDER BY run_after LIMIT $4 FOR UPDATE SKIP LOCKED) \
     UPDATE step_queue q SET locked_by = $1, lease_token = gen_random_uuid()::text, locked_until = $3 \
     FROM picked WHERE q.execution_id = picked.execution_id AND q.step_id = picked.step_id \
-    RETURNING q.execution_id, q.step_id, q.lease_token, q.lost::BIGINT AS lost";
+    RETURNING q.execution_id, q.step_id, q.lease_token, q.lost::BIGINT AS lost, q.run_after";
 
 /// Hands back expired leases (`$1` now); every process may run it at once.
 const REAP: &str = "WITH expired AS ( \

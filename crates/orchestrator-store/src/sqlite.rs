@@ -14,7 +14,7 @@ use crate::Result;
 const CLAIM: &str = "UPDATE step_queue SET locked_by = $1, lease_token = lower(hex(randomblob(16))), locked_until = $3 \
     WHERE rowid IN (SELECT rowid FROM step_queue \
         WHERE locked_by IS NULL AND run_after <= $2 ORDER BY run_after LIMIT $4) \
-    RETURNING execution_id, step_id, lease_token, lost";
+    RETURNING execution_id, step_id, lease_token, lost, run_after";
 
 /// Hands back expired leases (`$1` now).
 const REAP: &str = "UPDATE step_queue SET locked_by = NULL, lease_token = NULL, locked_until = NULL, \
