@@ -170,6 +170,15 @@ struct Inner {
     schemas: Mutex<HashMap<(String, String), Option<ParameterSchema>>>,
     /// Executions finished by this process.
     finished: tokio::sync::broadcast::Sender<(String, orchestrator_core::flow::ExecutionStatus)>,
+    /// Ids of executions that have new events, as this process writes them.
+    events: tokio::sync::broadcast::Sender<String>,
+}
+
+impl Inner {
+    fn touched(&self, execution_id: &str) {
+        // Nobody listening is fine.
+        let _ = self.events.send(execution_id.to_string());
+    }
 }
 
 /// The engine of one process. Cheap to clone.
@@ -206,6 +215,7 @@ impl Engine {
                 running: Mutex::new(HashMap::new()),
                 schemas: Mutex::new(HashMap::new()),
                 finished: tokio::sync::broadcast::channel(1024).0,
+                events: tokio::sync::broadcast::channel(4096).0,
             }),
         }
     }
@@ -351,6 +361,7 @@ impl Engine {
         };
         let (record, created) = self.inner.store.create_execution(new).await?;
         if created {
+            self.inner.touched(&record.id);
             info!(execution.id = %record.id, pipeline = %record.pipeline_name, "execution {} queued", record.id);
             self.inner.wake.notify_one();
         }
@@ -453,6 +464,7 @@ impl Engine {
                         failures = 0;
                         claimed_count = claimed.len();
                         for step in claimed {
+                            inner.touched(&step.execution_id);
                             let cancel = CancellationToken::new();
                             lock(&inner.running).insert(
                                 step.lease_token.clone(),
@@ -531,6 +543,7 @@ impl Engine {
     pub async fn cancel(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
         let record = self.inner.store.cancel_execution(id).await?;
         if record.is_some() {
+            self.inner.touched(id);
             for (execution, token) in lock(&self.inner.running).values() {
                 if execution == id {
                     token.cancel();
@@ -550,10 +563,17 @@ impl Engine {
     ) -> Result<Option<Vec<String>>, StoreError> {
         let reset = self.inner.store.recover_execution(id, from).await?;
         if let Some(steps) = &reset {
+            self.inner.touched(id);
             info!(execution.id = %id, steps = steps.len(), "execution {id} recovering");
             self.inner.wake.notify_one();
         }
         Ok(reset)
+    }
+
+    /// Ids of executions with new events written by this process. Events
+    /// written by other processes are only seen in the store.
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.inner.events.subscribe()
     }
 
     /// Executions that workers of this process finish, as they finish.
@@ -747,6 +767,7 @@ async fn run_step(inner: &Arc<Inner>, claimed: ClaimedStep, cancel: Cancellation
         Ok(Some(a)) => a,
         Ok(None) => {
             // A loop expanded its iterations and now waits for them.
+            inner.touched(&claimed.execution_id);
             inner.wake.notify_one();
             return;
         }
@@ -807,6 +828,7 @@ async fn run_step(inner: &Arc<Inner>, claimed: ClaimedStep, cancel: Cancellation
             .await
             .map(Some)
     };
+    inner.touched(&claimed.execution_id);
     match outcome {
         Ok(Some(done)) => {
             if let Some(status) = done.execution_finished {

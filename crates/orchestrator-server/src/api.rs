@@ -31,6 +31,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_execution))
         .routes(routes!(list_checkpoints))
         .routes(routes!(get_execution_graph))
+        .routes(routes!(crate::events::execution_events))
         .routes(routes!(cancel_execution))
         .routes(routes!(recover_execution))
         .routes(routes!(validate_pipeline))
@@ -172,7 +173,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key))
 }
 
-fn parse_execution_id(id: &str) -> Result<String, ApiError> {
+pub(crate) fn parse_execution_id(id: &str) -> Result<String, ApiError> {
     uuid::Uuid::parse_str(id)
         .map(|u| u.to_string())
         .map_err(|_| ApiError::BadRequest(format!("'{id}' is not a valid execution id (a UUID)")))

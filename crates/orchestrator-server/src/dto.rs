@@ -231,6 +231,10 @@ pub struct ExecutionView {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<Object>)]
     pub auto_answers: Vec<Value>,
+    /// The number of the execution's newest event: stream
+    /// `/executions/{id}/events` with `Last-Event-ID` set to it to follow on
+    /// from this snapshot.
+    pub last_event_seq: i64,
 }
 
 /// A recorded attempt of a step: a recovery point.
@@ -417,6 +421,7 @@ impl ExecutionView {
             outputs: r.outputs.clone(),
             error: r.error.clone(),
             usage: None,
+            last_event_seq: r.last_event_seq,
             auto_answers: r
                 .plan
                 .get("auto_answers")

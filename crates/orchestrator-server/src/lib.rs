@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod dto;
 pub mod error;
+pub mod events;
 pub mod graph;
 pub mod models_api;
 pub mod observability;

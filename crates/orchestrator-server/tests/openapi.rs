@@ -39,6 +39,7 @@ fn every_route_is_documented_with_an_operation_id_and_tag() {
         "/models/select",
         "/models/metrics",
         "/executions/{id}/graph",
+        "/executions/{id}/events",
         "/metrics",
         "/metrics/summary",
         "/health/components",

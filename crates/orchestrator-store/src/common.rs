@@ -24,14 +24,14 @@ pub(crate) const ENQUEUE: &str =
     "INSERT INTO step_queue (execution_id, step_id, run_after) VALUES ($1, $2, $3)";
 
 pub(crate) const SELECT_EXECUTION: &str = "SELECT id, pipeline_id, pipeline_name, status, source, plan, inputs, options, outputs, \
-    error, idempotency_key, request_hash, created_at, started_at, finished_at FROM executions WHERE id = $1";
+    error, idempotency_key, request_hash, created_at, started_at, finished_at, last_event_seq FROM executions WHERE id = $1";
 
 pub(crate) const SELECT_EXECUTION_BY_KEY: &str = "SELECT id, pipeline_id, pipeline_name, status, source, plan, inputs, options, outputs, \
-    error, idempotency_key, request_hash, created_at, started_at, finished_at FROM executions WHERE idempotency_key = $1";
+    error, idempotency_key, request_hash, created_at, started_at, finished_at, last_event_seq FROM executions WHERE idempotency_key = $1";
 
 /// Newest first; every filter optional (`$1` status, `$2` pipeline, `$3`/`$4` cursor, `$5` limit).
 pub(crate) const LIST_EXECUTIONS: &str = "SELECT id, pipeline_id, pipeline_name, status, source, plan, inputs, options, outputs, \
-    error, idempotency_key, request_hash, created_at, started_at, finished_at FROM executions \
+    error, idempotency_key, request_hash, created_at, started_at, finished_at, last_event_seq FROM executions \
     WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR pipeline_name = $2) \
     AND ($3 IS NULL OR created_at < $3 OR (created_at = $3 AND id < $4)) \
     ORDER BY created_at DESC, id DESC LIMIT $5";
@@ -96,6 +96,7 @@ pub(crate) struct ExecutionRow {
     created_at: i64,
     started_at: Option<i64>,
     finished_at: Option<i64>,
+    last_event_seq: i64,
 }
 
 impl TryFrom<ExecutionRow> for ExecutionRecord {
@@ -118,6 +119,7 @@ impl TryFrom<ExecutionRow> for ExecutionRecord {
             created_at: r.created_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
+            last_event_seq: r.last_event_seq,
         })
     }
 }
@@ -320,6 +322,33 @@ macro_rules! impl_store {
                 Ok(ready)
             }
 
+            /// Records an event of the execution in the transaction of the
+            /// change it describes.
+            async fn emit(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                execution_id: &str,
+                kind: &str,
+                step_id: Option<&str>,
+                data: serde_json::Value,
+                now: i64,
+            ) -> crate::Result<()> {
+                use crate::common::*;
+                let seq: i64 = sqlx::query_scalar(NEXT_EVENT_SEQ)
+                    .bind(execution_id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                sqlx::query(INSERT_EVENT)
+                    .bind(execution_id)
+                    .bind(seq)
+                    .bind(kind)
+                    .bind(step_id)
+                    .bind(sqlx::types::Json(&data))
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
             async fn make_ready(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 execution_id: &str,
@@ -327,6 +356,7 @@ macro_rules! impl_store {
                 now: i64,
             ) -> crate::Result<()> {
                 use crate::common::*;
+                Self::emit(tx, execution_id, "step.ready", Some(step_id), serde_json::json!({}), now).await?;
                 sqlx::query(MARK_READY)
                     .bind(execution_id)
                     .bind(step_id)
@@ -351,10 +381,15 @@ macro_rules! impl_store {
                 now: i64,
             ) -> crate::Result<()> {
                 use crate::common::*;
-                sqlx::query(CANCEL_UNSTARTED).bind(id).bind(now).execute(&mut **tx).await?;
+                let cancelled: Vec<String> =
+                    sqlx::query_scalar(CANCEL_UNSTARTED).bind(id).bind(now).fetch_all(&mut **tx).await?;
+                for step_id in &cancelled {
+                    Self::emit(tx, id, "step.cancelled", Some(step_id), serde_json::json!({"reason": "execution_cancelled"}), now).await?;
+                }
                 sqlx::query(DEQUEUE_UNLEASED).bind(id).execute(&mut **tx).await?;
                 sqlx::query(RECOUNT_OPEN).bind(id).execute(&mut **tx).await?;
                 sqlx::query(STOP_EXECUTION).bind(id).bind(status).bind(error).bind(now).execute(&mut **tx).await?;
+                Self::emit(tx, id, &format!("execution.{status}"), None, serde_json::json!({"status": status, "error": error}), now).await?;
                 Ok(())
             }
 
@@ -468,6 +503,15 @@ macro_rules! impl_store {
                     };
                 }
                 Self::insert_steps(&mut tx, &new.id, &new.steps, 0, now).await?;
+                Self::emit(
+                    &mut tx,
+                    &new.id,
+                    "execution.queued",
+                    None,
+                    serde_json::json!({"pipeline": new.pipeline_name, "steps": new.steps.len()}),
+                    now,
+                )
+                .await?;
                 if let Some(sql) = NOTIFY_WORK {
                     sqlx::query(sql).execute(&mut *tx).await?;
                 }
@@ -546,13 +590,15 @@ macro_rules! impl_store {
                 let now = crate::now_ms();
                 let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
-                let claimed: Vec<crate::common::ClaimRow> = sqlx::query_as(CLAIM)
+                let mut claimed: Vec<crate::common::ClaimRow> = sqlx::query_as(CLAIM)
                     .bind(worker)
                     .bind(now)
                     .bind(now + lease_ms)
                     .bind(i64::from(limit))
                     .fetch_all(&mut *tx)
                     .await?;
+                // Executions' rows are locked in one order by every claimer.
+                claimed.sort_by(|a, b| (&a.execution_id, &a.step_id).cmp(&(&b.execution_id, &b.step_id)));
                 let mut out = Vec::with_capacity(claimed.len());
                 for c in claimed {
                     let row: crate::common::StepRow = sqlx::query_as(crate::common::START_STEP)
@@ -561,12 +607,25 @@ macro_rules! impl_store {
                         .bind(now)
                         .fetch_one(&mut *tx)
                         .await?;
-                    sqlx::query(crate::common::START_EXECUTION)
+                    let started = sqlx::query(crate::common::START_EXECUTION)
                         .bind(&c.execution_id)
                         .bind(now)
                         .execute(&mut *tx)
-                        .await?;
+                        .await?
+                        .rows_affected();
+                    if started == 1 {
+                        Self::emit(&mut tx, &c.execution_id, "execution.running", None, serde_json::json!({"status": "running"}), now).await?;
+                    }
                     let step = crate::StepRecord::try_from(row)?;
+                    Self::emit(
+                        &mut tx,
+                        &c.execution_id,
+                        "step.running",
+                        Some(&c.step_id),
+                        serde_json::json!({"attempt": step.attempt, "worker": worker}),
+                        now,
+                    )
+                    .await?;
                     out.push(crate::ClaimedStep {
                         execution_id: c.execution_id,
                         step_id: c.step_id,
@@ -604,9 +663,11 @@ macro_rules! impl_store {
                 let now = crate::now_ms();
                 let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
-                let reaped: Vec<(String, String)> = sqlx::query_as(REAP).bind(now).fetch_all(&mut *tx).await?;
+                let mut reaped: Vec<(String, String)> = sqlx::query_as(REAP).bind(now).fetch_all(&mut *tx).await?;
+                reaped.sort();
                 for (execution_id, step_id) in &reaped {
                     sqlx::query(crate::common::BACK_TO_READY).bind(execution_id).bind(step_id).execute(&mut *tx).await?;
+                    Self::emit(&mut tx, execution_id, "step.ready", Some(step_id), serde_json::json!({"reason": "worker_lost"}), now).await?;
                 }
                 if !reaped.is_empty()
                     && let Some(sql) = NOTIFY_WORK
@@ -624,14 +685,16 @@ macro_rules! impl_store {
                 let now = crate::now_ms();
                 let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
-                let released: Vec<(String, String)> =
+                let mut released: Vec<(String, String)> =
                     sqlx::query_as(RELEASE).bind(heartbeat_tokens(tokens)).bind(now).fetch_all(&mut *tx).await?;
+                released.sort();
                 for (execution_id, step_id) in &released {
                     sqlx::query(crate::common::BACK_TO_READY_UNCOUNTED)
                         .bind(execution_id)
                         .bind(step_id)
                         .execute(&mut *tx)
                         .await?;
+                    Self::emit(&mut tx, execution_id, "step.ready", Some(step_id), serde_json::json!({"reason": "worker_stopped"}), now).await?;
                 }
                 if !released.is_empty()
                     && let Some(sql) = NOTIFY_WORK
@@ -701,6 +764,21 @@ macro_rules! impl_store {
                     .await?;
                 Self::insert_checkpoint(&mut tx, step, result.status.as_str(), &result, now)
                     .await?;
+                Self::emit(
+                    &mut tx,
+                    &step.execution_id,
+                    &format!("step.{}", result.status.as_str()),
+                    Some(&step.step_id),
+                    serde_json::json!({
+                        "attempt": step.attempt,
+                        "error": result.error,
+                        "error_type": result.error_type,
+                        "reason": result.reason,
+                        "duration_ms": result.finished_at - result.started_at,
+                    }),
+                    now,
+                )
+                .await?;
                 if cancelled {
                     // The execution was cancelled while this step ran: keep
                     // its result, start nothing new.
@@ -794,6 +872,15 @@ macro_rules! impl_store {
                                         .bind(id)
                                         .execute(&mut *tx)
                                         .await?;
+                                    Self::emit(
+                                        &mut tx,
+                                        &step.execution_id,
+                                        &format!("step.{status}"),
+                                        Some(id),
+                                        serde_json::json!({"reason": reason}),
+                                        now,
+                                    )
+                                    .await?;
                                 }
                             }
                         }
@@ -838,6 +925,15 @@ macro_rules! impl_store {
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
+                    Self::emit(
+                        &mut tx,
+                        &step.execution_id,
+                        &format!("execution.{}", status.as_str()),
+                        None,
+                        serde_json::json!({"status": status.as_str(), "error": error}),
+                        now,
+                    )
+                    .await?;
                 }
                 if !ready.is_empty()
                     && let Some(sql) = NOTIFY_WORK
@@ -885,6 +981,16 @@ macro_rules! impl_store {
                 let base = base.unwrap_or(0) + 1;
                 let ready =
                     Self::insert_steps(&mut tx, &step.execution_id, &new_steps, base, now).await?;
+                let added: Vec<&str> = new_steps.iter().map(|s| s.planned.id.as_str()).collect();
+                Self::emit(
+                    &mut tx,
+                    &step.execution_id,
+                    "step.expanded",
+                    Some(&step.step_id),
+                    serde_json::json!({"added": added, "ready": ready}),
+                    now,
+                )
+                .await?;
                 sqlx::query(REPLACE_DEPS_DELETE)
                     .bind(&step.execution_id)
                     .bind(&step.step_id)
@@ -996,6 +1102,9 @@ macro_rules! impl_store {
                 }
                 sqlx::query(RECOUNT_OPEN).bind(id).execute(&mut *tx).await?;
                 sqlx::query(REOPEN_EXECUTION).bind(id).bind(now).execute(&mut *tx).await?;
+                let mut rerun: Vec<&String> = reset.iter().collect();
+                rerun.sort_by_key(|r| steps.iter().position(|s| &s.step_id == *r));
+                Self::emit(&mut tx, id, "execution.recovered", None, serde_json::json!({"from_checkpoint": from, "rerun": rerun}), now).await?;
                 if let Some(sql) = NOTIFY_WORK {
                     sqlx::query(sql).execute(&mut *tx).await?;
                 }
@@ -1040,6 +1149,20 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 Self::insert_checkpoint(&mut tx, step, "failed", &result, now).await?;
+                Self::emit(
+                    &mut tx,
+                    &step.execution_id,
+                    "step.retrying",
+                    Some(&step.step_id),
+                    serde_json::json!({
+                        "attempt": step.attempt,
+                        "error": result.error,
+                        "error_type": result.error_type,
+                        "retry_in_ms": delay_ms,
+                    }),
+                    now,
+                )
+                .await?;
                 if let Some(sql) = NOTIFY_WORK {
                     sqlx::query(sql).execute(&mut *tx).await?;
                 }
@@ -1212,6 +1335,31 @@ macro_rules! impl_store {
                 Ok(stats)
             }
 
+            async fn list_events(
+                &self,
+                execution_id: &str,
+                after_seq: i64,
+                limit: u32,
+            ) -> crate::Result<Vec<crate::EventRecord>> {
+                let rows: Vec<(i64, String, Option<String>, sqlx::types::Json<serde_json::Value>, i64)> =
+                    sqlx::query_as(crate::common::SELECT_EVENTS)
+                        .bind(execution_id)
+                        .bind(after_seq)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(seq, kind, step_id, data, created_at)| crate::EventRecord {
+                        seq,
+                        kind,
+                        step_id,
+                        data: data.0,
+                        created_at,
+                    })
+                    .collect())
+            }
+
             async fn overview(&self) -> crate::Result<crate::Overview> {
                 let now = crate::now_ms();
                 let executions_by_status: Vec<(String, i64)> = sqlx::query_as(
@@ -1343,7 +1491,16 @@ pub(crate) const UNSETTLED_DEPS: &str = "SELECT COUNT(*) FROM step_deps d \
     WHERE d.execution_id = $1 AND d.step_id = $2 AND s.status IN ('pending', 'ready', 'running', 'retrying')";
 
 pub(crate) const CANCEL_UNSTARTED: &str = "UPDATE steps SET status = 'cancelled', reason = 'execution_cancelled', \
-    finished_at = $2 WHERE execution_id = $1 AND status IN ('pending', 'ready', 'retrying')";
+    finished_at = $2 WHERE execution_id = $1 AND status IN ('pending', 'ready', 'retrying') RETURNING step_id";
+
+/// Takes the execution's next event number (and its row lock).
+pub(crate) const NEXT_EVENT_SEQ: &str = "UPDATE executions SET last_event_seq = last_event_seq + 1 WHERE id = $1 RETURNING last_event_seq";
+
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (execution_id, seq, kind, step_id, data, created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6)";
+
+pub(crate) const SELECT_EVENTS: &str = "SELECT seq, kind, step_id, data, created_at FROM events \
+    WHERE execution_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 
 pub(crate) const DEQUEUE_UNLEASED: &str =
     "DELETE FROM step_queue WHERE execution_id = $1 AND lease_token IS NULL";

@@ -93,6 +93,22 @@ pub struct ExecutionRecord {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The number of its newest event (0 before any).
+    pub last_event_seq: i64,
+}
+
+/// One state change of an execution or one of its steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Numbered from 1 per execution, without gaps.
+    pub seq: i64,
+    /// `execution.queued`, `execution.running`, `execution.succeeded`, …,
+    /// `step.ready`, `step.running`, `step.succeeded`, `step.retrying`, …
+    pub kind: String,
+    pub step_id: Option<String>,
+    pub data: Value,
+    /// Unix milliseconds.
+    pub created_at: i64,
 }
 
 /// A step as stored.
@@ -354,6 +370,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Model use of one execution, per step and model, in order of first use.
     async fn execution_usage(&self, execution_id: &str) -> Result<Vec<StepUsage>>;
+
+    /// An execution's events after `after_seq`, oldest first, at most `limit`.
+    async fn list_events(
+        &self,
+        execution_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>>;
 
     /// Counts for metrics and health: executions by status, the steps of
     /// unfinished executions by status, the queue, the connection pool.
