@@ -31,6 +31,7 @@ use tracing::{debug, error, info, warn};
 
 pub mod metrics;
 pub mod models;
+pub mod webhooks;
 
 /// How the worker pool of one process behaves.
 #[derive(Debug, Clone)]
@@ -56,6 +57,8 @@ pub struct EngineConfig {
     pub idempotency_ttl_ms: i64,
     /// How model steps choose and call models.
     pub models: models::ModelSettings,
+    /// How webhook deliveries are sent.
+    pub webhooks: webhooks::WebhookSettings,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +74,7 @@ impl Default for EngineConfig {
             reap_ms: 5_000,
             idempotency_ttl_ms: 24 * 3600 * 1000,
             models: models::ModelSettings::default(),
+            webhooks: webhooks::WebhookSettings::default(),
         }
     }
 }
@@ -172,12 +176,15 @@ struct Inner {
     finished: tokio::sync::broadcast::Sender<(String, orchestrator_core::flow::ExecutionStatus)>,
     /// Ids of executions that have new events, as this process writes them.
     events: tokio::sync::broadcast::Sender<String>,
+    /// New events may have webhook deliveries to send.
+    webhook_wake: Notify,
 }
 
 impl Inner {
     fn touched(&self, execution_id: &str) {
         // Nobody listening is fine.
         let _ = self.events.send(execution_id.to_string());
+        self.webhook_wake.notify_one();
     }
 }
 
@@ -216,6 +223,7 @@ impl Engine {
                 schemas: Mutex::new(HashMap::new()),
                 finished: tokio::sync::broadcast::channel(1024).0,
                 events: tokio::sync::broadcast::channel(4096).0,
+                webhook_wake: Notify::new(),
             }),
         }
     }
@@ -418,6 +426,7 @@ impl Engine {
         let mut tasks: JoinSet<()> = JoinSet::new();
         let heartbeat = tokio::spawn(heartbeat_loop(self.inner.clone(), shutdown.clone()));
         let reaper = tokio::spawn(reap_loop(self.inner.clone(), shutdown.clone()));
+        let deliveries = tokio::spawn(webhooks::deliver_loop(self.inner.clone(), shutdown.clone()));
         let waker = self.inner.clone();
         let on_work: Arc<dyn Fn() + Send + Sync> = Arc::new(move || waker.wake.notify_one());
         match inner.store.listen_for_work(on_work, shutdown.clone()).await {
@@ -535,6 +544,7 @@ impl Engine {
         }
         heartbeat.abort();
         reaper.abort();
+        deliveries.abort();
     }
 
     /// Waits until an execution is finished (polling the store), up to `timeout`.
@@ -816,17 +826,18 @@ async fn run_step(inner: &Arc<Inner>, claimed: ClaimedStep, cancel: Cancellation
         let next = u32::try_from(claimed.attempt + 1).unwrap_or(u32::MAX);
         let delay = planned.step.retry.delay_ms(next, rand::random::<f64>());
         info!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, attempt = claimed.attempt, delay_ms = delay, "step {} failed, retrying", claimed.step_id);
-        inner
-            .store
-            .retry_step(&claimed, result, i64::try_from(delay).unwrap_or(i64::MAX))
+        let delay = i64::try_from(delay).unwrap_or(i64::MAX);
+        persist(|| inner.store.retry_step(&claimed, result.clone(), delay))
             .await
             .map(|()| None)
     } else {
-        inner
-            .store
-            .finish_step(&claimed, result, &render_outputs)
-            .await
-            .map(Some)
+        persist(|| {
+            inner
+                .store
+                .finish_step(&claimed, result.clone(), &render_outputs)
+        })
+        .await
+        .map(Some)
     };
     inner.touched(&claimed.execution_id);
     match outcome {
@@ -1550,5 +1561,25 @@ fn metric_label(step: &orchestrator_core::Step) -> &str {
         "loop"
     } else {
         &step.action
+    }
+}
+
+/// Runs a store write again when it lost to a concurrent transaction
+/// (deadlock, serialization failure, busy database), up to five times.
+async fn persist<T, F, Fut>(mut write: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut tries = 0u32;
+    loop {
+        match write().await {
+            Err(e) if e.is_transient() && tries < 5 => {
+                tries += 1;
+                debug!(error = ?e, tries, "store write conflicted; trying again");
+                tokio::time::sleep(Duration::from_millis(5u64 << tries)).await;
+            }
+            other => return other,
+        }
     }
 }

@@ -71,6 +71,7 @@ impl AppState {
         (name = "pipelines", description = "Compile pipelines"),
         (name = "tools", description = "The tools steps can use"),
         (name = "models", description = "The model registry, model selection and call metrics"),
+        (name = "webhooks", description = "Event subscriptions over HTTP, signed and retried"),
         (name = "system", description = "Health and readiness")
     )
 )]
@@ -97,6 +98,7 @@ pub fn openapi_with_tools(tools: &ToolRegistry) -> serde_json::Value {
         .merge(crate::api::routes())
         .merge(crate::models_api::routes())
         .merge(crate::observability::routes())
+        .merge(crate::webhooks_api::routes())
         .split_for_parts();
     let mut doc = serde_json::to_value(api).unwrap_or_default();
     let Some(schemas) = doc
@@ -128,6 +130,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::api::routes())
         .merge(crate::models_api::routes())
         .merge(crate::observability::routes())
+        .merge(crate::webhooks_api::routes())
         .split_for_parts();
     let doc = openapi_with_tools(state.engine().tools());
     let limit = state.settings().max_body_bytes;
@@ -183,6 +186,11 @@ pub async fn build_engine(settings: &Settings) -> anyhow::Result<Engine> {
         idempotency_ttl_ms: i64::try_from(settings.idempotency_ttl_hours.saturating_mul(3_600_000))
             .unwrap_or(i64::MAX),
         models: settings.models.clone(),
+        webhooks: orchestrator_engine::webhooks::WebhookSettings {
+            // Receivers are user-given URLs: the http tool's policy applies.
+            client: Some(Arc::new(settings.http.policy.clone()).client(0)),
+            ..Default::default()
+        },
         ..EngineConfig::default()
     };
     for spec in &settings.model_specs {

@@ -106,8 +106,8 @@ impl Cursor {
 /// Stream an execution's events (Server-Sent Events).
 ///
 /// Each event has `id` (its number, from 1, without gaps), `event` (its kind:
-/// `execution.queued`, `execution.running`, `execution.succeeded|failed|cancelled`,
-/// `execution.recovered`, `step.ready`, `step.running`, `step.succeeded`,
+/// `execution.queued`, `execution.started`, `execution.succeeded|failed|cancelled`,
+/// `execution.recovered`, `step.ready`, `step.started`, `step.succeeded`,
 /// `step.failed`, `step.retrying`, `step.skipped`, `step.cancelled`,
 /// `step.expanded`) and JSON `data` `{seq, kind, step_id, data, created_at}`.
 /// Events already written come first; the stream ends after the execution's

@@ -10,5 +10,6 @@ pub mod events;
 pub mod graph;
 pub mod models_api;
 pub mod observability;
+pub mod webhooks_api;
 
 pub use app::{AppState, RunningServer, openapi, router, start};

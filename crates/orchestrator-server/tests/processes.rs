@@ -30,6 +30,7 @@ fn start(database_url: &str, workspace: &Path, grace_seconds: u64) -> Proc {
         .env("ORCHESTRATOR_DATABASE_URL", database_url)
         .env("ORCHESTRATOR_WORKSPACE_ROOT", workspace)
         .env("ORCHESTRATOR_ENABLE_TERMINAL", "true")
+        .env("ORCHESTRATOR_HTTP_ALLOWED_HOSTS", "127.0.0.1")
         .env("ORCHESTRATOR_LEASE_MS", "1500")
         .env("ORCHESTRATOR_HEARTBEAT_MS", "300")
         .env(
@@ -284,7 +285,7 @@ async fn two_processes_on_one_postgres_share_the_work_and_run_each_step_once() {
         assert_eq!(items.len(), 20, "one checkpoint per step");
         let mut seen = std::collections::BTreeSet::new();
         for c in items {
-            assert_eq!(c["attempt"], 1);
+            assert_eq!(c["attempt"], 1, "{cps:#}");
             assert!(
                 seen.insert(c["step_id"].as_str().unwrap_or_default().to_string()),
                 "a step ran twice"
@@ -357,4 +358,106 @@ async fn a_paused_workers_late_result_is_refused() {
     );
     assert_ne!(items[0]["worker"], Value::Null);
     drop(a);
+}
+
+/// A delivery whose receiver is down when the server is killed is sent by
+/// the next server once the receiver is up.
+async fn a_pending_webhook_delivery_survives_a_kill(database_url: String) {
+    use orchestrator_tools::testing::services::{self, Service};
+    let ws = TempDir::new("orch-hook-ws");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let client = orchestrator_tools::net::default_client();
+    let first = start(&database_url, ws.path(), 30);
+    let r = client
+        .post(format!("{}/webhooks", first.base))
+        .json(&serde_json::json!({"url": format!("http://127.0.0.1:{port}/hook"), "events": ["execution.finished"], "secret": "a-secret-of-16-chars"}))
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(r.status().as_u16(), 201);
+    let hook: Value = r.json().await.expect("json");
+    let hook_id = hook["id"].as_str().expect("id").to_string();
+    let r = client
+        .post(format!("{}/executions", first.base))
+        .header("content-type", "application/yaml")
+        .body("name: quick\nsteps:\n  - id: a\n    tool: echo\n")
+        .send()
+        .await
+        .expect("submit");
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    wait_for(
+        &first.base,
+        &id,
+        |e| e["status"] == "succeeded",
+        Duration::from_secs(20),
+    )
+    .await;
+    // The receiver is down: the first attempt fails and the delivery waits.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = get(&first.base, &format!("/webhooks/{hook_id}/deliveries")).await;
+        if d["items"][0]["attempts"].as_i64().unwrap_or(0) >= 1 {
+            assert_eq!(d["items"][0]["status"], "pending", "{d:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no attempt was made: {d:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(first); // SIGKILL
+    let receiver =
+        Service::start_on(&format!("127.0.0.1:{port}"), services::webhook_receiver(0)).await;
+    let second = start(&database_url, ws.path(), 30);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.requests().is_empty() {
+        assert!(Instant::now() < deadline, "the delivery never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = &receiver.requests()[0];
+    assert_eq!(
+        got.header("x-orchestrator-event"),
+        Some("execution.succeeded")
+    );
+    let signature = got.header("x-orchestrator-signature").unwrap_or_default();
+    assert!(orchestrator_engine::webhooks::verify(
+        "a-secret-of-16-chars",
+        &got.body,
+        signature
+    ));
+    assert_eq!(got.json()["execution_id"], id.as_str());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = get(&second.base, &format!("/webhooks/{hook_id}/deliveries")).await;
+        if d["items"][0]["status"] == "delivered" {
+            assert_eq!(
+                d["items"].as_array().map(Vec::len),
+                Some(1),
+                "one delivery: {d:#}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not recorded as delivered: {d:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_pending_webhook_delivery_survives_a_kill() {
+    let dir = TempDir::new("orch-hook-db");
+    a_pending_webhook_delivery_survives_a_kill(sqlite_url(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_pending_webhook_delivery_survives_a_kill() {
+    if let Some(url) = postgres_url().await {
+        a_pending_webhook_delivery_survives_a_kill(url).await;
+    }
 }

@@ -346,6 +346,26 @@ macro_rules! impl_store {
                     .bind(now)
                     .execute(&mut **tx)
                     .await?;
+                // The webhook outbox, in the same transaction.
+                let family = format!("{}.*", kind.split('.').next().unwrap_or(kind));
+                let payload = serde_json::json!({
+                    "execution_id": execution_id,
+                    "seq": seq,
+                    "kind": kind,
+                    "step_id": step_id,
+                    "data": data,
+                    "created_at": now,
+                });
+                sqlx::query(QUEUE_DELIVERIES)
+                    .bind(execution_id)
+                    .bind(seq)
+                    .bind(kind)
+                    .bind(sqlx::types::Json(&payload))
+                    .bind(now)
+                    .bind(sqlx::types::Json(serde_json::json!([])))
+                    .bind(family)
+                    .execute(&mut **tx)
+                    .await?;
                 Ok(())
             }
 
@@ -403,11 +423,9 @@ macro_rules! impl_store {
                 now: i64,
             ) -> crate::Result<bool> {
                 use crate::common::*;
-                let status: Option<String> = sqlx::query_scalar(LOCK_EXECUTION)
-                    .bind(&step.execution_id)
-                    .bind(now)
-                    .fetch_optional(&mut **tx)
-                    .await?;
+                // The queue row first: a claimer that took the step over (after
+                // the lease expired) holds that row and then waits for the
+                // execution's row; taking them in the other order deadlocks.
                 let released = sqlx::query(RELEASE_LEASE)
                     .bind(&step.execution_id)
                     .bind(&step.step_id)
@@ -418,6 +436,11 @@ macro_rules! impl_store {
                 if released == 0 {
                     return Err(crate::StoreError::LeaseLost { step: step.step_id.clone() });
                 }
+                let status: Option<String> = sqlx::query_scalar(LOCK_EXECUTION)
+                    .bind(&step.execution_id)
+                    .bind(now)
+                    .fetch_optional(&mut **tx)
+                    .await?;
                 Ok(matches!(status.as_deref(), Some("cancelled" | "failed" | "succeeded")))
             }
 
@@ -614,13 +637,13 @@ macro_rules! impl_store {
                         .await?
                         .rows_affected();
                     if started == 1 {
-                        Self::emit(&mut tx, &c.execution_id, "execution.running", None, serde_json::json!({"status": "running"}), now).await?;
+                        Self::emit(&mut tx, &c.execution_id, "execution.started", None, serde_json::json!({"status": "running"}), now).await?;
                     }
                     let step = crate::StepRecord::try_from(row)?;
                     Self::emit(
                         &mut tx,
                         &c.execution_id,
-                        "step.running",
+                        "step.started",
                         Some(&c.step_id),
                         serde_json::json!({"attempt": step.attempt, "worker": worker}),
                         now,
@@ -1360,6 +1383,143 @@ macro_rules! impl_store {
                     .collect())
             }
 
+            async fn create_webhook(&self, webhook: &crate::WebhookRecord, kinds: &[String]) -> crate::Result<()> {
+                let _writer = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("INSERT INTO webhooks (id, url, events, secret, created_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&webhook.id)
+                    .bind(&webhook.url)
+                    .bind(sqlx::types::Json(&webhook.events))
+                    .bind(&webhook.secret)
+                    .bind(webhook.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                for kind in kinds {
+                    sqlx::query("INSERT INTO webhook_subscriptions (webhook_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(&webhook.id)
+                        .bind(kind)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_webhooks(&self) -> crate::Result<Vec<crate::WebhookRecord>> {
+                let rows: Vec<(String, String, sqlx::types::Json<Vec<String>>, String, i64)> =
+                    sqlx::query_as("SELECT id, url, events, secret, created_at FROM webhooks ORDER BY created_at, id")
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, url, events, secret, created_at)| crate::WebhookRecord {
+                        id,
+                        url,
+                        events: events.0,
+                        secret,
+                        created_at,
+                    })
+                    .collect())
+            }
+
+            async fn delete_webhook(&self, id: &str) -> crate::Result<bool> {
+                let _writer = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("DELETE FROM webhook_subscriptions WHERE webhook_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                let n = sqlx::query("DELETE FROM webhooks WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query("UPDATE webhook_deliveries SET status = 'cancelled', locked_until = NULL \
+                             WHERE webhook_id = $1 AND status = 'pending'")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(n == 1)
+            }
+
+            async fn claim_deliveries(&self, limit: u32, lock_ms: i64) -> crate::Result<Vec<crate::DeliveryJob>> {
+                let now = crate::now_ms();
+                let _writer = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                let rows: Vec<(i64, String, String, sqlx::types::Json<serde_json::Value>, i64, sqlx::types::Json<serde_json::Value>)> =
+                    sqlx::query_as(CLAIM_DELIVERIES)
+                        .bind(now)
+                        .bind(now + lock_ms)
+                        .bind(i64::from(limit))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let mut jobs = Vec::with_capacity(rows.len());
+                for (id, webhook_id, kind, payload, attempts, log) in rows {
+                    let hook: Option<(String, String)> =
+                        sqlx::query_as("SELECT url, secret FROM webhooks WHERE id = $1")
+                            .bind(&webhook_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    jobs.push(crate::DeliveryJob {
+                        id,
+                        url: hook.as_ref().map(|h| h.0.clone()),
+                        secret: hook.map(|h| h.1).unwrap_or_default(),
+                        webhook_id,
+                        kind,
+                        payload: payload.0,
+                        attempts,
+                        log: log.0,
+                    });
+                }
+                tx.commit().await?;
+                Ok(jobs)
+            }
+
+            async fn finish_delivery(&self, id: i64, u: &crate::DeliveryUpdate) -> crate::Result<()> {
+                let _writer = self.write_guard().await;
+                sqlx::query(crate::common::FINISH_DELIVERY)
+                    .bind(id)
+                    .bind(&u.status)
+                    .bind(u.attempts)
+                    .bind(u.next_attempt_at)
+                    .bind(u.last_status_code)
+                    .bind(&u.last_error)
+                    .bind(sqlx::types::Json(&u.log))
+                    .bind(u.delivered_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_deliveries(&self, webhook_id: &str, limit: u32) -> crate::Result<Vec<crate::DeliveryRecord>> {
+                #[allow(clippy::type_complexity)]
+                let rows: Vec<(i64, String, String, i64, String, String, i64, i64, Option<i64>, Option<String>, sqlx::types::Json<serde_json::Value>, i64, Option<i64>)> =
+                    sqlx::query_as(crate::common::SELECT_DELIVERIES)
+                        .bind(webhook_id)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| crate::DeliveryRecord {
+                        id: r.0,
+                        webhook_id: r.1,
+                        execution_id: r.2,
+                        event_seq: r.3,
+                        kind: r.4,
+                        status: r.5,
+                        attempts: r.6,
+                        next_attempt_at: r.7,
+                        last_status_code: r.8,
+                        last_error: r.9,
+                        log: r.10.0,
+                        created_at: r.11,
+                        delivered_at: r.12,
+                    })
+                    .collect())
+            }
+
             async fn overview(&self) -> crate::Result<crate::Overview> {
                 let now = crate::now_ms();
                 let executions_by_status: Vec<(String, i64)> = sqlx::query_as(
@@ -1498,6 +1658,19 @@ pub(crate) const NEXT_EVENT_SEQ: &str = "UPDATE executions SET last_event_seq = 
 
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (execution_id, seq, kind, step_id, data, created_at) \
     VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// One pending delivery per webhook that wants the event (`$3` kind, `$7` `family.*`).
+pub(crate) const QUEUE_DELIVERIES: &str = "INSERT INTO webhook_deliveries (webhook_id, execution_id, event_seq, kind, \
+    payload, status, attempts, next_attempt_at, log, created_at) \
+    SELECT w.id, $1, $2, $3, $4, 'pending', 0, $5, $6, $5 FROM webhooks w WHERE EXISTS ( \
+        SELECT 1 FROM webhook_subscriptions s WHERE s.webhook_id = w.id AND s.kind IN ($3, $7, '*'))";
+
+pub(crate) const SELECT_DELIVERIES: &str = "SELECT id, webhook_id, execution_id, event_seq, kind, status, attempts, \
+    next_attempt_at, last_status_code, last_error, log, created_at, delivered_at FROM webhook_deliveries \
+    WHERE webhook_id = $1 ORDER BY id DESC LIMIT $2";
+
+pub(crate) const FINISH_DELIVERY: &str = "UPDATE webhook_deliveries SET status = $2, attempts = $3, next_attempt_at = $4, \
+    last_status_code = $5, last_error = $6, log = $7, delivered_at = $8, locked_until = NULL WHERE id = $1";
 
 pub(crate) const SELECT_EVENTS: &str = "SELECT seq, kind, step_id, data, created_at FROM events \
     WHERE execution_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";

@@ -49,6 +49,23 @@ pub enum StoreError {
     UnsupportedUrl,
 }
 
+impl StoreError {
+    /// A conflict between concurrent transactions (PostgreSQL deadlock or
+    /// serialization failure, SQLite busy): trying again may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                matches!(
+                    e.code().as_deref(),
+                    Some("40P01" | "40001" | "5" | "6" | "517")
+                )
+            }
+            StoreError::Database(sqlx::Error::PoolTimedOut) => true,
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A new execution to insert.
@@ -102,13 +119,70 @@ pub struct ExecutionRecord {
 pub struct EventRecord {
     /// Numbered from 1 per execution, without gaps.
     pub seq: i64,
-    /// `execution.queued`, `execution.running`, `execution.succeeded`, …,
-    /// `step.ready`, `step.running`, `step.succeeded`, `step.retrying`, …
+    /// `execution.queued`, `execution.started`, `execution.succeeded`, …,
+    /// `step.ready`, `step.started`, `step.succeeded`, `step.retrying`, …
     pub kind: String,
     pub step_id: Option<String>,
     pub data: Value,
     /// Unix milliseconds.
     pub created_at: i64,
+}
+
+/// A webhook subscription.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookRecord {
+    pub id: String,
+    pub url: String,
+    /// The event kinds as the subscriber gave them.
+    pub events: Vec<String>,
+    pub secret: String,
+    pub created_at: i64,
+}
+
+/// A delivery leased for sending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryJob {
+    pub id: i64,
+    pub webhook_id: String,
+    /// `None` when the webhook was deleted meanwhile.
+    pub url: Option<String>,
+    pub secret: String,
+    pub kind: String,
+    pub payload: Value,
+    pub attempts: i64,
+    pub log: Value,
+}
+
+/// The state of a delivery after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryUpdate {
+    /// `pending` (to be retried), `delivered`, `failed` or `cancelled`.
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub log: Value,
+    pub delivered_at: Option<i64>,
+}
+
+/// A delivery as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub id: i64,
+    pub webhook_id: String,
+    pub execution_id: String,
+    pub event_seq: i64,
+    pub kind: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    /// Every attempt: `{at, status_code, error, duration_ms}`.
+    pub log: Value,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
 }
 
 /// A step as stored.
@@ -378,6 +452,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<EventRecord>>;
+
+    /// Registers a webhook for `kinds` (event kinds, `step.*`, `*`).
+    async fn create_webhook(&self, webhook: &WebhookRecord, kinds: &[String]) -> Result<()>;
+
+    /// Every webhook, oldest first.
+    async fn list_webhooks(&self) -> Result<Vec<WebhookRecord>>;
+
+    /// Removes a webhook; its pending deliveries are cancelled, its log kept.
+    async fn delete_webhook(&self, id: &str) -> Result<bool>;
+
+    /// Leases up to `limit` deliveries that are due, for `lock_ms`.
+    async fn claim_deliveries(&self, limit: u32, lock_ms: i64) -> Result<Vec<DeliveryJob>>;
+
+    /// Records what an attempt of a leased delivery did.
+    async fn finish_delivery(&self, id: i64, update: &DeliveryUpdate) -> Result<()>;
+
+    /// A webhook's deliveries, newest first.
+    async fn list_deliveries(&self, webhook_id: &str, limit: u32) -> Result<Vec<DeliveryRecord>>;
 
     /// Counts for metrics and health: executions by status, the steps of
     /// unfinished executions by status, the queue, the connection pool.

@@ -14,6 +14,15 @@ const CLAIM: &str = "WITH picked AS ( \
     FROM picked WHERE q.execution_id = picked.execution_id AND q.step_id = picked.step_id \
     RETURNING q.execution_id, q.step_id, q.lease_token, q.lost::BIGINT AS lost, q.run_after";
 
+/// Leases due deliveries (`$1` now, `$2` lease end, `$3` limit); processes
+/// skip each other's rows.
+const CLAIM_DELIVERIES: &str = "WITH picked AS ( \
+        SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
+        AND (locked_until IS NULL OR locked_until < $1) ORDER BY next_attempt_at, id LIMIT $3 \
+        FOR UPDATE SKIP LOCKED) \
+    UPDATE webhook_deliveries d SET locked_until = $2 FROM picked WHERE d.id = picked.id \
+    RETURNING d.id, d.webhook_id, d.kind, d.payload, d.attempts, d.log";
+
 /// Hands back expired leases (`$1` now); every process may run it at once.
 const REAP: &str = "WITH expired AS ( \
         SELECT execution_id, step_id FROM step_queue \

@@ -52,6 +52,12 @@ async fn maintain(pool: &SqlitePool) -> Result<()> {
     Ok(())
 }
 
+/// Leases due deliveries (`$1` now, `$2` lease end, `$3` limit).
+const CLAIM_DELIVERIES: &str = "UPDATE webhook_deliveries SET locked_until = $2 WHERE id IN ( \
+        SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
+        AND (locked_until IS NULL OR locked_until < $1) ORDER BY next_attempt_at, id LIMIT $3) \
+    RETURNING id, webhook_id, kind, payload, attempts, log";
+
 /// SQLite serves one process: nothing to announce across processes.
 const NOTIFY_WORK: Option<&str> = None;
 

@@ -56,6 +56,11 @@ impl Drop for Service {
 impl Service {
     /// Serves `router` on a free port of 127.0.0.1.
     pub async fn start(router: Router) -> Service {
+        Self::start_on("127.0.0.1:0", router).await
+    }
+
+    /// Serves `router` on `addr` (a port chosen earlier, for example).
+    pub async fn start_on(addr: &str, router: Router) -> Service {
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let log = Arc::clone(&requests);
         let router = router.layer(middleware::from_fn(move |req: Request, next: Next| {
@@ -97,7 +102,7 @@ impl Service {
                     .await
             }
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .unwrap_or_else(|e| panic!("cannot bind a test service: {e}"));
         let addr = listener
@@ -604,4 +609,23 @@ fn fake_model(
         }),
     };
     axum::Json(body).into_response()
+}
+
+/// A webhook receiver at `POST /hook` that answers 500 to its first
+/// `failures` requests and 204 after that.
+pub fn webhook_receiver(failures: usize) -> Router {
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    Router::new().route(
+        "/hook",
+        post(move || {
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if n < failures {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    )
 }
