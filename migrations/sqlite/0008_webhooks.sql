@@ -1,5 +1,6 @@
--- Webhook subscriptions and their outbox: a delivery row is written in the
--- transaction of the event it carries, and sent (and retried) from there.
+-- Webhook subscriptions and their outbox: a trigger writes a delivery row for
+-- every subscriber of an event, in the transaction of the event; deliveries
+-- are sent (and retried) from there.
 
 CREATE TABLE webhooks (
     id         TEXT PRIMARY KEY NOT NULL,
@@ -23,7 +24,6 @@ CREATE TABLE webhook_deliveries (
     execution_id     TEXT NOT NULL,
     event_seq        INTEGER NOT NULL,
     kind             TEXT NOT NULL,
-    payload          TEXT NOT NULL,
     status           TEXT NOT NULL,
     attempts         INTEGER NOT NULL DEFAULT 0,
     next_attempt_at  INTEGER NOT NULL,
@@ -36,3 +36,12 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, id);
+
+CREATE TRIGGER events_outbox AFTER INSERT ON events BEGIN
+    INSERT INTO webhook_deliveries (webhook_id, execution_id, event_seq, kind, status, attempts,
+        next_attempt_at, log, created_at)
+    SELECT w.id, NEW.execution_id, NEW.seq, NEW.kind, 'pending', 0, NEW.created_at, '[]', NEW.created_at
+    FROM webhooks w WHERE EXISTS (
+        SELECT 1 FROM webhook_subscriptions s
+        WHERE s.webhook_id = w.id AND s.kind IN (NEW.kind, NEW.family, '*'));
+END;

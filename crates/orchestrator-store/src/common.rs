@@ -332,38 +332,17 @@ macro_rules! impl_store {
                 data: serde_json::Value,
                 now: i64,
             ) -> crate::Result<()> {
-                use crate::common::*;
-                let seq: i64 = sqlx::query_scalar(NEXT_EVENT_SEQ)
-                    .bind(execution_id)
-                    .fetch_one(&mut **tx)
-                    .await?;
+                // One statement: the number comes from the execution's row
+                // (locked on PostgreSQL); triggers move the counter and write
+                // the webhook outbox.
+                let family = format!("{}.*", kind.split('.').next().unwrap_or(kind));
                 sqlx::query(INSERT_EVENT)
                     .bind(execution_id)
-                    .bind(seq)
                     .bind(kind)
+                    .bind(family)
                     .bind(step_id)
                     .bind(sqlx::types::Json(&data))
                     .bind(now)
-                    .execute(&mut **tx)
-                    .await?;
-                // The webhook outbox, in the same transaction.
-                let family = format!("{}.*", kind.split('.').next().unwrap_or(kind));
-                let payload = serde_json::json!({
-                    "execution_id": execution_id,
-                    "seq": seq,
-                    "kind": kind,
-                    "step_id": step_id,
-                    "data": data,
-                    "created_at": now,
-                });
-                sqlx::query(QUEUE_DELIVERIES)
-                    .bind(execution_id)
-                    .bind(seq)
-                    .bind(kind)
-                    .bind(sqlx::types::Json(&payload))
-                    .bind(now)
-                    .bind(sqlx::types::Json(serde_json::json!([])))
-                    .bind(family)
                     .execute(&mut **tx)
                     .await?;
                 Ok(())
@@ -1447,7 +1426,8 @@ macro_rules! impl_store {
                 let now = crate::now_ms();
                 let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
-                let rows: Vec<(i64, String, String, sqlx::types::Json<serde_json::Value>, i64, sqlx::types::Json<serde_json::Value>)> =
+                #[allow(clippy::type_complexity)]
+                let rows: Vec<(i64, String, String, String, i64, i64, sqlx::types::Json<serde_json::Value>)> =
                     sqlx::query_as(CLAIM_DELIVERIES)
                         .bind(now)
                         .bind(now + lock_ms)
@@ -1455,7 +1435,25 @@ macro_rules! impl_store {
                         .fetch_all(&mut *tx)
                         .await?;
                 let mut jobs = Vec::with_capacity(rows.len());
-                for (id, webhook_id, kind, payload, attempts, log) in rows {
+                for (id, webhook_id, kind, execution_id, seq, attempts, log) in rows {
+                    let event: Option<(Option<String>, sqlx::types::Json<serde_json::Value>, i64)> = sqlx::query_as(
+                        "SELECT step_id, data, created_at FROM events WHERE execution_id = $1 AND seq = $2",
+                    )
+                    .bind(&execution_id)
+                    .bind(seq)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let (step_id, data, created_at) = event
+                        .map(|(s, d, c)| (s, d.0, c))
+                        .unwrap_or((None, serde_json::Value::Null, 0));
+                    let payload = serde_json::json!({
+                        "execution_id": execution_id,
+                        "seq": seq,
+                        "kind": kind,
+                        "step_id": step_id,
+                        "data": data,
+                        "created_at": created_at,
+                    });
                     let hook: Option<(String, String)> =
                         sqlx::query_as("SELECT url, secret FROM webhooks WHERE id = $1")
                             .bind(&webhook_id)
@@ -1467,7 +1465,7 @@ macro_rules! impl_store {
                         secret: hook.map(|h| h.1).unwrap_or_default(),
                         webhook_id,
                         kind,
-                        payload: payload.0,
+                        payload,
                         attempts,
                         log: log.0,
                     });
@@ -1652,18 +1650,6 @@ pub(crate) const UNSETTLED_DEPS: &str = "SELECT COUNT(*) FROM step_deps d \
 
 pub(crate) const CANCEL_UNSTARTED: &str = "UPDATE steps SET status = 'cancelled', reason = 'execution_cancelled', \
     finished_at = $2 WHERE execution_id = $1 AND status IN ('pending', 'ready', 'retrying') RETURNING step_id";
-
-/// Takes the execution's next event number (and its row lock).
-pub(crate) const NEXT_EVENT_SEQ: &str = "UPDATE executions SET last_event_seq = last_event_seq + 1 WHERE id = $1 RETURNING last_event_seq";
-
-pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (execution_id, seq, kind, step_id, data, created_at) \
-    VALUES ($1, $2, $3, $4, $5, $6)";
-
-/// One pending delivery per webhook that wants the event (`$3` kind, `$7` `family.*`).
-pub(crate) const QUEUE_DELIVERIES: &str = "INSERT INTO webhook_deliveries (webhook_id, execution_id, event_seq, kind, \
-    payload, status, attempts, next_attempt_at, log, created_at) \
-    SELECT w.id, $1, $2, $3, $4, 'pending', 0, $5, $6, $5 FROM webhooks w WHERE EXISTS ( \
-        SELECT 1 FROM webhook_subscriptions s WHERE s.webhook_id = w.id AND s.kind IN ($3, $7, '*'))";
 
 pub(crate) const SELECT_DELIVERIES: &str = "SELECT id, webhook_id, execution_id, event_seq, kind, status, attempts, \
     next_attempt_at, last_status_code, last_error, log, created_at, delivered_at FROM webhook_deliveries \

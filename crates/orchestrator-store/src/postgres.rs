@@ -14,6 +14,11 @@ const CLAIM: &str = "WITH picked AS ( \
     FROM picked WHERE q.execution_id = picked.execution_id AND q.step_id = picked.step_id \
     RETURNING q.execution_id, q.step_id, q.lease_token, q.lost::BIGINT AS lost, q.run_after";
 
+/// Inserts an event with the execution's next number (its row locked, so concurrent writers of one execution take turns)
+/// (`$1` execution, `$2` kind, `$3` family, `$4` step, `$5` data, `$6` now).
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (execution_id, seq, kind, family, step_id, data, created_at) \
+    SELECT $1, last_event_seq + 1, $2, $3, $4, $5, $6 FROM executions WHERE id = $1 FOR UPDATE";
+
 /// Leases due deliveries (`$1` now, `$2` lease end, `$3` limit); processes
 /// skip each other's rows.
 const CLAIM_DELIVERIES: &str = "WITH picked AS ( \
@@ -21,7 +26,7 @@ const CLAIM_DELIVERIES: &str = "WITH picked AS ( \
         AND (locked_until IS NULL OR locked_until < $1) ORDER BY next_attempt_at, id LIMIT $3 \
         FOR UPDATE SKIP LOCKED) \
     UPDATE webhook_deliveries d SET locked_until = $2 FROM picked WHERE d.id = picked.id \
-    RETURNING d.id, d.webhook_id, d.kind, d.payload, d.attempts, d.log";
+    RETURNING d.id, d.webhook_id, d.kind, d.execution_id, d.event_seq, d.attempts, d.log";
 
 /// Hands back expired leases (`$1` now); every process may run it at once.
 const REAP: &str = "WITH expired AS ( \

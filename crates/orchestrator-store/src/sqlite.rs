@@ -52,11 +52,16 @@ async fn maintain(pool: &SqlitePool) -> Result<()> {
     Ok(())
 }
 
+/// Inserts an event with the execution's next number
+/// (`$1` execution, `$2` kind, `$3` family, `$4` step, `$5` data, `$6` now).
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (execution_id, seq, kind, family, step_id, data, created_at) \
+    SELECT $1, last_event_seq + 1, $2, $3, $4, $5, $6 FROM executions WHERE id = $1";
+
 /// Leases due deliveries (`$1` now, `$2` lease end, `$3` limit).
 const CLAIM_DELIVERIES: &str = "UPDATE webhook_deliveries SET locked_until = $2 WHERE id IN ( \
         SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
         AND (locked_until IS NULL OR locked_until < $1) ORDER BY next_attempt_at, id LIMIT $3) \
-    RETURNING id, webhook_id, kind, payload, attempts, log";
+    RETURNING id, webhook_id, kind, execution_id, event_seq, attempts, log";
 
 /// SQLite serves one process: nothing to announce across processes.
 const NOTIFY_WORK: Option<&str> = None;

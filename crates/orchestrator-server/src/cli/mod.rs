@@ -40,8 +40,8 @@ pub struct ServerFlags {
     /// error, warn, info, debug or trace.
     #[arg(long)]
     pub log_level: Option<String>,
-    /// Log as JSON lines.
-    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    /// `json` logs one JSON object per line; `pretty` (or `text`) is for people.
+    #[arg(long, env = "ORCHESTRATOR_LOG_FORMAT", value_parser = ["pretty", "text", "json"], default_value = "pretty")]
     pub log_format: String,
     /// Worker slots of this process.
     #[arg(long)]
