@@ -1,5 +1,9 @@
 # Build: docker build -t orchestrator .
-# Run:   docker run -p 8080:8080 -v orchestrator-data:/data orchestrator
+# Run:   docker run -p 8080:8080 -v orchestrator-data:/data \
+#          -e ORCHESTRATOR_AUTH_ENABLED=true -e ORCHESTRATOR_AUTH_PEPPER=… orchestrator
+#        then: docker exec … orchestrator token create --name me --scope admin
+#        (without authentication the server refuses to listen on 0.0.0.0 unless
+#        ORCHESTRATOR_ALLOW_UNAUTHENTICATED=true)
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .

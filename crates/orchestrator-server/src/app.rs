@@ -33,6 +33,7 @@ struct AppInner {
     engine: Engine,
     settings: Settings,
     http_metrics: crate::observability::HttpMetrics,
+    token_use: crate::auth::TokenUse,
 }
 
 impl AppState {
@@ -42,6 +43,7 @@ impl AppState {
                 engine,
                 settings,
                 http_metrics: crate::observability::HttpMetrics::default(),
+                token_use: crate::auth::TokenUse::default(),
             }),
         }
     }
@@ -52,6 +54,10 @@ impl AppState {
 
     pub fn http_metrics(&self) -> &crate::observability::HttpMetrics {
         &self.inner.http_metrics
+    }
+
+    pub fn token_use(&self) -> &crate::auth::TokenUse {
+        &self.inner.token_use
     }
 
     pub fn settings(&self) -> &Settings {
@@ -72,10 +78,35 @@ impl AppState {
         (name = "tools", description = "The tools steps can use"),
         (name = "models", description = "The model registry, model selection and call metrics"),
         (name = "webhooks", description = "Event subscriptions over HTTP, signed and retried"),
+        (name = "tokens", description = "API tokens (when authentication is on)"),
         (name = "system", description = "Health and readiness")
-    )
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
 )]
 struct ApiDoc;
+
+/// The `bearer` security scheme: `Authorization: Bearer orc_…` API tokens.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("orc_<id>_<secret>")
+                    .description(Some(
+                        "An API token (orchestrator token create). Needed when authentication is on; /health, /ready and this document are always open.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The OpenAPI document, generated from the handlers.
 pub fn openapi() -> serde_json::Value {
@@ -99,6 +130,7 @@ pub fn openapi_with_tools(tools: &ToolRegistry) -> serde_json::Value {
         .merge(crate::models_api::routes())
         .merge(crate::observability::routes())
         .merge(crate::webhooks_api::routes())
+        .merge(crate::auth::routes())
         .split_for_parts();
     let mut doc = serde_json::to_value(api).unwrap_or_default();
     let Some(schemas) = doc
@@ -131,6 +163,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::models_api::routes())
         .merge(crate::observability::routes())
         .merge(crate::webhooks_api::routes())
+        .merge(crate::auth::routes())
         .split_for_parts();
     let doc = openapi_with_tools(state.engine().tools());
     let limit = state.settings().max_body_bytes;
@@ -138,6 +171,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::observability::track,

@@ -25,6 +25,20 @@ pub struct FileConfig {
     pub database: DatabaseSection,
     pub workspace: WorkspaceSection,
     pub limits: LimitsSection,
+    pub auth: AuthSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// Require API tokens (= `ORCHESTRATOR_AUTH_ENABLED`).
+    pub enabled: Option<bool>,
+    /// The variable holding the token pepper (default `ORCHESTRATOR_AUTH_PEPPER`).
+    pub pepper_env: Option<String>,
+    /// `/metrics` and `/metrics/summary` without a token (= `ORCHESTRATOR_PUBLIC_METRICS`).
+    pub public_metrics: Option<bool>,
+    /// Listen beyond loopback with authentication off (= `ORCHESTRATOR_ALLOW_UNAUTHENTICATED`).
+    pub allow_unauthenticated: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -195,6 +209,7 @@ pub struct Settings {
     pub remote_tools: Vec<RemoteTool>,
     /// How models are chosen and called (keys included, never printed).
     pub models: ModelSettings,
+    pub auth: crate::auth::AuthSettings,
     /// Definitions read from the models file, registered at start-up.
     pub model_specs: Vec<ModelSpec>,
     pub models_file: Option<PathBuf>,
@@ -224,6 +239,7 @@ impl Default for Settings {
             search_timeout_seconds: 15.0,
             remote_tools: Vec::new(),
             models: ModelSettings::default(),
+            auth: crate::auth::AuthSettings::default(),
             model_specs: Vec::new(),
             models_file: None,
             lease_ms: 30_000,
@@ -245,6 +261,7 @@ pub struct Overrides {
     pub workspace_root: Option<PathBuf>,
     pub log_level: Option<String>,
     pub max_concurrent: Option<usize>,
+    pub allow_unauthenticated: bool,
 }
 
 /// A configuration that cannot be used.
@@ -649,6 +666,7 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
     let mut s = Settings::default();
     let mut tools = ToolsSection::default();
     let mut models = ModelsSection::default();
+    let mut auth = AuthSection::default();
 
     let file = match &overrides.config {
         Some(p) => Some(p.clone()),
@@ -705,6 +723,7 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
         }
         tools = f.tools;
         models = f.models;
+        auth = f.auth;
         s.config_file = Some(path);
     }
 
@@ -733,6 +752,11 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
                 s.shutdown_grace_seconds = number(name, value)? as u64
             }
             "ORCHESTRATOR_ENABLE_TERMINAL" => s.enable_terminal = boolean(name, value)?,
+            "ORCHESTRATOR_AUTH_ENABLED" => auth.enabled = Some(boolean(name, value)?),
+            "ORCHESTRATOR_PUBLIC_METRICS" => auth.public_metrics = Some(boolean(name, value)?),
+            "ORCHESTRATOR_ALLOW_UNAUTHENTICATED" => {
+                auth.allow_unauthenticated = Some(boolean(name, value)?)
+            }
             "ORCHESTRATOR_ROUTING_STRATEGY" => models.routing_strategy = Some(value.clone()),
             "ORCHESTRATOR_DEFAULT_MODEL" => models.default_model = Some(value.clone()),
             "ORCHESTRATOR_MODELS_FILE" => models.file = Some(PathBuf::from(value)),
@@ -773,6 +797,21 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
     }
     resolve_tools(&tools, env, &mut s)?;
     resolve_models(&models, env, &mut s)?;
+    s.auth = crate::auth::AuthSettings {
+        enabled: auth.enabled.unwrap_or(false),
+        pepper: crate::auth::Secret(
+            env.get(
+                auth.pepper_env
+                    .as_deref()
+                    .unwrap_or("ORCHESTRATOR_AUTH_PEPPER"),
+            )
+            .cloned()
+            .unwrap_or_default(),
+        ),
+        public_metrics: auth.public_metrics.unwrap_or(false),
+        allow_unauthenticated: overrides.allow_unauthenticated
+            || auth.allow_unauthenticated.unwrap_or(false),
+    };
     if s.heartbeat_ms == 0 || s.heartbeat_ms >= s.lease_ms {
         return Err(ConfigError::Invalid {
             path: "settings".into(),

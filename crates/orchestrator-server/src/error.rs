@@ -79,6 +79,12 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// No token, or one that is not valid.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid token without the scope the request needs.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Unavailable(String),
     /// Back-pressure: try again after this many seconds.
@@ -127,6 +133,12 @@ impl ApiError {
                 "method-not-allowed",
                 "Method not allowed",
             ),
+            ApiError::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authentication required",
+            ),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             ApiError::TooManyRequests(..) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "too-many-requests",
@@ -183,6 +195,12 @@ impl IntoResponse for ApiError {
             && let Ok(v) = HeaderValue::from_str(&seconds.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if let ApiError::Unauthorized(_) = &self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"orchestrator\""),
+            );
         }
         response
     }

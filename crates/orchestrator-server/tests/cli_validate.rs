@@ -69,3 +69,69 @@ fn a_missing_file_exits_two() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
+
+#[test]
+fn tokens_are_created_listed_and_revoked_from_the_command_line() {
+    let dir = std::env::temp_dir().join(format!("orchestrator-cli-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = format!("sqlite://{}", dir.join("t.db").display());
+    let run = |args: &[&str]| {
+        let out = orchestrator()
+            .args(["token", "--database-url", &db])
+            .args(args)
+            .env("ORCHESTRATOR_AUTH_PEPPER", "p")
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let token = run(&["create", "--name", "deploy", "--scope", "submit"]);
+    let token = token.trim();
+    assert!(token.starts_with("orc_") && token.len() > 70, "{token}");
+    let id = token.split('_').nth(1).expect("id");
+    let listed = run(&["list"]);
+    assert!(
+        listed.contains(&format!("{id}\tsubmit\tdeploy\tlive")),
+        "{listed}"
+    );
+    assert!(!listed.contains(token), "the secret is never listed");
+    run(&["revoke", id]);
+    assert!(run(&["list"]).contains("revoked"));
+    let bad = orchestrator()
+        .args([
+            "token",
+            "--database-url",
+            &db,
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "root",
+        ])
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn serving_beyond_loopback_without_authentication_is_refused() {
+    let out = orchestrator()
+        .args([
+            "serve",
+            "--bind",
+            "0.0.0.0:0",
+            "--database-url",
+            "sqlite::memory:",
+        ])
+        .env_remove("ORCHESTRATOR_AUTH_ENABLED")
+        .env_remove("ORCHESTRATOR_ALLOW_UNAUTHENTICATED")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0"),
+        "{stderr}"
+    );
+}

@@ -43,6 +43,8 @@ fn every_route_is_documented_with_an_operation_id_and_tag() {
         "/webhooks",
         "/webhooks/{id}",
         "/webhooks/{id}/deliveries",
+        "/tokens",
+        "/tokens/{id}",
         "/metrics",
         "/metrics/summary",
         "/health/components",

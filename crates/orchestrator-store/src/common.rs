@@ -1518,6 +1518,60 @@ macro_rules! impl_store {
                     .collect())
             }
 
+            async fn create_token(&self, t: &crate::TokenRecord) -> crate::Result<()> {
+                let _writer = self.write_guard().await;
+                sqlx::query("INSERT INTO api_tokens (id, name, scope, hash, created_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&t.id)
+                    .bind(&t.name)
+                    .bind(&t.scope)
+                    .bind(&t.hash)
+                    .bind(t.created_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn get_token(&self, id: &str) -> crate::Result<Option<crate::TokenRecord>> {
+                let row: Option<(String, String, String, String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+                    "SELECT id, name, scope, hash, created_at, last_used_at, revoked_at FROM api_tokens WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(crate::common::token_record))
+            }
+
+            async fn list_tokens(&self) -> crate::Result<Vec<crate::TokenRecord>> {
+                let rows: Vec<(String, String, String, String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+                    "SELECT id, name, scope, hash, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY created_at, id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(crate::common::token_record).collect())
+            }
+
+            async fn revoke_token(&self, id: &str, now: i64) -> crate::Result<bool> {
+                let _writer = self.write_guard().await;
+                let n = sqlx::query("UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                    .bind(id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn touch_token(&self, id: &str, now: i64) -> crate::Result<()> {
+                let _writer = self.write_guard().await;
+                sqlx::query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1 \
+                             AND (last_used_at IS NULL OR last_used_at < $2 - 60000)")
+                    .bind(id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn overview(&self) -> crate::Result<crate::Overview> {
                 let now = crate::now_ms();
                 let executions_by_status: Vec<(String, i64)> = sqlx::query_as(
@@ -1650,6 +1704,28 @@ pub(crate) const UNSETTLED_DEPS: &str = "SELECT COUNT(*) FROM step_deps d \
 
 pub(crate) const CANCEL_UNSTARTED: &str = "UPDATE steps SET status = 'cancelled', reason = 'execution_cancelled', \
     finished_at = $2 WHERE execution_id = $1 AND status IN ('pending', 'ready', 'retrying') RETURNING step_id";
+
+pub(crate) fn token_record(
+    (id, name, scope, hash, created_at, last_used_at, revoked_at): (
+        String,
+        String,
+        String,
+        String,
+        i64,
+        Option<i64>,
+        Option<i64>,
+    ),
+) -> crate::TokenRecord {
+    crate::TokenRecord {
+        id,
+        name,
+        scope,
+        hash,
+        created_at,
+        last_used_at,
+        revoked_at,
+    }
+}
 
 pub(crate) const SELECT_DELIVERIES: &str = "SELECT id, webhook_id, execution_id, event_seq, kind, status, attempts, \
     next_attempt_at, last_status_code, last_error, log, created_at, delivered_at FROM webhook_deliveries \

@@ -128,6 +128,20 @@ pub struct EventRecord {
     pub created_at: i64,
 }
 
+/// An API token as stored: the hash of its secret, never the secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    /// `read`, `submit` or `admin`.
+    pub scope: String,
+    #[serde(skip_serializing)]
+    pub hash: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
 /// A webhook subscription.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookRecord {
@@ -470,6 +484,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// A webhook's deliveries, newest first.
     async fn list_deliveries(&self, webhook_id: &str, limit: u32) -> Result<Vec<DeliveryRecord>>;
+
+    /// Stores a new API token (its hash only).
+    async fn create_token(&self, token: &TokenRecord) -> Result<()>;
+
+    /// A token by id, revoked ones included.
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>>;
+
+    /// Every token, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+
+    /// Revokes a token; `false` when there is no such live token.
+    async fn revoke_token(&self, id: &str, now: i64) -> Result<bool>;
+
+    /// Notes that a token was used (at most once a minute is written).
+    async fn touch_token(&self, id: &str, now: i64) -> Result<()>;
 
     /// Counts for metrics and health: executions by status, the steps of
     /// unfinished executions by status, the queue, the connection pool.

@@ -49,6 +49,25 @@ pub struct ServerFlags {
     /// Serve the API only; steps are run by `orchestrator worker` processes.
     #[arg(long)]
     pub no_workers: bool,
+    /// Listen on a non-loopback address even though authentication is off.
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (the only time it is shown).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// read, submit or admin.
+        #[arg(long, value_parser = ["read", "submit", "admin"])]
+        scope: String,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +107,13 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Manage API tokens in the configured database.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        #[command(flatten)]
+        flags: ServerFlags,
+    },
 }
 
 /// Exit code for an invalid pipeline.
@@ -107,6 +133,7 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(flags) => with_runtime(|| serve(flags, false)),
+        Command::Token { command, flags } => with_runtime(|| token(command, flags)),
         Command::Worker(flags) => with_runtime(|| serve(flags, true)),
         Command::Run {
             file,
@@ -161,9 +188,86 @@ fn settings(flags: &ServerFlags) -> Result<Settings, config::ConfigError> {
         workspace_root: flags.workspace_root.clone(),
         log_level: flags.log_level.clone(),
         max_concurrent: flags.max_concurrent,
+        allow_unauthenticated: flags.allow_unauthenticated,
     };
     let env: HashMap<String, String> = std::env::vars().collect();
     config::load(&overrides, &env)
+}
+
+/// Refuses to listen beyond loopback without authentication, unless told to.
+pub fn check_exposure(settings: &Settings) -> Result<(), String> {
+    if settings.auth.enabled
+        || settings.bind.ip().is_loopback()
+        || settings.auth.allow_unauthenticated
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to listen on {} with authentication off: anyone who can reach it could run pipelines. \
+         Turn authentication on (ORCHESTRATOR_AUTH_ENABLED=true, then `orchestrator token create`), \
+         bind to 127.0.0.1, or pass --allow-unauthenticated",
+        settings.bind
+    ))
+}
+
+async fn token(command: TokenCommand, flags: ServerFlags) -> ExitCode {
+    let settings = match settings(&flags) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(INVALID);
+        }
+    };
+    let store = match orchestrator_store::connect(&settings.database_url).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "error: cannot open database {}: {e}",
+                orchestrator_store::redact_url(&settings.database_url)
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match command {
+        TokenCommand::Create { name, scope } => {
+            let scope = crate::auth::Scope::parse(&scope).unwrap_or(crate::auth::Scope::Read);
+            let (record, text) = crate::auth::new_token(&name, scope, &settings.auth.pepper);
+            store.create_token(&record).await.map(|()| {
+                eprintln!(
+                    "token '{}' ({}), id {}; it is shown only now:",
+                    record.name, record.scope, record.id
+                );
+                println!("{text}");
+            })
+        }
+        TokenCommand::List => store.list_tokens().await.map(|tokens| {
+            for t in tokens {
+                let state = if t.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "live"
+                };
+                println!("{}\t{}\t{}\t{state}", t.id, t.scope, t.name);
+            }
+        }),
+        TokenCommand::Revoke { id } => store
+            .revoke_token(&id, orchestrator_store::now_ms())
+            .await
+            .map(|done| {
+                if done {
+                    eprintln!("token {id} revoked");
+                } else {
+                    eprintln!("no live token {id}");
+                }
+            }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn serve(flags: ServerFlags, workers_only: bool) -> ExitCode {
@@ -175,6 +279,15 @@ async fn serve(flags: ServerFlags, workers_only: bool) -> ExitCode {
         }
     };
     init_logging(&settings.log_level, flags.log_format == "json");
+    if !workers_only {
+        if let Err(e) = check_exposure(&settings) {
+            tracing::error!("{e}");
+            return ExitCode::from(INVALID);
+        }
+        if !settings.auth.enabled {
+            tracing::warn!(bind = %settings.bind, "authentication is off: every client that reaches {} has full access", settings.bind);
+        }
+    }
     tracing::info!(
         database = %orchestrator_store::redact_url(&settings.database_url),
         workspace = %settings.workspace_root.display(),
