@@ -1477,6 +1477,21 @@ fn read_loop(
         }
         let max_iterations = match node.get("max_iterations") {
             None => 10,
+            Some(n)
+                if positive_int(n).is_some_and(|v| v as usize > crate::plan::MAX_PLANNED_STEPS) =>
+            {
+                cx.error(
+                    ErrorKind::InvalidValue,
+                    format!(
+                        "'max_iterations' may be at most {}",
+                        crate::plan::MAX_PLANNED_STEPS
+                    ),
+                    n.pos,
+                    sid,
+                    &format!("{pointer}/max_iterations"),
+                );
+                10
+            }
             Some(n) => positive_int(n).unwrap_or_else(|| {
                 cx.error(
                     ErrorKind::InvalidValue,

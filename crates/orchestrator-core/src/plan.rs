@@ -105,6 +105,10 @@ pub struct ExecutionPlan {
     pub levels: Vec<Vec<String>>,
 }
 
+/// The most steps a plan may hold, loops expanded (a step-count bomb is
+/// refused before it is built).
+pub const MAX_PLANNED_STEPS: usize = 10_000;
+
 /// Builds the plan. `inputs_known`: whether inputs came from a caller (else
 /// defaults only), which decides whether loops over inputs expand now.
 pub fn build(
@@ -194,6 +198,33 @@ pub fn build(
             continue;
         }
         let items = static_items(&planned, &inputs, &top_ids, inputs_known);
+        let body = match &planned.step.loop_spec {
+            Some(LoopSpec::ForEach { steps, .. }) => steps.len().max(1),
+            _ => 1,
+        };
+        if let Some(Ok(items)) = &items
+            && expanded
+                .len()
+                .saturating_add(items.len().saturating_mul(body))
+                > MAX_PLANNED_STEPS
+        {
+            errors.push(
+                Diagnostic::new(
+                    ErrorKind::InvalidLoop,
+                    format!(
+                        "the loop expands to {} steps ({} items x {body}); a pipeline may have at most {MAX_PLANNED_STEPS}",
+                        items.len().saturating_mul(body),
+                        items.len()
+                    ),
+                )
+                .at(Pos {
+                    line: planned.step.line,
+                    column: 1,
+                })
+                .step(Some(&planned.id)),
+            );
+            continue;
+        }
         match items {
             Some(Ok(items)) => match expand_for_each(&planned, &items, &all_ids) {
                 Ok(expansion) => {
@@ -226,6 +257,15 @@ pub fn build(
             ),
             None => expanded.push(planned),
         }
+    }
+    if errors.is_empty() && expanded.len() > MAX_PLANNED_STEPS {
+        errors.push(Diagnostic::new(
+            ErrorKind::InvalidLoop,
+            format!(
+                "the pipeline has {} steps; at most {MAX_PLANNED_STEPS} are allowed",
+                expanded.len()
+            ),
+        ));
     }
     if !errors.is_empty() {
         return Err(errors);

@@ -398,6 +398,31 @@ mod filters {
         env.add_filter("from_json", from_json);
         env.add_filter("date", date);
         env.add_filter("basename", basename);
+        // The built-in `replace` can grow text by orders of magnitude in one
+        // step, faster than fuel runs out: this one stops at the output limit.
+        env.add_filter("replace", replace);
+    }
+
+    fn too_large() -> Error {
+        invalid(format!(
+            "the result would be larger than {} bytes",
+            super::MAX_OUTPUT
+        ))
+    }
+
+    fn replace(text: &str, from: &str, to: &str, count: Option<usize>) -> Result<String, Error> {
+        if from.is_empty() {
+            return Ok(text.to_string());
+        }
+        let hits = text.matches(from).count().min(count.unwrap_or(usize::MAX));
+        let grown = text.len() as u128 + hits as u128 * to.len() as u128;
+        if grown.saturating_sub(hits as u128 * from.len() as u128) > super::MAX_OUTPUT as u128 {
+            return Err(too_large());
+        }
+        Ok(match count {
+            Some(n) => text.replacen(from, to, n),
+            None => text.replace(from, to),
+        })
     }
 
     pub fn slugify(text: &str) -> String {
@@ -452,9 +477,30 @@ mod filters {
     }
 
     fn regex_replace(text: &str, pattern: &str, replacement: &str) -> Result<String, Error> {
-        Ok(compile(pattern)?
-            .replace_all(text, replacement)
-            .into_owned())
+        /// Replacing costs per match, which fuel does not see.
+        const MAX_MATCHES: usize = 100_000;
+        let re = compile(pattern)?;
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for (n, caps) in re.captures_iter(text).enumerate() {
+            if n >= MAX_MATCHES {
+                return Err(invalid(format!(
+                    "regex_replace stops at {MAX_MATCHES} matches"
+                )));
+            }
+            let Some(m) = caps.get(0) else { continue };
+            out.push_str(&text[last..m.start()]);
+            caps.expand(replacement, &mut out);
+            last = m.end();
+            if out.len() > super::MAX_OUTPUT {
+                return Err(too_large());
+            }
+        }
+        out.push_str(&text[last..]);
+        if out.len() > super::MAX_OUTPUT {
+            return Err(too_large());
+        }
+        Ok(out)
     }
 
     fn to_json(value: JValue, kwargs: Kwargs) -> Result<String, Error> {

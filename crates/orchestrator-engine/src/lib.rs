@@ -883,6 +883,7 @@ pub fn is_retryable(error_type: &str) -> bool {
             | "BudgetExceeded"
             | "ModelRequestError"
             | "ModelAuthenticationError"
+            | "LimitExceededError"
             | "NoSearchBackendError"
     )
 }
@@ -1329,6 +1330,22 @@ async fn expand_for_each(
     };
     if items.is_empty() {
         return Ok(Some(Attempt::succeeded(Value::Array(vec![]), None, None)));
+    }
+    let body = match &planned.step.loop_spec {
+        Some(LoopSpec::ForEach { steps, .. }) => steps.len().max(1),
+        _ => 1,
+    };
+    if items.len().saturating_mul(body) > plan::MAX_PLANNED_STEPS {
+        return Ok(Some(Attempt::failed(
+            "LimitExceededError",
+            format!(
+                "for_each over {} items would add {} steps; a loop may add at most {}",
+                items.len(),
+                items.len().saturating_mul(body),
+                plan::MAX_PLANNED_STEPS
+            ),
+            None,
+        )));
     }
     let expansion = match plan::expand_for_each(planned, &items, &Default::default()) {
         Ok(x) => x,
