@@ -82,7 +82,8 @@ impl AppState {
         (name = "system", description = "Health and readiness")
     ),
     modifiers(&BearerAuth),
-    security(("bearer" = []))
+    // Tokens are needed only when authentication is on.
+    security((), ("bearer" = []))
 )]
 struct ApiDoc;
 

@@ -270,6 +270,8 @@ pub struct TokenList {
     request_body = TokenRequest,
     responses(
         (status = 201, description = "Created", body = TokenView),
+        (status = 400, description = "Body is not valid JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid name or scope", body = Problem, content_type = "application/problem+json"),
     )
 )]

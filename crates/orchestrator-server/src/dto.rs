@@ -59,6 +59,7 @@ pub struct OptionsDto {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only executions with this status (`queued`, `running`, `succeeded`, `failed`, `cancelled`).
+    #[param(pattern = "^(queued|running|succeeded|failed|cancelled)$")]
     pub status: Option<String>,
     /// Only executions of this pipeline name.
     pub pipeline: Option<String>,
@@ -66,6 +67,9 @@ pub struct ListQuery {
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(
+        pattern = r"^([0-9]{1,15}\.[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+    )]
     pub cursor: Option<String>,
 }
 

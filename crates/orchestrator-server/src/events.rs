@@ -24,6 +24,7 @@ use crate::error::{ApiError, ApiPath, ApiQuery, Problem};
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Start after this event number (as `Last-Event-ID` does; the header wins).
+    #[param(minimum = 0, maximum = 1_000_000_000_000i64)]
     pub after: Option<i64>,
 }
 
@@ -121,7 +122,7 @@ impl Cursor {
     operation_id = "stream_execution_events",
     params(
         ("id" = uuid::Uuid, Path, description = "Execution id"),
-        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event", minimum = 0, maximum = 1_000_000_000_000i64),
         EventsQuery
     ),
     responses(

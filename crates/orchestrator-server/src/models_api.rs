@@ -26,7 +26,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// A registered model.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ModelView {
-    #[serde(flatten)]
+    /// The definition, as registered.
     pub spec: ModelSpec,
     /// `api` (registered with `POST /models`) or `file` (from models.yaml).
     pub source: String,
@@ -147,6 +147,8 @@ pub async fn list_models(
     responses(
         (status = 201, description = "Registered", body = ModelView, headers(("Location" = String, description = "The model's URL"))),
         (status = 409, description = "The id is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Body is not valid JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a valid model definition", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -234,6 +236,8 @@ pub async fn delete_model(
     request_body = Requirements,
     responses(
         (status = 200, description = "The chosen model", body = SelectionView),
+        (status = 400, description = "Body is not valid JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No model meets the requirements (each model's shortfalls in the detail)", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -174,6 +174,7 @@ pub struct DeliveryList {
 #[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
     /// At most this many, newest first (1 to 500, default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -206,6 +207,8 @@ async fn find(state: &AppState, id: &str) -> Result<WebhookRecord, ApiError> {
     responses(
         (status = 201, description = "Subscribed; the only answer that shows the secret", body = WebhookView,
             headers(("Location" = String, description = "The webhook's URL"))),
+        (status = 400, description = "Body is not valid JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad URL, refused host or unknown event kind", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -334,6 +337,7 @@ pub async fn delete_webhook(
     params(("id" = String, Path, description = "Webhook id"), DeliveryQuery),
     responses(
         (status = 200, description = "The deliveries", body = DeliveryList),
+        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such webhook", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -343,7 +347,12 @@ pub async fn list_deliveries(
     ApiQuery(query): ApiQuery<DeliveryQuery>,
 ) -> Result<ApiJson<DeliveryList>, ApiError> {
     find(&state, &id).await?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 500);
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit {limit} is not between 1 and 500"
+        )));
+    }
     let items = state
         .engine()
         .store()

@@ -1114,7 +1114,7 @@ async fn models_run_against_a_local_provider(database_url: String) {
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(0));
     let (status, one) = s.get("/models/pricey").await;
     assert_eq!(
-        (status, one["cost_per_1k_tokens"]["output"].clone()),
+        (status, one["spec"]["cost_per_1k_tokens"]["output"].clone()),
         (200, json!(0.1))
     );
 
