@@ -478,7 +478,7 @@ mod filters {
 
     fn regex_replace(text: &str, pattern: &str, replacement: &str) -> Result<String, Error> {
         /// Replacing costs per match, which fuel does not see.
-        const MAX_MATCHES: usize = 100_000;
+        const MAX_MATCHES: usize = 50_000;
         let re = compile(pattern)?;
         let mut out = String::with_capacity(text.len());
         let mut last = 0;
