@@ -414,10 +414,19 @@ mod filters {
         if from.is_empty() {
             return Ok(text.to_string());
         }
-        let hits = text.matches(from).count().min(count.unwrap_or(usize::MAX));
-        let grown = text.len() as u128 + hits as u128 * to.len() as u128;
-        if grown.saturating_sub(hits as u128 * from.len() as u128) > super::MAX_OUTPUT as u128 {
-            return Err(too_large());
+        if to.len() > from.len() {
+            // Count matches only as far as the limit: the answer is known
+            // as soon as the text would outgrow it.
+            let growth = to.len() - from.len();
+            let room = super::MAX_OUTPUT.saturating_sub(text.len()) / growth;
+            let hits = text
+                .matches(from)
+                .take(count.unwrap_or(usize::MAX))
+                .take(room.saturating_add(1))
+                .count();
+            if hits > room {
+                return Err(too_large());
+            }
         }
         Ok(match count {
             Some(n) => text.replacen(from, to, n),

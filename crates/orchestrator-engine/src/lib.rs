@@ -145,6 +145,8 @@ pub struct Submission {
     pub context: Map<String, Value>,
     pub options: ExecutionOptions,
     pub idempotency_key: Option<String>,
+    /// The API token that submits it, if any.
+    pub token_id: Option<String>,
 }
 
 /// Why a submission was refused.
@@ -348,6 +350,7 @@ impl Engine {
             inputs: Value::Object(plan.inputs.clone()),
             options: serde_json::to_value(&submission.options).unwrap_or_default(),
             idempotency_key: submission.idempotency_key,
+            token_id: submission.token_id,
             request_hash,
             steps,
             plan: {

@@ -69,6 +69,7 @@ async fn run(h: &Harness, yaml: &str, context: Value) -> orchestrator_store::Exe
             context: context.as_object().cloned().unwrap_or_else(Map::new),
             options: ExecutionOptions::default(),
             idempotency_key: None,
+            token_id: None,
         })
         .await
         .expect("submit");
@@ -300,6 +301,7 @@ async fn postgres_workers_wake_for_work_queued_by_another_process() {
             context: Map::new(),
             options: ExecutionOptions::default(),
             idempotency_key: None,
+            token_id: None,
         })
         .await
         .expect("submit");

@@ -126,6 +126,7 @@ async fn bench(label: &str, database_url: String) {
                 inputs: serde_json::json!({}),
                 options: serde_json::json!({}),
                 idempotency_key: None,
+                token_id: None,
                 request_hash: None,
                 timeout_ms: None,
                 steps: plan
@@ -191,6 +192,7 @@ async fn bench(label: &str, database_url: String) {
                 context: Default::default(),
                 options: Default::default(),
                 idempotency_key: None,
+                token_id: None,
             })
             .await
             .expect("submit");

@@ -221,6 +221,7 @@ async fn load_view(state: &AppState, id: &str) -> Result<ExecutionView, ApiError
 )]
 pub async fn create_execution(
     State(state): State<AppState>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<BTreeMap<String, String>>,
     body: Result<Bytes, BytesRejection>,
@@ -234,6 +235,26 @@ pub async fn create_execution(
             5,
         ));
     }
+    let token_id = caller.map(|c| c.0.token_id.clone());
+    let per_token = state.settings().auth.max_active_executions_per_token;
+    if let Some(id) = &token_id
+        && per_token > 0
+    {
+        let active = state
+            .engine()
+            .store()
+            .active_executions_of_token(id)
+            .await?;
+        if u64::try_from(active).unwrap_or(0) >= per_token {
+            return Err(ApiError::TooManyRequests(
+                format!(
+                    "this token has {active} executions queued or running \
+                     (the limit is {per_token}: auth.max_active_executions_per_token); try again when one finishes"
+                ),
+                5,
+            ));
+        }
+    }
     let parsed = parse_body(&state, &headers, query, body)?;
     let options = engine_options(&parsed.options)?;
     let submission = Submission {
@@ -241,6 +262,7 @@ pub async fn create_execution(
         context: parsed.context.unwrap_or_default(),
         options,
         idempotency_key: key,
+        token_id,
     };
     let (record, created) = state.engine().submit(submission).await?;
     let view = load_view(&state, &record.id).await?;

@@ -76,6 +76,15 @@ pub struct AuthSettings {
     pub public_metrics: bool,
     /// Listen on a non-loopback address with authentication off.
     pub allow_unauthenticated: bool,
+    /// Queued or running executions one token may have at once (0: no limit).
+    pub max_active_executions_per_token: u64,
+}
+
+/// Who made a request (set when authentication is on).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub token_id: String,
+    pub scope: Scope,
 }
 
 /// The stored hash of a token secret.
@@ -144,7 +153,7 @@ pub fn required_scope(method: &Method, path: &str, public_metrics: bool) -> Opti
 pub struct TokenUse(Mutex<HashMap<String, i64>>);
 
 /// Checks the bearer token of every request that needs one.
-pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let auth = &state.settings().auth;
     if !auth.enabled {
         return next.run(req).await;
@@ -208,6 +217,10 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     if due && let Err(e) = state.engine().store().touch_token(id, now).await {
         tracing::warn!(error = ?e, "recording token use failed");
     }
+    req.extensions_mut().insert(Caller {
+        token_id: record.id.clone(),
+        scope,
+    });
     next.run(req).await
 }
 

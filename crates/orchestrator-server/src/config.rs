@@ -39,6 +39,8 @@ pub struct AuthSection {
     pub public_metrics: Option<bool>,
     /// Listen beyond loopback with authentication off (= `ORCHESTRATOR_ALLOW_UNAUTHENTICATED`).
     pub allow_unauthenticated: Option<bool>,
+    /// Queued or running executions per token, 0 for no limit (default 100).
+    pub max_active_executions_per_token: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -753,6 +755,9 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
             }
             "ORCHESTRATOR_ENABLE_TERMINAL" => s.enable_terminal = boolean(name, value)?,
             "ORCHESTRATOR_AUTH_ENABLED" => auth.enabled = Some(boolean(name, value)?),
+            "ORCHESTRATOR_MAX_ACTIVE_EXECUTIONS_PER_TOKEN" => {
+                auth.max_active_executions_per_token = Some(number(name, value)? as u64)
+            }
             "ORCHESTRATOR_PUBLIC_METRICS" => auth.public_metrics = Some(boolean(name, value)?),
             "ORCHESTRATOR_ALLOW_UNAUTHENTICATED" => {
                 auth.allow_unauthenticated = Some(boolean(name, value)?)
@@ -811,6 +816,7 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
         public_metrics: auth.public_metrics.unwrap_or(false),
         allow_unauthenticated: overrides.allow_unauthenticated
             || auth.allow_unauthenticated.unwrap_or(false),
+        max_active_executions_per_token: auth.max_active_executions_per_token.unwrap_or(100),
     };
     if s.heartbeat_ms == 0 || s.heartbeat_ms >= s.lease_ms {
         return Err(ConfigError::Invalid {

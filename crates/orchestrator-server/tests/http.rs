@@ -1890,6 +1890,7 @@ async fn tokens_and_scopes_guard_the_api() {
     let s = Server::start_with(sqlite_url(&dir), |settings| {
         settings.auth.enabled = true;
         settings.auth.pepper = Secret("test-pepper".into());
+        settings.auth.max_active_executions_per_token = 1;
     })
     .await;
     let store = s
@@ -2040,6 +2041,58 @@ async fn tokens_and_scopes_guard_the_api() {
         401,
         "revoked"
     );
+
+    // One execution in flight per token here: a second one waits its turn.
+    let (record, limited) = new_token("limited", Scope::Submit, &pepper);
+    store.create_token(&record).await.expect("token");
+    let slow = json!({"pipeline": "name: slow\nsteps:\n  - id: nap\n    tool: terminal\n    action: run\n    parameters: {command: sleep 5}\n"});
+    let (status, _, first) = call(
+        post.clone(),
+        "/executions",
+        Some(&limited),
+        Some(slow.clone()),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _, problem) = call(
+        post.clone(),
+        "/executions",
+        Some(&limited),
+        Some(slow.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, problem["type"].clone()),
+        (429, json!("/problems/too-many-requests"))
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("max_active_executions_per_token")),
+        "{problem}"
+    );
+    let id = first["id"].as_str().expect("id");
+    assert_eq!(
+        call(
+            post.clone(),
+            &format!("/executions/{id}/cancel"),
+            Some(&limited),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, _, second) = call(post.clone(), "/executions", Some(&limited), Some(slow)).await;
+    assert_eq!(status, 201, "a cancelled execution no longer counts");
+    let id = second["id"].as_str().expect("id");
+    call(
+        post.clone(),
+        &format!("/executions/{id}/cancel"),
+        Some(&limited),
+        None,
+    )
+    .await;
 }
 
 #[test]

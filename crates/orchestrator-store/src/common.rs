@@ -12,8 +12,8 @@ use sqlx::types::Json;
 use crate::{CheckpointRecord, ExecutionRecord, Result, StepRecord, StoreError};
 
 pub(crate) const INSERT_EXECUTION: &str = "INSERT INTO executions \
-    (id, pipeline_id, pipeline_name, status, source, plan, inputs, options, idempotency_key, request_hash, created_at, updated_at, deadline) \
-    VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $10, $11) \
+    (id, pipeline_id, pipeline_name, status, source, plan, inputs, options, idempotency_key, request_hash, created_at, updated_at, deadline, token_id) \
+    VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) \
     ON CONFLICT (idempotency_key) DO NOTHING";
 
 pub(crate) const INSERT_STEP: &str = "INSERT INTO steps \
@@ -486,6 +486,7 @@ macro_rules! impl_store {
                     .bind(&new.request_hash)
                     .bind(now)
                     .bind(new.timeout_ms.map(|t| now.saturating_add(t)))
+                    .bind(&new.token_id)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
@@ -1570,6 +1571,15 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn active_executions_of_token(&self, token_id: &str) -> crate::Result<i64> {
+                Ok(sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM executions WHERE token_id = $1 AND status IN ('queued', 'running')",
+                )
+                .bind(token_id)
+                .fetch_one(&self.pool)
+                .await?)
             }
 
             async fn overview(&self) -> crate::Result<crate::Overview> {

@@ -80,6 +80,8 @@ pub struct NewExecution {
     pub options: Value,
     pub idempotency_key: Option<String>,
     pub request_hash: Option<String>,
+    /// The API token that submitted it, if any.
+    pub token_id: Option<String>,
     pub steps: Vec<NewStep>,
     /// Execution-wide timeout: past it the execution fails and its steps stop.
     pub timeout_ms: Option<i64>,
@@ -499,6 +501,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Notes that a token was used (at most once a minute is written).
     async fn touch_token(&self, id: &str, now: i64) -> Result<()>;
+
+    /// Executions a token submitted that are queued or running.
+    async fn active_executions_of_token(&self, token_id: &str) -> Result<i64>;
 
     /// Counts for metrics and health: executions by status, the steps of
     /// unfinished executions by status, the queue, the connection pool.

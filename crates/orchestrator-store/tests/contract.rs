@@ -50,6 +50,7 @@ fn new_execution(yaml: &str, key: Option<&str>, hash: Option<&str>) -> NewExecut
         inputs: Value::Object(plan.inputs.clone()),
         options: json!({}),
         idempotency_key: key.map(str::to_string),
+        token_id: None,
         request_hash: hash.map(str::to_string),
         steps: plan
             .steps

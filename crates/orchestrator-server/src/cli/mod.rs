@@ -445,6 +445,7 @@ async fn run_in(
         context,
         options: ExecutionOptions::default(),
         idempotency_key: None,
+        token_id: None,
     };
     let record = match engine.submit(submission).await {
         Ok((r, _)) => r,
