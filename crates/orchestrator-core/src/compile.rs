@@ -1478,13 +1478,13 @@ fn read_loop(
         let max_iterations = match node.get("max_iterations") {
             None => 10,
             Some(n)
-                if positive_int(n).is_some_and(|v| v as usize > crate::plan::MAX_PLANNED_STEPS) =>
+                if positive_int(n).is_some_and(|v| v as usize > crate::limits::get().max_steps) =>
             {
                 cx.error(
                     ErrorKind::InvalidValue,
                     format!(
-                        "'max_iterations' may be at most {}",
-                        crate::plan::MAX_PLANNED_STEPS
+                        "'max_iterations' may be at most {} (limits.max_steps)",
+                        crate::limits::get().max_steps
                     ),
                     n.pos,
                     sid,

@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod compile;
 pub mod error;
 pub mod flow;
+pub mod limits;
 pub mod model;
 pub mod plan;
 pub mod template;

@@ -105,10 +105,6 @@ pub struct ExecutionPlan {
     pub levels: Vec<Vec<String>>,
 }
 
-/// The most steps a plan may hold, loops expanded (a step-count bomb is
-/// refused before it is built).
-pub const MAX_PLANNED_STEPS: usize = 10_000;
-
 /// Builds the plan. `inputs_known`: whether inputs came from a caller (else
 /// defaults only), which decides whether loops over inputs expand now.
 pub fn build(
@@ -117,6 +113,8 @@ pub fn build(
     inputs_known: bool,
 ) -> Result<ExecutionPlan, Vec<Diagnostic>> {
     let mut errors = Vec::new();
+    // A step-count bomb is refused before it is built.
+    let max_steps = crate::limits::get().max_steps;
     let top_ids: HashSet<&str> = pipeline.steps.iter().map(|s| s.id.as_str()).collect();
 
     // Explicit dependencies must exist.
@@ -206,13 +204,13 @@ pub fn build(
             && expanded
                 .len()
                 .saturating_add(items.len().saturating_mul(body))
-                > MAX_PLANNED_STEPS
+                > max_steps
         {
             errors.push(
                 Diagnostic::new(
                     ErrorKind::InvalidLoop,
                     format!(
-                        "the loop expands to {} steps ({} items x {body}); a pipeline may have at most {MAX_PLANNED_STEPS}",
+                        "the loop expands to {} steps ({} items x {body}); a pipeline may have at most {max_steps} (limits.max_steps)",
                         items.len().saturating_mul(body),
                         items.len()
                     ),
@@ -258,11 +256,11 @@ pub fn build(
             None => expanded.push(planned),
         }
     }
-    if errors.is_empty() && expanded.len() > MAX_PLANNED_STEPS {
+    if errors.is_empty() && expanded.len() > max_steps {
         errors.push(Diagnostic::new(
             ErrorKind::InvalidLoop,
             format!(
-                "the pipeline has {} steps; at most {MAX_PLANNED_STEPS} are allowed",
+                "the pipeline has {} steps; at most {max_steps} are allowed (limits.max_steps)",
                 expanded.len()
             ),
         ));

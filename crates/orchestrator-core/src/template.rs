@@ -15,11 +15,6 @@ use minijinja::value::{Enumerator, Object, ObjectRepr, Serde, Value as JValue};
 use minijinja::{Environment, Error as JError, ErrorKind as JErrorKind, UndefinedBehavior};
 use serde_json::Value;
 
-/// Instructions a single render may execute before it is stopped.
-const FUEL: u64 = 2_000_000;
-/// Largest rendered string, in bytes.
-const MAX_OUTPUT: usize = 16 * 1024 * 1024;
-
 /// A template that failed to parse or to render.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
@@ -202,7 +197,7 @@ pub fn environment() -> &'static Environment<'static> {
 fn build_environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_fuel(Some(FUEL));
+    env.set_fuel(Some(crate::limits::get().template_fuel));
     env.set_recursion_limit(64);
     if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
         .keep_trailing_newline(true)
@@ -251,6 +246,11 @@ fn is_global(name: &str) -> bool {
     )
 }
 
+/// Bytes a template may render.
+fn max_output() -> usize {
+    crate::limits::get().template_output_bytes
+}
+
 /// Renders a template to a string.
 pub fn render_str(text: &str, scope: &Scope) -> Result<String, TemplateError> {
     if !is_template(text) {
@@ -259,9 +259,10 @@ pub fn render_str(text: &str, scope: &Scope) -> Result<String, TemplateError> {
     let out = environment()
         .render_str(text, scope.context())
         .map_err(|e| TemplateError::from_jinja(&e))?;
-    if out.len() > MAX_OUTPUT {
+    let max = max_output();
+    if out.len() > max {
         return Err(TemplateError::new(format!(
-            "rendered text is larger than {MAX_OUTPUT} bytes"
+            "rendered text is larger than {max} bytes (limits.template_output_bytes)"
         )));
     }
     Ok(out)
@@ -405,8 +406,8 @@ mod filters {
 
     fn too_large() -> Error {
         invalid(format!(
-            "the result would be larger than {} bytes",
-            super::MAX_OUTPUT
+            "the result would be larger than {} bytes (limits.template_output_bytes)",
+            super::max_output()
         ))
     }
 
@@ -418,7 +419,7 @@ mod filters {
             // Count matches only as far as the limit: the answer is known
             // as soon as the text would outgrow it.
             let growth = to.len() - from.len();
-            let room = super::MAX_OUTPUT.saturating_sub(text.len()) / growth;
+            let room = super::max_output().saturating_sub(text.len()) / growth;
             let hits = text
                 .matches(from)
                 .take(count.unwrap_or(usize::MAX))
@@ -486,27 +487,27 @@ mod filters {
     }
 
     fn regex_replace(text: &str, pattern: &str, replacement: &str) -> Result<String, Error> {
-        /// Replacing costs per match, which fuel does not see.
-        const MAX_MATCHES: usize = 50_000;
+        // Replacing costs per match, which fuel does not see.
+        let max_matches = crate::limits::get().regex_matches;
         let re = compile(pattern)?;
         let mut out = String::with_capacity(text.len());
         let mut last = 0;
         for (n, caps) in re.captures_iter(text).enumerate() {
-            if n >= MAX_MATCHES {
+            if n >= max_matches {
                 return Err(invalid(format!(
-                    "regex_replace stops at {MAX_MATCHES} matches"
+                    "regex_replace stops at {max_matches} matches (limits.regex_matches)"
                 )));
             }
             let Some(m) = caps.get(0) else { continue };
             out.push_str(&text[last..m.start()]);
             caps.expand(replacement, &mut out);
             last = m.end();
-            if out.len() > super::MAX_OUTPUT {
+            if out.len() > super::max_output() {
                 return Err(too_large());
             }
         }
         out.push_str(&text[last..]);
-        if out.len() > super::MAX_OUTPUT {
+        if out.len() > super::max_output() {
             return Err(too_large());
         }
         Ok(out)

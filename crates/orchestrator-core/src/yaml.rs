@@ -12,11 +12,6 @@ use std::collections::HashMap;
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 use serde::{Deserialize, Serialize};
 
-/// Largest number of nodes a document may expand to (aliases included).
-const MAX_NODES: usize = 1_000_000;
-/// Deepest nesting accepted.
-const MAX_DEPTH: usize = 128;
-
 /// A 1-based line and column in the source text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, PartialOrd, Ord)]
 pub struct Pos {
@@ -179,7 +174,9 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
     let mut anchors: HashMap<usize, Node> = HashMap::new();
     let mut root: Option<Node> = None;
     let mut documents = 0usize;
-    let mut budget = MAX_NODES;
+    let limits = crate::limits::get();
+    let (max_nodes, max_depth) = (limits.max_yaml_nodes, limits.max_yaml_depth);
+    let mut budget = max_nodes;
 
     while let Some(event) = parser.next_event() {
         let (event, span) = event.map_err(|e| YamlError {
@@ -204,9 +201,11 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                 None
             }
             Event::SequenceStart(anchor, _) => {
-                if stack.len() >= MAX_DEPTH {
+                if stack.len() >= max_depth {
                     return Err(YamlError {
-                        message: format!("nesting deeper than {MAX_DEPTH} levels"),
+                        message: format!(
+                            "nesting deeper than {max_depth} (limits.max_yaml_depth) levels"
+                        ),
                         pos,
                     });
                 }
@@ -218,9 +217,11 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                 None
             }
             Event::MappingStart(anchor, _) => {
-                if stack.len() >= MAX_DEPTH {
+                if stack.len() >= max_depth {
                     return Err(YamlError {
-                        message: format!("nesting deeper than {MAX_DEPTH} levels"),
+                        message: format!(
+                            "nesting deeper than {max_depth} (limits.max_yaml_depth) levels"
+                        ),
                         pos,
                     });
                 }
@@ -269,7 +270,9 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                 let cost = count_nodes(target);
                 if cost > budget {
                     return Err(YamlError {
-                        message: format!("aliases expand the document past {MAX_NODES} nodes"),
+                        message: format!(
+                            "aliases expand the document past {max_nodes} (limits.max_yaml_nodes) nodes"
+                        ),
                         pos,
                     });
                 }
@@ -285,7 +288,9 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
         };
         if budget == 0 {
             return Err(YamlError {
-                message: format!("document has more than {MAX_NODES} nodes"),
+                message: format!(
+                    "document has more than {max_nodes} (limits.max_yaml_nodes) nodes"
+                ),
                 pos,
             });
         }

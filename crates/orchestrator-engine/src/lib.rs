@@ -1338,14 +1338,14 @@ async fn expand_for_each(
         Some(LoopSpec::ForEach { steps, .. }) => steps.len().max(1),
         _ => 1,
     };
-    if items.len().saturating_mul(body) > plan::MAX_PLANNED_STEPS {
+    if items.len().saturating_mul(body) > orchestrator_core::limits::get().max_steps {
         return Ok(Some(Attempt::failed(
             "LimitExceededError",
             format!(
-                "for_each over {} items would add {} steps; a loop may add at most {}",
+                "for_each over {} items would add {} steps; a loop may add at most {} (limits.max_steps)",
                 items.len(),
                 items.len().saturating_mul(body),
-                plan::MAX_PLANNED_STEPS
+                orchestrator_core::limits::get().max_steps
             ),
             None,
         )));

@@ -189,6 +189,16 @@ pub struct LimitsSection {
     pub max_queued_steps: Option<u64>,
     /// How long an `Idempotency-Key` is remembered, in hours.
     pub idempotency_ttl_hours: Option<u64>,
+    /// Steps of a pipeline, loops expanded (= `ORCHESTRATOR_MAX_STEPS`).
+    pub max_steps: Option<usize>,
+    pub max_yaml_depth: Option<usize>,
+    /// YAML nodes with aliases expanded.
+    pub max_yaml_nodes: Option<usize>,
+    /// Template evaluation steps.
+    pub template_fuel: Option<u64>,
+    pub template_output_bytes: Option<usize>,
+    /// Matches one `regex_replace` may replace.
+    pub regex_matches: Option<usize>,
 }
 
 /// Resolved settings.
@@ -212,6 +222,8 @@ pub struct Settings {
     /// How models are chosen and called (keys included, never printed).
     pub models: ModelSettings,
     pub auth: crate::auth::AuthSettings,
+    /// Limits of the pipeline language (steps, YAML, templates).
+    pub core_limits: orchestrator_core::limits::Limits,
     /// Definitions read from the models file, registered at start-up.
     pub model_specs: Vec<ModelSpec>,
     pub models_file: Option<PathBuf>,
@@ -242,6 +254,7 @@ impl Default for Settings {
             remote_tools: Vec::new(),
             models: ModelSettings::default(),
             auth: crate::auth::AuthSettings::default(),
+            core_limits: orchestrator_core::limits::Limits::default(),
             model_specs: Vec::new(),
             models_file: None,
             lease_ms: 30_000,
@@ -699,6 +712,16 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
         if let Some(n) = f.limits.idempotency_ttl_hours {
             s.idempotency_ttl_hours = n;
         }
+        let l = &mut s.core_limits;
+        l.max_steps = f.limits.max_steps.unwrap_or(l.max_steps);
+        l.max_yaml_depth = f.limits.max_yaml_depth.unwrap_or(l.max_yaml_depth);
+        l.max_yaml_nodes = f.limits.max_yaml_nodes.unwrap_or(l.max_yaml_nodes);
+        l.template_fuel = f.limits.template_fuel.unwrap_or(l.template_fuel);
+        l.template_output_bytes = f
+            .limits
+            .template_output_bytes
+            .unwrap_or(l.template_output_bytes);
+        l.regex_matches = f.limits.regex_matches.unwrap_or(l.regex_matches);
         if let Some(l) = f.orchestrator.log_level {
             s.log_level = log_level(&l);
         }
@@ -755,6 +778,7 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
             }
             "ORCHESTRATOR_ENABLE_TERMINAL" => s.enable_terminal = boolean(name, value)?,
             "ORCHESTRATOR_AUTH_ENABLED" => auth.enabled = Some(boolean(name, value)?),
+            "ORCHESTRATOR_MAX_STEPS" => s.core_limits.max_steps = number(name, value)?,
             "ORCHESTRATOR_MAX_ACTIVE_EXECUTIONS_PER_TOKEN" => {
                 auth.max_active_executions_per_token = Some(number(name, value)? as u64)
             }
@@ -825,6 +849,19 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
                 "heartbeat_ms ({}) must be shorter than lease_ms ({})",
                 s.heartbeat_ms, s.lease_ms
             ),
+        });
+    }
+    let l = s.core_limits;
+    if l.max_steps == 0
+        || l.max_yaml_depth < 4
+        || l.max_yaml_nodes == 0
+        || l.template_fuel == 0
+        || l.template_output_bytes == 0
+        || l.regex_matches == 0
+    {
+        return Err(ConfigError::Invalid {
+            path: "limits".into(),
+            message: "max_steps, max_yaml_nodes, template_fuel, template_output_bytes and regex_matches must be at least 1, max_yaml_depth at least 4".into(),
         });
     }
     if s.max_concurrent == 0 {

@@ -135,3 +135,26 @@ fn serving_beyond_loopback_without_authentication_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_step_limit_is_configurable() {
+    let file = format!("{}/fan_out_fan_in.yaml", examples());
+    let out = orchestrator()
+        .args(["validate", &file])
+        .env("ORCHESTRATOR_MAX_STEPS", "3")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("limits.max_steps"), "{all}");
+    let out = orchestrator()
+        .args(["validate", &file])
+        .env("ORCHESTRATOR_MAX_STEPS", "5")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{out:?}");
+}

@@ -279,6 +279,7 @@ async fn serve(flags: ServerFlags, workers_only: bool) -> ExitCode {
         }
     };
     init_logging(&settings.log_level, flags.log_format == "json");
+    orchestrator_core::limits::configure(settings.core_limits);
     if !workers_only {
         if let Err(e) = check_exposure(&settings) {
             tracing::error!("{e}");
@@ -412,6 +413,7 @@ async fn run_file(
             return ExitCode::from(INVALID);
         }
     };
+    orchestrator_core::limits::configure(loaded.core_limits);
     let settings = Settings {
         database_url: format!("sqlite://{}", dir.join("run.db").display()),
         workspace_root: workspace.unwrap_or_else(|| PathBuf::from(".")),
@@ -508,6 +510,16 @@ async fn run_in(
 }
 
 fn validate(file: &PathBuf, json: bool) -> ExitCode {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    match config::load(&Overrides::default(), &env) {
+        Ok(s) => {
+            orchestrator_core::limits::configure(s.core_limits);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(INVALID);
+        }
+    }
     let name = file.display().to_string();
     let text = match read_input(file) {
         Ok(t) => t,

@@ -1,0 +1,48 @@
+//! Limits that keep hostile pipelines from exhausting the server. Set once
+//! per process (from the server's configuration) before anything is parsed;
+//! without that, the defaults hold.
+
+use std::sync::OnceLock;
+
+/// The process's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Steps of a pipeline once its loops are expanded; also the most a loop
+    /// may add at run time and the largest `while` `max_iterations`.
+    pub max_steps: usize,
+    /// YAML nesting depth.
+    pub max_yaml_depth: usize,
+    /// YAML nodes, aliases expanded (a "billion laughs" document stops here).
+    pub max_yaml_nodes: usize,
+    /// Template evaluation steps (minijinja fuel).
+    pub template_fuel: u64,
+    /// Bytes a template may render.
+    pub template_output_bytes: usize,
+    /// Matches one `regex_replace` may replace.
+    pub regex_matches: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_steps: 10_000,
+            max_yaml_depth: 128,
+            max_yaml_nodes: 1_000_000,
+            template_fuel: 2_000_000,
+            template_output_bytes: 16 * 1024 * 1024,
+            regex_matches: 50_000,
+        }
+    }
+}
+
+static LIMITS: OnceLock<Limits> = OnceLock::new();
+
+/// Sets the limits; only the first call counts (it returns `false` after).
+pub fn configure(limits: Limits) -> bool {
+    LIMITS.set(limits).is_ok()
+}
+
+/// The limits in force.
+pub fn get() -> Limits {
+    *LIMITS.get_or_init(Limits::default)
+}
