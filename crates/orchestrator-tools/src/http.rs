@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
-use crate::net::{OutboundPolicy, read_capped, request_error};
+use crate::net::{OutboundPolicy, read_capped, request_error, status_error};
 use crate::{
     ActionSpec, Tool, ToolContext, ToolError, action, as_text, optional_bool, required_str,
 };
@@ -75,15 +75,6 @@ fn decode_body(bytes: &[u8], content_type: &str) -> Value {
         return v;
     }
     Value::String(text.into_owned())
-}
-
-fn excerpt(body: &Value) -> String {
-    let text = as_text(body);
-    let mut cut: String = text.chars().take(300).collect();
-    if cut.len() < text.len() {
-        cut.push('…');
-    }
-    cut
 }
 
 #[async_trait]
@@ -238,17 +229,7 @@ impl Tool for HttpTool {
         let bytes = read_capped(response, max_bytes, &ctx.cancel, &what).await?;
         let body = decode_body(&bytes, &content_type);
         if fail_on_status && (status.is_client_error() || status.is_server_error()) {
-            let retryable = status.is_server_error()
-                || status == reqwest::StatusCode::TOO_MANY_REQUESTS
-                || status == reqwest::StatusCode::REQUEST_TIMEOUT;
-            return Err(ToolError::new(
-                if retryable {
-                    "HttpError"
-                } else {
-                    "HttpClientError"
-                },
-                format!("{what} answered {status}: {}", excerpt(&body)),
-            ));
+            return Err(status_error(status, &what, &as_text(&body)));
         }
         Ok(json!({
             "status": status.as_u16(),

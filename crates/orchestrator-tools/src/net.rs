@@ -325,6 +325,31 @@ pub fn describe(err: &reqwest::Error) -> String {
     text
 }
 
+/// The first 300 characters of a body, for error messages.
+pub fn excerpt(text: &str) -> String {
+    let mut cut: String = text.chars().take(300).collect();
+    if cut.len() < text.len() {
+        cut.push('…');
+    }
+    cut
+}
+
+/// The step error for a 4xx/5xx answer: `HttpError` when trying again may
+/// help (5xx, 408, 429), else `HttpClientError`.
+pub fn status_error(status: reqwest::StatusCode, what: &str, body: &str) -> ToolError {
+    let retryable = status.is_server_error()
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT;
+    ToolError::new(
+        if retryable {
+            "HttpError"
+        } else {
+            "HttpClientError"
+        },
+        format!("{what} answered {status}: {}", excerpt(body)),
+    )
+}
+
 /// The step error for a failed request.
 pub fn request_error(err: &reqwest::Error, what: &str) -> ToolError {
     if let Some(why) = refusal(err) {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
-use crate::net::{read_capped, request_error};
+use crate::net::{excerpt, read_capped, request_error, status_error};
 use crate::{ActionSpec, Tool, ToolContext, ToolError};
 
 /// A tool over HTTP, as configured.
@@ -41,15 +41,6 @@ impl std::fmt::Debug for RemoteTool {
             )
             .finish_non_exhaustive()
     }
-}
-
-fn excerpt(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut cut: String = text.chars().take(300).collect();
-    if cut.len() < text.len() {
-        cut.push('…');
-    }
-    cut
 }
 
 #[async_trait]
@@ -123,18 +114,14 @@ impl Tool for RemoteTool {
                 "ToolProtocolError",
                 format!(
                     "{what} answered {status} with something that is not a JSON object: {}",
-                    excerpt(&bytes)
+                    excerpt(&String::from_utf8_lossy(&bytes))
                 ),
             ));
         }
-        let retryable = status.is_server_error() || status == 429 || status == 408;
-        Err(ToolError::new(
-            if retryable {
-                "HttpError"
-            } else {
-                "HttpClientError"
-            },
-            format!("{what} answered {status}: {}", excerpt(&bytes)),
+        Err(status_error(
+            status,
+            &what,
+            &String::from_utf8_lossy(&bytes),
         ))
     }
 }

@@ -86,7 +86,7 @@ impl SearchBackend {
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if !status.is_success() {
             let detail = error_detail(&body)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(300).collect());
+                .unwrap_or_else(|| crate::net::excerpt(&String::from_utf8_lossy(&bytes)));
             let mut message = format!("{what} answered {status}: {detail}");
             if let Some(after) = retry_after {
                 message.push_str(&format!(" (retry after {after}s)"));

@@ -241,7 +241,7 @@ fn provider_message(body: &Value, raw: &[u8]) -> String {
         return m.to_string();
     }
     let text = String::from_utf8_lossy(raw);
-    text.chars().take(300).collect()
+    crate::net::excerpt(&text)
 }
 
 /// The wait a 429/5xx answer asks for: `retry-after-ms`, or `Retry-After`
