@@ -1425,6 +1425,18 @@ macro_rules! impl_store {
 
             async fn claim_deliveries(&self, limit: u32, lock_ms: i64) -> crate::Result<Vec<crate::DeliveryJob>> {
                 let now = crate::now_ms();
+                // The delivery loop wakes on every event: a read (on the
+                // partial index) spares the write transaction when nothing is due.
+                let due: Option<i64> = sqlx::query_scalar(
+                    "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
+                     AND (locked_until IS NULL OR locked_until < $1) LIMIT 1",
+                )
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                if due.is_none() {
+                    return Ok(Vec::new());
+                }
                 let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
                 #[allow(clippy::type_complexity)]
