@@ -297,16 +297,13 @@ pub enum ConfigError {
     },
 }
 
-fn default_files() -> Vec<PathBuf> {
-    let mut files = vec![PathBuf::from("orchestrator.yaml")];
+/// `name` in the current folder, else in `~/.orchestrator/`, if it exists.
+fn find_default(name: &str) -> Option<PathBuf> {
+    let mut files = vec![PathBuf::from(name)];
     if let Some(home) = std::env::var_os("HOME") {
-        files.push(
-            Path::new(&home)
-                .join(".orchestrator")
-                .join("orchestrator.yaml"),
-        );
+        files.push(Path::new(&home).join(".orchestrator").join(name));
     }
-    files
+    files.into_iter().find(|p| p.is_file())
 }
 
 /// Parses a config file's text.
@@ -414,13 +411,7 @@ fn resolve_models(
     };
     let file = match &m.file {
         Some(f) => Some(f.clone()),
-        None => {
-            let mut candidates = vec![PathBuf::from("models.yaml")];
-            if let Some(home) = std::env::var_os("HOME") {
-                candidates.push(Path::new(&home).join(".orchestrator").join("models.yaml"));
-            }
-            candidates.into_iter().find(|p| p.is_file())
-        }
+        None => find_default("models.yaml"),
     };
     let mut default_model = m.default_model.clone();
     if let Some(path) = &file {
@@ -685,7 +676,7 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
 
     let file = match &overrides.config {
         Some(p) => Some(p.clone()),
-        None => default_files().into_iter().find(|p| p.is_file()),
+        None => find_default("orchestrator.yaml"),
     };
     if let Some(path) = file {
         let shown = path.display().to_string();
