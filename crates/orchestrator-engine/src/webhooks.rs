@@ -46,12 +46,19 @@ impl Default for WebhookSettings {
     }
 }
 
-/// `sha256=` and the hex HMAC-SHA256 of `body` with `secret`.
-pub fn sign(secret: &str, body: &[u8]) -> String {
+fn mac(secret: &str, body: &[u8]) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    mac
+}
+
+/// `sha256=` and the hex HMAC-SHA256 of `body` with `secret`.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        hex::encode(mac(secret, body).finalize().into_bytes())
+    )
 }
 
 /// Whether `signature` (as sent in `X-Orchestrator-Signature`) is `body`'s.
@@ -62,10 +69,7 @@ pub fn verify(secret: &str, body: &[u8], signature: &str) -> bool {
     let Ok(bytes) = hex::decode(hex_sig) else {
         return false;
     };
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(body);
-    mac.verify_slice(&bytes).is_ok()
+    mac(secret, body).verify_slice(&bytes).is_ok()
 }
 
 /// Delay before attempt `attempts + 1`, after `attempts` failures.

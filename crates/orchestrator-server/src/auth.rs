@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use orchestrator_store::{TokenRecord, now_ms};
@@ -302,12 +302,7 @@ pub async fn create_token(
     state.engine().store().create_token(&record).await?;
     let mut view = TokenView::from(record);
     view.token = Some(token);
-    let location = format!("/tokens/{}", view.id);
-    let mut response = (StatusCode::CREATED, ApiJson(view)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
+    Ok(crate::error::created(&format!("/tokens/{}", view.id), view))
 }
 
 /// List the tokens (never their secrets).

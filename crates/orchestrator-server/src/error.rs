@@ -291,6 +291,15 @@ pub fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
+/// `201 Created` with `body` and a `Location` header.
+pub fn created<T: Serialize>(location: &str, body: T) -> Response {
+    let mut response = (axum::http::StatusCode::CREATED, ApiJson(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()

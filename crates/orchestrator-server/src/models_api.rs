@@ -1,8 +1,8 @@
 //! `/models`: the model registry, selection and call metrics.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use orchestrator_engine::models::SelectError;
 use orchestrator_tools::models::{Candidate, ModelSpec, Requirements, Strategy};
 use serde::{Deserialize, Serialize};
@@ -170,11 +170,7 @@ pub async fn register_model(
         .into_iter()
         .find(|m| m.spec.id == spec.id)
         .ok_or_else(|| ApiError::NotFound(format!("model '{}' disappeared", spec.id)))?;
-    let mut response = (StatusCode::CREATED, ApiJson(view)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/models/{}", spec.id)) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    Ok(crate::error::created(&format!("/models/{}", spec.id), view))
 }
 
 /// Get a registered model.

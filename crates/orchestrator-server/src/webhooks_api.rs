@@ -2,8 +2,8 @@
 //! delivery log.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use orchestrator_store::{DeliveryRecord, WebhookRecord, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -255,11 +255,7 @@ pub async fn create_webhook(
         secret: Some(record.secret.clone()),
         ..WebhookView::without_secret(record)
     };
-    let mut response = (StatusCode::CREATED, ApiJson(view)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
+    Ok(crate::error::created(&location, view))
 }
 
 /// List the webhooks (without their secrets).
