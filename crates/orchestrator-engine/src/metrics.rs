@@ -16,6 +16,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A series' key: its label values.
+fn key(label_values: &[&str]) -> Vec<String> {
+    label_values.iter().map(|v| v.to_string()).collect()
+}
+
 /// Escapes a label value.
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -102,7 +107,7 @@ impl Family {
     }
 
     pub fn add(&self, label_values: &[&str], by: f64) {
-        let key: Vec<String> = label_values.iter().map(|v| v.to_string()).collect();
+        let key = key(label_values);
         *lock(&self.values).entry(key).or_insert(0.0) += by;
     }
 
@@ -111,12 +116,12 @@ impl Family {
     }
 
     pub fn set(&self, label_values: &[&str], to: f64) {
-        let key: Vec<String> = label_values.iter().map(|v| v.to_string()).collect();
+        let key = key(label_values);
         lock(&self.values).insert(key, to);
     }
 
     pub fn get(&self, label_values: &[&str]) -> f64 {
-        let key: Vec<String> = label_values.iter().map(|v| v.to_string()).collect();
+        let key = key(label_values);
         lock(&self.values).get(&key).copied().unwrap_or(0.0)
     }
 
@@ -169,7 +174,7 @@ impl Histogram {
     }
 
     pub fn observe(&self, label_values: &[&str], value: f64) {
-        let key: Vec<String> = label_values.iter().map(|v| v.to_string()).collect();
+        let key = key(label_values);
         let mut values = lock(&self.values);
         let state = values.entry(key).or_insert_with(|| HistogramState {
             counts: vec![0; self.buckets.len()],
@@ -184,7 +189,7 @@ impl Histogram {
 
     /// Observations so far for these labels.
     pub fn count(&self, label_values: &[&str]) -> u64 {
-        let key: Vec<String> = label_values.iter().map(|v| v.to_string()).collect();
+        let key = key(label_values);
         lock(&self.values).get(&key).map_or(0, |s| s.count)
     }
 
