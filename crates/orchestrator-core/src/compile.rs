@@ -975,6 +975,7 @@ fn read_step(
 
     // depends_on
     let mut depends_on = Vec::new();
+    let mut depends_on_pos = Vec::new();
     let dep_key = if node.get("depends_on").is_some() {
         "depends_on"
     } else {
@@ -982,16 +983,19 @@ fn read_step(
     };
     if let Some(d) = node.get(dep_key) {
         match &d.value {
-            NodeValue::Str(s) => depends_on.extend(
-                s.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string),
-            ),
+            NodeValue::Str(s) => {
+                for dep in s.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    depends_on.push(dep.to_string());
+                    depends_on_pos.push(d.pos);
+                }
+            }
             NodeValue::Seq(items) => {
                 for item in items {
                     match item.as_str() {
-                        Some(s) => depends_on.push(s.to_string()),
+                        Some(s) => {
+                            depends_on.push(s.to_string());
+                            depends_on_pos.push(item.pos);
+                        }
                         None => cx.error(
                             ErrorKind::InvalidType,
                             format!(
@@ -1197,6 +1201,7 @@ fn read_step(
         action,
         parameters,
         depends_on,
+        depends_on_pos,
         condition,
         on_false,
         on_success,

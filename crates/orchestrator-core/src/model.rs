@@ -248,6 +248,10 @@ pub struct Step {
     /// Line of the step in the YAML (0 when unknown).
     #[serde(default)]
     pub line: u32,
+    /// Where each `depends_on` entry is written, in the same order (empty
+    /// when unknown), so an error about one points at it.
+    #[serde(default, skip)]
+    pub depends_on_pos: Vec<crate::yaml::Pos>,
 }
 
 impl Step {

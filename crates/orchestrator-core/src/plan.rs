@@ -119,7 +119,7 @@ pub fn build(
 
     // Explicit dependencies must exist.
     for step in &pipeline.steps {
-        for dep in &step.depends_on {
+        for (i, dep) in step.depends_on.iter().enumerate() {
             if !top_ids.contains(dep.as_str()) {
                 let mut ids: Vec<&str> =
                     top_ids.iter().copied().filter(|i| *i != step.id).collect();
@@ -132,10 +132,15 @@ pub fn build(
                             crate::compile::suggest(dep, ids.iter().copied())
                         ),
                     )
-                    .at(Pos {
-                        line: step.line,
-                        column: 1,
-                    })
+                    .at(step
+                        .depends_on_pos
+                        .get(i)
+                        .copied()
+                        .filter(|p| p.line > 0)
+                        .unwrap_or(Pos {
+                            line: step.line,
+                            column: 1,
+                        }))
                     .step(Some(&step.id)),
                 );
             }
@@ -786,6 +791,7 @@ mod tests {
                 action: "echo".into(),
                 parameters: Map::new(),
                 depends_on: vec![],
+                depends_on_pos: vec![],
                 condition: None,
                 on_false: None,
                 on_success: None,

@@ -370,7 +370,7 @@ const BROKEN: &[(&str, &str, ErrorKind, Option<&str>, u32)] = &[
         "name: p\nsteps:\n  - id: a\n    tool: echo\n    depends_on: [b]\n",
         ErrorKind::UnknownDependency,
         Some("a"),
-        3,
+        5,
     ),
     (
         "self dependency",

@@ -169,6 +169,7 @@ pub fn router(state: AppState) -> Router {
     let doc = openapi_with_tools(state.engine().tools());
     let limit = state.settings().max_body_bytes;
     api.merge(SwaggerUi::new("/swagger-ui").external_url_unchecked("/openapi.json", doc))
+        .merge(crate::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

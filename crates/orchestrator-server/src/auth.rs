@@ -68,7 +68,8 @@ impl std::fmt::Debug for Secret {
 /// Authentication settings.
 #[derive(Debug, Clone, Default)]
 pub struct AuthSettings {
-    /// Requests need a token (except `/health`, `/ready`, the API document).
+    /// Requests need a token (except `/health`, `/ready`, the API document,
+    /// Swagger UI and the console's files).
     pub enabled: bool,
     /// Mixed into every token hash; keep it out of the database.
     pub pepper: Secret,
@@ -127,9 +128,10 @@ fn parse_token(text: &str) -> Option<(&str, &str)> {
 
 /// The scope a request needs, or `None` for open routes.
 pub fn required_scope(method: &Method, path: &str, public_metrics: bool) -> Option<Scope> {
-    let open = matches!(path, "/health" | "/ready" | "/openapi.json")
+    let open = matches!(path, "/" | "/health" | "/ready" | "/openapi.json" | "/ui")
         || path == "/swagger-ui"
         || path.starts_with("/swagger-ui/")
+        || path.starts_with("/ui/")
         || (public_metrics && matches!(path, "/metrics" | "/metrics/summary"));
     if open {
         return None;

@@ -275,7 +275,8 @@ pub struct CheckpointList {
     pub items: Vec<CheckpointView>,
 }
 
-/// A pipeline that compiles.
+/// The result of compiling a pipeline: its levels when it compiles; with
+/// `Prefer: handling=lenient`, `valid: false` and every error when not.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ValidationResult {
     pub valid: bool,
@@ -283,6 +284,9 @@ pub struct ValidationResult {
     pub name: String,
     pub steps: usize,
     pub levels: Vec<Vec<String>>,
+    /// Every compile error (only when `valid` is false).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemItem>,
     pub warnings: Vec<ProblemItem>,
 }
 

@@ -41,7 +41,7 @@ fn an_invalid_file_exits_two_with_every_error_and_its_place() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("bad.yaml:5:1: error[unknown_dependency]: step 'b'"),
+        stderr.contains("bad.yaml:7:18: error[unknown_dependency]: step 'b'"),
         "{stderr}"
     );
 

@@ -2113,3 +2113,138 @@ fn without_authentication_only_loopback_is_served() {
     settings.bind = "127.0.0.1:8080".parse().expect("addr");
     assert!(check_exposure(&settings).is_ok());
 }
+
+#[tokio::test]
+async fn the_console_is_served_open_with_its_headers() {
+    let dir = TempDir::new("orch-http");
+    let s = Server::start_with(sqlite_url(&dir), |settings| {
+        settings.auth.enabled = true;
+    })
+    .await;
+    let plain = orchestrator_tools::net::client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    for path in ["/", "/ui"] {
+        let r = plain.get(s.url(path)).send().await.expect("send");
+        assert!(r.status().is_redirection(), "{path}: {}", r.status());
+        assert_eq!(
+            r.headers().get("location").and_then(|v| v.to_str().ok()),
+            Some("/ui/")
+        );
+    }
+    let r = plain.get(s.url("/ui/")).send().await.expect("send");
+    assert_eq!(r.status().as_u16(), 200, "open with authentication on");
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(header(&r, "content-type").starts_with("text/html"));
+    let csp = header(&r, "content-security-policy");
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert_eq!(header(&r, "x-content-type-options"), "nosniff");
+    let page = r.text().await.expect("body");
+    assert!(page.contains("app.js") && page.contains("vendor/dagre.min.js"));
+
+    for (file, kind) in [
+        ("app.js", "text/javascript"),
+        ("app.css", "text/css"),
+        ("vendor/dagre.min.js", "text/javascript"),
+    ] {
+        let r = plain
+            .get(s.url(&format!("/ui/{file}")))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 200, "{file}");
+        assert!(header(&r, "content-type").starts_with(kind), "{file}");
+        let etag = header(&r, "etag");
+        assert!(etag.starts_with('"'), "{file}: etag {etag:?}");
+        let again = plain
+            .get(s.url(&format!("/ui/{file}")))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(again.status().as_u16(), 304, "{file} revalidates");
+    }
+    let r = plain
+        .get(s.url("/ui/secrets.txt"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(header(&r, "content-type"), "application/problem+json");
+    let r = plain.get(s.url("/ui/session")).send().await.expect("send");
+    let session: Value = r.json().await.expect("json");
+    assert_eq!(session["auth"], true);
+    // The data behind the pages still needs a token.
+    let r = plain.get(s.url("/executions")).send().await.expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn lenient_validation_answers_errors_as_a_result() {
+    let dir = TempDir::new("orch-http");
+    let s = Server::start(sqlite_url(&dir)).await;
+    let pipeline = "name: p\nsteps:\n  - id: a\n    tool: nope\n  - id: b\n    tool: echo\n    depends_on: [a, zz]\n";
+    let validate = |prefer: Option<&'static str>| {
+        let mut r = s
+            .client
+            .post(s.url("/pipelines/validate"))
+            .json(&json!({ "pipeline": pipeline }));
+        if let Some(p) = prefer {
+            r = r.header("prefer", p);
+        }
+        r.send()
+    };
+    let strict = validate(None).await.expect("send");
+    assert_eq!(strict.status().as_u16(), 422);
+    let lenient = validate(Some("respond-async, handling=lenient"))
+        .await
+        .expect("send");
+    assert_eq!(lenient.status().as_u16(), 200);
+    assert_eq!(
+        lenient
+            .headers()
+            .get("preference-applied")
+            .and_then(|v| v.to_str().ok()),
+        Some("handling=lenient")
+    );
+    let body: Value = lenient.json().await.expect("json");
+    assert_eq!(body["valid"], false);
+    let errors = body["errors"].as_array().expect("errors");
+    let at: Vec<(&str, u64, u64)> = errors
+        .iter()
+        .map(|e| {
+            (
+                e["code"].as_str().unwrap_or_default(),
+                e["line"].as_u64().unwrap_or_default(),
+                e["column"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        at,
+        vec![("unknown_tool", 4, 11), ("unknown_dependency", 7, 21)],
+        "each error at its token: {errors:?}"
+    );
+    // A pipeline that compiles is unaffected by the preference.
+    let ok = s
+        .client
+        .post(s.url("/pipelines/validate"))
+        .header("prefer", "handling=lenient")
+        .json(&json!({ "pipeline": "name: p\nsteps:\n  - id: a\n    tool: echo\n" }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ok.status().as_u16(), 200);
+    let body: Value = ok.json().await.expect("json");
+    assert_eq!(
+        (body["valid"].as_bool(), body["errors"].is_null()),
+        (Some(true), true)
+    );
+}

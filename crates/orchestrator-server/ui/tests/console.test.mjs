@@ -1,0 +1,226 @@
+// Browser tests of the web console: real server, real SQLite, headless Chromium.
+import assert from "node:assert/strict";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { openBrowser, screenshot, startServer } from "./harness.mjs";
+
+let chrome;
+before(async () => {
+  chrome = await openBrowser();
+});
+after(async () => {
+  await chrome?.close();
+});
+
+const REPAIRABLE = `name: repairable
+steps:
+  - id: prepare
+    tool: filesystem
+    action: write
+    parameters: {path: ui/notes.txt, content: prepared}
+  - id: optional
+    tool: filesystem
+    action: write
+    condition: "{{ false }}"
+    parameters: {path: ui/never.txt, content: never}
+  - id: read_input
+    tool: filesystem
+    action: read
+    depends_on: [prepare]
+    parameters: {path: ui/input.txt}
+  - id: publish
+    tool: filesystem
+    action: write
+    parameters: {path: ui/out.txt, content: "{{ read_input.result.content }}"}
+outputs:
+  published: "{{ read_input.result.content }}"
+`;
+
+/** The fill colour the browser paints a step's node with. */
+function fillOf(page, step) {
+  return page.$eval(`#graph g.node[data-step="${step}"] rect`, (r) => getComputedStyle(r).fill);
+}
+
+async function typeInto(page, selector, text) {
+  await page.fill(selector, text);
+  await page.dispatchEvent(selector, "input");
+}
+
+test("submit through the console, watch it fail, repair it and recover", async () => {
+  const server = await startServer({ auth: true });
+  const page = await chrome.page();
+  try {
+    await page.goto(`${server.base}/`);
+    // Authentication is on: the token is asked for once.
+    await page.waitForSelector("#token-dialog[open]");
+    await page.fill("#token-input", server.token);
+    await page.keyboard.press("Enter");
+    await page.waitForSelector('#view[data-ready="executions"]');
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("orchestrator.token")), server.token);
+    assert.equal(await page.evaluate(() => localStorage.length), 0, "nothing is kept beyond the tab");
+
+    // A pipeline with two errors: each is shown at its line.
+    await page.click('a[data-nav="submit"]');
+    await page.waitForSelector('#view[data-ready="submit"]');
+    const broken = REPAIRABLE.replace("tool: filesystem\n    action: read", "tool: filesystm\n    action: read").replace(
+      "depends_on: [prepare]",
+      "depends_on: [prepare, nowhere]",
+    );
+    await typeInto(page, "#pipeline-source", broken);
+    await page.click("#validate");
+    await page.waitForSelector("#problems li");
+    const lines = broken.split("\n");
+    const toolLine = lines.findIndex((l) => l.includes("filesystm")) + 1;
+    const depLine = lines.findIndex((l) => l.includes("nowhere")) + 1;
+    const flagged = await page.$$eval("#listing .ln.bad", (els) => els.map((e) => Number(e.dataset.line)));
+    assert.ok(flagged.includes(toolLine), `line ${toolLine} (unknown tool) flagged; flagged: ${flagged}`);
+    assert.ok(flagged.includes(depLine), `line ${depLine} (unknown dependency) flagged; flagged: ${flagged}`);
+    const toolMessage = await page.textContent(`#listing .msg[data-line="${toolLine}"]`);
+    assert.match(toolMessage, /filesystm/);
+    assert.ok(await page.$(`.gutter .bad`), "the editor's gutter marks the lines");
+    await screenshot(page, "01-validate-errors");
+
+    // Fixed: valid, then run.
+    await typeInto(page, "#pipeline-source", REPAIRABLE);
+    await page.click("#validate");
+    await page.waitForSelector("#valid");
+    assert.match(await page.textContent("#valid"), /4 steps/);
+    await page.click("#run");
+    await page.waitForSelector('#view[data-ready="execution"]');
+    await page.waitForSelector('h1[data-status="failed"]', { timeout: 20000 });
+    await page.waitForSelector('#graph g.node.s-failed[data-step="read_input"]');
+    await page.waitForSelector('#graph g.node.s-skipped[data-step="optional"]');
+    await page.waitForSelector('#graph g.node.s-succeeded[data-step="prepare"]');
+    const failed = await fillOf(page, "read_input");
+    const skipped = await fillOf(page, "optional");
+    const succeeded = await fillOf(page, "prepare");
+    assert.notEqual(failed, skipped, "failed and skipped steps are coloured differently");
+    assert.notEqual(failed, succeeded);
+    assert.notEqual(skipped, succeeded);
+    // The failed step is selected and its error shown.
+    assert.match(await page.textContent("#step-error"), /input\.txt/);
+    await screenshot(page, "02-failed-and-skipped");
+
+    // Repair the input and recover: only the failed step and its dependents run.
+    const id = page.url().split("/").pop();
+    mkdirSync(join(server.workspace, "ui"), { recursive: true });
+    writeFileSync(join(server.workspace, "ui", "input.txt"), "repaired");
+    await page.click("#recover");
+    await page.waitForSelector("#confirm-dialog[open]");
+    await screenshot(page, "03-recover-confirm");
+    await page.click("#confirm-yes");
+    await page.waitForSelector('h1[data-status="succeeded"]', { timeout: 20000 });
+    await page.waitForSelector('#graph g.node.s-succeeded[data-step="read_input"]');
+    await page.waitForSelector('#graph g.node.s-succeeded[data-step="publish"]');
+    assert.match(await page.textContent("#outputs"), /repaired/);
+    const view = (await server.api("GET", `/executions/${id}`)).body;
+    const prepare = view.steps.find((s) => s.id === "prepare");
+    assert.equal(prepare.attempt, 1, "the succeeded step was not run again");
+    await screenshot(page, "04-recovered");
+
+    // Recover from a checkpoint: exactly that step and its downstream run again.
+    writeFileSync(join(server.workspace, "ui", "input.txt"), "second take");
+    await page.selectOption("#recover-from", "read_input");
+    await page.click("#recover");
+    await page.click("#confirm-yes");
+    await page.waitForFunction(() => document.querySelector("#notice").textContent.includes("read_input, publish"));
+    await page.waitForSelector('h1[data-status="succeeded"]', { timeout: 20000 });
+    await page.waitForFunction(() => document.querySelector("#outputs").textContent.includes("second take"));
+    const again = (await server.api("GET", `/executions/${id}`)).body;
+    assert.equal(again.steps.find((s) => s.id === "prepare").attempt, 1);
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await page.context().close();
+    await server.stop();
+  }
+});
+
+test("the list filters and pages, and works from the keyboard", async () => {
+  const server = await startServer();
+  const page = await chrome.page();
+  try {
+    const pipeline = "name: keyboard\nsteps:\n  - id: one\n    tool: filesystem\n    action: write\n    parameters: {path: k.txt, content: k}\n";
+    const bad = "name: doomed\nsteps:\n  - id: one\n    tool: filesystem\n    action: read\n    parameters: {path: missing.txt}\n";
+    const ids = [];
+    for (let i = 0; i < 3; i++) ids.push((await server.api("POST", "/executions", { pipeline })).body.id);
+    const doomed = (await server.api("POST", "/executions", { pipeline: bad })).body.id;
+    await page.goto(`${server.base}/ui/`);
+    await page.waitForSelector('#view[data-ready="executions"]');
+    // Auto-refresh brings every execution to its final state without a reload.
+    await page.waitForFunction(
+      (n) => document.querySelectorAll('#executions tr[data-status="succeeded"]').length === n,
+      3,
+      { timeout: 20000 },
+    );
+    await page.waitForSelector(`#executions tr[data-id="${doomed}"][data-status="failed"]`, { timeout: 20000 });
+
+    // Filter by status with the keyboard only.
+    await page.focus("#filter-status");
+    await page.selectOption("#filter-status", "failed");
+    await page.keyboard.press("Tab"); // to the pipeline field
+    await page.keyboard.press("Enter"); // submits the filter form
+    await page.waitForFunction(() => location.hash.includes("status=failed"));
+    await page.waitForSelector('#view[data-ready="executions"]');
+    const shown = await page.$$eval("#executions tbody tr[data-id]", (rows) => rows.map((r) => r.dataset.id));
+    assert.deepEqual(shown, [doomed]);
+    await screenshot(page, "05-list-filtered");
+
+    // Open it by keyboard: Tab through the page to its link, Enter.
+    await page.focus(`#executions tr[data-id="${doomed}"] a`);
+    await page.keyboard.press("Enter");
+    await page.waitForSelector('#view[data-ready="execution"]');
+    await page.waitForSelector('h1[data-status="failed"]');
+    // A graph node takes focus and Enter selects its step.
+    await page.focus('#graph g.node[data-step="one"]');
+    await page.keyboard.press("Enter");
+    await page.waitForSelector("#step-title");
+    assert.match(await page.textContent("#step-title"), /one/);
+
+    // Paging: 2 per page over the 4 executions.
+    await page.goto(`${server.base}/ui/#/executions`);
+    await page.waitForSelector('#view[data-ready="executions"]');
+    const all = await page.$$eval("#executions tbody tr[data-id]", (rows) => rows.map((r) => r.dataset.id));
+    assert.equal(all.length, 4);
+    assert.deepEqual([...all].sort(), [...ids, doomed].sort());
+    const listed = await server.api("GET", "/executions?limit=2");
+    await page.goto(`${server.base}/ui/#/executions?cursor=${encodeURIComponent(listed.body.next_cursor)}`);
+    await page.waitForSelector('#view[data-ready="executions"]');
+    const older = await page.$$eval("#executions tbody tr[data-id]", (rows) => rows.map((r) => r.dataset.id));
+    assert.deepEqual(older, all.slice(2));
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await page.context().close();
+    await server.stop();
+  }
+});
+
+test("a running step shows live and cancel stops it", async () => {
+  const server = await startServer({ env: { ORCHESTRATOR_ENABLE_TERMINAL: "true" } });
+  const page = await chrome.page();
+  try {
+    const pipeline =
+      "name: slow\nsteps:\n  - id: wait\n    tool: terminal\n    action: run\n    parameters: {command: 'sleep 60'}\n  - id: after\n    tool: filesystem\n    action: write\n    depends_on: [wait]\n    parameters: {path: after.txt, content: x}\n";
+    const id = (await server.api("POST", "/executions", { pipeline })).body.id;
+    await page.goto(`${server.base}/ui/#/executions/${id}`);
+    await page.waitForSelector('#view[data-ready="execution"]');
+    // The stream moves the node to running without a reload.
+    await page.waitForSelector('#graph g.node.s-running[data-step="wait"]', { timeout: 20000 });
+    await page.waitForSelector("#live.on");
+    await screenshot(page, "06-running");
+    await page.click("#cancel");
+    await page.waitForSelector("#confirm-dialog[open]");
+    await page.keyboard.press("Escape"); // changing one's mind keeps it running
+    assert.equal((await server.api("GET", `/executions/${id}`)).body.status, "running");
+    await page.click("#cancel");
+    await page.click("#confirm-yes");
+    await page.waitForSelector('h1[data-status="cancelled"]', { timeout: 10000 });
+    await page.waitForSelector('#graph g.node.s-cancelled[data-step="after"]');
+    assert.equal((await server.api("GET", `/executions/${id}`)).body.status, "cancelled");
+    await screenshot(page, "07-cancelled");
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await page.context().close();
+    await server.stop();
+  }
+});
