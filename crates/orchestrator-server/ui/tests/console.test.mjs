@@ -188,6 +188,18 @@ test("the list filters and pages, and works from the keyboard", async () => {
     await page.waitForSelector('#view[data-ready="executions"]');
     const older = await page.$$eval("#executions tbody tr[data-id]", (rows) => rows.map((r) => r.dataset.id));
     assert.deepEqual(older, all.slice(2));
+
+    // Data is shown as text, never run as markup.
+    const hostile = '<img src=x onerror="window.pwned=1">';
+    const named = `name: '${hostile}'\nsteps:\n  - id: one\n    tool: echo\n    parameters: {text: '<script>window.pwned=2</script>'}\n`;
+    const hid = (await server.api("POST", "/executions", { pipeline: named })).body.id;
+    await page.goto(`${server.base}/ui/#/executions/${hid}`);
+    await page.waitForSelector('h1[data-status="succeeded"]', { timeout: 20000 });
+    assert.match(await page.textContent("h1"), /<img src=x onerror/);
+    await page.goto(`${server.base}/ui/#/executions`);
+    await page.waitForSelector(`#executions tr[data-id="${hid}"]`);
+    assert.equal(await page.evaluate(() => window.pwned), undefined);
+    assert.equal(await page.$$eval("#view img, #view script", (n) => n.length), 0);
     assert.deepEqual(page.problems, []);
   } finally {
     await page.context().close();
@@ -222,5 +234,62 @@ test("a running step shows live and cancel stops it", async () => {
   } finally {
     await page.context().close();
     await server.stop();
+  }
+});
+
+test("an execution that used a model shows its tokens and cost", async () => {
+  // A local OpenAI-compatible endpoint speaking the real wire format.
+  const { createServer } = await import("node:http");
+  const requests = [];
+  const provider = createServer((req, res) => {
+    let body = "";
+    req.on("data", (c) => (body += c));
+    req.on("end", () => {
+      requests.push({ url: req.url, body: JSON.parse(body) });
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(
+        JSON.stringify({
+          id: "chatcmpl-1",
+          object: "chat.completion",
+          model: "tiny",
+          choices: [{ index: 0, message: { role: "assistant", content: "A short summary." }, finish_reason: "stop" }],
+          usage: { prompt_tokens: 1200, completion_tokens: 300, total_tokens: 1500 },
+        }),
+      );
+    });
+  });
+  await new Promise((r) => provider.listen(0, "127.0.0.1", r));
+  const server = await startServer();
+  const page = await chrome.page();
+  try {
+    const model = {
+      id: "local-tiny",
+      provider: "openai",
+      model: "tiny",
+      base_url: `http://127.0.0.1:${provider.address().port}/v1`,
+      capabilities: ["generate", "summarization"],
+      cost_per_1k_tokens: { input: 0.001, output: 0.002 },
+    };
+    assert.equal((await server.api("POST", "/models", model)).status, 201);
+    const pipeline =
+      "name: summary\nsteps:\n  - id: summarise\n    action: generate\n    model: local-tiny\n    parameters: {prompt: 'Summarise: a long text', max_tokens: 50}\n";
+    const id = (await server.api("POST", "/executions", { pipeline })).body.id;
+    await page.goto(`${server.base}/ui/#/executions/${id}`);
+    await page.waitForSelector('h1[data-status="succeeded"]', { timeout: 20000 });
+    const meta = await page.textContent("dl.meta");
+    assert.match(meta, /Tokens in \/ out\s*1200 \/ 300/);
+    assert.match(meta, /Cost\s*\$0\.001800/);
+    assert.match(meta, /local-tiny/);
+    const step = await page.textContent("#step-detail");
+    assert.match(step, /1200 \/ 300/);
+    assert.match(step, /A short summary\./);
+    assert.equal(requests.length, 1);
+    assert.equal(requests[0].url, "/v1/chat/completions");
+    await screenshot(page, "09-model-usage");
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await page.context().close();
+    await server.stop();
+    provider.close();
   }
 });
