@@ -54,7 +54,11 @@ async fn bench(label: &str, database_url: String) {
         bind: "127.0.0.1:0".parse().expect("addr"),
         database_url,
         workspace_root: ws.path().to_path_buf(),
-        max_concurrent: 32,
+        // Worker slots (ORCHESTRATOR_BENCH_SLOTS, default 32).
+        max_concurrent: std::env::var("ORCHESTRATOR_BENCH_SLOTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(32),
         max_body_bytes: 8 * 1024 * 1024,
         ..Settings::default()
     };
@@ -175,6 +179,93 @@ async fn bench(label: &str, database_url: String) {
         println!(
             "{label:<9} store ops (mean): create {:.3} ms, claim {:.3} ms, context {:.3} ms, finish {:.3} ms",
             ms(t_create),
+            ms(t_claim),
+            ms(t_ctx),
+            ms(t_finish)
+        );
+    }
+
+    // The same, one step at a time, inside a 1,000-step fan-out: whether
+    // any step operation grows with the size of its execution.
+    {
+        let catalog = orchestrator_core::builtin_catalog();
+        let yaml = fan_out(1000);
+        let plan = orchestrator_core::compile_yaml(
+            &yaml,
+            orchestrator_core::CompileOptions {
+                catalog: &catalog,
+                context: None,
+                auto_resolver: None,
+            },
+        )
+        .expect("compile")
+        .plan;
+        let quiet = orchestrator_store::testing::TempDir::new("orch-bench-big");
+        let ops = orchestrator_store::connect(&if label == "sqlite" {
+            orchestrator_store::testing::sqlite_url(&quiet)
+        } else {
+            postgres_url().await.expect("pg")
+        })
+        .await
+        .expect("store");
+        let new = orchestrator_store::NewExecution {
+            id: uuid::Uuid::now_v7().to_string(),
+            pipeline_id: "fan-out".into(),
+            pipeline_name: "fan-out".into(),
+            source: yaml.clone(),
+            plan: serde_json::to_value(&plan).expect("plan"),
+            inputs: serde_json::json!({}),
+            options: serde_json::json!({}),
+            idempotency_key: None,
+            token_id: None,
+            request_hash: None,
+            timeout_ms: None,
+            steps: plan
+                .steps
+                .iter()
+                .map(|s| orchestrator_store::NewStep {
+                    planned: s.clone(),
+                    max_attempts: 1,
+                })
+                .collect(),
+        };
+        ops.create_execution(new).await.expect("create");
+        let (mut t_claim, mut t_ctx, mut t_finish) = (0.0, 0.0, 0.0);
+        let n = 300;
+        for _ in 0..n {
+            let t = Instant::now();
+            let claimed = ops
+                .claim_steps("bench", 1, 30_000)
+                .await
+                .expect("claim")
+                .remove(0);
+            t_claim += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            ops.step_context(&claimed.execution_id, &[])
+                .await
+                .expect("ctx");
+            t_ctx += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let result = orchestrator_store::StepResult {
+                status: orchestrator_core::flow::StepStatus::Succeeded,
+                parameters: None,
+                envelope: Some(serde_json::json!({"result": 1, "success": true, "error": null})),
+                error: None,
+                error_type: None,
+                reason: None,
+                timed_out: false,
+                jump_to: None,
+                started_at: 0,
+                finished_at: 0,
+            };
+            ops.finish_step(&claimed, result, &|_, _| (None, None))
+                .await
+                .expect("finish");
+            t_finish += t.elapsed().as_secs_f64();
+        }
+        let ms = |t: f64| t * 1000.0 / n as f64;
+        println!(
+            "{label:<9} store ops in a 1,000-step fan-out (mean): claim {:.3} ms, context {:.3} ms, finish {:.3} ms",
             ms(t_claim),
             ms(t_ctx),
             ms(t_finish)

@@ -12,9 +12,14 @@ use sqlx::types::Json;
 use crate::{CheckpointRecord, ExecutionRecord, Result, StepRecord, StoreError};
 
 pub(crate) const INSERT_EXECUTION: &str = "INSERT INTO executions \
-    (id, pipeline_id, pipeline_name, status, source, plan, inputs, options, idempotency_key, request_hash, created_at, updated_at, deadline, token_id) \
-    VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) \
+    (id, pipeline_id, pipeline_name, status, inputs, options, idempotency_key, request_hash, created_at, updated_at, deadline, token_id) \
+    VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $8, $9, $10) \
     ON CONFLICT (idempotency_key) DO NOTHING";
+
+/// The pipeline text and plan, in their own table: written once, and kept
+/// out of the executions row that every step updates.
+pub(crate) const INSERT_SOURCE: &str =
+    "INSERT INTO execution_sources (execution_id, source, plan) VALUES ($1, $2, $3)";
 
 pub(crate) const INSERT_STEP: &str = "INSERT INTO steps \
     (execution_id, step_id, position, status, max_attempts, depends_on, on_failure, scope, ord, definition) \
@@ -23,18 +28,21 @@ pub(crate) const INSERT_STEP: &str = "INSERT INTO steps \
 pub(crate) const ENQUEUE: &str =
     "INSERT INTO step_queue (execution_id, step_id, run_after) VALUES ($1, $2, $3)";
 
-pub(crate) const SELECT_EXECUTION: &str = "SELECT id, pipeline_id, pipeline_name, status, source, plan, inputs, options, outputs, \
-    error, idempotency_key, request_hash, created_at, started_at, finished_at, last_event_seq FROM executions WHERE id = $1";
+pub(crate) const SELECT_EXECUTION: &str = "SELECT e.id, e.pipeline_id, e.pipeline_name, e.status, x.source, x.plan, e.inputs, e.options, e.outputs, \
+    e.error, e.idempotency_key, e.request_hash, e.created_at, e.started_at, e.finished_at, e.last_event_seq \
+    FROM executions e JOIN execution_sources x ON x.execution_id = e.id WHERE e.id = $1";
 
-pub(crate) const SELECT_EXECUTION_BY_KEY: &str = "SELECT id, pipeline_id, pipeline_name, status, source, plan, inputs, options, outputs, \
-    error, idempotency_key, request_hash, created_at, started_at, finished_at, last_event_seq FROM executions WHERE idempotency_key = $1";
+pub(crate) const SELECT_EXECUTION_BY_KEY: &str = "SELECT e.id, e.pipeline_id, e.pipeline_name, e.status, x.source, x.plan, e.inputs, e.options, e.outputs, \
+    e.error, e.idempotency_key, e.request_hash, e.created_at, e.started_at, e.finished_at, e.last_event_seq \
+    FROM executions e JOIN execution_sources x ON x.execution_id = e.id WHERE e.idempotency_key = $1";
 
 /// Newest first; every filter optional (`$1` status, `$2` pipeline, `$3`/`$4` cursor, `$5` limit).
-pub(crate) const LIST_EXECUTIONS: &str = "SELECT id, pipeline_id, pipeline_name, status, source, plan, inputs, options, outputs, \
-    error, idempotency_key, request_hash, created_at, started_at, finished_at, last_event_seq FROM executions \
-    WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR pipeline_name = $2) \
-    AND ($3 IS NULL OR created_at < $3 OR (created_at = $3 AND id < $4)) \
-    ORDER BY created_at DESC, id DESC LIMIT $5";
+pub(crate) const LIST_EXECUTIONS: &str = "SELECT e.id, e.pipeline_id, e.pipeline_name, e.status, x.source, x.plan, e.inputs, e.options, e.outputs, \
+    e.error, e.idempotency_key, e.request_hash, e.created_at, e.started_at, e.finished_at, e.last_event_seq \
+    FROM executions e JOIN execution_sources x ON x.execution_id = e.id \
+    WHERE ($1 IS NULL OR e.status = $1) AND ($2 IS NULL OR e.pipeline_name = $2) \
+    AND ($3 IS NULL OR e.created_at < $3 OR (e.created_at = $3 AND e.id < $4)) \
+    ORDER BY e.created_at DESC, e.id DESC LIMIT $5";
 
 pub(crate) const SELECT_STEPS: &str = "SELECT execution_id, step_id, position, status, attempt, max_attempts, depends_on, definition, \
     parameters, result, error, error_type, reason, timed_out, started_at, finished_at \
@@ -478,8 +486,6 @@ macro_rules! impl_store {
                     .bind(&new.id)
                     .bind(&new.pipeline_id)
                     .bind(&new.pipeline_name)
-                    .bind(&new.source)
-                    .bind(Json(&new.plan))
                     .bind(Json(&new.inputs))
                     .bind(Json(&new.options))
                     .bind(&new.idempotency_key)
@@ -505,6 +511,12 @@ macro_rules! impl_store {
                         Err(crate::StoreError::IdempotencyConflict(key))
                     };
                 }
+                sqlx::query(INSERT_SOURCE)
+                    .bind(&new.id)
+                    .bind(&new.source)
+                    .bind(Json(&new.plan))
+                    .execute(&mut *tx)
+                    .await?;
                 Self::insert_steps(&mut tx, &new.id, &new.steps, 0, now).await?;
                 Self::emit(
                     &mut tx,

@@ -1,5 +1,5 @@
 """Copies the finished executions of an Orchestrator SQLite database (with
-their steps) until it holds COUNT more, older than the originals: a large
+their pipelines and steps) until it holds COUNT more, older than the originals: a large
 history for measuring the console. Usage: seed.py DATABASE COUNT"""
 import sqlite3
 import sys
@@ -20,6 +20,10 @@ replace = {"id": "?", "created_at": "?", "idempotency_key": "NULL", "request_has
 copy_execution = "INSERT INTO executions ({}) SELECT {} FROM executions WHERE id = ?".format(
     ", ".join(execution_columns), ", ".join(replace.get(c, c) for c in execution_columns)
 )
+copy_source = (
+    "INSERT INTO execution_sources (execution_id, source, plan) "
+    "SELECT ?, source, plan FROM execution_sources WHERE execution_id = ?"
+)
 copy_steps = "INSERT INTO steps ({}) SELECT {} FROM steps WHERE execution_id = ?".format(
     ", ".join(step_columns), ", ".join("?" if c == "execution_id" else c for c in step_columns)
 )
@@ -29,5 +33,6 @@ with con:
         new = str(uuid.uuid4())
         created = oldest - (count - i) * 1000
         con.execute(copy_execution, (new, created, source))
+        con.execute(copy_source, (new, source))
         con.execute(copy_steps, (new, source))
 print(con.execute("SELECT COUNT(*) FROM executions").fetchone()[0])
