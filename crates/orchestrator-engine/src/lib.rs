@@ -180,6 +180,107 @@ struct Inner {
     events: tokio::sync::broadcast::Sender<String>,
     /// New events may have webhook deliveries to send.
     webhook_wake: Notify,
+    /// Step results waiting to be written together.
+    finisher: Finisher,
+}
+
+/// Group commit of step results. A finished step joins the queue; if no
+/// flush is under way, a task takes the queue (up to [`MAX_FINISH_BATCH`] at
+/// a time) and writes it in one transaction, again and again until it is
+/// empty. Under load, steps that finish while one batch is written go
+/// together in the next: one write turn and one commit for many steps.
+#[derive(Default)]
+struct Finisher {
+    waiting: Mutex<Vec<PendingFinish>>,
+    flushing: Arc<tokio::sync::Mutex<()>>,
+}
+
+struct PendingFinish {
+    claimed: ClaimedStep,
+    result: StepResult,
+    reply: tokio::sync::oneshot::Sender<Result<orchestrator_store::FinishOutcome, StoreError>>,
+}
+
+const MAX_FINISH_BATCH: usize = 64;
+
+/// Records a step's final result with those of other steps finishing now.
+async fn finish_grouped(
+    inner: &Arc<Inner>,
+    claimed: ClaimedStep,
+    result: StepResult,
+) -> Result<orchestrator_store::FinishOutcome, StoreError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    lock(&inner.finisher.waiting).push(PendingFinish {
+        claimed,
+        result,
+        reply,
+    });
+    if let Ok(guard) = Arc::clone(&inner.finisher.flushing).try_lock_owned() {
+        tokio::spawn(flush_finishes(Arc::clone(inner), guard));
+    }
+    // Otherwise the task flushing now takes this one too: it looks at the
+    // queue again after letting go of the lock.
+    answer.await.unwrap_or_else(|_| {
+        Err(StoreError::Corrupt(
+            "the step result writer stopped".to_string(),
+        ))
+    })
+}
+
+async fn flush_finishes(inner: Arc<Inner>, mut guard: tokio::sync::OwnedMutexGuard<()>) {
+    loop {
+        let mut batch: Vec<PendingFinish> = {
+            let mut waiting = lock(&inner.finisher.waiting);
+            let n = waiting.len().min(MAX_FINISH_BATCH);
+            waiting.drain(..n).collect()
+        };
+        if batch.is_empty() {
+            drop(guard);
+            if lock(&inner.finisher.waiting).is_empty() {
+                return;
+            }
+            match Arc::clone(&inner.finisher.flushing).try_lock_owned() {
+                Ok(g) => guard = g,
+                // Another task flushes now and will see what is waiting.
+                Err(_) => return,
+            }
+            continue;
+        }
+        // Executions' rows are locked in one order by every writer.
+        batch.sort_by(|a, b| {
+            (&a.claimed.execution_id, &a.claimed.step_id)
+                .cmp(&(&b.claimed.execution_id, &b.claimed.step_id))
+        });
+        if batch.len() > 1 {
+            let items: Vec<(ClaimedStep, StepResult)> = batch
+                .iter()
+                .map(|p| (p.claimed.clone(), p.result.clone()))
+                .collect();
+            match persist(|| inner.store.finish_steps(items.clone(), &render_outputs)).await {
+                Ok(results) if results.len() == batch.len() => {
+                    for (p, r) in batch.into_iter().zip(results) {
+                        let _ = p.reply.send(r);
+                    }
+                    continue;
+                }
+                Ok(_) => error!("a batch of step results came back with the wrong length"),
+                Err(e) => {
+                    debug!(error = ?e, size = batch.len(), "writing a batch of step results failed; writing them one by one")
+                }
+            }
+        }
+        // One step, or a batch that failed as a whole: each on its own, so
+        // each gets its own answer.
+        for p in batch {
+            let r = persist(|| {
+                inner
+                    .store
+                    .finish_step(&p.claimed, p.result.clone(), &render_outputs)
+            })
+            .await;
+            let _ = p.reply.send(r);
+        }
+    }
 }
 
 impl Inner {
@@ -226,6 +327,7 @@ impl Engine {
                 finished: tokio::sync::broadcast::channel(1024).0,
                 events: tokio::sync::broadcast::channel(4096).0,
                 webhook_wake: Notify::new(),
+                finisher: Finisher::default(),
             }),
         }
     }
@@ -833,6 +935,10 @@ async fn run_step(inner: &Arc<Inner>, claimed: ClaimedStep, cancel: Cancellation
         persist(|| inner.store.retry_step(&claimed, result.clone(), delay))
             .await
             .map(|()| None)
+    } else if inner.store.groups_writes() {
+        finish_grouped(inner, claimed.clone(), result)
+            .await
+            .map(Some)
     } else {
         persist(|| {
             inner

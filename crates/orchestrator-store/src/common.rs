@@ -21,9 +21,13 @@ pub(crate) const INSERT_EXECUTION: &str = "INSERT INTO executions \
 pub(crate) const INSERT_SOURCE: &str =
     "INSERT INTO execution_sources (execution_id, source, plan) VALUES ($1, $2, $3)";
 
-pub(crate) const INSERT_STEP: &str = "INSERT INTO steps \
-    (execution_id, step_id, position, status, max_attempts, depends_on, on_failure, scope, ord, definition) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+/// Multi-row inserts of steps, dependencies and queue rows (the values follow).
+pub(crate) const INSERT_STEPS_PREFIX: &str = "INSERT INTO steps \
+    (execution_id, step_id, position, status, max_attempts, depends_on, on_failure, scope, ord, definition) ";
+pub(crate) const INSERT_DEPS_PREFIX: &str =
+    "INSERT INTO step_deps (execution_id, step_id, depends_on) ";
+pub(crate) const ENQUEUE_PREFIX: &str =
+    "INSERT INTO step_queue (execution_id, step_id, run_after) ";
 
 pub(crate) const ENQUEUE: &str =
     "INSERT INTO step_queue (execution_id, step_id, run_after) VALUES ($1, $2, $3)";
@@ -288,39 +292,49 @@ macro_rules! impl_store {
             ) -> crate::Result<Vec<String>> {
                 use crate::common::*;
                 use sqlx::types::Json;
-                let mut ready = Vec::new();
-                for (i, step) in steps.iter().enumerate() {
-                    let is_ready = step.planned.depends_on.is_empty();
-                    sqlx::query(INSERT_STEP)
-                        .bind(execution_id)
-                        .bind(&step.planned.id)
-                        .bind(base_position + i as i64)
-                        .bind(if is_ready { "ready" } else { "pending" })
-                        .bind(i64::from(step.max_attempts))
-                        .bind(Json(&step.planned.depends_on))
-                        .bind(Json(&step.planned.step.on_failure))
-                        .bind(&step.planned.scope)
-                        .bind(i64::from(step.planned.order))
-                        .bind(Json(&step.planned))
-                        .execute(&mut **tx)
-                        .await?;
-                    for dep in &step.planned.depends_on {
-                        sqlx::query(INSERT_DEP)
-                            .bind(execution_id)
-                            .bind(&step.planned.id)
-                            .bind(dep)
-                            .execute(&mut **tx)
-                            .await?;
-                    }
-                    if is_ready {
-                        sqlx::query(ENQUEUE)
-                            .bind(execution_id)
-                            .bind(&step.planned.id)
-                            .bind(now)
-                            .execute(&mut **tx)
-                            .await?;
-                        ready.push(step.planned.id.clone());
-                    }
+                // Many rows per statement: a pipeline of thousands of steps
+                // is stored in a few dozen statements, not thousands.
+                const ROWS: usize = 200;
+                let ready: Vec<String> = steps
+                    .iter()
+                    .filter(|s| s.planned.depends_on.is_empty())
+                    .map(|s| s.planned.id.clone())
+                    .collect();
+                for (chunk_no, chunk) in steps.chunks(ROWS).enumerate() {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(INSERT_STEPS_PREFIX);
+                    insert.push_values(chunk.iter().enumerate(), |mut row, (i, step)| {
+                        let position = base_position + (chunk_no * ROWS + i) as i64;
+                        let status = if step.planned.depends_on.is_empty() { "ready" } else { "pending" };
+                        row.push_bind(execution_id)
+                            .push_bind(&step.planned.id)
+                            .push_bind(position)
+                            .push_bind(status)
+                            .push_bind(i64::from(step.max_attempts))
+                            .push_bind(Json(&step.planned.depends_on))
+                            .push_bind(Json(&step.planned.step.on_failure))
+                            .push_bind(&step.planned.scope)
+                            .push_bind(i64::from(step.planned.order))
+                            .push_bind(Json(&step.planned));
+                    });
+                    insert.build().execute(&mut **tx).await?;
+                }
+                let deps: Vec<(&str, &str)> = steps
+                    .iter()
+                    .flat_map(|s| s.planned.depends_on.iter().map(move |d| (s.planned.id.as_str(), d.as_str())))
+                    .collect();
+                for chunk in deps.chunks(ROWS * 3) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(INSERT_DEPS_PREFIX);
+                    insert.push_values(chunk, |mut row, (step, dep)| {
+                        row.push_bind(execution_id).push_bind(*step).push_bind(*dep);
+                    });
+                    insert.build().execute(&mut **tx).await?;
+                }
+                for chunk in ready.chunks(ROWS * 3) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(ENQUEUE_PREFIX);
+                    insert.push_values(chunk, |mut row, step| {
+                        row.push_bind(execution_id).push_bind(step.as_str()).push_bind(now);
+                    });
+                    insert.build().execute(&mut **tx).await?;
                 }
                 sqlx::query(ADD_OPEN_STEPS)
                     .bind(execution_id)
@@ -430,6 +444,217 @@ macro_rules! impl_store {
                     .await?;
                 Ok(matches!(status.as_deref(), Some("cancelled" | "failed" | "succeeded")))
             }
+
+            /// Records a step's final result and advances its execution's
+            /// flow, inside `tx` (one step of `finish_step` or `finish_steps`).
+            async fn finish_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                step: &crate::ClaimedStep,
+                result: crate::StepResult,
+                outputs: crate::OutputRenderer<'_>,
+                now: i64,
+            ) -> crate::Result<crate::FinishOutcome> {
+                use crate::common::*;
+                use orchestrator_core::flow::{self, Change, FlowStep, Outcome, StepStatus};
+                use sqlx::types::Json;
+                // Cancelled or timed out while this step ran?
+                let cancelled = Self::end_lease(tx, step, now).await?;
+                sqlx::query(UPDATE_STEP_RESULT)
+                    .bind(&step.execution_id)
+                    .bind(&step.step_id)
+                    .bind(result.status.as_str())
+                    .bind(result.parameters.as_ref().map(Json))
+                    .bind(result.envelope.as_ref().map(Json))
+                    .bind(&result.error)
+                    .bind(&result.error_type)
+                    .bind(&result.reason)
+                    .bind(result.timed_out)
+                    .bind(result.finished_at)
+                    .execute(&mut **tx)
+                    .await?;
+                Self::insert_checkpoint(tx, step, result.status.as_str(), &result, now)
+                    .await?;
+                Self::emit(
+                    tx,
+                    &step.execution_id,
+                    &format!("step.{}", result.status.as_str()),
+                    Some(&step.step_id),
+                    serde_json::json!({
+                        "attempt": step.attempt,
+                        "error": result.error,
+                        "error_type": result.error_type,
+                        "reason": result.reason,
+                        "duration_ms": result.finished_at - result.started_at,
+                    }),
+                    now,
+                )
+                .await?;
+                if cancelled {
+                    // The execution was cancelled while this step ran: keep
+                    // its result, start nothing new.
+                    sqlx::query(RECOUNT_OPEN).bind(&step.execution_id).execute(&mut **tx).await?;
+                    return Ok(crate::FinishOutcome { ready: vec![], execution_finished: None });
+                }
+                let (ready, finished) =
+                    if matches!(result.status, StepStatus::Succeeded | StepStatus::Skipped)
+                        && result.jump_to.is_none()
+                    {
+                        // Fast path: only this step's dependents can change.
+                        let dependents: Vec<String> = sqlx::query_scalar(PENDING_DEPENDENTS)
+                            .bind(&step.execution_id)
+                            .bind(&step.step_id)
+                            .fetch_all(&mut **tx)
+                            .await?;
+                        let mut ready = Vec::new();
+                        for id in dependents {
+                            let unsettled: i64 = sqlx::query_scalar(UNSETTLED_DEPS)
+                                .bind(&step.execution_id)
+                                .bind(&id)
+                                .fetch_one(&mut **tx)
+                                .await?;
+                            if unsettled == 0 {
+                                Self::make_ready(tx, &step.execution_id, &id, now).await?;
+                                ready.push(id);
+                            }
+                        }
+                        let open: i64 = sqlx::query_scalar(CLOSE_STEP)
+                            .bind(&step.execution_id)
+                            .fetch_one(&mut **tx)
+                            .await?;
+                        let finished = if open <= 0 {
+                            let rows: Vec<FlowRow> = sqlx::query_as(SELECT_FLOW)
+                                .bind(&step.execution_id)
+                                .fetch_all(&mut **tx)
+                                .await?;
+                            let steps = rows
+                                .into_iter()
+                                .map(FlowStep::try_from)
+                                .collect::<crate::Result<Vec<_>>>()?;
+                            flow::finished_status(&steps)
+                        } else {
+                            None
+                        };
+                        (ready, finished)
+                    } else {
+                        let rows: Vec<FlowRow> = sqlx::query_as(SELECT_FLOW)
+                            .bind(&step.execution_id)
+                            .fetch_all(&mut **tx)
+                            .await?;
+                        let mut steps = rows
+                            .into_iter()
+                            .map(FlowStep::try_from)
+                            .collect::<crate::Result<Vec<_>>>()?;
+                        let outcome = match result.status {
+                            StepStatus::Succeeded => Outcome::Succeeded {
+                                jump_to: result.jump_to.clone(),
+                            },
+                            StepStatus::Skipped => Outcome::Skipped {
+                                jump_to: result.jump_to.clone(),
+                            },
+                            _ => Outcome::Failed,
+                        };
+                        let advance = flow::advance(&mut steps, &step.step_id, &outcome);
+                        let mut ready = Vec::new();
+                        for change in &advance.changes {
+                            match change {
+                                Change::Ready(id) => {
+                                    Self::make_ready(tx, &step.execution_id, id, now).await?;
+                                    ready.push(id.clone());
+                                }
+                                Change::Skipped { step: id, reason }
+                                | Change::Cancelled { step: id, reason } => {
+                                    let status = if matches!(change, Change::Skipped { .. }) {
+                                        "skipped"
+                                    } else {
+                                        "cancelled"
+                                    };
+                                    sqlx::query(SET_STEP_STATUS)
+                                        .bind(&step.execution_id)
+                                        .bind(id)
+                                        .bind(status)
+                                        .bind(reason)
+                                        .bind(now)
+                                        .execute(&mut **tx)
+                                        .await?;
+                                    sqlx::query(DEQUEUE)
+                                        .bind(&step.execution_id)
+                                        .bind(id)
+                                        .execute(&mut **tx)
+                                        .await?;
+                                    Self::emit(
+                                        tx,
+                                        &step.execution_id,
+                                        &format!("step.{status}"),
+                                        Some(id),
+                                        serde_json::json!({"reason": reason}),
+                                        now,
+                                    )
+                                    .await?;
+                                }
+                            }
+                        }
+                        sqlx::query(RECOUNT_OPEN)
+                            .bind(&step.execution_id)
+                            .execute(&mut **tx)
+                            .await?;
+                        (ready, advance.finished)
+                    };
+                if let Some(status) = finished {
+                    let rows: Vec<StepRow> = sqlx::query_as(SELECT_STEPS)
+                        .bind(&step.execution_id)
+                        .fetch_all(&mut **tx)
+                        .await?;
+                    let records = rows
+                        .into_iter()
+                        .map(crate::StepRecord::try_from)
+                        .collect::<crate::Result<Vec<_>>>()?;
+                    let exec_row: ExecutionRow = sqlx::query_as(SELECT_EXECUTION)
+                        .bind(&step.execution_id)
+                        .fetch_one(&mut **tx)
+                        .await?;
+                    let execution = crate::ExecutionRecord::try_from(exec_row)?;
+                    let (rendered, error) = outputs(&execution, &records);
+                    let error = error.or_else(|| {
+                        records
+                            .iter()
+                            .find(|r| r.status == StepStatus::Failed)
+                            .map(|r| {
+                                format!(
+                                    "step '{}' failed: {}",
+                                    r.step_id,
+                                    r.error.clone().unwrap_or_default()
+                                )
+                            })
+                    });
+                    sqlx::query(FINISH_EXECUTION)
+                        .bind(&step.execution_id)
+                        .bind(status.as_str())
+                        .bind(rendered.as_ref().map(Json))
+                        .bind(&error)
+                        .bind(now)
+                        .execute(&mut **tx)
+                        .await?;
+                    Self::emit(
+                        tx,
+                        &step.execution_id,
+                        &format!("execution.{}", status.as_str()),
+                        None,
+                        serde_json::json!({"status": status.as_str(), "error": error}),
+                        now,
+                    )
+                    .await?;
+                }
+                if !ready.is_empty()
+                    && let Some(sql) = NOTIFY_WORK
+                {
+                    sqlx::query(sql).execute(&mut **tx).await?;
+                }
+                Ok(crate::FinishOutcome {
+                    ready,
+                    execution_finished: finished,
+                })
+            }
+
 
             /// Records one attempt of a step.
             async fn insert_checkpoint(
@@ -756,210 +981,43 @@ macro_rules! impl_store {
                 result: crate::StepResult,
                 outputs: crate::OutputRenderer<'_>,
             ) -> crate::Result<crate::FinishOutcome> {
-                use crate::common::*;
-                use orchestrator_core::flow::{self, Change, FlowStep, Outcome, StepStatus};
-                use sqlx::types::Json;
                 let now = crate::now_ms();
                 let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
-                // Cancelled or timed out while this step ran?
-                let cancelled = Self::end_lease(&mut tx, step, now).await?;
-                sqlx::query(UPDATE_STEP_RESULT)
-                    .bind(&step.execution_id)
-                    .bind(&step.step_id)
-                    .bind(result.status.as_str())
-                    .bind(result.parameters.as_ref().map(Json))
-                    .bind(result.envelope.as_ref().map(Json))
-                    .bind(&result.error)
-                    .bind(&result.error_type)
-                    .bind(&result.reason)
-                    .bind(result.timed_out)
-                    .bind(result.finished_at)
-                    .execute(&mut *tx)
-                    .await?;
-                Self::insert_checkpoint(&mut tx, step, result.status.as_str(), &result, now)
-                    .await?;
-                Self::emit(
-                    &mut tx,
-                    &step.execution_id,
-                    &format!("step.{}", result.status.as_str()),
-                    Some(&step.step_id),
-                    serde_json::json!({
-                        "attempt": step.attempt,
-                        "error": result.error,
-                        "error_type": result.error_type,
-                        "reason": result.reason,
-                        "duration_ms": result.finished_at - result.started_at,
-                    }),
-                    now,
-                )
-                .await?;
-                if cancelled {
-                    // The execution was cancelled while this step ran: keep
-                    // its result, start nothing new.
-                    sqlx::query(RECOUNT_OPEN).bind(&step.execution_id).execute(&mut *tx).await?;
-                    tx.commit().await?;
-                    return Ok(crate::FinishOutcome { ready: vec![], execution_finished: None });
-                }
-                let (ready, finished) =
-                    if matches!(result.status, StepStatus::Succeeded | StepStatus::Skipped)
-                        && result.jump_to.is_none()
-                    {
-                        // Fast path: only this step's dependents can change.
-                        let dependents: Vec<String> = sqlx::query_scalar(PENDING_DEPENDENTS)
-                            .bind(&step.execution_id)
-                            .bind(&step.step_id)
-                            .fetch_all(&mut *tx)
-                            .await?;
-                        let mut ready = Vec::new();
-                        for id in dependents {
-                            let unsettled: i64 = sqlx::query_scalar(UNSETTLED_DEPS)
-                                .bind(&step.execution_id)
-                                .bind(&id)
-                                .fetch_one(&mut *tx)
-                                .await?;
-                            if unsettled == 0 {
-                                Self::make_ready(&mut tx, &step.execution_id, &id, now).await?;
-                                ready.push(id);
-                            }
+                let outcome = Self::finish_in(&mut tx, step, result, outputs, now).await?;
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
+            async fn finish_steps(
+                &self,
+                batch: Vec<(crate::ClaimedStep, crate::StepResult)>,
+                outputs: crate::OutputRenderer<'_>,
+            ) -> crate::Result<Vec<crate::Result<crate::FinishOutcome>>> {
+                use sqlx::Acquire;
+                let now = crate::now_ms();
+                let _writer = self.write_guard().await;
+                let mut tx = self.pool.begin().await?;
+                let mut done = Vec::with_capacity(batch.len());
+                for (step, result) in batch {
+                    // A savepoint each: one step's refusal (a lost lease)
+                    // leaves the others' writes in place.
+                    let mut one = tx.begin().await?;
+                    match Self::finish_in(&mut one, &step, result, outputs, now).await {
+                        Ok(outcome) => {
+                            one.commit().await?;
+                            done.push(Ok(outcome));
                         }
-                        let open: i64 = sqlx::query_scalar(CLOSE_STEP)
-                            .bind(&step.execution_id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        let finished = if open <= 0 {
-                            let rows: Vec<FlowRow> = sqlx::query_as(SELECT_FLOW)
-                                .bind(&step.execution_id)
-                                .fetch_all(&mut *tx)
-                                .await?;
-                            let steps = rows
-                                .into_iter()
-                                .map(FlowStep::try_from)
-                                .collect::<crate::Result<Vec<_>>>()?;
-                            flow::finished_status(&steps)
-                        } else {
-                            None
-                        };
-                        (ready, finished)
-                    } else {
-                        let rows: Vec<FlowRow> = sqlx::query_as(SELECT_FLOW)
-                            .bind(&step.execution_id)
-                            .fetch_all(&mut *tx)
-                            .await?;
-                        let mut steps = rows
-                            .into_iter()
-                            .map(FlowStep::try_from)
-                            .collect::<crate::Result<Vec<_>>>()?;
-                        let outcome = match result.status {
-                            StepStatus::Succeeded => Outcome::Succeeded {
-                                jump_to: result.jump_to.clone(),
-                            },
-                            StepStatus::Skipped => Outcome::Skipped {
-                                jump_to: result.jump_to.clone(),
-                            },
-                            _ => Outcome::Failed,
-                        };
-                        let advance = flow::advance(&mut steps, &step.step_id, &outcome);
-                        let mut ready = Vec::new();
-                        for change in &advance.changes {
-                            match change {
-                                Change::Ready(id) => {
-                                    Self::make_ready(&mut tx, &step.execution_id, id, now).await?;
-                                    ready.push(id.clone());
-                                }
-                                Change::Skipped { step: id, reason }
-                                | Change::Cancelled { step: id, reason } => {
-                                    let status = if matches!(change, Change::Skipped { .. }) {
-                                        "skipped"
-                                    } else {
-                                        "cancelled"
-                                    };
-                                    sqlx::query(SET_STEP_STATUS)
-                                        .bind(&step.execution_id)
-                                        .bind(id)
-                                        .bind(status)
-                                        .bind(reason)
-                                        .bind(now)
-                                        .execute(&mut *tx)
-                                        .await?;
-                                    sqlx::query(DEQUEUE)
-                                        .bind(&step.execution_id)
-                                        .bind(id)
-                                        .execute(&mut *tx)
-                                        .await?;
-                                    Self::emit(
-                                        &mut tx,
-                                        &step.execution_id,
-                                        &format!("step.{status}"),
-                                        Some(id),
-                                        serde_json::json!({"reason": reason}),
-                                        now,
-                                    )
-                                    .await?;
-                                }
-                            }
+                        // A conflict dooms the transaction: the caller tries the batch again.
+                        Err(e) if e.is_transient() => return Err(e),
+                        Err(e) => {
+                            one.rollback().await?;
+                            done.push(Err(e));
                         }
-                        sqlx::query(RECOUNT_OPEN)
-                            .bind(&step.execution_id)
-                            .execute(&mut *tx)
-                            .await?;
-                        (ready, advance.finished)
-                    };
-                if let Some(status) = finished {
-                    let rows: Vec<StepRow> = sqlx::query_as(SELECT_STEPS)
-                        .bind(&step.execution_id)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    let records = rows
-                        .into_iter()
-                        .map(crate::StepRecord::try_from)
-                        .collect::<crate::Result<Vec<_>>>()?;
-                    let exec_row: ExecutionRow = sqlx::query_as(SELECT_EXECUTION)
-                        .bind(&step.execution_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let execution = crate::ExecutionRecord::try_from(exec_row)?;
-                    let (rendered, error) = outputs(&execution, &records);
-                    let error = error.or_else(|| {
-                        records
-                            .iter()
-                            .find(|r| r.status == StepStatus::Failed)
-                            .map(|r| {
-                                format!(
-                                    "step '{}' failed: {}",
-                                    r.step_id,
-                                    r.error.clone().unwrap_or_default()
-                                )
-                            })
-                    });
-                    sqlx::query(FINISH_EXECUTION)
-                        .bind(&step.execution_id)
-                        .bind(status.as_str())
-                        .bind(rendered.as_ref().map(Json))
-                        .bind(&error)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    Self::emit(
-                        &mut tx,
-                        &step.execution_id,
-                        &format!("execution.{}", status.as_str()),
-                        None,
-                        serde_json::json!({"status": status.as_str(), "error": error}),
-                        now,
-                    )
-                    .await?;
-                }
-                if !ready.is_empty()
-                    && let Some(sql) = NOTIFY_WORK
-                {
-                    sqlx::query(sql).execute(&mut *tx).await?;
+                    }
                 }
                 tx.commit().await?;
-                Ok(crate::FinishOutcome {
-                    ready,
-                    execution_finished: finished,
-                })
+                Ok(done)
             }
 
             async fn expand_step(

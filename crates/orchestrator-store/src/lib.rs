@@ -329,6 +329,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 
+    /// Whether step results are best written in batches (`finish_steps`):
+    /// true where writers take turns (SQLite), false where they run in
+    /// parallel (PostgreSQL, where a transaction holding many steps' rows
+    /// would meet other processes' heartbeats and claims in deadlocks).
+    fn groups_writes(&self) -> bool {
+        self.backend() == "sqlite"
+    }
+
     /// Whether the database answers and is migrated.
     async fn ping(&self) -> Result<()>;
 
@@ -390,6 +398,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         result: StepResult,
         outputs: OutputRenderer<'_>,
     ) -> Result<FinishOutcome>;
+
+    /// `finish_step` for many steps in one transaction (group commit): one
+    /// write turn and one commit for the lot. Each step gets its own result;
+    /// one refused (a lost lease) does not undo the others. `Err` only when
+    /// the whole batch failed (then nothing was written).
+    async fn finish_steps(
+        &self,
+        batch: Vec<(ClaimedStep, StepResult)>,
+        outputs: OutputRenderer<'_>,
+    ) -> Result<Vec<Result<FinishOutcome>>>;
 
     /// Turns a running loop step into a waiting one: inserts the steps of its
     /// new iterations (those without dependencies queued at once) and makes the

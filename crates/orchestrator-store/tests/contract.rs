@@ -25,6 +25,7 @@ orchestrator_store::for_each_backend!(
     released_leases_are_claimable_at_once_without_using_an_attempt,
     models_are_registered_listed_replaced_and_deleted,
     model_calls_add_up_per_model_and_per_execution,
+    a_batch_of_results_is_written_together_and_a_stale_one_alone_is_refused,
 );
 
 const CHAIN: &str = "name: chain\nsteps:\n  - id: a\n    tool: echo\n  - id: b\n    tool: echo\n    depends_on: [a]\n  - id: c\n    tool: echo\n    depends_on: [b]\noutputs:\n  last: '{{ c.result }}'\n";
@@ -682,4 +683,69 @@ async fn model_calls_add_up_per_model_and_per_execution(store: Arc<dyn Store>) {
             .expect("empty")
             .is_empty()
     );
+}
+
+async fn a_batch_of_results_is_written_together_and_a_stale_one_alone_is_refused(
+    store: Arc<dyn Store>,
+) {
+    // Two executions: a fan-in (a, b -> c) and a one-step one; a's lease is stale.
+    let fan = new_execution(FAN, None, None);
+    store.create_execution(fan.clone()).await.expect("create");
+    let one = new_execution("name: one\nsteps:\n  - id: x\n    tool: echo\n", None, None);
+    store.create_execution(one.clone()).await.expect("create");
+    let mut claimed = claim_ids(&store, 10).await;
+    assert_eq!(claimed.len(), 3);
+    claimed.sort_by(|p, q| p.step_id.cmp(&q.step_id));
+    let mut stale = claimed[0].clone();
+    assert_eq!(stale.step_id, "a");
+    stale.lease_token = "not-the-token".into();
+    let batch = vec![
+        (stale, done(StepStatus::Succeeded, json!("A"))),
+        (claimed[1].clone(), done(StepStatus::Succeeded, json!("B"))),
+        (claimed[2].clone(), done(StepStatus::Succeeded, json!("X"))),
+    ];
+    let results = store.finish_steps(batch, &no_outputs).await.expect("batch");
+    assert_eq!(results.len(), 3);
+    assert!(
+        matches!(results[0], Err(StoreError::LeaseLost { .. })),
+        "{:?}",
+        results[0]
+    );
+    let b = results[1].as_ref().expect("b");
+    assert!(b.ready.is_empty(), "c still waits for a");
+    let x = results[2].as_ref().expect("x");
+    assert_eq!(x.execution_finished, Some(ExecutionStatus::Succeeded));
+    let steps = store.list_steps(&fan.id).await.expect("steps");
+    let status = |id: &str| steps.iter().find(|s| s.step_id == id).map(|s| s.status);
+    assert_eq!(
+        status("a"),
+        Some(StepStatus::Running),
+        "the stale write left nothing"
+    );
+    assert_eq!(status("b"), Some(StepStatus::Succeeded));
+    let checkpoints = store.list_checkpoints(&fan.id).await.expect("checkpoints");
+    assert_eq!(
+        checkpoints
+            .iter()
+            .map(|c| c.step_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["b"]
+    );
+    // The real holder of a's lease still finishes it, and c becomes ready.
+    let a = store
+        .finish_steps(
+            vec![(claimed[0].clone(), done(StepStatus::Succeeded, json!("A")))],
+            &no_outputs,
+        )
+        .await
+        .expect("batch")
+        .remove(0)
+        .expect("a");
+    assert_eq!(a.ready, vec!["c"]);
+    let done_one = store
+        .get_execution(&one.id)
+        .await
+        .expect("get")
+        .expect("one");
+    assert_eq!(done_one.status, ExecutionStatus::Succeeded);
 }
