@@ -840,6 +840,7 @@ macro_rules! impl_store {
                 // Executions' rows are locked in one order by every claimer.
                 claimed.sort_by(|a, b| (&a.execution_id, &a.step_id).cmp(&(&b.execution_id, &b.step_id)));
                 let mut out = Vec::with_capacity(claimed.len());
+                let mut started_here = std::collections::HashSet::new();
                 for c in claimed {
                     let row: crate::common::StepRow = sqlx::query_as(crate::common::START_STEP)
                         .bind(&c.execution_id)
@@ -847,12 +848,17 @@ macro_rules! impl_store {
                         .bind(now)
                         .fetch_one(&mut *tx)
                         .await?;
-                    let started = sqlx::query(crate::common::START_EXECUTION)
-                        .bind(&c.execution_id)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
+                    // Once per execution in a claim is enough.
+                    let started = if started_here.insert(c.execution_id.clone()) {
+                        sqlx::query(crate::common::START_EXECUTION)
+                            .bind(&c.execution_id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected()
+                    } else {
+                        0
+                    };
                     if started == 1 {
                         Self::emit(&mut tx, &c.execution_id, "execution.started", None, serde_json::json!({"status": "running"}), now).await?;
                     }
@@ -994,26 +1000,20 @@ macro_rules! impl_store {
                 batch: Vec<(crate::ClaimedStep, crate::StepResult)>,
                 outputs: crate::OutputRenderer<'_>,
             ) -> crate::Result<Vec<crate::Result<crate::FinishOutcome>>> {
-                use sqlx::Acquire;
                 let now = crate::now_ms();
                 let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
                 let mut done = Vec::with_capacity(batch.len());
                 for (step, result) in batch {
-                    // A savepoint each: one step's refusal (a lost lease)
-                    // leaves the others' writes in place.
-                    let mut one = tx.begin().await?;
-                    match Self::finish_in(&mut one, &step, result, outputs, now).await {
-                        Ok(outcome) => {
-                            one.commit().await?;
-                            done.push(Ok(outcome));
-                        }
-                        // A conflict dooms the transaction: the caller tries the batch again.
-                        Err(e) if e.is_transient() => return Err(e),
-                        Err(e) => {
-                            one.rollback().await?;
-                            done.push(Err(e));
-                        }
+                    match Self::finish_in(&mut tx, &step, result, outputs, now).await {
+                        Ok(outcome) => done.push(Ok(outcome)),
+                        // Refused before writing anything (the lease is the
+                        // first thing checked): the others go on.
+                        Err(e @ crate::StoreError::LeaseLost { .. }) => done.push(Err(e)),
+                        // Anything else undoes the whole batch (dropping the
+                        // transaction rolls it back); the caller writes the
+                        // steps one by one to learn which one failed.
+                        Err(e) => return Err(e),
                     }
                 }
                 tx.commit().await?;

@@ -401,8 +401,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// `finish_step` for many steps in one transaction (group commit): one
     /// write turn and one commit for the lot. Each step gets its own result;
-    /// one refused (a lost lease) does not undo the others. `Err` only when
-    /// the whole batch failed (then nothing was written).
+    /// one refused for a lost lease does not undo the others. Any other
+    /// error is `Err` for the whole batch, and then nothing was written.
     async fn finish_steps(
         &self,
         batch: Vec<(ClaimedStep, StepResult)>,
