@@ -293,7 +293,7 @@ function listPage(params) {
       el(
         "tr",
         {},
-        ["Execution", "Pipeline", "Status", "Created", "Duration", "Error"].map((h) => el("th", { scope: "col", text: h })),
+        ["Execution", "Pipeline", "Status", "Created", "Started", "Duration", "Error"].map((h) => el("th", { scope: "col", text: h })),
       ),
     ),
     body,
@@ -330,12 +330,13 @@ function listPage(params) {
         el("td", { text: x.pipeline_name }),
         el("td", {}, badge(x.status)),
         el("td", { text: when(x.created_at) }),
+        el("td", { text: when(x.started_at) }),
         el("td", { text: duration(elapsed(x)) }),
         el("td", { class: "error", title: x.error || "", text: x.error || "" }),
       ),
     );
     if (rows.length === 0) {
-      rows.push(el("tr", {}, el("td", { colspan: 6, class: "empty", text: "No executions match." })));
+      rows.push(el("tr", {}, el("td", { colspan: 7, class: "empty", text: "No executions match." })));
     }
     fill(body, ...rows);
     fill(pager,
@@ -579,7 +580,7 @@ function executionPage(id) {
       fields.push(["Cost", `$${usage.cost.toFixed(6)}`]);
       fields.push(["Models", usage.models.join(", ")]);
     }
-    fill(meta, ...fields.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v }))));
+    fill(meta, ...fields.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v, "data-field": k }))));
     const p = x.progress;
     bar.style.width = `${p.percent}%`;
     progress.setAttribute("aria-valuenow", String(Math.round(p.percent)));
@@ -733,6 +734,13 @@ function executionPage(id) {
     fill(detail, ...parts);
   }
 
+  // A running execution's duration moves between events too.
+  const clock = setInterval(() => {
+    if (!execution || FINISHED.has(execution.status) || !execution.started_at) return;
+    const dd = meta.querySelector('dd[data-field="Duration"]');
+    if (dd) dd.textContent = duration(elapsed(execution));
+  }, 1000);
+
   (async () => {
     await refresh();
     if (!execution) {
@@ -748,6 +756,7 @@ function executionPage(id) {
     leave() {
       controller.abort();
       clearTimeout(refreshTimer);
+      clearInterval(clock);
     },
   };
 }
