@@ -777,21 +777,18 @@ async fn heartbeat_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
 /// Hands back steps whose worker was lost (in every process; the store makes
 /// that safe).
 async fn reap_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(inner.config.reap_ms.max(50)));
+    // Execution deadlines are looked at every 250 ms (an indexed query that
+    // finds nothing most of the time), so an execution's `timeout_seconds`
+    // holds to within a quarter second; the rest every `reap_ms`.
+    let deadline_ms = inner.config.reap_ms.clamp(50, 250);
+    let every = (inner.config.reap_ms.max(50) / deadline_ms).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(deadline_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
-        }
-        match inner.store.reap_expired_leases().await {
-            Ok(0) => {}
-            Ok(n) => {
-                inner.metrics.lease_expiries.add(&[], n as f64);
-                warn!(steps = n, "{n} steps lost their worker; they run again");
-                inner.wake.notify_one();
-            }
-            Err(e) => warn!(error = ?e, "looking for lost workers failed"),
         }
         match inner.store.expire_deadlines().await {
             Ok(ids) => {
@@ -805,6 +802,19 @@ async fn reap_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
                 }
             }
             Err(e) => warn!(error = ?e, "looking for timed-out executions failed"),
+        }
+        ticks += 1;
+        if ticks % every != 1 % every {
+            continue;
+        }
+        match inner.store.reap_expired_leases().await {
+            Ok(0) => {}
+            Ok(n) => {
+                inner.metrics.lease_expiries.add(&[], n as f64);
+                warn!(steps = n, "{n} steps lost their worker; they run again");
+                inner.wake.notify_one();
+            }
+            Err(e) => warn!(error = ?e, "looking for lost workers failed"),
         }
         if let Err(e) = inner.store.maintain().await {
             warn!(error = ?e, "database upkeep failed");

@@ -960,6 +960,12 @@ macro_rules! impl_store {
             async fn expire_deadlines(&self) -> crate::Result<Vec<String>> {
                 use crate::common::*;
                 let now = crate::now_ms();
+                // Looked at often: a read first, the write turn only when due.
+                let due: Option<(String, i64, i64)> =
+                    sqlx::query_as(OVERDUE_EXECUTIONS).bind(now).fetch_optional(&self.pool).await?;
+                if due.is_none() {
+                    return Ok(Vec::new());
+                }
                 let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
                 let overdue: Vec<(String, i64, i64)> =
