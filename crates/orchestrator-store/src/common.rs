@@ -458,7 +458,26 @@ macro_rules! impl_store {
                 use orchestrator_core::flow::{self, Change, FlowStep, Outcome, StepStatus};
                 use sqlx::types::Json;
                 // Cancelled or timed out while this step ran?
-                let cancelled = Self::end_lease(tx, step, now).await?;
+                // The lease first (fencing), then the execution's row: locked,
+                // and this step no longer counted open (the paths below that
+                // change more than that count again).
+                let released = sqlx::query(RELEASE_LEASE)
+                    .bind(&step.execution_id)
+                    .bind(&step.step_id)
+                    .bind(&step.lease_token)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                if released == 0 {
+                    return Err(crate::StoreError::LeaseLost { step: step.step_id.clone() });
+                }
+                let (status, open): (String, i64) = sqlx::query_as(CLOSE_STEP)
+                    .bind(&step.execution_id)
+                    .bind(now)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .unwrap_or_else(|| (String::new(), 1));
+                let cancelled = matches!(status.as_str(), "cancelled" | "failed" | "succeeded");
                 sqlx::query(UPDATE_STEP_RESULT)
                     .bind(&step.execution_id)
                     .bind(&step.step_id)
@@ -517,10 +536,6 @@ macro_rules! impl_store {
                                 ready.push(id);
                             }
                         }
-                        let open: i64 = sqlx::query_scalar(CLOSE_STEP)
-                            .bind(&step.execution_id)
-                            .fetch_one(&mut **tx)
-                            .await?;
                         let finished = if open <= 0 {
                             let rows: Vec<FlowRow> = sqlx::query_as(SELECT_FLOW)
                                 .bind(&step.execution_id)
@@ -1782,8 +1797,10 @@ pub(crate) const REPLACE_DEPS_DELETE: &str =
 pub(crate) const ADD_OPEN_STEPS: &str =
     "UPDATE executions SET open_steps = open_steps + $2 WHERE id = $1";
 
-pub(crate) const CLOSE_STEP: &str =
-    "UPDATE executions SET open_steps = open_steps - 1 WHERE id = $1 RETURNING open_steps";
+/// Locks an execution's row as a step of it finishes, counting that step
+/// closed (`$2` now): its status and the steps still open.
+pub(crate) const CLOSE_STEP: &str = "UPDATE executions SET open_steps = open_steps - 1, updated_at = $2 \
+    WHERE id = $1 RETURNING status, open_steps";
 
 pub(crate) const RECOUNT_OPEN: &str = "UPDATE executions SET open_steps = (SELECT COUNT(*) FROM steps \
     WHERE execution_id = $1 AND status IN ('pending', 'ready', 'running', 'retrying')) WHERE id = $1";
