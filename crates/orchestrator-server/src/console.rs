@@ -60,12 +60,13 @@ static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-/// The console's routes: `/` and `/ui` lead to `/ui/`, `/ui/session` says
+/// The console's routes: the page at `/` and `/ui/` (`/ui` leads there; it
+/// loads its files from `/ui/`), `/ui/session` says
 /// whether the API wants a token, the rest are the embedded files. Open
 /// without a token; the data the pages show comes from the API, which checks it.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(|| async { Redirect::to("/ui/") }))
+        .route("/", get(index))
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(index))
         .route("/ui/session", get(session))

@@ -2131,14 +2131,15 @@ async fn the_console_is_served_open_with_its_headers() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    for path in ["/", "/ui"] {
-        let r = plain.get(s.url(path)).send().await.expect("send");
-        assert!(r.status().is_redirection(), "{path}: {}", r.status());
-        assert_eq!(
-            r.headers().get("location").and_then(|v| v.to_str().ok()),
-            Some("/ui/")
-        );
-    }
+    let r = plain.get(s.url("/ui")).send().await.expect("send");
+    assert!(r.status().is_redirection(), "/ui: {}", r.status());
+    assert_eq!(
+        r.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("/ui/")
+    );
+    let root = plain.get(s.url("/")).send().await.expect("send");
+    assert_eq!(root.status().as_u16(), 200, "the console at /");
+    let root = root.text().await.expect("body");
     let r = plain.get(s.url("/ui/")).send().await.expect("send");
     assert_eq!(r.status().as_u16(), 200, "open with authentication on");
     let header = |r: &reqwest::Response, name: &str| {
@@ -2153,7 +2154,8 @@ async fn the_console_is_served_open_with_its_headers() {
     assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
     assert_eq!(header(&r, "x-content-type-options"), "nosniff");
     let page = r.text().await.expect("body");
-    assert!(page.contains("app.js") && page.contains("vendor/dagre.min.js"));
+    assert!(page.contains("/ui/app.js") && page.contains("/ui/vendor/dagre.min.js"));
+    assert_eq!(page, root, "the same page at / and /ui/");
 
     for (file, kind) in [
         ("app.js", "text/javascript"),
