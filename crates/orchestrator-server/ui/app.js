@@ -425,6 +425,7 @@ function executionPage(id) {
   let following = false;
   let refreshTimer = null;
   let checkpoints = null;
+  let checkpointsOf = "";
 
   const title = el("h1", {}, "Execution");
   const live = el("span", { class: "live", id: "live" });
@@ -675,7 +676,12 @@ function executionPage(id) {
       fill(detail, el("p", { class: "hint", text: "Select a step to see its details." }));
       return;
     }
-    if (!fromCheckpoints) loadCheckpoints();
+    // Its checkpoints change only when its state or attempt does.
+    const signature = `${s.id}/${s.status}/${s.attempt}`;
+    if (!fromCheckpoints && (signature !== checkpointsOf || checkpoints === null)) {
+      checkpointsOf = signature;
+      loadCheckpoints();
+    }
     const fields = [
       ["Tool", `${s.tool ?? "—"} · ${s.action}`],
       ["Attempts", `${s.attempt} of ${s.max_attempts}`],

@@ -40,13 +40,14 @@ pub(crate) const SELECT_EXECUTION_BY_KEY: &str = "SELECT e.id, e.pipeline_id, e.
     e.error, e.idempotency_key, e.request_hash, e.created_at, e.started_at, e.finished_at, e.last_event_seq \
     FROM executions e JOIN execution_sources x ON x.execution_id = e.id WHERE e.idempotency_key = $1";
 
-/// Newest first; every filter optional (`$1` status, `$2` pipeline, `$3`/`$4` cursor, `$5` limit).
-pub(crate) const LIST_EXECUTIONS: &str = "SELECT e.id, e.pipeline_id, e.pipeline_name, e.status, x.source, x.plan, e.inputs, e.options, e.outputs, \
-    e.error, e.idempotency_key, e.request_hash, e.created_at, e.started_at, e.finished_at, e.last_event_seq \
-    FROM executions e JOIN execution_sources x ON x.execution_id = e.id \
-    WHERE ($1 IS NULL OR e.status = $1) AND ($2 IS NULL OR e.pipeline_name = $2) \
-    AND ($3 IS NULL OR e.created_at < $3 OR (e.created_at = $3 AND e.id < $4)) \
-    ORDER BY e.created_at DESC, e.id DESC LIMIT $5";
+/// Newest first; every filter optional (`$1` status, `$2` pipeline, `$3`/`$4`
+/// cursor, `$5` limit). Without the pipeline text and plan: a page of a
+/// listing never needs them, and they can be large.
+pub(crate) const LIST_EXECUTIONS: &str = "SELECT id, pipeline_id, pipeline_name, status, inputs, options, outputs, \
+    error, idempotency_key, request_hash, created_at, started_at, finished_at, last_event_seq FROM executions \
+    WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR pipeline_name = $2) \
+    AND ($3 IS NULL OR created_at < $3 OR (created_at = $3 AND id < $4)) \
+    ORDER BY created_at DESC, id DESC LIMIT $5";
 
 pub(crate) const SELECT_STEPS: &str = "SELECT execution_id, step_id, position, status, attempt, max_attempts, depends_on, definition, \
     parameters, result, error, error_type, reason, timed_out, started_at, finished_at \
@@ -97,7 +98,11 @@ pub(crate) struct ExecutionRow {
     pipeline_id: String,
     pipeline_name: String,
     status: String,
+    /// Absent from listings (empty there).
+    #[sqlx(default)]
     source: String,
+    /// Absent from listings (null there).
+    #[sqlx(default)]
     plan: Json<Value>,
     inputs: Json<Value>,
     options: Json<Value>,

@@ -348,7 +348,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>>;
 
-    /// Newest first.
+    /// Newest first. Listed records carry no `source` (empty) and no `plan`
+    /// (null): read one execution with `get_execution` for those.
     async fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<ExecutionRecord>>;
 
     /// Every step of an execution, in plan order.

@@ -45,6 +45,15 @@ test(`pages are ready quickly with ${HISTORY} executions stored`, async () => {
       if (list.every((x) => ["succeeded", "failed"].includes(x.status))) break;
       await new Promise((r) => setTimeout(r, 100));
     }
+    // A wide execution: 300 steps drawn as a graph.
+    let wide = "name: wide\nsteps:\n  - id: start\n    tool: echo\n";
+    for (let i = 0; i < 298; i++) wide += `  - id: s${i}\n    tool: echo\n    depends_on: [start]\n`;
+    wide += `  - id: end\n    tool: echo\n    depends_on: [${Array.from({ length: 298 }, (_, i) => `s${i}`).join(", ")}]\n`;
+    const wideId = (await server.api("POST", "/executions", { pipeline: wide })).body.id;
+    for (let i = 0; i < 300; i++) {
+      if ((await server.api("GET", `/executions/${wideId}`)).body.status === "succeeded") break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
     const total = Number(
       execFileSync("python3", [join(here, "seed.py"), server.database, String(HISTORY)], { encoding: "utf8" }).trim(),
     );
@@ -56,6 +65,7 @@ test(`pages are ready quickly with ${HISTORY} executions stored`, async () => {
       "executions list, pipeline=seeded": [`${server.base}/ui/#/executions?pipeline=seeded`, "executions"],
       "execution page": [`${server.base}/ui/#/executions/${first}`, "execution"],
       "submit page": [`${server.base}/ui/#/submit`, "submit"],
+      "execution page, 300 steps drawn": [`${server.base}/ui/#/executions/${wideId}`, "execution"],
     };
     const results = { executions: total, chromium: chrome.browser.version(), pages: {} };
     for (const [label, [url, name]] of Object.entries(pages)) {
@@ -68,6 +78,10 @@ test(`pages are ready quickly with ${HISTORY} executions stored`, async () => {
       page.waitForSelector('#view[data-ready="executions"]').then(() => page.$$eval("#executions tbody tr[data-id]", (r) => r.length)),
     );
     assert.equal(rows, 50, "a full first page");
+    await page.goto(`${server.base}/ui/#/executions/${wideId}`);
+    await page.waitForSelector('#view[data-ready="execution"]');
+    assert.equal(await page.$$eval("#graph g.node.s-succeeded", (n) => n.length), 300);
+    await screenshot(page, "10-wide-execution");
     await screenshot(page, "08-list-with-history");
     writeFileSync(join(ARTIFACTS, "timings.json"), `${JSON.stringify(results, null, 2)}\n`);
     console.log(`time to ready (navigation start → page drawn with its data), ${total} executions stored:`);
