@@ -63,7 +63,11 @@ pub async fn postgres_url() -> Option<String> {
             return None;
         }
     };
-    let name = format!("orch_test_{}", uuid::Uuid::new_v4().simple());
+    let name = format!(
+        "orch_test_{}_{}",
+        crate::now_ms(),
+        uuid::Uuid::new_v4().simple()
+    );
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
         .unwrap_or_else(|e| {
@@ -72,6 +76,7 @@ pub async fn postgres_url() -> Option<String> {
                 crate::redact_url(&admin)
             )
         });
+    sweep_old_databases(&mut conn).await;
     // The name is generated here (hex only); identifiers cannot be bound.
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
@@ -80,6 +85,42 @@ pub async fn postgres_url() -> Option<String> {
     let _ = conn.close().await;
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
     Some(format!("{base}/{name}"))
+}
+
+/// Test databases are never dropped by their tests (a pool may still be
+/// open when a test ends). Once per process, those made more than six hours
+/// ago (their name says when) are dropped, so a long-lived development
+/// server does not fill its disk. Ones still in use refuse, and stay.
+async fn sweep_old_databases(conn: &mut sqlx::PgConnection) {
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let cutoff = crate::now_ms() - 6 * 3600 * 1000;
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'orch\\_test\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    for name in names {
+        let made = name
+            .strip_prefix("orch_test_")
+            .and_then(|rest| rest.split_once('_'))
+            .and_then(|(ms, _)| ms.parse::<i64>().ok());
+        // Names without a time are from before names had one: old.
+        if made.is_some_and(|ms| ms > cutoff) {
+            continue;
+        }
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            continue;
+        }
+        // Checked above: letters, digits and underscores only.
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name}"
+        )))
+        .execute(&mut *conn)
+        .await;
+    }
 }
 
 /// A new PostgreSQL store on a fresh database (see [`postgres_url`]).
