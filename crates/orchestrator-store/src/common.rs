@@ -432,7 +432,22 @@ macro_rules! impl_store {
                 // The queue row first: a claimer that took the step over (after
                 // the lease expired) holds that row and then waits for the
                 // execution's row; taking them in the other order deadlocks.
-                let released = sqlx::query(RELEASE_LEASE)
+                Self::release_lease(tx, step).await?;
+                let status: Option<String> = sqlx::query_scalar(LOCK_EXECUTION)
+                    .bind(&step.execution_id)
+                    .bind(now)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                Ok(matches!(status.as_deref(), Some("cancelled" | "failed" | "succeeded")))
+            }
+
+            /// Deletes the step's queue row if the lease is still this
+            /// worker's (fencing); `LeaseLost` otherwise, before any write.
+            async fn release_lease(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                step: &crate::ClaimedStep,
+            ) -> crate::Result<()> {
+                let released = sqlx::query(crate::common::RELEASE_LEASE)
                     .bind(&step.execution_id)
                     .bind(&step.step_id)
                     .bind(&step.lease_token)
@@ -442,12 +457,7 @@ macro_rules! impl_store {
                 if released == 0 {
                     return Err(crate::StoreError::LeaseLost { step: step.step_id.clone() });
                 }
-                let status: Option<String> = sqlx::query_scalar(LOCK_EXECUTION)
-                    .bind(&step.execution_id)
-                    .bind(now)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                Ok(matches!(status.as_deref(), Some("cancelled" | "failed" | "succeeded")))
+                Ok(())
             }
 
             /// Records a step's final result and advances its execution's
@@ -462,20 +472,11 @@ macro_rules! impl_store {
                 use crate::common::*;
                 use orchestrator_core::flow::{self, Change, FlowStep, Outcome, StepStatus};
                 use sqlx::types::Json;
-                // Cancelled or timed out while this step ran?
                 // The lease first (fencing), then the execution's row: locked,
-                // and this step no longer counted open (the paths below that
-                // change more than that count again).
-                let released = sqlx::query(RELEASE_LEASE)
-                    .bind(&step.execution_id)
-                    .bind(&step.step_id)
-                    .bind(&step.lease_token)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected();
-                if released == 0 {
-                    return Err(crate::StoreError::LeaseLost { step: step.step_id.clone() });
-                }
+                // this step no longer counted open (the paths below that
+                // change more than that count again), and whether it was
+                // cancelled or timed out while this step ran.
+                Self::release_lease(tx, step).await?;
                 let (status, open): (String, i64) = sqlx::query_as(CLOSE_STEP)
                     .bind(&step.execution_id)
                     .bind(now)
