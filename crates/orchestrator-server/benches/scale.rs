@@ -14,6 +14,9 @@
 //! the time from SIGKILL of the process running a step to that step running
 //! again in the other process.
 
+mod support;
+use support::submit;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -92,24 +95,6 @@ fn pipeline(step: &str) -> String {
         all.join(", ")
     ));
     y
-}
-
-async fn submit(client: &reqwest::Client, base: &str, yaml: &str) -> String {
-    let r = client
-        .post(format!("{base}/executions"))
-        .header("content-type", "application/yaml")
-        .body(yaml.to_string())
-        .send()
-        .await
-        .expect("submit");
-    assert_eq!(
-        r.status().as_u16(),
-        201,
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
-    let v: serde_json::Value = r.json().await.expect("json");
-    v["id"].as_str().expect("id").to_string()
 }
 
 async fn unfinished(client: &reqwest::Client, base: &str) -> usize {

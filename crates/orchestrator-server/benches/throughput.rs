@@ -9,10 +9,16 @@
 //! of a one-step pipeline (p50/p99), and the throughput of a 1,000-step no-op
 //! fan-out and of a 200-step chain, on SQLite and (when configured) PostgreSQL.
 
+mod support;
+use support::submit;
+
 use std::time::{Duration, Instant};
 
 use orchestrator_server::config::Settings;
+use std::sync::Arc;
+
 use orchestrator_store::testing::{TempDir, postgres_url, sqlite_url};
+use orchestrator_store::{NewExecution, Store};
 
 fn fan_out(n: usize) -> String {
     let mut y = String::from("name: fan-out\nsteps:\n");
@@ -35,17 +41,91 @@ fn chain(n: usize) -> String {
     y
 }
 
-async fn submit(client: &reqwest::Client, base: &str, yaml: &str) -> String {
-    let r = client
-        .post(format!("{base}/executions"))
-        .header("content-type", "application/yaml")
-        .body(yaml.to_string())
-        .send()
+/// A store of its own (no engine on it), on the backend being measured.
+async fn quiet_store(label: &str, dir: &TempDir) -> Arc<dyn Store> {
+    orchestrator_store::connect(&if label == "sqlite" {
+        sqlite_url(dir)
+    } else {
+        postgres_url().await.expect("pg")
+    })
+    .await
+    .expect("store")
+}
+
+/// `yaml` compiled into an execution to store directly.
+fn new_execution(name: &str, yaml: &str) -> NewExecution {
+    let catalog = orchestrator_core::builtin_catalog();
+    let plan = orchestrator_core::compile_yaml(
+        yaml,
+        orchestrator_core::CompileOptions {
+            catalog: &catalog,
+            context: None,
+            auto_resolver: None,
+        },
+    )
+    .expect("compile")
+    .plan;
+    NewExecution {
+        id: uuid::Uuid::now_v7().to_string(),
+        pipeline_id: name.into(),
+        pipeline_name: name.into(),
+        source: yaml.into(),
+        plan: serde_json::to_value(&plan).expect("plan"),
+        inputs: serde_json::json!({}),
+        options: serde_json::json!({}),
+        idempotency_key: None,
+        token_id: None,
+        request_hash: None,
+        timeout_ms: None,
+        steps: plan
+            .steps
+            .iter()
+            .map(|s| orchestrator_store::NewStep {
+                planned: s.clone(),
+                max_attempts: 1,
+            })
+            .collect(),
+    }
+}
+
+/// Claims one step (asking for up to `limit`), reads its context and finishes
+/// it: the seconds each took.
+async fn one_step(ops: &Arc<dyn Store>, limit: u32) -> [f64; 3] {
+    let t = Instant::now();
+    let claimed = ops
+        .claim_steps("bench", limit, 30_000)
         .await
-        .expect("submit");
-    assert_eq!(r.status().as_u16(), 201);
-    let v: serde_json::Value = r.json().await.expect("json");
-    v["id"].as_str().expect("id").to_string()
+        .expect("claim")
+        .remove(0);
+    let claim = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    ops.step_context(&claimed.execution_id, &[])
+        .await
+        .expect("ctx");
+    let context = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let result = orchestrator_store::StepResult {
+        status: orchestrator_core::flow::StepStatus::Succeeded,
+        parameters: None,
+        envelope: Some(serde_json::json!({"result": 1, "success": true, "error": null})),
+        error: None,
+        error_type: None,
+        reason: None,
+        timed_out: false,
+        jump_to: None,
+        started_at: 0,
+        finished_at: 0,
+    };
+    ops.finish_step(&claimed, result, &|_, _| (None, None))
+        .await
+        .expect("finish");
+    [claim, context, t.elapsed().as_secs_f64()]
+}
+
+fn add(total: &mut [f64; 3], one: [f64; 3]) {
+    for (t, x) in total.iter_mut().zip(one) {
+        *t += x;
+    }
 }
 
 async fn bench(label: &str, database_url: String) {
@@ -97,181 +177,49 @@ async fn bench(label: &str, database_url: String) {
 
     // Store operations one by one: where the time goes.
     {
-        let store = engine.store().clone();
-        let catalog = orchestrator_core::builtin_catalog();
-        let plan = orchestrator_core::compile_yaml(
-            one,
-            orchestrator_core::CompileOptions {
-                catalog: &catalog,
-                context: None,
-                auto_resolver: None,
-            },
-        )
-        .expect("compile")
-        .plan;
-        let (mut t_create, mut t_claim, mut t_ctx, mut t_finish) = (0.0, 0.0, 0.0, 0.0);
+        let quiet = TempDir::new("orch-bench-ops");
+        let ops = quiet_store(label, &quiet).await;
+        let mut t_create = 0.0;
+        let mut cycle = [0.0; 3];
         let n = 200;
-        let quiet = orchestrator_store::testing::TempDir::new("orch-bench-ops");
-        let ops = orchestrator_store::connect(&if label == "sqlite" {
-            orchestrator_store::testing::sqlite_url(&quiet)
-        } else {
-            postgres_url().await.expect("pg")
-        })
-        .await
-        .expect("store");
-        let _ = store;
         for _ in 0..n {
-            let new = orchestrator_store::NewExecution {
-                id: uuid::Uuid::now_v7().to_string(),
-                pipeline_id: "one".into(),
-                pipeline_name: "one".into(),
-                source: one.into(),
-                plan: serde_json::to_value(&plan).expect("plan"),
-                inputs: serde_json::json!({}),
-                options: serde_json::json!({}),
-                idempotency_key: None,
-                token_id: None,
-                request_hash: None,
-                timeout_ms: None,
-                steps: plan
-                    .steps
-                    .iter()
-                    .map(|s| orchestrator_store::NewStep {
-                        planned: s.clone(),
-                        max_attempts: 1,
-                    })
-                    .collect(),
-            };
+            let new = new_execution("one", one);
             let t = Instant::now();
             ops.create_execution(new).await.expect("create");
             t_create += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let claimed = ops
-                .claim_steps("bench", 10, 30_000)
-                .await
-                .expect("claim")
-                .remove(0);
-            t_claim += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            ops.step_context(&claimed.execution_id, &[])
-                .await
-                .expect("ctx");
-            t_ctx += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let result = orchestrator_store::StepResult {
-                status: orchestrator_core::flow::StepStatus::Succeeded,
-                parameters: None,
-                envelope: Some(serde_json::json!({"result": 1, "success": true, "error": null})),
-                error: None,
-                error_type: None,
-                reason: None,
-                timed_out: false,
-                jump_to: None,
-                started_at: 0,
-                finished_at: 0,
-            };
-            ops.finish_step(&claimed, result, &|_, _| (None, None))
-                .await
-                .expect("finish");
-            t_finish += t.elapsed().as_secs_f64();
+            add(&mut cycle, one_step(&ops, 10).await);
         }
         let ms = |t: f64| t * 1000.0 / n as f64;
         println!(
             "{label:<9} store ops (mean): create {:.3} ms, claim {:.3} ms, context {:.3} ms, finish {:.3} ms",
             ms(t_create),
-            ms(t_claim),
-            ms(t_ctx),
-            ms(t_finish)
+            ms(cycle[0]),
+            ms(cycle[1]),
+            ms(cycle[2])
         );
     }
 
     // The same, one step at a time, inside a 1,000-step fan-out: whether
     // any step operation grows with the size of its execution.
     {
-        let catalog = orchestrator_core::builtin_catalog();
-        let yaml = fan_out(1000);
-        let plan = orchestrator_core::compile_yaml(
-            &yaml,
-            orchestrator_core::CompileOptions {
-                catalog: &catalog,
-                context: None,
-                auto_resolver: None,
-            },
-        )
-        .expect("compile")
-        .plan;
-        let quiet = orchestrator_store::testing::TempDir::new("orch-bench-big");
-        let ops = orchestrator_store::connect(&if label == "sqlite" {
-            orchestrator_store::testing::sqlite_url(&quiet)
-        } else {
-            postgres_url().await.expect("pg")
-        })
-        .await
-        .expect("store");
-        let new = orchestrator_store::NewExecution {
-            id: uuid::Uuid::now_v7().to_string(),
-            pipeline_id: "fan-out".into(),
-            pipeline_name: "fan-out".into(),
-            source: yaml.clone(),
-            plan: serde_json::to_value(&plan).expect("plan"),
-            inputs: serde_json::json!({}),
-            options: serde_json::json!({}),
-            idempotency_key: None,
-            token_id: None,
-            request_hash: None,
-            timeout_ms: None,
-            steps: plan
-                .steps
-                .iter()
-                .map(|s| orchestrator_store::NewStep {
-                    planned: s.clone(),
-                    max_attempts: 1,
-                })
-                .collect(),
-        };
+        let quiet = TempDir::new("orch-bench-big");
+        let ops = quiet_store(label, &quiet).await;
+        let new = new_execution("fan-out", &fan_out(1000));
         let t = Instant::now();
         ops.create_execution(new).await.expect("create");
         let t_create = t.elapsed().as_secs_f64();
-        let (mut t_claim, mut t_ctx, mut t_finish) = (0.0, 0.0, 0.0);
+        let mut cycle = [0.0; 3];
         let n = 300;
         for _ in 0..n {
-            let t = Instant::now();
-            let claimed = ops
-                .claim_steps("bench", 1, 30_000)
-                .await
-                .expect("claim")
-                .remove(0);
-            t_claim += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            ops.step_context(&claimed.execution_id, &[])
-                .await
-                .expect("ctx");
-            t_ctx += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let result = orchestrator_store::StepResult {
-                status: orchestrator_core::flow::StepStatus::Succeeded,
-                parameters: None,
-                envelope: Some(serde_json::json!({"result": 1, "success": true, "error": null})),
-                error: None,
-                error_type: None,
-                reason: None,
-                timed_out: false,
-                jump_to: None,
-                started_at: 0,
-                finished_at: 0,
-            };
-            ops.finish_step(&claimed, result, &|_, _| (None, None))
-                .await
-                .expect("finish");
-            t_finish += t.elapsed().as_secs_f64();
+            add(&mut cycle, one_step(&ops, 1).await);
         }
         let ms = |t: f64| t * 1000.0 / n as f64;
         println!(
             "{label:<9} store ops in a 1,000-step fan-out: create {:.1} ms; mean claim {:.3} ms, context {:.3} ms, finish {:.3} ms",
             t_create * 1000.0,
-            ms(t_claim),
-            ms(t_ctx),
-            ms(t_finish)
+            ms(cycle[0]),
+            ms(cycle[1]),
+            ms(cycle[2])
         );
     }
 
