@@ -227,6 +227,21 @@ async fn finish_grouped(
     })
 }
 
+/// Records a step's final result in a transaction of its own (conflicts
+/// tried again).
+async fn finish_alone(
+    inner: &Inner,
+    claimed: &ClaimedStep,
+    result: StepResult,
+) -> Result<orchestrator_store::FinishOutcome, StoreError> {
+    persist(|| {
+        inner
+            .store
+            .finish_step(claimed, result.clone(), &render_outputs)
+    })
+    .await
+}
+
 async fn flush_finishes(inner: Arc<Inner>, mut guard: tokio::sync::OwnedMutexGuard<()>) {
     loop {
         let mut batch: Vec<PendingFinish> = {
@@ -272,13 +287,9 @@ async fn flush_finishes(inner: Arc<Inner>, mut guard: tokio::sync::OwnedMutexGua
         // One step, or a batch that failed as a whole: each on its own, so
         // each gets its own answer.
         for p in batch {
-            let r = persist(|| {
-                inner
-                    .store
-                    .finish_step(&p.claimed, p.result.clone(), &render_outputs)
-            })
-            .await;
-            let _ = p.reply.send(r);
+            let _ = p
+                .reply
+                .send(finish_alone(&inner, &p.claimed, p.result).await);
         }
     }
 }
@@ -950,13 +961,7 @@ async fn run_step(inner: &Arc<Inner>, claimed: ClaimedStep, cancel: Cancellation
             .await
             .map(Some)
     } else {
-        persist(|| {
-            inner
-                .store
-                .finish_step(&claimed, result.clone(), &render_outputs)
-        })
-        .await
-        .map(Some)
+        finish_alone(inner, &claimed, result).await.map(Some)
     };
     inner.touched(&claimed.execution_id);
     match outcome {
