@@ -182,6 +182,8 @@ struct Inner {
     webhook_wake: Notify,
     /// Step results waiting to be written together.
     finisher: Finisher,
+    /// The worker pool runs and takes new steps (not stopping).
+    taking: std::sync::atomic::AtomicBool,
 }
 
 /// Group commit of step results. A finished step joins the queue; if no
@@ -237,7 +239,7 @@ async fn finish_alone(
     persist(|| {
         inner
             .store
-            .finish_step(claimed, result.clone(), &render_outputs)
+            .finish_step(claimed, result.clone(), &render_outputs, inner.handoff())
     })
     .await
 }
@@ -271,7 +273,14 @@ async fn flush_finishes(inner: Arc<Inner>, mut guard: tokio::sync::OwnedMutexGua
                 .iter()
                 .map(|p| (p.claimed.clone(), p.result.clone()))
                 .collect();
-            match persist(|| inner.store.finish_steps(items.clone(), &render_outputs)).await {
+            let handoff = inner.handoff();
+            match persist(|| {
+                inner
+                    .store
+                    .finish_steps(items.clone(), &render_outputs, handoff)
+            })
+            .await
+            {
                 Ok(results) if results.len() == batch.len() => {
                     for (p, r) in batch.into_iter().zip(results) {
                         let _ = p.reply.send(r);
@@ -295,6 +304,16 @@ async fn flush_finishes(inner: Arc<Inner>, mut guard: tokio::sync::OwnedMutexGua
 }
 
 impl Inner {
+    /// A finishing step may take on a step it makes ready while the pool
+    /// runs (not while it drains for shutdown).
+    fn handoff(&self) -> Option<orchestrator_store::Handoff> {
+        self.taking
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then_some(orchestrator_store::Handoff {
+                lease_ms: self.config.lease_ms,
+            })
+    }
+
     fn touched(&self, execution_id: &str) {
         // Nobody listening is fine.
         let _ = self.events.send(execution_id.to_string());
@@ -339,6 +358,7 @@ impl Engine {
                 events: tokio::sync::broadcast::channel(4096).0,
                 webhook_wake: Notify::new(),
                 finisher: Finisher::default(),
+                taking: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -558,6 +578,9 @@ impl Engine {
             std::sync::atomic::Ordering::Relaxed,
         );
         let mut failures = 0u32;
+        inner
+            .taking
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -590,20 +613,25 @@ impl Engine {
                         claimed_count = claimed.len();
                         for step in claimed {
                             inner.touched(&step.execution_id);
-                            let cancel = CancellationToken::new();
-                            lock(&inner.running).insert(
-                                step.lease_token.clone(),
-                                (step.execution_id.clone(), cancel.clone()),
-                            );
                             let inner = inner.clone();
                             inner
                                 .metrics
                                 .busy
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             tasks.spawn(async move {
-                                let token = step.lease_token.clone();
-                                run_step(&inner, step, cancel).await;
-                                lock(&inner.running).remove(&token);
+                                // A slot runs its step, then each step handed
+                                // to it as the last one finished.
+                                let mut step = Some(step);
+                                while let Some(now) = step {
+                                    let token = now.lease_token.clone();
+                                    let cancel = CancellationToken::new();
+                                    lock(&inner.running).insert(
+                                        token.clone(),
+                                        (now.execution_id.clone(), cancel.clone()),
+                                    );
+                                    step = run_step(&inner, now, cancel).await;
+                                    lock(&inner.running).remove(&token);
+                                }
                                 inner
                                     .metrics
                                     .busy
@@ -640,6 +668,9 @@ impl Engine {
                 _ = shutdown.cancelled() => {}
             }
         }
+        inner
+            .taking
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         info!(running = tasks.len(), "worker pool stopping");
         let deadline = tokio::time::sleep(drain);
         tokio::pin!(deadline);
@@ -890,7 +921,13 @@ impl Attempt {
     }
 }
 
-async fn run_step(inner: &Arc<Inner>, claimed: ClaimedStep, cancel: CancellationToken) {
+/// Runs one claimed step to its recorded end; returns the step handed to
+/// this slot as it finished, if any (see [`orchestrator_store::Handoff`]).
+async fn run_step(
+    inner: &Arc<Inner>,
+    claimed: ClaimedStep,
+    cancel: CancellationToken,
+) -> Option<ClaimedStep> {
     let started_at = now_ms();
     let planned = claimed.definition.clone();
     let tool_label = metric_label(&planned.step);
@@ -905,11 +942,11 @@ async fn run_step(inner: &Arc<Inner>, claimed: ClaimedStep, cancel: Cancellation
             // A loop expanded its iterations and now waits for them.
             inner.touched(&claimed.execution_id);
             inner.wake.notify_one();
-            return;
+            return None;
         }
         Err(StoreError::LeaseLost { .. }) => {
             warn!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, "lease on step {} was lost", claimed.step_id);
-            return;
+            return None;
         }
         Err(e) => {
             error!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, error = ?e, "step {} could not run", claimed.step_id);
@@ -973,13 +1010,19 @@ async fn run_step(inner: &Arc<Inner>, claimed: ClaimedStep, cancel: Cancellation
             if !done.ready.is_empty() {
                 inner.wake.notify_one();
             }
+            done.next
         }
-        Ok(None) => inner.wake.notify_one(),
+        Ok(None) => {
+            inner.wake.notify_one();
+            None
+        }
         Err(StoreError::LeaseLost { .. }) => {
             warn!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, "lease on step {} was lost; its result is discarded", claimed.step_id);
+            None
         }
         Err(e) => {
-            error!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, error = ?e, "recording step {} failed", claimed.step_id)
+            error!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, error = ?e, "recording step {} failed", claimed.step_id);
+            None
         }
     }
 }

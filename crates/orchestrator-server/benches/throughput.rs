@@ -116,7 +116,7 @@ async fn one_step(ops: &Arc<dyn Store>, limit: u32) -> [f64; 3] {
         started_at: 0,
         finished_at: 0,
     };
-    ops.finish_step(&claimed, result, &|_, _| (None, None))
+    ops.finish_step(&claimed, result, &|_, _| (None, None), None)
         .await
         .expect("finish");
     [claim, context, t.elapsed().as_secs_f64()]

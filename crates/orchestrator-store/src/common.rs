@@ -85,6 +85,14 @@ pub(crate) const SET_STEP_STATUS: &str = "UPDATE steps SET status = $3, reason =
 pub(crate) const MARK_READY: &str =
     "UPDATE steps SET status = 'ready' WHERE execution_id = $1 AND step_id = $2";
 
+/// Whether a step runnable now waits unleased in the queue (`$1` now).
+pub(crate) const OTHERS_WAITING: &str =
+    "SELECT EXISTS (SELECT 1 FROM step_queue WHERE locked_by IS NULL AND run_after <= $1)";
+
+/// Queues a step already leased to a worker (a hand-off).
+pub(crate) const ENQUEUE_LEASED: &str = "INSERT INTO step_queue \
+    (execution_id, step_id, run_after, locked_by, lease_token, locked_until) VALUES ($1, $2, $3, $4, $5, $6)";
+
 pub(crate) const DEQUEUE: &str = "DELETE FROM step_queue WHERE execution_id = $1 AND step_id = $2";
 
 pub(crate) const FINISH_EXECUTION: &str = "UPDATE executions SET status = $2, outputs = $3, error = $4, finished_at = $5, updated_at = $5 WHERE id = $1";
@@ -397,6 +405,85 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// Hands `step_id`, just made ready by `finished`, straight to the
+            /// worker that finished it: queued already leased to that worker
+            /// and started, as a claim would. Declined (`None`, nothing
+            /// written) while other runnable steps wait in the queue: they
+            /// were ready first.
+            async fn take_ready(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                finished: &crate::ClaimedStep,
+                step_id: &str,
+                handoff: crate::Handoff,
+                now: i64,
+            ) -> crate::Result<Option<crate::ClaimedStep>> {
+                use crate::common::*;
+                let waiting: bool = sqlx::query_scalar(OTHERS_WAITING).bind(now).fetch_one(&mut **tx).await?;
+                if waiting {
+                    return Ok(None);
+                }
+                let execution_id = &finished.execution_id;
+                Self::emit(tx, execution_id, "step.ready", Some(step_id), serde_json::json!({}), now).await?;
+                let lease_token = uuid::Uuid::new_v4().simple().to_string();
+                sqlx::query(ENQUEUE_LEASED)
+                    .bind(execution_id)
+                    .bind(step_id)
+                    .bind(now)
+                    .bind(&finished.worker)
+                    .bind(&lease_token)
+                    .bind(now + handoff.lease_ms)
+                    .execute(&mut **tx)
+                    .await?;
+                let row: StepRow = sqlx::query_as(START_STEP)
+                    .bind(execution_id)
+                    .bind(step_id)
+                    .bind(now)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                let record = crate::StepRecord::try_from(row)?;
+                Self::emit(
+                    tx,
+                    execution_id,
+                    "step.started",
+                    Some(step_id),
+                    serde_json::json!({"attempt": record.attempt, "worker": finished.worker}),
+                    now,
+                )
+                .await?;
+                Ok(Some(crate::ClaimedStep {
+                    execution_id: execution_id.clone(),
+                    step_id: step_id.to_string(),
+                    lease_token,
+                    attempt: record.attempt,
+                    max_attempts: record.max_attempts,
+                    definition: record.definition,
+                    lost: 0,
+                    worker: finished.worker.clone(),
+                    ready_at: now,
+                    claimed_at: now,
+                }))
+            }
+
+            /// Makes a step ready: handed to the finishing worker when
+            /// `handoff` is still unused and nothing else waits, else queued.
+            /// Returns the step when it was handed off.
+            async fn ready_or_take(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                finished: &crate::ClaimedStep,
+                step_id: &str,
+                handoff: &mut Option<crate::Handoff>,
+                now: i64,
+            ) -> crate::Result<Option<crate::ClaimedStep>> {
+                // One try per finished step, taken or declined.
+                if let Some(h) = handoff.take()
+                    && let Some(next) = Self::take_ready(tx, finished, step_id, h, now).await?
+                {
+                    return Ok(Some(next));
+                }
+                Self::make_ready(tx, &finished.execution_id, step_id, now).await?;
+                Ok(None)
+            }
+
             /// Ends an unfinished execution: steps not started are cancelled,
             /// running ones are told through their heartbeats.
             async fn stop_execution(
@@ -467,6 +554,7 @@ macro_rules! impl_store {
                 step: &crate::ClaimedStep,
                 result: crate::StepResult,
                 outputs: crate::OutputRenderer<'_>,
+                handoff: Option<crate::Handoff>,
                 now: i64,
             ) -> crate::Result<crate::FinishOutcome> {
                 use crate::common::*;
@@ -518,8 +606,10 @@ macro_rules! impl_store {
                     // The execution was cancelled while this step ran: keep
                     // its result, start nothing new.
                     sqlx::query(RECOUNT_OPEN).bind(&step.execution_id).execute(&mut **tx).await?;
-                    return Ok(crate::FinishOutcome { ready: vec![], execution_finished: None });
+                    return Ok(crate::FinishOutcome { ready: vec![], next: None, execution_finished: None });
                 }
+                let mut handoff = handoff;
+                let mut next = None;
                 let (ready, finished) =
                     if matches!(result.status, StepStatus::Succeeded | StepStatus::Skipped)
                         && result.jump_to.is_none()
@@ -538,8 +628,10 @@ macro_rules! impl_store {
                                 .fetch_one(&mut **tx)
                                 .await?;
                             if unsettled == 0 {
-                                Self::make_ready(tx, &step.execution_id, &id, now).await?;
-                                ready.push(id);
+                                match Self::ready_or_take(tx, step, &id, &mut handoff, now).await? {
+                                    Some(taken) => next = Some(taken),
+                                    None => ready.push(id),
+                                }
                             }
                         }
                         let finished = if open <= 0 {
@@ -579,8 +671,10 @@ macro_rules! impl_store {
                         for change in &advance.changes {
                             match change {
                                 Change::Ready(id) => {
-                                    Self::make_ready(tx, &step.execution_id, id, now).await?;
-                                    ready.push(id.clone());
+                                    match Self::ready_or_take(tx, step, id, &mut handoff, now).await? {
+                                        Some(taken) => next = Some(taken),
+                                        None => ready.push(id.clone()),
+                                    }
                                 }
                                 Change::Skipped { step: id, reason }
                                 | Change::Cancelled { step: id, reason } => {
@@ -672,6 +766,7 @@ macro_rules! impl_store {
                 }
                 Ok(crate::FinishOutcome {
                     ready,
+                    next,
                     execution_finished: finished,
                 })
             }
@@ -1013,11 +1108,12 @@ macro_rules! impl_store {
                 step: &crate::ClaimedStep,
                 result: crate::StepResult,
                 outputs: crate::OutputRenderer<'_>,
+                handoff: Option<crate::Handoff>,
             ) -> crate::Result<crate::FinishOutcome> {
                 let now = crate::now_ms();
                 let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
-                let outcome = Self::finish_in(&mut tx, step, result, outputs, now).await?;
+                let outcome = Self::finish_in(&mut tx, step, result, outputs, handoff, now).await?;
                 tx.commit().await?;
                 Ok(outcome)
             }
@@ -1026,13 +1122,14 @@ macro_rules! impl_store {
                 &self,
                 batch: Vec<(crate::ClaimedStep, crate::StepResult)>,
                 outputs: crate::OutputRenderer<'_>,
+                handoff: Option<crate::Handoff>,
             ) -> crate::Result<Vec<crate::Result<crate::FinishOutcome>>> {
                 let now = crate::now_ms();
                 let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
                 let mut done = Vec::with_capacity(batch.len());
                 for (step, result) in batch {
-                    match Self::finish_in(&mut tx, &step, result, outputs, now).await {
+                    match Self::finish_in(&mut tx, &step, result, outputs, handoff, now).await {
                         Ok(outcome) => done.push(Ok(outcome)),
                         // Refused before writing anything (the lease is the
                         // first thing checked): the others go on.

@@ -287,12 +287,27 @@ pub struct StepResult {
 }
 
 /// What finishing a step did to its execution.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct FinishOutcome {
-    /// Steps that became ready (workers should look for work).
+    /// Steps that became ready and were queued (workers should look for work).
     pub ready: Vec<String>,
+    /// A step that became ready and was handed to the finishing worker
+    /// (see [`Handoff`]): leased to it and started, to run next in the
+    /// slot this step frees.
+    pub next: Option<ClaimedStep>,
     /// Set when the execution finished with this step.
     pub execution_finished: Option<ExecutionStatus>,
+}
+
+/// Asks `finish_step` to hand one step it makes ready straight to the
+/// finishing worker instead of queueing it: the next link of a chain runs in
+/// the slot the last one freed, with no claim of its own. Declined when
+/// other runnable steps wait in the queue (they were ready first), so the
+/// queue stays first-come, first-served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handoff {
+    /// Lease of the handed-off step, as a claim would take it.
+    pub lease_ms: i64,
 }
 
 /// Renders an execution's outputs when its last step finishes, inside the
@@ -392,12 +407,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Number of runnable or running steps in the queue (for back-pressure).
     async fn queue_depth(&self) -> Result<i64>;
 
-    /// Records a final result (fenced by the lease token) and advances the flow.
+    /// Records a final result (fenced by the lease token) and advances the
+    /// flow; with `handoff`, one step it makes ready may come back leased in
+    /// [`FinishOutcome::next`].
     async fn finish_step(
         &self,
         step: &ClaimedStep,
         result: StepResult,
         outputs: OutputRenderer<'_>,
+        handoff: Option<Handoff>,
     ) -> Result<FinishOutcome>;
 
     /// `finish_step` for many steps in one transaction (group commit): one
@@ -408,6 +426,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         batch: Vec<(ClaimedStep, StepResult)>,
         outputs: OutputRenderer<'_>,
+        handoff: Option<Handoff>,
     ) -> Result<Vec<Result<FinishOutcome>>>;
 
     /// Turns a running loop step into a waiting one: inserts the steps of its

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use orchestrator_core::flow::{ExecutionStatus, StepStatus};
 use orchestrator_core::{CompileOptions, builtin_catalog, compile_yaml};
 use orchestrator_store::{
-    ClaimedStep, ExecutionFilter, NewExecution, NewStep, StepResult, Store, StoreError, now_ms,
+    ClaimedStep, ExecutionFilter, Handoff, NewExecution, NewStep, StepResult, Store, StoreError,
+    now_ms,
 };
 use serde_json::{Value, json};
 
@@ -26,6 +27,7 @@ orchestrator_store::for_each_backend!(
     models_are_registered_listed_replaced_and_deleted,
     model_calls_add_up_per_model_and_per_execution,
     a_batch_of_results_is_written_together_and_a_stale_one_alone_is_refused,
+    a_step_made_ready_is_handed_to_the_finishing_worker_unless_others_wait,
 );
 
 const CHAIN: &str = "name: chain\nsteps:\n  - id: a\n    tool: echo\n  - id: b\n    tool: echo\n    depends_on: [a]\n  - id: c\n    tool: echo\n    depends_on: [b]\noutputs:\n  last: '{{ c.result }}'\n";
@@ -167,6 +169,7 @@ async fn finishing_a_step_readies_its_dependents_and_records_a_checkpoint(store:
             &claimed[0],
             done(StepStatus::Succeeded, json!("A")),
             &no_outputs,
+            None,
         )
         .await
         .expect("finish");
@@ -176,6 +179,7 @@ async fn finishing_a_step_readies_its_dependents_and_records_a_checkpoint(store:
             &claimed[1],
             done(StepStatus::Succeeded, json!("B")),
             &no_outputs,
+            None,
         )
         .await
         .expect("finish");
@@ -217,7 +221,12 @@ async fn a_stale_lease_cannot_write_a_result(store: Arc<dyn Store>) {
     let mut claimed = claim_ids(&store, 10).await.remove(0);
     claimed.lease_token = "not-the-token".into();
     let err = store
-        .finish_step(&claimed, done(StepStatus::Succeeded, json!(1)), &no_outputs)
+        .finish_step(
+            &claimed,
+            done(StepStatus::Succeeded, json!(1)),
+            &no_outputs,
+            None,
+        )
         .await
         .expect_err("fenced");
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
@@ -258,7 +267,12 @@ async fn the_last_step_finishes_the_execution_with_its_outputs(store: Arc<dyn St
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].step_id, id);
         let outcome = store
-            .finish_step(&claimed[0], done(StepStatus::Succeeded, json!(id)), &render)
+            .finish_step(
+                &claimed[0],
+                done(StepStatus::Succeeded, json!(id)),
+                &render,
+                None,
+            )
             .await
             .expect("finish");
         assert_eq!(outcome.execution_finished.is_some(), id == "c");
@@ -279,7 +293,12 @@ async fn a_failed_step_cancels_what_has_not_started(store: Arc<dyn Store>) {
     store.create_execution(new.clone()).await.expect("create");
     let claimed = claim_ids(&store, 10).await.remove(0);
     let outcome = store
-        .finish_step(&claimed, done(StepStatus::Failed, json!(null)), &no_outputs)
+        .finish_step(
+            &claimed,
+            done(StepStatus::Failed, json!(null)),
+            &no_outputs,
+            None,
+        )
         .await
         .expect("finish");
     assert_eq!(outcome.execution_finished, Some(ExecutionStatus::Failed));
@@ -532,6 +551,7 @@ async fn heartbeats_extend_only_held_leases(store: Arc<dyn Store>) {
             &claimed[1],
             done(StepStatus::Succeeded, json!("late")),
             &no_outputs,
+            None,
         )
         .await;
     assert!(
@@ -704,7 +724,10 @@ async fn a_batch_of_results_is_written_together_and_a_stale_one_alone_is_refused
         (claimed[1].clone(), done(StepStatus::Succeeded, json!("B"))),
         (claimed[2].clone(), done(StepStatus::Succeeded, json!("X"))),
     ];
-    let results = store.finish_steps(batch, &no_outputs).await.expect("batch");
+    let results = store
+        .finish_steps(batch, &no_outputs, None)
+        .await
+        .expect("batch");
     assert_eq!(results.len(), 3);
     assert!(
         matches!(results[0], Err(StoreError::LeaseLost { .. })),
@@ -736,6 +759,7 @@ async fn a_batch_of_results_is_written_together_and_a_stale_one_alone_is_refused
         .finish_steps(
             vec![(claimed[0].clone(), done(StepStatus::Succeeded, json!("A")))],
             &no_outputs,
+            None,
         )
         .await
         .expect("batch")
@@ -748,4 +772,108 @@ async fn a_batch_of_results_is_written_together_and_a_stale_one_alone_is_refused
         .expect("get")
         .expect("one");
     assert_eq!(done_one.status, ExecutionStatus::Succeeded);
+}
+
+async fn a_step_made_ready_is_handed_to_the_finishing_worker_unless_others_wait(
+    store: Arc<dyn Store>,
+) {
+    let handoff = Some(Handoff { lease_ms: 30_000 });
+    let chain = new_execution(CHAIN, None, None);
+    store.create_execution(chain.clone()).await.expect("create");
+    let a = claim_ids(&store, 10).await.remove(0);
+    // Nothing else waits: b comes back leased to a's worker and started.
+    let outcome = store
+        .finish_step(
+            &a,
+            done(StepStatus::Succeeded, json!("A")),
+            &no_outputs,
+            handoff,
+        )
+        .await
+        .expect("finish a");
+    assert!(outcome.ready.is_empty(), "{:?}", outcome.ready);
+    let b = outcome.next.expect("b handed off");
+    assert_eq!(
+        (b.step_id.as_str(), b.attempt, b.worker.as_str(), b.lost),
+        ("b", 1, "w1", 0)
+    );
+    assert_eq!(b.definition.id, "b");
+    assert_ne!(b.lease_token, a.lease_token);
+    assert!(
+        claim_ids(&store, 10).await.is_empty(),
+        "a handed-off step is leased like a claimed one"
+    );
+    let steps = store.list_steps(&chain.id).await.expect("steps");
+    assert_eq!(steps[1].status, StepStatus::Running);
+    assert_eq!(steps[1].attempt, 1);
+    let beat = store
+        .heartbeat(std::slice::from_ref(&b.lease_token), 30_000)
+        .await
+        .expect("heartbeat");
+    assert_eq!(beat.held, vec![b.lease_token.clone()]);
+    let events = store.list_events(&chain.id, 0, 100).await.expect("events");
+    let of_b: Vec<&str> = events
+        .iter()
+        .filter(|e| e.step_id.as_deref() == Some("b"))
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert_eq!(of_b, vec!["step.ready", "step.started"]);
+    assert!(
+        events.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+        "events stay numbered without gaps"
+    );
+
+    // Another execution's steps wait in the queue: they were ready first,
+    // so c is queued behind them, not handed over.
+    let fan = new_execution(FAN, None, None);
+    store.create_execution(fan.clone()).await.expect("create");
+    let outcome = store
+        .finish_step(
+            &b,
+            done(StepStatus::Succeeded, json!("B")),
+            &no_outputs,
+            handoff,
+        )
+        .await
+        .expect("finish b");
+    assert!(outcome.next.is_none());
+    assert_eq!(outcome.ready, vec!["c"]);
+    let claimed = claim_ids(&store, 10).await;
+    let mut ids: Vec<(&str, &str)> = claimed
+        .iter()
+        .map(|c| (c.execution_id.as_str(), c.step_id.as_str()))
+        .collect();
+    ids.sort();
+    let mut want = vec![
+        (fan.id.as_str(), "a"),
+        (fan.id.as_str(), "b"),
+        (chain.id.as_str(), "c"),
+    ];
+    want.sort();
+    assert_eq!(ids, want);
+    // The handed-off lease ended with b's result.
+    let err = store
+        .finish_step(
+            &b,
+            done(StepStatus::Succeeded, json!("B")),
+            &no_outputs,
+            None,
+        )
+        .await
+        .expect_err("b is finished");
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
+
+    // Without a hand-off nothing changes: c's dependents are queued.
+    let c = claimed.iter().find(|c| c.step_id == "c").expect("c");
+    let outcome = store
+        .finish_step(
+            c,
+            done(StepStatus::Succeeded, json!("C")),
+            &no_outputs,
+            handoff,
+        )
+        .await
+        .expect("finish c");
+    assert!(outcome.next.is_none());
+    assert_eq!(outcome.execution_finished, Some(ExecutionStatus::Succeeded));
 }
