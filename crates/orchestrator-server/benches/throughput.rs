@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo bench -p orchestrator-server --bench throughput
 //! ORCHESTRATOR_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres cargo bench -p orchestrator-server --bench throughput
+//! ORCHESTRATOR_BENCH_ONLY=postgres ORCHESTRATOR_TEST_POSTGRES_URL=… cargo bench -p orchestrator-server --bench throughput
 //! ```
 //!
 //! Through the real HTTP API of an in-process server: submit→succeeded latency
@@ -273,6 +274,31 @@ async fn bench(label: &str, database_url: String) {
             submitted,
         );
     }
+    // Many executions at once: 10 fan-outs of 100 steps, submitted together.
+    {
+        let yaml = fan_out(100);
+        let t0 = Instant::now();
+        let mut ids = Vec::new();
+        for _ in 0..10 {
+            ids.push(submit(&client, &base, &yaml).await);
+        }
+        let submitted = t0.elapsed().as_secs_f64();
+        for id in &ids {
+            let done = engine
+                .wait_finished(id, Duration::from_secs(300))
+                .await
+                .expect("wait")
+                .expect("exists");
+            assert_eq!(done.status.as_str(), "succeeded");
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        println!(
+            "{label:<9} 10 × fan-out of 100: {:.3} s, {:.0} steps/s (of which submitting {:.3} s)",
+            secs,
+            1000.0 / secs,
+            submitted,
+        );
+    }
     server.shutdown().await.expect("shutdown");
 }
 
@@ -281,9 +307,16 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // ORCHESTRATOR_BENCH_ONLY=sqlite|postgres measures one backend.
+    let only = std::env::var("ORCHESTRATOR_BENCH_ONLY").unwrap_or_default();
     rt.block_on(async {
         let dir = TempDir::new("orch-bench-db");
-        bench("sqlite", sqlite_url(&dir)).await;
+        if only != "postgres" {
+            bench("sqlite", sqlite_url(&dir)).await;
+        }
+        if only == "sqlite" {
+            return;
+        }
         match postgres_url().await {
             Some(url) => bench("postgres", url).await,
             None => println!("postgres  skipped (set ORCHESTRATOR_TEST_POSTGRES_URL)"),

@@ -560,18 +560,11 @@ macro_rules! impl_store {
                 use crate::common::*;
                 use orchestrator_core::flow::{self, Change, FlowStep, Outcome, StepStatus};
                 use sqlx::types::Json;
-                // The lease first (fencing), then the execution's row: locked,
-                // this step no longer counted open (the paths below that
-                // change more than that count again), and whether it was
-                // cancelled or timed out while this step ran.
+                // The lease first (fencing), then this step's own rows, then
+                // the execution's row: concurrent finishers of one execution
+                // take turns from there on, so the less done after it, the
+                // better.
                 Self::release_lease(tx, step).await?;
-                let (status, open): (String, i64) = sqlx::query_as(CLOSE_STEP)
-                    .bind(&step.execution_id)
-                    .bind(now)
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .unwrap_or_else(|| (String::new(), 1));
-                let cancelled = matches!(status.as_str(), "cancelled" | "failed" | "succeeded");
                 sqlx::query(UPDATE_STEP_RESULT)
                     .bind(&step.execution_id)
                     .bind(&step.step_id)
@@ -587,6 +580,18 @@ macro_rules! impl_store {
                     .await?;
                 Self::insert_checkpoint(tx, step, result.status.as_str(), &result, now)
                     .await?;
+                // The execution's row: locked, this step no longer counted
+                // open (the paths below that change more than that count
+                // again), and whether it was cancelled or timed out while
+                // this step ran. Whoever takes it next sees this step's
+                // rows committed: statuses read from here on are current.
+                let (status, open): (String, i64) = sqlx::query_as(CLOSE_STEP)
+                    .bind(&step.execution_id)
+                    .bind(now)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .unwrap_or_else(|| (String::new(), 1));
+                let cancelled = matches!(status.as_str(), "cancelled" | "failed" | "succeeded");
                 Self::emit(
                     tx,
                     &step.execution_id,
@@ -955,15 +960,21 @@ macro_rules! impl_store {
                     .await?;
                 // Executions' rows are locked in one order by every claimer.
                 claimed.sort_by(|a, b| (&a.execution_id, &a.step_id).cmp(&(&b.execution_id, &b.step_id)));
-                let mut out = Vec::with_capacity(claimed.len());
-                let mut started_here = std::collections::HashSet::new();
-                for c in claimed {
+                // Every step row first; then the executions' rows (locked by
+                // the events), as briefly as can be.
+                let mut rows = Vec::with_capacity(claimed.len());
+                for c in &claimed {
                     let row: crate::common::StepRow = sqlx::query_as(crate::common::START_STEP)
                         .bind(&c.execution_id)
                         .bind(&c.step_id)
                         .bind(now)
                         .fetch_one(&mut *tx)
                         .await?;
+                    rows.push(row);
+                }
+                let mut out = Vec::with_capacity(claimed.len());
+                let mut started_here = std::collections::HashSet::new();
+                for (c, row) in claimed.into_iter().zip(rows) {
                     // Once per execution in a claim is enough.
                     let started = if started_here.insert(c.execution_id.clone()) {
                         sqlx::query(crate::common::START_EXECUTION)

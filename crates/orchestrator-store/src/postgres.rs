@@ -16,8 +16,11 @@ const CLAIM: &str = "WITH picked AS ( \
 
 /// Inserts an event with the execution's next number (its row locked, so concurrent writers of one execution take turns)
 /// (`$1` execution, `$2` kind, `$3` family, `$4` step, `$5` data, `$6` now).
+/// `FOR NO KEY UPDATE`, the lock an `UPDATE executions` takes: it lets rows
+/// that reference the execution (checkpoints, events) be inserted meanwhile,
+/// where `FOR UPDATE` would make their foreign-key checks wait.
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (execution_id, seq, kind, family, step_id, data, created_at) \
-    SELECT $1, last_event_seq + 1, $2, $3, $4, $5, $6 FROM executions WHERE id = $1 FOR UPDATE";
+    SELECT $1, last_event_seq + 1, $2, $3, $4, $5, $6 FROM executions WHERE id = $1 FOR NO KEY UPDATE";
 
 /// Leases due deliveries (`$1` now, `$2` lease end, `$3` limit); processes
 /// skip each other's rows.
