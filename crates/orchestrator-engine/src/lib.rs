@@ -190,7 +190,11 @@ struct Inner {
 /// flush is under way, a task takes the queue (up to [`MAX_FINISH_BATCH`] at
 /// a time) and writes it in one transaction, again and again until it is
 /// empty. Under load, steps that finish while one batch is written go
-/// together in the next: one write turn and one commit for many steps.
+/// together in the next: one write turn and one commit for many steps. On
+/// SQLite that saves write turns; on PostgreSQL, turns on the execution's
+/// row (a batch locks it once for all its steps). Batches take rows in
+/// (execution, step) order, as heartbeats and claims do, so they cannot
+/// deadlock with them.
 #[derive(Default)]
 struct Finisher {
     waiting: Mutex<Vec<PendingFinish>>,
@@ -993,12 +997,10 @@ async fn run_step(
         persist(|| inner.store.retry_step(&claimed, result.clone(), delay))
             .await
             .map(|()| None)
-    } else if inner.store.groups_writes() {
+    } else {
         finish_grouped(inner, claimed.clone(), result)
             .await
             .map(Some)
-    } else {
-        finish_alone(inner, &claimed, result).await.map(Some)
     };
     inner.touched(&claimed.execution_id);
     match outcome {

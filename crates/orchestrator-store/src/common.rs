@@ -720,49 +720,7 @@ macro_rules! impl_store {
                         (ready, advance.finished)
                     };
                 if let Some(status) = finished {
-                    let rows: Vec<StepRow> = sqlx::query_as(SELECT_STEPS)
-                        .bind(&step.execution_id)
-                        .fetch_all(&mut **tx)
-                        .await?;
-                    let records = rows
-                        .into_iter()
-                        .map(crate::StepRecord::try_from)
-                        .collect::<crate::Result<Vec<_>>>()?;
-                    let exec_row: ExecutionRow = sqlx::query_as(SELECT_EXECUTION)
-                        .bind(&step.execution_id)
-                        .fetch_one(&mut **tx)
-                        .await?;
-                    let execution = crate::ExecutionRecord::try_from(exec_row)?;
-                    let (rendered, error) = outputs(&execution, &records);
-                    let error = error.or_else(|| {
-                        records
-                            .iter()
-                            .find(|r| r.status == StepStatus::Failed)
-                            .map(|r| {
-                                format!(
-                                    "step '{}' failed: {}",
-                                    r.step_id,
-                                    r.error.clone().unwrap_or_default()
-                                )
-                            })
-                    });
-                    sqlx::query(FINISH_EXECUTION)
-                        .bind(&step.execution_id)
-                        .bind(status.as_str())
-                        .bind(rendered.as_ref().map(Json))
-                        .bind(&error)
-                        .bind(now)
-                        .execute(&mut **tx)
-                        .await?;
-                    Self::emit(
-                        tx,
-                        &step.execution_id,
-                        &format!("execution.{}", status.as_str()),
-                        None,
-                        serde_json::json!({"status": status.as_str(), "error": error}),
-                        now,
-                    )
-                    .await?;
+                    Self::complete_execution(tx, &step.execution_id, status, outputs, now).await?;
                 }
                 if !ready.is_empty()
                     && let Some(sql) = NOTIFY_WORK
@@ -776,6 +734,286 @@ macro_rules! impl_store {
                 })
             }
 
+
+            /// Inserts events of one execution numbered from `first_seq` on, in
+            /// one statement; the caller holds the execution's row.
+            async fn insert_events(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                execution_id: &str,
+                first_seq: i64,
+                events: Vec<(String, String, serde_json::Value)>,
+                now: i64,
+            ) -> crate::Result<()> {
+                let mut insert = sqlx::QueryBuilder::<$db>::new(crate::common::INSERT_EVENTS_PREFIX);
+                insert.push_values(events.into_iter().enumerate(), |mut row, (n, (kind, step_id, data))| {
+                    let family = format!("{}.*", kind.split('.').next().unwrap_or(&kind));
+                    row.push_bind(execution_id.to_string())
+                        .push_bind(first_seq + n as i64)
+                        .push_bind(kind)
+                        .push_bind(family)
+                        .push_bind(step_id)
+                        .push_bind(sqlx::types::Json(data))
+                        .push_bind(now);
+                });
+                insert.build().execute(&mut **tx).await?;
+                Ok(())
+            }
+
+            /// Step events of one execution: one statement for one event,
+            /// two for many (the execution's row locked, then all of them).
+            async fn emit_steps(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                execution_id: &str,
+                mut events: Vec<(String, String, serde_json::Value)>,
+                now: i64,
+            ) -> crate::Result<()> {
+                if events.len() <= 1 {
+                    if let Some((kind, step_id, data)) = events.pop() {
+                        Self::emit(tx, execution_id, &kind, Some(&step_id), data, now).await?;
+                    }
+                    return Ok(());
+                }
+                let last: i64 = sqlx::query_scalar(LAST_EVENT_SEQ).bind(execution_id).fetch_one(&mut **tx).await?;
+                Self::insert_events(tx, execution_id, last + 1, events, now).await
+            }
+
+            /// The final status of an execution whose steps are all closed
+            /// (`None` while a step may still run).
+            async fn settled_status(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                execution_id: &str,
+            ) -> crate::Result<Option<orchestrator_core::flow::ExecutionStatus>> {
+                use crate::common::*;
+                let rows: Vec<FlowRow> = sqlx::query_as(SELECT_FLOW).bind(execution_id).fetch_all(&mut **tx).await?;
+                let steps = rows
+                    .into_iter()
+                    .map(orchestrator_core::flow::FlowStep::try_from)
+                    .collect::<crate::Result<Vec<_>>>()?;
+                Ok(orchestrator_core::flow::finished_status(&steps))
+            }
+
+            /// `finish_in` for a batch whose steps all succeeded or were
+            /// skipped without a jump (only their dependents can change): the
+            /// same writes, in a few multi-row statements, each execution's
+            /// row locked once. Results in batch order; a step whose lease is
+            /// gone is refused without touching the others.
+            async fn finish_set_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                batch: &[(crate::ClaimedStep, crate::StepResult)],
+                outputs: crate::OutputRenderer<'_>,
+                handoff: Option<crate::Handoff>,
+                now: i64,
+            ) -> crate::Result<Vec<crate::Result<crate::FinishOutcome>>> {
+                use crate::common::*;
+                use sqlx::types::Json;
+                // Leases first (fencing), in one statement.
+                let mut release = sqlx::QueryBuilder::<$db>::new(RELEASE_MANY_PREFIX);
+                release.push_values(batch, |mut row, (step, _)| {
+                    row.push_bind(&step.execution_id).push_bind(&step.step_id).push_bind(&step.lease_token);
+                });
+                release.push(RELEASE_MANY_SUFFIX);
+                let released: std::collections::HashSet<(String, String)> =
+                    release.build_query_as::<(String, String)>().fetch_all(&mut **tx).await?.into_iter().collect();
+                let mut results: Vec<crate::Result<crate::FinishOutcome>> = batch
+                    .iter()
+                    .map(|(step, _)| Err(crate::StoreError::LeaseLost { step: step.step_id.clone() }))
+                    .collect();
+                // Held steps by execution, each in batch order.
+                let mut by_execution: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+                for (i, (step, _)) in batch.iter().enumerate() {
+                    if released.contains(&(step.execution_id.clone(), step.step_id.clone())) {
+                        by_execution.entry(step.execution_id.as_str()).or_default().push(i);
+                    }
+                }
+                if by_execution.is_empty() {
+                    return Ok(results);
+                }
+                let held: Vec<&(crate::ClaimedStep, crate::StepResult)> =
+                    by_execution.values().flatten().map(|&i| &batch[i]).collect();
+                let mut update = sqlx::QueryBuilder::<$db>::new(UPDATE_STEP_RESULTS_PREFIX);
+                update.push_values(&held, |mut row, (step, result)| {
+                    row.push_bind(&step.execution_id)
+                        .push_bind(&step.step_id)
+                        .push_bind(result.status.as_str())
+                        .push_bind(result.parameters.as_ref().map(Json))
+                        .push_bind(result.envelope.as_ref().map(Json))
+                        .push_bind(&result.error)
+                        .push_bind(&result.error_type)
+                        .push_bind(&result.reason)
+                        .push_bind(result.timed_out)
+                        .push_bind(result.finished_at);
+                });
+                update.push(UPDATE_STEP_RESULTS_SUFFIX);
+                update.build().execute(&mut **tx).await?;
+                let mut checkpoints = sqlx::QueryBuilder::<$db>::new(INSERT_CHECKPOINTS_PREFIX);
+                checkpoints.push_values(&held, |mut row, (step, result)| {
+                    row.push_bind(&step.execution_id)
+                        .push_bind(&step.step_id)
+                        .push_bind(step.attempt)
+                        .push_bind(result.status.as_str())
+                        .push_bind(result.parameters.as_ref().map(Json))
+                        .push_bind(result.envelope.as_ref().map(Json))
+                        .push_bind(&result.error)
+                        .push_bind(&result.error_type)
+                        .push_bind(result.started_at)
+                        .push_bind(result.finished_at)
+                        .push_bind(now)
+                        .push_bind(&step.worker);
+                });
+                checkpoints.build().execute(&mut **tx).await?;
+                let mut any_ready = false;
+                for (execution_id, idxs) in &by_execution {
+                    // The execution's row: locked once for all its steps here.
+                    let (status, open, last_seq): (String, i64, i64) = sqlx::query_as(CLOSE_STEPS)
+                        .bind(*execution_id)
+                        .bind(now)
+                        .bind(idxs.len() as i64)
+                        .fetch_one(&mut **tx)
+                        .await?;
+                    let events = idxs
+                        .iter()
+                        .map(|&i| {
+                            let (step, result) = &batch[i];
+                            (
+                                format!("step.{}", result.status.as_str()),
+                                step.step_id.clone(),
+                                serde_json::json!({
+                                    "attempt": step.attempt,
+                                    "error": result.error,
+                                    "error_type": result.error_type,
+                                    "reason": result.reason,
+                                    "duration_ms": result.finished_at - result.started_at,
+                                }),
+                            )
+                        })
+                        .collect();
+                    Self::insert_events(tx, execution_id, last_seq + 1, events, now).await?;
+                    let mut ready: Vec<Vec<String>> = vec![Vec::new(); idxs.len()];
+                    let mut next: Vec<Option<crate::ClaimedStep>> = vec![None; idxs.len()];
+                    let mut finished = None;
+                    if matches!(status.as_str(), "cancelled" | "failed" | "succeeded") {
+                        // Cancelled while these steps ran: keep their
+                        // results, start nothing new.
+                        sqlx::query(RECOUNT_OPEN).bind(*execution_id).execute(&mut **tx).await?;
+                    } else {
+                        let mut pending = sqlx::QueryBuilder::<$db>::new(PENDING_DEPENDENTS_OF_PREFIX);
+                        pending.push_bind(*execution_id).push(" AND d.depends_on IN (");
+                        let mut list = pending.separated(", ");
+                        for &i in idxs {
+                            list.push_bind(&batch[i].0.step_id);
+                        }
+                        list.push_unseparated(") ORDER BY s.position");
+                        let pairs: Vec<(String, String)> =
+                            pending.build_query_as().fetch_all(&mut **tx).await?;
+                        let mut tries: Vec<Option<crate::Handoff>> = vec![handoff; idxs.len()];
+                        let mut seen = std::collections::HashSet::new();
+                        for (candidate, _) in &pairs {
+                            if !seen.insert(candidate.clone()) {
+                                continue;
+                            }
+                            let unsettled: i64 = sqlx::query_scalar(UNSETTLED_DEPS)
+                                .bind(*execution_id)
+                                .bind(candidate)
+                                .fetch_one(&mut **tx)
+                                .await?;
+                            if unsettled > 0 {
+                                continue;
+                            }
+                            // Its dependencies finished here, in batch order:
+                            // the first with its hand-off unused takes it.
+                            let deps: Vec<usize> = pairs
+                                .iter()
+                                .filter(|(d, _)| d == candidate)
+                                .filter_map(|(_, dep)| idxs.iter().position(|&i| &batch[i].0.step_id == dep))
+                                .collect();
+                            let k = deps.iter().copied().find(|&k| tries[k].is_some()).unwrap_or(deps[0]);
+                            match Self::ready_or_take(tx, &batch[idxs[k]].0, candidate, &mut tries[k], now).await? {
+                                Some(taken) => next[k] = Some(taken),
+                                None => {
+                                    ready[k].push(candidate.clone());
+                                    any_ready = true;
+                                }
+                            }
+                        }
+                        if open <= 0 {
+                            finished = Self::settled_status(tx, execution_id).await?;
+                            if let Some(status) = finished {
+                                Self::complete_execution(tx, execution_id, status, outputs, now).await?;
+                            }
+                        }
+                    }
+                    let last = idxs.len() - 1;
+                    for (k, (&i, (ready, next))) in idxs.iter().zip(ready.into_iter().zip(next)).enumerate() {
+                        results[i] = Ok(crate::FinishOutcome {
+                            ready,
+                            next,
+                            execution_finished: if k == last { finished } else { None },
+                        });
+                    }
+                }
+                if any_ready && let Some(sql) = NOTIFY_WORK {
+                    sqlx::query(sql).execute(&mut **tx).await?;
+                }
+                Ok(results)
+            }
+
+            /// Ends an execution whose steps are all settled: renders its
+            /// outputs, stores its final status and emits the event.
+            async fn complete_execution(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                execution_id: &str,
+                status: orchestrator_core::flow::ExecutionStatus,
+                outputs: crate::OutputRenderer<'_>,
+                now: i64,
+            ) -> crate::Result<()> {
+                use crate::common::*;
+                use orchestrator_core::flow::StepStatus;
+                use sqlx::types::Json;
+                let rows: Vec<StepRow> = sqlx::query_as(SELECT_STEPS)
+                    .bind(execution_id)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                let records = rows
+                    .into_iter()
+                    .map(crate::StepRecord::try_from)
+                    .collect::<crate::Result<Vec<_>>>()?;
+                let exec_row: ExecutionRow = sqlx::query_as(SELECT_EXECUTION)
+                    .bind(execution_id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                let execution = crate::ExecutionRecord::try_from(exec_row)?;
+                let (rendered, error) = outputs(&execution, &records);
+                let error = error.or_else(|| {
+                    records
+                        .iter()
+                        .find(|r| r.status == StepStatus::Failed)
+                        .map(|r| {
+                            format!(
+                                "step '{}' failed: {}",
+                                r.step_id,
+                                r.error.clone().unwrap_or_default()
+                            )
+                        })
+                });
+                sqlx::query(FINISH_EXECUTION)
+                    .bind(execution_id)
+                    .bind(status.as_str())
+                    .bind(rendered.as_ref().map(Json))
+                    .bind(&error)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                Self::emit(
+                    tx,
+                    execution_id,
+                    &format!("execution.{}", status.as_str()),
+                    None,
+                    serde_json::json!({"status": status.as_str(), "error": error}),
+                    now,
+                )
+                .await?;
+                Ok(())
+            }
 
             /// Records one attempt of a step.
             async fn insert_checkpoint(
@@ -960,45 +1198,37 @@ macro_rules! impl_store {
                     .await?;
                 // Executions' rows are locked in one order by every claimer.
                 claimed.sort_by(|a, b| (&a.execution_id, &a.step_id).cmp(&(&b.execution_id, &b.step_id)));
-                // Every step row first; then the executions' rows (locked by
-                // the events), as briefly as can be.
-                let mut rows = Vec::with_capacity(claimed.len());
-                for c in &claimed {
+                // Every step row first (one statement); then each
+                // execution's row (locked by its events), as briefly as can be.
+                let mut rows: std::collections::HashMap<(String, String), crate::StepRecord> =
+                    std::collections::HashMap::with_capacity(claimed.len());
+                if claimed.len() == 1 {
+                    let c = &claimed[0];
                     let row: crate::common::StepRow = sqlx::query_as(crate::common::START_STEP)
                         .bind(&c.execution_id)
                         .bind(&c.step_id)
                         .bind(now)
                         .fetch_one(&mut *tx)
                         .await?;
-                    rows.push(row);
-                }
-                let mut out = Vec::with_capacity(claimed.len());
-                let mut started_here = std::collections::HashSet::new();
-                for (c, row) in claimed.into_iter().zip(rows) {
-                    // Once per execution in a claim is enough.
-                    let started = if started_here.insert(c.execution_id.clone()) {
-                        sqlx::query(crate::common::START_EXECUTION)
-                            .bind(&c.execution_id)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected()
-                    } else {
-                        0
-                    };
-                    if started == 1 {
-                        Self::emit(&mut tx, &c.execution_id, "execution.started", None, serde_json::json!({"status": "running"}), now).await?;
+                    rows.insert((c.execution_id.clone(), c.step_id.clone()), crate::StepRecord::try_from(row)?);
+                } else if !claimed.is_empty() {
+                    let mut start = sqlx::QueryBuilder::<$db>::new(crate::common::START_STEPS_PREFIX);
+                    start.push_bind(now).push(") WHERE (execution_id, step_id) IN (");
+                    start.push_values(&claimed, |mut row, c| {
+                        row.push_bind(&c.execution_id).push_bind(&c.step_id);
+                    });
+                    start.push(")").push(crate::common::START_STEPS_SUFFIX);
+                    let started: Vec<crate::common::StepRow> = start.build_query_as().fetch_all(&mut *tx).await?;
+                    for row in started {
+                        let record = crate::StepRecord::try_from(row)?;
+                        rows.insert((record.execution_id.clone(), record.step_id.clone()), record);
                     }
-                    let step = crate::StepRecord::try_from(row)?;
-                    Self::emit(
-                        &mut tx,
-                        &c.execution_id,
-                        "step.started",
-                        Some(&c.step_id),
-                        serde_json::json!({"attempt": step.attempt, "worker": worker}),
-                        now,
-                    )
-                    .await?;
+                }
+                let mut out: Vec<crate::ClaimedStep> = Vec::with_capacity(claimed.len());
+                for c in claimed {
+                    let step = rows.remove(&(c.execution_id.clone(), c.step_id.clone())).ok_or_else(|| {
+                        crate::StoreError::Corrupt(format!("claimed step '{}' has no row", c.step_id))
+                    })?;
                     out.push(crate::ClaimedStep {
                         execution_id: c.execution_id,
                         step_id: c.step_id,
@@ -1011,6 +1241,31 @@ macro_rules! impl_store {
                         ready_at: c.run_after,
                         claimed_at: now,
                     });
+                }
+                // Each execution (claims come sorted by it): started once,
+                // then its steps' events together.
+                for group in out.chunk_by(|p, q| p.execution_id == q.execution_id) {
+                    let execution_id = &group[0].execution_id;
+                    let started = sqlx::query(crate::common::START_EXECUTION)
+                        .bind(execution_id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if started == 1 {
+                        Self::emit(&mut tx, execution_id, "execution.started", None, serde_json::json!({"status": "running"}), now).await?;
+                    }
+                    let events = group
+                        .iter()
+                        .map(|c| {
+                            (
+                                "step.started".to_string(),
+                                c.step_id.clone(),
+                                serde_json::json!({"attempt": c.attempt, "worker": worker}),
+                            )
+                        })
+                        .collect();
+                    Self::emit_steps(&mut tx, execution_id, events, now).await?;
                 }
                 tx.commit().await?;
                 Ok(out)
@@ -1138,6 +1393,18 @@ macro_rules! impl_store {
                 let now = crate::now_ms();
                 let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
+                // Steps that only advance their dependents (the common case)
+                // are written set by set; anything else one by one.
+                if batch.len() > 1
+                    && batch.iter().all(|(_, r)| {
+                        matches!(r.status, orchestrator_core::flow::StepStatus::Succeeded | orchestrator_core::flow::StepStatus::Skipped)
+                            && r.jump_to.is_none()
+                    })
+                {
+                    let done = Self::finish_set_in(&mut tx, &batch, outputs, handoff, now).await?;
+                    tx.commit().await?;
+                    return Ok(done);
+                }
                 let mut done = Vec::with_capacity(batch.len());
                 for (step, result) in batch {
                     match Self::finish_in(&mut tx, &step, result, outputs, handoff, now).await {
@@ -1913,6 +2180,33 @@ pub(crate) const ADD_OPEN_STEPS: &str =
 
 /// Locks an execution's row as a step of it finishes, counting that step
 /// closed (`$2` now): its status and the steps still open.
+/// Multi-row statements for a batch of finished steps: the `VALUES` rows go
+/// between prefix and suffix.
+pub(crate) const UPDATE_STEP_RESULTS_PREFIX: &str = "WITH v (execution_id, step_id, status, parameters, result, \
+    error, error_type, reason, timed_out, finished_at) AS (";
+pub(crate) const UPDATE_STEP_RESULTS_SUFFIX: &str = ") UPDATE steps SET status = v.status, \
+    parameters = v.parameters, result = v.result, error = v.error, error_type = v.error_type, reason = v.reason, \
+    timed_out = v.timed_out, finished_at = v.finished_at \
+    FROM v WHERE steps.execution_id = v.execution_id AND steps.step_id = v.step_id";
+pub(crate) const INSERT_CHECKPOINTS_PREFIX: &str = "INSERT INTO checkpoints \
+    (execution_id, step_id, attempt, status, parameters, result, error, error_type, started_at, finished_at, created_at, worker) ";
+/// Events numbered by the caller, who holds the execution's row.
+pub(crate) const INSERT_EVENTS_PREFIX: &str =
+    "INSERT INTO events (execution_id, seq, kind, family, step_id, data, created_at) ";
+/// Pending steps that depend on some of a list of steps (`(step, dependency)`).
+pub(crate) const PENDING_DEPENDENTS_OF_PREFIX: &str = "SELECT d.step_id, d.depends_on FROM step_deps d \
+    JOIN steps s ON s.execution_id = d.execution_id AND s.step_id = d.step_id \
+    WHERE s.status = 'pending' AND d.execution_id = ";
+/// Starts claimed steps (`VALUES` of execution and step ids follow).
+pub(crate) const START_STEPS_PREFIX: &str = "UPDATE steps SET status = 'running', attempt = attempt + 1, \
+    started_at = COALESCE(started_at, ";
+pub(crate) const START_STEPS_SUFFIX: &str = " RETURNING execution_id, step_id, position, status, attempt, max_attempts, \
+    depends_on, definition, parameters, result, error, error_type, reason, timed_out, started_at, finished_at";
+
+/// `CLOSE_STEP` for `$3` steps at once; also the execution's last event number.
+pub(crate) const CLOSE_STEPS: &str = "UPDATE executions SET open_steps = open_steps - $3, updated_at = $2 \
+    WHERE id = $1 RETURNING status, open_steps, last_event_seq";
+
 pub(crate) const CLOSE_STEP: &str = "UPDATE executions SET open_steps = open_steps - 1, updated_at = $2 \
     WHERE id = $1 RETURNING status, open_steps";
 
@@ -1973,7 +2267,7 @@ pub(crate) const STOP_EXECUTION: &str = "UPDATE executions SET status = $2, erro
     finished_at = $4, updated_at = $4 WHERE id = $1";
 
 pub(crate) const OVERDUE_EXECUTIONS: &str = "SELECT id, created_at, deadline FROM executions \
-    WHERE deadline IS NOT NULL AND deadline < $1 AND status IN ('queued', 'running') LIMIT 100";
+    WHERE deadline IS NOT NULL AND deadline < $1 AND status IN ('queued', 'running') ORDER BY id LIMIT 100";
 
 pub(crate) const RESET_STEP: &str = "UPDATE steps SET status = 'pending', attempt = 0, parameters = NULL, result = NULL, \
     error = NULL, error_type = NULL, reason = NULL, timed_out = FALSE, started_at = NULL, finished_at = NULL, \

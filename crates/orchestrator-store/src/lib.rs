@@ -344,14 +344,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 
-    /// Whether step results are best written in batches (`finish_steps`):
-    /// true where writers take turns (SQLite), false where they run in
-    /// parallel (PostgreSQL, where a transaction holding many steps' rows
-    /// would meet other processes' heartbeats and claims in deadlocks).
-    fn groups_writes(&self) -> bool {
-        self.backend() == "sqlite"
-    }
-
     /// Whether the database answers and is migrated.
     async fn ping(&self) -> Result<()>;
 

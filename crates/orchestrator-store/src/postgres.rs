@@ -40,17 +40,39 @@ const REAP: &str = "WITH expired AS ( \
     FROM expired WHERE q.execution_id = expired.execution_id AND q.step_id = expired.step_id \
     RETURNING q.execution_id, q.step_id";
 
-/// Hands back leases by token (`$1` tokens, `$2` now).
-const RELEASE: &str = "UPDATE step_queue SET locked_by = NULL, lease_token = NULL, locked_until = NULL, run_after = $2 \
-    WHERE lease_token = ANY($1) RETURNING execution_id, step_id";
+/// Hands back leases by token (`$1` tokens, `$2` now). Rows are locked in
+/// (execution, step) order, the order batches of step results take them in:
+/// in any other order the two can deadlock.
+const RELEASE: &str = "WITH held AS ( \
+        SELECT execution_id, step_id FROM step_queue WHERE lease_token = ANY($1) \
+        ORDER BY execution_id, step_id FOR UPDATE) \
+    UPDATE step_queue q SET locked_by = NULL, lease_token = NULL, locked_until = NULL, run_after = $2 \
+    FROM held WHERE q.execution_id = held.execution_id AND q.step_id = held.step_id \
+    RETURNING q.execution_id, q.step_id";
 
 /// Held leases whose execution was cancelled.
 const CANCELLED_LEASES: &str = "SELECT q.lease_token FROM step_queue q JOIN executions e ON e.id = q.execution_id \
     WHERE q.lease_token = ANY($1) AND e.status IN ('cancelled', 'failed', 'succeeded')";
 
-/// Extends leases (`$1` lease end, `$2` tokens).
-const HEARTBEAT: &str =
-    "UPDATE step_queue SET locked_until = $1 WHERE lease_token = ANY($2) RETURNING lease_token";
+/// Ends the leases of a batch of finished steps, fenced by their tokens
+/// (`VALUES` rows of execution, step and token between prefix and suffix);
+/// returns the steps whose leases were still held.
+const RELEASE_MANY_PREFIX: &str = "WITH held AS (SELECT execution_id, step_id FROM step_queue WHERE (execution_id, step_id, lease_token) IN (";
+const RELEASE_MANY_SUFFIX: &str = ") ORDER BY execution_id, step_id FOR UPDATE) DELETE FROM step_queue q USING held \
+    WHERE q.execution_id = held.execution_id AND q.step_id = held.step_id RETURNING q.execution_id, q.step_id";
+
+/// The execution's last event number, its row locked for the next ones.
+const LAST_EVENT_SEQ: &str =
+    "SELECT last_event_seq FROM executions WHERE id = $1 FOR NO KEY UPDATE";
+
+/// Extends leases (`$1` lease end, `$2` tokens), locking rows in the order
+/// of `RELEASE`.
+const HEARTBEAT: &str = "WITH held AS ( \
+        SELECT execution_id, step_id FROM step_queue WHERE lease_token = ANY($2) \
+        ORDER BY execution_id, step_id FOR UPDATE) \
+    UPDATE step_queue q SET locked_until = $1 \
+    FROM held WHERE q.execution_id = held.execution_id AND q.step_id = held.step_id \
+    RETURNING q.lease_token";
 
 /// Results of some steps (`$2`: JSON list of step ids).
 const SELECT_RESULTS: &str = "SELECT step_id, status, result FROM steps \

@@ -30,6 +30,16 @@ const RELEASE: &str = "UPDATE step_queue SET locked_by = NULL, lease_token = NUL
 const CANCELLED_LEASES: &str = "SELECT q.lease_token FROM step_queue q JOIN executions e ON e.id = q.execution_id \
     WHERE q.lease_token IN (SELECT value FROM json_each($1)) AND e.status IN ('cancelled', 'failed', 'succeeded')";
 
+/// Ends the leases of a batch of finished steps, fenced by their tokens
+/// (`VALUES` rows of execution, step and token between prefix and suffix);
+/// returns the steps whose leases were still held.
+const RELEASE_MANY_PREFIX: &str =
+    "DELETE FROM step_queue WHERE (execution_id, step_id, lease_token) IN (";
+const RELEASE_MANY_SUFFIX: &str = ") RETURNING execution_id, step_id";
+
+/// The execution's last event number, its row locked for the next ones.
+const LAST_EVENT_SEQ: &str = "SELECT last_event_seq FROM executions WHERE id = $1";
+
 /// Extends leases (`$1` lease end, `$2` JSON list of tokens).
 const HEARTBEAT: &str = "UPDATE step_queue SET locked_until = $1 \
     WHERE lease_token IN (SELECT value FROM json_each($2)) RETURNING lease_token";

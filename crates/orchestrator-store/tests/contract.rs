@@ -28,6 +28,7 @@ orchestrator_store::for_each_backend!(
     model_calls_add_up_per_model_and_per_execution,
     a_batch_of_results_is_written_together_and_a_stale_one_alone_is_refused,
     a_step_made_ready_is_handed_to_the_finishing_worker_unless_others_wait,
+    a_batch_of_one_executions_steps_is_written_set_by_set,
 );
 
 const CHAIN: &str = "name: chain\nsteps:\n  - id: a\n    tool: echo\n  - id: b\n    tool: echo\n    depends_on: [a]\n  - id: c\n    tool: echo\n    depends_on: [b]\noutputs:\n  last: '{{ c.result }}'\n";
@@ -876,4 +877,156 @@ async fn a_step_made_ready_is_handed_to_the_finishing_worker_unless_others_wait(
         .expect("finish c");
     assert!(outcome.next.is_none());
     assert_eq!(outcome.execution_finished, Some(ExecutionStatus::Succeeded));
+}
+
+fn assert_gap_free(events: &[orchestrator_store::EventRecord]) {
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
+}
+
+async fn a_batch_of_one_executions_steps_is_written_set_by_set(store: Arc<dyn Store>) {
+    const FAN3: &str = "name: fan3\nsteps:\n  - id: a\n    tool: echo\n  - id: b\n    tool: echo\n  - id: d\n    tool: echo\n  - id: c\n    tool: echo\n    depends_on: [a, b]\n";
+    let handoff = Some(Handoff { lease_ms: 30_000 });
+    let fan = new_execution(FAN3, None, None);
+    store.create_execution(fan.clone()).await.expect("create");
+    let mut claimed = claim_ids(&store, 10).await;
+    claimed.sort_by(|p, q| p.step_id.cmp(&q.step_id));
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|c| c.step_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a", "b", "d"]
+    );
+    let batch: Vec<(ClaimedStep, StepResult)> = claimed
+        .iter()
+        .map(|c| (c.clone(), done(StepStatus::Succeeded, json!(c.step_id))))
+        .collect();
+    let results = store
+        .finish_steps(batch, &no_outputs, handoff)
+        .await
+        .expect("batch");
+    let results: Vec<_> = results.into_iter().map(|r| r.expect("held")).collect();
+    // c's dependencies both finished here: made ready once, handed to a.
+    let c = results[0].next.clone().expect("c handed to a's slot");
+    assert_eq!(c.step_id, "c");
+    assert!(results.iter().all(|r| r.ready.is_empty()));
+    assert!(results[1].next.is_none() && results[2].next.is_none());
+    assert!(results.iter().all(|r| r.execution_finished.is_none()));
+    let steps = store.list_steps(&fan.id).await.expect("steps");
+    let view: Vec<(&str, StepStatus, Option<Value>)> = steps
+        .iter()
+        .map(|s| {
+            (
+                s.step_id.as_str(),
+                s.status,
+                s.result.as_ref().map(|r| r["result"].clone()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        view,
+        vec![
+            ("a", StepStatus::Succeeded, Some(json!("a"))),
+            ("b", StepStatus::Succeeded, Some(json!("b"))),
+            ("d", StepStatus::Succeeded, Some(json!("d"))),
+            ("c", StepStatus::Running, None),
+        ]
+    );
+    let checkpoints = store.list_checkpoints(&fan.id).await.expect("checkpoints");
+    let mut of: Vec<&str> = checkpoints.iter().map(|c| c.step_id.as_str()).collect();
+    of.sort();
+    assert_eq!(of, vec!["a", "b", "d"]);
+    assert!(
+        checkpoints
+            .iter()
+            .all(|c| c.worker.as_deref() == Some("w1"))
+    );
+    let events = store.list_events(&fan.id, 0, 100).await.expect("events");
+    assert_gap_free(&events);
+    let kinds: Vec<(&str, Option<&str>)> = events
+        .iter()
+        .skip_while(|e| e.kind != "step.succeeded")
+        .map(|e| (e.kind.as_str(), e.step_id.as_deref()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("step.succeeded", Some("a")),
+            ("step.succeeded", Some("b")),
+            ("step.succeeded", Some("d")),
+            ("step.ready", Some("c")),
+            ("step.started", Some("c")),
+        ]
+    );
+    // The last step, alone, ends the execution; numbering goes on unbroken.
+    let render =
+        |_: &orchestrator_store::ExecutionRecord,
+         steps: &[orchestrator_store::StepRecord]|
+         -> (Option<Value>, Option<String>) { (Some(json!({"steps": steps.len()})), None) };
+    let last = store
+        .finish_step(
+            &c,
+            done(StepStatus::Succeeded, json!("c")),
+            &render,
+            handoff,
+        )
+        .await
+        .expect("finish c");
+    assert_eq!(last.execution_finished, Some(ExecutionStatus::Succeeded));
+    let exec = store
+        .get_execution(&fan.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(exec.outputs, Some(json!({"steps": 4})));
+    let events = store.list_events(&fan.id, 0, 100).await.expect("events");
+    assert_gap_free(&events);
+    assert_eq!(
+        events.last().map(|e| e.kind.as_str()),
+        Some("execution.succeeded")
+    );
+
+    // A batch that finishes an execution names it on its last step; one
+    // cancelled meanwhile keeps the results and starts nothing.
+    let two = new_execution(FAN, None, None);
+    store.create_execution(two.clone()).await.expect("create");
+    let mut claimed = claim_ids(&store, 10).await;
+    claimed.sort_by(|p, q| p.step_id.cmp(&q.step_id));
+    store.cancel_execution(&two.id).await.expect("cancel");
+    let results = store
+        .finish_steps(
+            claimed
+                .iter()
+                .map(|c| (c.clone(), done(StepStatus::Succeeded, json!(1))))
+                .collect(),
+            &no_outputs,
+            handoff,
+        )
+        .await
+        .expect("batch");
+    for r in results {
+        let r = r.expect("held");
+        assert!(r.ready.is_empty() && r.next.is_none() && r.execution_finished.is_none());
+    }
+    let steps = store.list_steps(&two.id).await.expect("steps");
+    let view: Vec<(&str, StepStatus)> = steps
+        .iter()
+        .map(|s| (s.step_id.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        view,
+        vec![
+            ("a", StepStatus::Succeeded),
+            ("b", StepStatus::Succeeded),
+            ("c", StepStatus::Cancelled)
+        ]
+    );
+    let exec = store
+        .get_execution(&two.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(exec.status, ExecutionStatus::Cancelled);
+    assert_gap_free(&store.list_events(&two.id, 0, 100).await.expect("events"));
 }
