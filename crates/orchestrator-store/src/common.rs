@@ -405,25 +405,27 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            /// Hands `step_id`, just made ready by `finished`, straight to the
-            /// worker that finished it: queued already leased to that worker
-            /// and started, as a claim would. Declined (`None`, nothing
-            /// written) while other runnable steps wait in the queue: they
-            /// were ready first.
-            async fn take_ready(
+            /// Makes `step_id`, whose dependencies `finished` settled, ready.
+            /// With `take`, it is handed straight to `finished`'s worker:
+            /// queued already leased to it and started, as a claim would
+            /// (returned). Its events are added to `events`, for the caller
+            /// (who holds the execution's row) to write.
+            async fn ready_step(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 finished: &crate::ClaimedStep,
                 step_id: &str,
-                handoff: crate::Handoff,
+                take: Option<crate::Handoff>,
+                events: &mut Vec<(String, String, serde_json::Value)>,
                 now: i64,
             ) -> crate::Result<Option<crate::ClaimedStep>> {
                 use crate::common::*;
-                let waiting: bool = sqlx::query_scalar(OTHERS_WAITING).bind(now).fetch_one(&mut **tx).await?;
-                if waiting {
-                    return Ok(None);
-                }
                 let execution_id = &finished.execution_id;
-                Self::emit(tx, execution_id, "step.ready", Some(step_id), serde_json::json!({}), now).await?;
+                events.push(("step.ready".to_string(), step_id.to_string(), serde_json::json!({})));
+                let Some(handoff) = take else {
+                    sqlx::query(MARK_READY).bind(execution_id).bind(step_id).execute(&mut **tx).await?;
+                    sqlx::query(ENQUEUE).bind(execution_id).bind(step_id).bind(now).execute(&mut **tx).await?;
+                    return Ok(None);
+                };
                 let lease_token = uuid::Uuid::new_v4().simple().to_string();
                 sqlx::query(ENQUEUE_LEASED)
                     .bind(execution_id)
@@ -441,15 +443,11 @@ macro_rules! impl_store {
                     .fetch_one(&mut **tx)
                     .await?;
                 let record = crate::StepRecord::try_from(row)?;
-                Self::emit(
-                    tx,
-                    execution_id,
-                    "step.started",
-                    Some(step_id),
+                events.push((
+                    "step.started".to_string(),
+                    step_id.to_string(),
                     serde_json::json!({"attempt": record.attempt, "worker": finished.worker}),
-                    now,
-                )
-                .await?;
+                ));
                 Ok(Some(crate::ClaimedStep {
                     execution_id: execution_id.clone(),
                     step_id: step_id.to_string(),
@@ -464,24 +462,22 @@ macro_rules! impl_store {
                 }))
             }
 
-            /// Makes a step ready: handed to the finishing worker when
-            /// `handoff` is still unused and nothing else waits, else queued.
-            /// Returns the step when it was handed off.
-            async fn ready_or_take(
+            /// Records a step's final result: set by set when it only
+            /// advances its dependents, else through the whole flow.
+            async fn finish_one(
                 tx: &mut sqlx::Transaction<'_, $db>,
-                finished: &crate::ClaimedStep,
-                step_id: &str,
-                handoff: &mut Option<crate::Handoff>,
+                step: &crate::ClaimedStep,
+                result: crate::StepResult,
+                outputs: crate::OutputRenderer<'_>,
+                handoff: Option<crate::Handoff>,
                 now: i64,
-            ) -> crate::Result<Option<crate::ClaimedStep>> {
-                // One try per finished step, taken or declined.
-                if let Some(h) = handoff.take()
-                    && let Some(next) = Self::take_ready(tx, finished, step_id, h, now).await?
-                {
-                    return Ok(Some(next));
+            ) -> crate::Result<crate::FinishOutcome> {
+                if crate::common::only_advances_dependents(&result) {
+                    let one = [(step.clone(), result)];
+                    let mut done = Self::finish_set_in(tx, &one, outputs, handoff, now).await?;
+                    return done.pop().unwrap_or_else(|| Err(crate::StoreError::LeaseLost { step: step.step_id.clone() }));
                 }
-                Self::make_ready(tx, &finished.execution_id, step_id, now).await?;
-                Ok(None)
+                Self::finish_in(tx, step, result, outputs, handoff, now).await
             }
 
             /// Ends an unfinished execution: steps not started are cancelled,
@@ -580,17 +576,16 @@ macro_rules! impl_store {
                     .await?;
                 Self::insert_checkpoint(tx, step, result.status.as_str(), &result, now)
                     .await?;
-                // The execution's row: locked, this step no longer counted
-                // open (the paths below that change more than that count
-                // again), and whether it was cancelled or timed out while
-                // this step ran. Whoever takes it next sees this step's
+                // The execution's row: locked (its open steps are counted
+                // again below), and whether it was cancelled or timed out
+                // while this step ran. Whoever takes it next sees this step's
                 // rows committed: statuses read from here on are current.
-                let (status, open): (String, i64) = sqlx::query_as(CLOSE_STEP)
+                let status: String = sqlx::query_scalar(LOCK_EXECUTION)
                     .bind(&step.execution_id)
                     .bind(now)
                     .fetch_optional(&mut **tx)
                     .await?
-                    .unwrap_or_else(|| (String::new(), 1));
+                    .unwrap_or_default();
                 let cancelled = matches!(status.as_str(), "cancelled" | "failed" | "succeeded");
                 Self::emit(
                     tx,
@@ -615,45 +610,7 @@ macro_rules! impl_store {
                 }
                 let mut handoff = handoff;
                 let mut next = None;
-                let (ready, finished) =
-                    if matches!(result.status, StepStatus::Succeeded | StepStatus::Skipped)
-                        && result.jump_to.is_none()
-                    {
-                        // Fast path: only this step's dependents can change.
-                        let dependents: Vec<String> = sqlx::query_scalar(PENDING_DEPENDENTS)
-                            .bind(&step.execution_id)
-                            .bind(&step.step_id)
-                            .fetch_all(&mut **tx)
-                            .await?;
-                        let mut ready = Vec::new();
-                        for id in dependents {
-                            let unsettled: i64 = sqlx::query_scalar(UNSETTLED_DEPS)
-                                .bind(&step.execution_id)
-                                .bind(&id)
-                                .fetch_one(&mut **tx)
-                                .await?;
-                            if unsettled == 0 {
-                                match Self::ready_or_take(tx, step, &id, &mut handoff, now).await? {
-                                    Some(taken) => next = Some(taken),
-                                    None => ready.push(id),
-                                }
-                            }
-                        }
-                        let finished = if open <= 0 {
-                            let rows: Vec<FlowRow> = sqlx::query_as(SELECT_FLOW)
-                                .bind(&step.execution_id)
-                                .fetch_all(&mut **tx)
-                                .await?;
-                            let steps = rows
-                                .into_iter()
-                                .map(FlowStep::try_from)
-                                .collect::<crate::Result<Vec<_>>>()?;
-                            flow::finished_status(&steps)
-                        } else {
-                            None
-                        };
-                        (ready, finished)
-                    } else {
+                let (ready, finished) = {
                         let rows: Vec<FlowRow> = sqlx::query_as(SELECT_FLOW)
                             .bind(&step.execution_id)
                             .fetch_all(&mut **tx)
@@ -676,10 +633,23 @@ macro_rules! impl_store {
                         for change in &advance.changes {
                             match change {
                                 Change::Ready(id) => {
-                                    match Self::ready_or_take(tx, step, id, &mut handoff, now).await? {
+                                    // One hand-off try per finished step.
+                                    let take = match handoff.take() {
+                                        Some(h) => {
+                                            let waiting: bool = sqlx::query_scalar(OTHERS_WAITING)
+                                                .bind(now)
+                                                .fetch_one(&mut **tx)
+                                                .await?;
+                                            (!waiting).then_some(h)
+                                        }
+                                        None => None,
+                                    };
+                                    let mut events = Vec::new();
+                                    match Self::ready_step(tx, step, id, take, &mut events, now).await? {
                                         Some(taken) => next = Some(taken),
                                         None => ready.push(id.clone()),
                                     }
+                                    Self::emit_steps(tx, &step.execution_id, events, now).await?;
                                 }
                                 Change::Skipped { step: id, reason }
                                 | Change::Cancelled { step: id, reason } => {
@@ -870,7 +840,7 @@ macro_rules! impl_store {
                         .bind(idxs.len() as i64)
                         .fetch_one(&mut **tx)
                         .await?;
-                    let events = idxs
+                    let mut events: Vec<(String, String, serde_json::Value)> = idxs
                         .iter()
                         .map(|&i| {
                             let (step, result) = &batch[i];
@@ -887,47 +857,41 @@ macro_rules! impl_store {
                             )
                         })
                         .collect();
-                    Self::insert_events(tx, execution_id, last_seq + 1, events, now).await?;
                     let mut ready: Vec<Vec<String>> = vec![Vec::new(); idxs.len()];
                     let mut next: Vec<Option<crate::ClaimedStep>> = vec![None; idxs.len()];
                     let mut finished = None;
                     if matches!(status.as_str(), "cancelled" | "failed" | "succeeded") {
                         // Cancelled while these steps ran: keep their
                         // results, start nothing new.
+                        Self::insert_events(tx, execution_id, last_seq + 1, std::mem::take(&mut events), now).await?;
                         sqlx::query(RECOUNT_OPEN).bind(*execution_id).execute(&mut **tx).await?;
                     } else {
-                        let mut pending = sqlx::QueryBuilder::<$db>::new(PENDING_DEPENDENTS_OF_PREFIX);
-                        pending.push_bind(*execution_id).push(" AND d.depends_on IN (");
-                        let mut list = pending.separated(", ");
+                        let mut query = sqlx::QueryBuilder::<$db>::new(READY_DEPENDENTS_PREFIX);
+                        query.push_bind(now).push(READY_DEPENDENTS_MIDDLE).push_bind(*execution_id).push(" AND d.depends_on IN (");
+                        let mut list = query.separated(", ");
                         for &i in idxs {
                             list.push_bind(&batch[i].0.step_id);
                         }
                         list.push_unseparated(") ORDER BY s.position");
-                        let pairs: Vec<(String, String)> =
-                            pending.build_query_as().fetch_all(&mut **tx).await?;
-                        let mut tries: Vec<Option<crate::Handoff>> = vec![handoff; idxs.len()];
+                        let pairs: Vec<(String, String, bool)> = query.build_query_as().fetch_all(&mut **tx).await?;
+                        let others_waiting = pairs.first().is_some_and(|p| p.2);
+                        let mut tries: Vec<Option<crate::Handoff>> =
+                            vec![if others_waiting { None } else { handoff }; idxs.len()];
                         let mut seen = std::collections::HashSet::new();
-                        for (candidate, _) in &pairs {
-                            if !seen.insert(candidate.clone()) {
-                                continue;
-                            }
-                            let unsettled: i64 = sqlx::query_scalar(UNSETTLED_DEPS)
-                                .bind(*execution_id)
-                                .bind(candidate)
-                                .fetch_one(&mut **tx)
-                                .await?;
-                            if unsettled > 0 {
+                        for (candidate, _, _) in &pairs {
+                            if !seen.insert(candidate.as_str()) {
                                 continue;
                             }
                             // Its dependencies finished here, in batch order:
                             // the first with its hand-off unused takes it.
                             let deps: Vec<usize> = pairs
                                 .iter()
-                                .filter(|(d, _)| d == candidate)
-                                .filter_map(|(_, dep)| idxs.iter().position(|&i| &batch[i].0.step_id == dep))
+                                .filter(|(d, _, _)| d == candidate)
+                                .filter_map(|(_, dep, _)| idxs.iter().position(|&i| &batch[i].0.step_id == dep))
                                 .collect();
                             let k = deps.iter().copied().find(|&k| tries[k].is_some()).unwrap_or(deps[0]);
-                            match Self::ready_or_take(tx, &batch[idxs[k]].0, candidate, &mut tries[k], now).await? {
+                            let take = tries[k].take();
+                            match Self::ready_step(tx, &batch[idxs[k]].0, candidate, take, &mut events, now).await? {
                                 Some(taken) => next[k] = Some(taken),
                                 None => {
                                     ready[k].push(candidate.clone());
@@ -935,6 +899,7 @@ macro_rules! impl_store {
                                 }
                             }
                         }
+                        Self::insert_events(tx, execution_id, last_seq + 1, std::mem::take(&mut events), now).await?;
                         if open <= 0 {
                             finished = Self::settled_status(tx, execution_id).await?;
                             if let Some(status) = finished {
@@ -1379,7 +1344,7 @@ macro_rules! impl_store {
                 let now = crate::now_ms();
                 let _writer = self.write_guard().await;
                 let mut tx = self.pool.begin().await?;
-                let outcome = Self::finish_in(&mut tx, step, result, outputs, handoff, now).await?;
+                let outcome = Self::finish_one(&mut tx, step, result, outputs, handoff, now).await?;
                 tx.commit().await?;
                 Ok(outcome)
             }
@@ -1395,19 +1360,14 @@ macro_rules! impl_store {
                 let mut tx = self.pool.begin().await?;
                 // Steps that only advance their dependents (the common case)
                 // are written set by set; anything else one by one.
-                if batch.len() > 1
-                    && batch.iter().all(|(_, r)| {
-                        matches!(r.status, orchestrator_core::flow::StepStatus::Succeeded | orchestrator_core::flow::StepStatus::Skipped)
-                            && r.jump_to.is_none()
-                    })
-                {
+                if batch.len() > 1 && batch.iter().all(|(_, r)| crate::common::only_advances_dependents(r)) {
                     let done = Self::finish_set_in(&mut tx, &batch, outputs, handoff, now).await?;
                     tx.commit().await?;
                     return Ok(done);
                 }
                 let mut done = Vec::with_capacity(batch.len());
                 for (step, result) in batch {
-                    match Self::finish_in(&mut tx, &step, result, outputs, handoff, now).await {
+                    match Self::finish_one(&mut tx, &step, result, outputs, handoff, now).await {
                         Ok(outcome) => done.push(Ok(outcome)),
                         // Refused before writing anything (the lease is the
                         // first thing checked): the others go on.
@@ -2193,37 +2153,34 @@ pub(crate) const INSERT_CHECKPOINTS_PREFIX: &str = "INSERT INTO checkpoints \
 /// Events numbered by the caller, who holds the execution's row.
 pub(crate) const INSERT_EVENTS_PREFIX: &str =
     "INSERT INTO events (execution_id, seq, kind, family, step_id, data, created_at) ";
-/// Pending steps that depend on some of a list of steps (`(step, dependency)`).
-pub(crate) const PENDING_DEPENDENTS_OF_PREFIX: &str = "SELECT d.step_id, d.depends_on FROM step_deps d \
+/// Pending steps that depend on some of a list of steps and have no
+/// unsettled dependency left, as `(step, dependency, others waiting)`: the
+/// last column says whether some runnable step waits unleased in the queue.
+/// Run with the execution's row locked, so the statuses are current. (A
+/// failed dependency is settled: with `on_failure: fail` nothing is pending
+/// any more, with `skip` its dependents were skipped, with `continue` they run.)
+pub(crate) const READY_DEPENDENTS_PREFIX: &str = "SELECT d.step_id, d.depends_on, EXISTS (SELECT 1 FROM step_queue \
+    WHERE locked_by IS NULL AND run_after <= ";
+pub(crate) const READY_DEPENDENTS_MIDDLE: &str = ") FROM step_deps d \
     JOIN steps s ON s.execution_id = d.execution_id AND s.step_id = d.step_id \
-    WHERE s.status = 'pending' AND d.execution_id = ";
+    WHERE s.status = 'pending' AND NOT EXISTS (SELECT 1 FROM step_deps u \
+        JOIN steps us ON us.execution_id = u.execution_id AND us.step_id = u.depends_on \
+        WHERE u.execution_id = d.execution_id AND u.step_id = d.step_id \
+        AND us.status IN ('pending', 'ready', 'running', 'retrying')) \
+    AND d.execution_id = ";
 /// Starts claimed steps (`VALUES` of execution and step ids follow).
 pub(crate) const START_STEPS_PREFIX: &str = "UPDATE steps SET status = 'running', attempt = attempt + 1, \
     started_at = COALESCE(started_at, ";
 pub(crate) const START_STEPS_SUFFIX: &str = " RETURNING execution_id, step_id, position, status, attempt, max_attempts, \
     depends_on, definition, parameters, result, error, error_type, reason, timed_out, started_at, finished_at";
 
-/// `CLOSE_STEP` for `$3` steps at once; also the execution's last event number.
+/// Locks the execution's row and counts `$3` of its steps closed; returns
+/// its status, the steps still open and its last event number.
 pub(crate) const CLOSE_STEPS: &str = "UPDATE executions SET open_steps = open_steps - $3, updated_at = $2 \
     WHERE id = $1 RETURNING status, open_steps, last_event_seq";
 
-pub(crate) const CLOSE_STEP: &str = "UPDATE executions SET open_steps = open_steps - 1, updated_at = $2 \
-    WHERE id = $1 RETURNING status, open_steps";
-
 pub(crate) const RECOUNT_OPEN: &str = "UPDATE executions SET open_steps = (SELECT COUNT(*) FROM steps \
     WHERE execution_id = $1 AND status IN ('pending', 'ready', 'running', 'retrying')) WHERE id = $1";
-
-/// Pending steps that depend on `$2`.
-pub(crate) const PENDING_DEPENDENTS: &str = "SELECT d.step_id FROM step_deps d \
-    JOIN steps s ON s.execution_id = d.execution_id AND s.step_id = d.step_id \
-    WHERE d.execution_id = $1 AND d.depends_on = $2 AND s.status = 'pending' ORDER BY s.position";
-
-/// How many dependencies of `$2` have not finished. (A failed dependency is
-/// settled: with `on_failure: fail` nothing is pending any more, with `skip`
-/// its dependents were skipped, with `continue` they run.)
-pub(crate) const UNSETTLED_DEPS: &str = "SELECT COUNT(*) FROM step_deps d \
-    JOIN steps s ON s.execution_id = d.execution_id AND s.step_id = d.depends_on \
-    WHERE d.execution_id = $1 AND d.step_id = $2 AND s.status IN ('pending', 'ready', 'running', 'retrying')";
 
 pub(crate) const CANCEL_UNSTARTED: &str = "UPDATE steps SET status = 'cancelled', reason = 'execution_cancelled', \
     finished_at = $2 WHERE execution_id = $1 AND status IN ('pending', 'ready', 'retrying') RETURNING step_id";
@@ -2294,6 +2251,12 @@ pub(crate) const QUEUE_DEPTH: &str = "SELECT COUNT(*) FROM step_queue";
 
 pub(crate) const START_EXECUTION: &str =
     "UPDATE executions SET status = 'running', started_at = $2 WHERE id = $1 AND status = 'queued'";
+
+/// A result that can change nothing but its step's dependents (succeeded or
+/// skipped, no jump): written set by set.
+pub(crate) fn only_advances_dependents(result: &crate::StepResult) -> bool {
+    matches!(result.status, StepStatus::Succeeded | StepStatus::Skipped) && result.jump_to.is_none()
+}
 
 /// The planned steps of a stored plan, by id.
 pub(crate) fn plan_steps(plan: &Value) -> Result<std::collections::HashMap<String, PlannedStep>> {

@@ -51,7 +51,8 @@ pub enum StoreError {
 
 impl StoreError {
     /// A conflict between concurrent transactions (PostgreSQL deadlock or
-    /// serialization failure, SQLite busy): trying again may succeed.
+    /// serialization failure, SQLite busy) or a lost connection: trying
+    /// again may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Database(sqlx::Error::Database(e)) => {
@@ -60,7 +61,9 @@ impl StoreError {
                     Some("40P01" | "40001" | "5" | "6" | "517")
                 )
             }
-            StoreError::Database(sqlx::Error::PoolTimedOut) => true,
+            // A connection lost under a statement (the server restarted):
+            // the pool opens a new one for the next try.
+            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => true,
             _ => false,
         }
     }

@@ -129,6 +129,17 @@ impl PostgresStore {
     pub async fn connect(url: &str) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            // A ping only for a connection idle a while (it may have been
+            // dropped meanwhile), not one more round trip on every acquire.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > std::time::Duration::from_secs(10) {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(url)
             .await?;
         sqlx::migrate!("../../migrations/postgres")

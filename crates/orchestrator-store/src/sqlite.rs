@@ -118,6 +118,9 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(max)
             .min_connections(1)
+            // An embedded database's connection does not drop: no ping
+            // (one more trip to the connection's thread) on every acquire.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
