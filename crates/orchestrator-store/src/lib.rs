@@ -56,10 +56,15 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Database(sqlx::Error::Database(e)) => {
+                // PostgreSQL: deadlock, serialization failure, the server
+                // shutting down or restarting (its connections end), any
+                // connection exception (08…); SQLite: busy, locked.
+                let code = e.code();
+                let code = code.as_deref().unwrap_or_default();
                 matches!(
-                    e.code().as_deref(),
-                    Some("40P01" | "40001" | "5" | "6" | "517")
-                )
+                    code,
+                    "40P01" | "40001" | "57P01" | "57P02" | "57P03" | "5" | "6" | "517"
+                ) || (code.len() == 5 && code.starts_with("08"))
             }
             // A connection lost under a statement (the server restarted):
             // the pool opens a new one for the next try.
