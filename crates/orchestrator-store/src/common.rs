@@ -714,18 +714,24 @@ macro_rules! impl_store {
                 events: Vec<(String, String, serde_json::Value)>,
                 now: i64,
             ) -> crate::Result<()> {
-                let mut insert = sqlx::QueryBuilder::<$db>::new(crate::common::INSERT_EVENTS_PREFIX);
-                insert.push_values(events.into_iter().enumerate(), |mut row, (n, (kind, step_id, data))| {
-                    let family = format!("{}.*", kind.split('.').next().unwrap_or(&kind));
-                    row.push_bind(execution_id.to_string())
-                        .push_bind(first_seq + n as i64)
-                        .push_bind(kind)
-                        .push_bind(family)
-                        .push_bind(step_id)
-                        .push_bind(sqlx::types::Json(data))
-                        .push_bind(now);
-                });
-                insert.build().execute(&mut **tx).await?;
+                // Rows per statement: far below either backend's limit on
+                // bound values.
+                const ROWS: usize = 500;
+                let mut events = events.into_iter().enumerate().peekable();
+                while events.peek().is_some() {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(crate::common::INSERT_EVENTS_PREFIX);
+                    insert.push_values(events.by_ref().take(ROWS), |mut row, (n, (kind, step_id, data))| {
+                        let family = format!("{}.*", kind.split('.').next().unwrap_or(&kind));
+                        row.push_bind(execution_id.to_string())
+                            .push_bind(first_seq + n as i64)
+                            .push_bind(kind)
+                            .push_bind(family)
+                            .push_bind(step_id)
+                            .push_bind(sqlx::types::Json(data))
+                            .push_bind(now);
+                    });
+                    insert.build().execute(&mut **tx).await?;
+                }
                 Ok(())
             }
 
@@ -1176,17 +1182,21 @@ macro_rules! impl_store {
                         .fetch_one(&mut *tx)
                         .await?;
                     rows.insert((c.execution_id.clone(), c.step_id.clone()), crate::StepRecord::try_from(row)?);
-                } else if !claimed.is_empty() {
-                    let mut start = sqlx::QueryBuilder::<$db>::new(crate::common::START_STEPS_PREFIX);
-                    start.push_bind(now).push(") WHERE (execution_id, step_id) IN (");
-                    start.push_values(&claimed, |mut row, c| {
-                        row.push_bind(&c.execution_id).push_bind(&c.step_id);
-                    });
-                    start.push(")").push(crate::common::START_STEPS_SUFFIX);
-                    let started: Vec<crate::common::StepRow> = start.build_query_as().fetch_all(&mut *tx).await?;
-                    for row in started {
-                        let record = crate::StepRecord::try_from(row)?;
-                        rows.insert((record.execution_id.clone(), record.step_id.clone()), record);
+                } else {
+                    // 500 rows per statement (a claim may be as large as the
+                    // worker's slots).
+                    for chunk in claimed.chunks(500) {
+                        let mut start = sqlx::QueryBuilder::<$db>::new(crate::common::START_STEPS_PREFIX);
+                        start.push_bind(now).push(") WHERE (execution_id, step_id) IN (");
+                        start.push_values(chunk, |mut row, c| {
+                            row.push_bind(&c.execution_id).push_bind(&c.step_id);
+                        });
+                        start.push(")").push(crate::common::START_STEPS_SUFFIX);
+                        let started: Vec<crate::common::StepRow> = start.build_query_as().fetch_all(&mut *tx).await?;
+                        for row in started {
+                            let record = crate::StepRecord::try_from(row)?;
+                            rows.insert((record.execution_id.clone(), record.step_id.clone()), record);
+                        }
                     }
                 }
                 let mut out: Vec<crate::ClaimedStep> = Vec::with_capacity(claimed.len());

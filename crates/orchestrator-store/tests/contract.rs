@@ -29,6 +29,7 @@ orchestrator_store::for_each_backend!(
     a_batch_of_results_is_written_together_and_a_stale_one_alone_is_refused,
     a_step_made_ready_is_handed_to_the_finishing_worker_unless_others_wait,
     a_batch_of_one_executions_steps_is_written_set_by_set,
+    a_claim_larger_than_one_statement_starts_every_step,
 );
 
 const CHAIN: &str = "name: chain\nsteps:\n  - id: a\n    tool: echo\n  - id: b\n    tool: echo\n    depends_on: [a]\n  - id: c\n    tool: echo\n    depends_on: [b]\noutputs:\n  last: '{{ c.result }}'\n";
@@ -1029,4 +1030,23 @@ async fn a_batch_of_one_executions_steps_is_written_set_by_set(store: Arc<dyn St
         .expect("exists");
     assert_eq!(exec.status, ExecutionStatus::Cancelled);
     assert_gap_free(&store.list_events(&two.id, 0, 100).await.expect("events"));
+}
+
+async fn a_claim_larger_than_one_statement_starts_every_step(store: Arc<dyn Store>) {
+    // More steps than one multi-row statement takes (500 rows).
+    let mut yaml = String::from("name: wide\nsteps:\n");
+    for i in 0..1_200 {
+        yaml.push_str(&format!("  - id: s{i}\n    tool: echo\n"));
+    }
+    let wide = new_execution(&yaml, None, None);
+    store.create_execution(wide.clone()).await.expect("create");
+    let claimed = store.claim_steps("w1", 2_000, 30_000).await.expect("claim");
+    assert_eq!(claimed.len(), 1_200);
+    assert!(claimed.iter().all(|c| c.attempt == 1));
+    let steps = store.list_steps(&wide.id).await.expect("steps");
+    assert!(steps.iter().all(|s| s.status == StepStatus::Running));
+    let events = store.list_events(&wide.id, 0, 5_000).await.expect("events");
+    assert_gap_free(&events);
+    let started = events.iter().filter(|e| e.kind == "step.started").count();
+    assert_eq!(started, 1_200);
 }
