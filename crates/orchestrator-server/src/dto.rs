@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use orchestrator_core::flow::StepStatus;
-use orchestrator_core::plan::ExecutionPlan;
 use orchestrator_store::{CheckpointRecord, ExecutionRecord, StepRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -406,8 +405,12 @@ impl ExecutionView {
         } else {
             (done as f64 * 1000.0 / steps.len() as f64).round() / 10.0
         };
-        let levels = serde_json::from_value::<ExecutionPlan>(r.plan.clone())
-            .map(|p| p.levels)
+        // Only the levels: not a copy and parse of the whole plan, which
+        // holds every step's definition.
+        let levels = r
+            .plan
+            .get("levels")
+            .and_then(|l| Vec::<Vec<String>>::deserialize(l).ok())
             .unwrap_or_default();
         ExecutionView {
             id: r.id.clone(),
