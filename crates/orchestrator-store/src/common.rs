@@ -70,15 +70,8 @@ pub(crate) const RELEASE_LEASE: &str =
 pub(crate) const REQUEUE_FOR_RETRY: &str = "UPDATE step_queue SET locked_by = NULL, lease_token = NULL, locked_until = NULL, \
     run_after = $4 WHERE execution_id = $1 AND step_id = $2 AND lease_token = $3";
 
-pub(crate) const UPDATE_STEP_RESULT: &str = "UPDATE steps SET status = $3, parameters = $4, result = $5, error = $6, \
-    error_type = $7, reason = $8, timed_out = $9, finished_at = $10 WHERE execution_id = $1 AND step_id = $2";
-
 pub(crate) const UPDATE_STEP_RETRYING: &str = "UPDATE steps SET status = 'retrying', parameters = $3, error = $4, \
     error_type = $5, timed_out = $6 WHERE execution_id = $1 AND step_id = $2";
-
-pub(crate) const INSERT_CHECKPOINT: &str = "INSERT INTO checkpoints \
-    (execution_id, step_id, attempt, status, parameters, result, error, error_type, started_at, finished_at, created_at, worker) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 pub(crate) const SET_STEP_STATUS: &str = "UPDATE steps SET status = $3, reason = $4, finished_at = $5 WHERE execution_id = $1 AND step_id = $2";
 
@@ -555,27 +548,15 @@ macro_rules! impl_store {
             ) -> crate::Result<crate::FinishOutcome> {
                 use crate::common::*;
                 use orchestrator_core::flow::{self, Change, FlowStep, Outcome, StepStatus};
-                use sqlx::types::Json;
                 // The lease first (fencing), then this step's own rows, then
                 // the execution's row: concurrent finishers of one execution
                 // take turns from there on, so the less done after it, the
                 // better.
-                Self::release_lease(tx, step).await?;
-                sqlx::query(UPDATE_STEP_RESULT)
-                    .bind(&step.execution_id)
-                    .bind(&step.step_id)
-                    .bind(result.status.as_str())
-                    .bind(result.parameters.as_ref().map(Json))
-                    .bind(result.envelope.as_ref().map(Json))
-                    .bind(&result.error)
-                    .bind(&result.error_type)
-                    .bind(&result.reason)
-                    .bind(result.timed_out)
-                    .bind(result.finished_at)
-                    .execute(&mut **tx)
-                    .await?;
-                Self::insert_checkpoint(tx, step, result.status.as_str(), &result, now)
-                    .await?;
+                let one = [(step.clone(), result)];
+                if Self::record_results(tx, &one, now).await?.is_empty() {
+                    return Err(crate::StoreError::LeaseLost { step: step.step_id.clone() });
+                }
+                let [(_, result)] = one;
                 // The execution's row: locked (its open steps are counted
                 // again below), and whether it was cancelled or timed out
                 // while this step ran. Whoever takes it next sees this step's
@@ -768,21 +749,17 @@ macro_rules! impl_store {
                 Ok(orchestrator_core::flow::finished_status(&steps))
             }
 
-            /// `finish_in` for a batch whose steps all succeeded or were
-            /// skipped without a jump (only their dependents can change): the
-            /// same writes, in a few multi-row statements, each execution's
-            /// row locked once. Results in batch order; a step whose lease is
-            /// gone is refused without touching the others.
-            async fn finish_set_in(
+            /// Ends the leases of finished steps (fencing, one statement) and
+            /// records the results of those still held: step rows and
+            /// checkpoints, a statement each. Returns the held ones
+            /// (execution, step); the others were not touched.
+            async fn record_results(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 batch: &[(crate::ClaimedStep, crate::StepResult)],
-                outputs: crate::OutputRenderer<'_>,
-                handoff: Option<crate::Handoff>,
                 now: i64,
-            ) -> crate::Result<Vec<crate::Result<crate::FinishOutcome>>> {
+            ) -> crate::Result<std::collections::HashSet<(String, String)>> {
                 use crate::common::*;
                 use sqlx::types::Json;
-                // Leases first (fencing), in one statement.
                 let mut release = sqlx::QueryBuilder::<$db>::new(RELEASE_MANY_PREFIX);
                 release.push_values(batch, |mut row, (step, _)| {
                     row.push_bind(&step.execution_id).push_bind(&step.step_id).push_bind(&step.lease_token);
@@ -790,22 +767,13 @@ macro_rules! impl_store {
                 release.push(RELEASE_MANY_SUFFIX);
                 let released: std::collections::HashSet<(String, String)> =
                     release.build_query_as::<(String, String)>().fetch_all(&mut **tx).await?.into_iter().collect();
-                let mut results: Vec<crate::Result<crate::FinishOutcome>> = batch
+                let held: Vec<&(crate::ClaimedStep, crate::StepResult)> = batch
                     .iter()
-                    .map(|(step, _)| Err(crate::StoreError::LeaseLost { step: step.step_id.clone() }))
+                    .filter(|(step, _)| released.contains(&(step.execution_id.clone(), step.step_id.clone())))
                     .collect();
-                // Held steps by execution, each in batch order.
-                let mut by_execution: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
-                for (i, (step, _)) in batch.iter().enumerate() {
-                    if released.contains(&(step.execution_id.clone(), step.step_id.clone())) {
-                        by_execution.entry(step.execution_id.as_str()).or_default().push(i);
-                    }
+                if held.is_empty() {
+                    return Ok(released);
                 }
-                if by_execution.is_empty() {
-                    return Ok(results);
-                }
-                let held: Vec<&(crate::ClaimedStep, crate::StepResult)> =
-                    by_execution.values().flatten().map(|&i| &batch[i]).collect();
                 let mut update = sqlx::QueryBuilder::<$db>::new(UPDATE_STEP_RESULTS_PREFIX);
                 update.push_values(&held, |mut row, (step, result)| {
                     row.push_bind(&step.execution_id)
@@ -821,12 +789,26 @@ macro_rules! impl_store {
                 });
                 update.push(UPDATE_STEP_RESULTS_SUFFIX);
                 update.build().execute(&mut **tx).await?;
-                let mut checkpoints = sqlx::QueryBuilder::<$db>::new(INSERT_CHECKPOINTS_PREFIX);
-                checkpoints.push_values(&held, |mut row, (step, result)| {
+                let attempts: Vec<(&crate::ClaimedStep, &str, &crate::StepResult)> =
+                    held.iter().map(|(step, result)| (step, result.status.as_str(), result)).collect();
+                Self::insert_checkpoints(tx, &attempts, now).await?;
+                Ok(released)
+            }
+
+            /// Records attempts of steps (step, status, result), one
+            /// statement for all.
+            async fn insert_checkpoints(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                attempts: &[(&crate::ClaimedStep, &str, &crate::StepResult)],
+                now: i64,
+            ) -> crate::Result<()> {
+                use sqlx::types::Json;
+                let mut insert = sqlx::QueryBuilder::<$db>::new(crate::common::INSERT_CHECKPOINTS_PREFIX);
+                insert.push_values(attempts, |mut row, (step, status, result)| {
                     row.push_bind(&step.execution_id)
                         .push_bind(&step.step_id)
                         .push_bind(step.attempt)
-                        .push_bind(result.status.as_str())
+                        .push_bind(*status)
                         .push_bind(result.parameters.as_ref().map(Json))
                         .push_bind(result.envelope.as_ref().map(Json))
                         .push_bind(&result.error)
@@ -836,7 +818,38 @@ macro_rules! impl_store {
                         .push_bind(now)
                         .push_bind(&step.worker);
                 });
-                checkpoints.build().execute(&mut **tx).await?;
+                insert.build().execute(&mut **tx).await?;
+                Ok(())
+            }
+
+            /// `finish_in` for a batch whose steps all succeeded or were
+            /// skipped without a jump (only their dependents can change): the
+            /// same writes, in a few multi-row statements, each execution's
+            /// row locked once. Results in batch order; a step whose lease is
+            /// gone is refused without touching the others.
+            async fn finish_set_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                batch: &[(crate::ClaimedStep, crate::StepResult)],
+                outputs: crate::OutputRenderer<'_>,
+                handoff: Option<crate::Handoff>,
+                now: i64,
+            ) -> crate::Result<Vec<crate::Result<crate::FinishOutcome>>> {
+                use crate::common::*;
+                let released = Self::record_results(tx, batch, now).await?;
+                let mut results: Vec<crate::Result<crate::FinishOutcome>> = batch
+                    .iter()
+                    .map(|(step, _)| Err(crate::StoreError::LeaseLost { step: step.step_id.clone() }))
+                    .collect();
+                // Held steps by execution, each in batch order.
+                let mut by_execution: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+                for (i, (step, _)) in batch.iter().enumerate() {
+                    if released.contains(&(step.execution_id.clone(), step.step_id.clone())) {
+                        by_execution.entry(step.execution_id.as_str()).or_default().push(i);
+                    }
+                }
+                if by_execution.is_empty() {
+                    return Ok(results);
+                }
                 let mut any_ready = false;
                 for (execution_id, idxs) in &by_execution {
                     // The execution's row: locked once for all its steps here.
@@ -994,24 +1007,7 @@ macro_rules! impl_store {
                 result: &crate::StepResult,
                 now: i64,
             ) -> crate::Result<()> {
-                use crate::common::*;
-                use sqlx::types::Json;
-                sqlx::query(INSERT_CHECKPOINT)
-                    .bind(&step.execution_id)
-                    .bind(&step.step_id)
-                    .bind(step.attempt)
-                    .bind(status)
-                    .bind(result.parameters.as_ref().map(Json))
-                    .bind(result.envelope.as_ref().map(Json))
-                    .bind(&result.error)
-                    .bind(&result.error_type)
-                    .bind(result.started_at)
-                    .bind(result.finished_at)
-                    .bind(now)
-                    .bind(&step.worker)
-                    .execute(&mut **tx)
-                    .await?;
-                Ok(())
+                Self::insert_checkpoints(tx, &[(step, status, result)], now).await
             }
         }
 
