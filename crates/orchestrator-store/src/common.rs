@@ -1183,11 +1183,13 @@ macro_rules! impl_store {
                     // worker's slots).
                     for chunk in claimed.chunks(500) {
                         let mut start = sqlx::QueryBuilder::<$db>::new(crate::common::START_STEPS_PREFIX);
-                        start.push_bind(now).push(") WHERE (execution_id, step_id) IN (");
                         start.push_values(chunk, |mut row, c| {
                             row.push_bind(&c.execution_id).push_bind(&c.step_id);
                         });
-                        start.push(")").push(crate::common::START_STEPS_SUFFIX);
+                        start
+                            .push(crate::common::START_STEPS_MIDDLE)
+                            .push_bind(now)
+                            .push(crate::common::START_STEPS_SUFFIX);
                         let started: Vec<crate::common::StepRow> = start.build_query_as().fetch_all(&mut *tx).await?;
                         for row in started {
                             let record = crate::StepRecord::try_from(row)?;
@@ -2174,10 +2176,14 @@ pub(crate) const READY_DEPENDENTS_MIDDLE: &str = ") FROM step_deps d \
         WHERE u.execution_id = d.execution_id AND u.step_id = d.step_id \
         AND us.status IN ('pending', 'ready', 'running', 'retrying')) \
     AND d.execution_id = ";
-/// Starts claimed steps (`VALUES` of execution and step ids follow).
-pub(crate) const START_STEPS_PREFIX: &str = "UPDATE steps SET status = 'running', attempt = attempt + 1, \
+/// Starts claimed steps: `VALUES` of execution and step ids, then the start
+/// time, go between the pieces. (Joined, not `(…) IN (VALUES …)`, which
+/// SQLite answers with a scan of every step.)
+pub(crate) const START_STEPS_PREFIX: &str = "WITH v (eid, sid) AS (";
+pub(crate) const START_STEPS_MIDDLE: &str = ") UPDATE steps SET status = 'running', attempt = attempt + 1, \
     started_at = COALESCE(started_at, ";
-pub(crate) const START_STEPS_SUFFIX: &str = " RETURNING execution_id, step_id, position, status, attempt, max_attempts, \
+pub(crate) const START_STEPS_SUFFIX: &str = ") FROM v WHERE steps.execution_id = v.eid AND steps.step_id = v.sid \
+    RETURNING execution_id, step_id, position, status, attempt, max_attempts, \
     depends_on, definition, parameters, result, error, error_type, reason, timed_out, started_at, finished_at";
 
 /// Locks the execution's row and counts `$3` of its steps closed; returns

@@ -33,9 +33,10 @@ const CANCELLED_LEASES: &str = "SELECT q.lease_token FROM step_queue q JOIN exec
 /// Ends the leases of a batch of finished steps, fenced by their tokens
 /// (`VALUES` rows of execution, step and token between prefix and suffix);
 /// returns the steps whose leases were still held.
-const RELEASE_MANY_PREFIX: &str =
-    "DELETE FROM step_queue WHERE (execution_id, step_id, lease_token) IN (";
-const RELEASE_MANY_SUFFIX: &str = ") RETURNING execution_id, step_id";
+/// (Joined by rowid: `(…) IN (VALUES …)` would scan the whole queue.)
+const RELEASE_MANY_PREFIX: &str = "DELETE FROM step_queue WHERE rowid IN (SELECT q.rowid FROM (";
+const RELEASE_MANY_SUFFIX: &str = ") v JOIN step_queue q ON q.execution_id = v.column1 AND q.step_id = v.column2 \
+    AND q.lease_token = v.column3) RETURNING execution_id, step_id";
 
 /// The execution's last event number, its row locked for the next ones.
 const LAST_EVENT_SEQ: &str = "SELECT last_event_seq FROM executions WHERE id = $1";
@@ -136,3 +137,82 @@ impl SqliteStore {
 }
 
 crate::common::impl_store!(SqliteStore, sqlx::Sqlite, "sqlite");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::common::*;
+
+    /// The statements every step goes through find their rows through
+    /// indexes: no scan of the steps, queue, dependency or event tables,
+    /// whose size grows with everything ever stored. (`(…) IN (VALUES …)`
+    /// once made SQLite scan every step on each claim.)
+    #[tokio::test]
+    async fn the_statements_of_each_step_use_indexes() {
+        let dir = crate::testing::TempDir::new("orch-plans");
+        let store = SqliteStore::connect(&crate::testing::sqlite_url(&dir))
+            .await
+            .expect("store");
+        let statements = [
+            CLAIM
+                .replace("$1", "'w'")
+                .replace("$2", "1")
+                .replace("$3", "2")
+                .replace("$4", "10"),
+            format!(
+                "{RELEASE_MANY_PREFIX}VALUES ('e', 'a', 't'), ('e', 'b', 'u'){RELEASE_MANY_SUFFIX}"
+            ),
+            format!(
+                "{START_STEPS_PREFIX}VALUES ('e', 'a'), ('e', 'b'){START_STEPS_MIDDLE}1{START_STEPS_SUFFIX}"
+            ),
+            format!(
+                "{UPDATE_STEP_RESULTS_PREFIX}VALUES ('e', 'a', 'succeeded', NULL, NULL, NULL, NULL, NULL, 0, 1), \
+                 ('e', 'b', 'succeeded', NULL, NULL, NULL, NULL, NULL, 0, 1){UPDATE_STEP_RESULTS_SUFFIX}"
+            ),
+            format!(
+                "{READY_DEPENDENTS_PREFIX}1{READY_DEPENDENTS_MIDDLE}'e' AND d.depends_on IN ('a', 'b') ORDER BY s.position"
+            ),
+            CLOSE_STEPS
+                .replace("$1", "'e'")
+                .replace("$2", "1")
+                .replace("$3", "2"),
+            INSERT_EVENT
+                .replace("$1", "'e'")
+                .replace("$2", "'k'")
+                .replace("$3", "'f'")
+                .replace("$4", "'a'")
+                .replace("$5", "'{}'")
+                .replace("$6", "1"),
+            HEARTBEAT.replace("$1", "1").replace("$2", "'[\"t\"]'"),
+            RELEASE.replace("$1", "'[\"t\"]'").replace("$2", "1"),
+            CANCELLED_LEASES.replace("$1", "'[\"t\"]'"),
+            REAP.replace("$1", "1"),
+            OTHERS_WAITING.replace("$1", "1"),
+            START_STEP
+                .replace("$1", "'e'")
+                .replace("$2", "'a'")
+                .replace("$3", "1"),
+            SELECT_CONTEXT.replace("$1", "'e'"),
+            SELECT_RESULTS
+                .replace("$1", "'e'")
+                .replace("$2", "'[\"a\"]'"),
+        ];
+        for sql in statements {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .fetch_all(&store.pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}: {sql}"));
+            for (_, _, _, detail) in &plan {
+                // Scans of the statement's own rows (VALUES, a JSON list
+                // argument) are fine.
+                let scans_a_table = detail.starts_with("SCAN ")
+                    && !detail.starts_with("SCAN v")
+                    && !detail.starts_with("SCAN json_each")
+                    && !detail.contains("CONSTANT ROW")
+                    && !detail.contains("VALUES CLAUSE");
+                assert!(!scans_a_table, "{detail}\nin: {sql}\nplan: {plan:?}");
+            }
+        }
+    }
+}

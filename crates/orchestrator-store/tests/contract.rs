@@ -617,6 +617,9 @@ async fn models_are_registered_listed_replaced_and_deleted(store: Arc<dyn Store>
             .expect("duplicate"),
         "the id is taken"
     );
+    // Creation times are in milliseconds (equal ones list by id): m0 must
+    // come a millisecond later to be the newer one.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     store
         .upsert_model(
             "m0",
