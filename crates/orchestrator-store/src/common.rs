@@ -376,45 +376,22 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn make_ready(
+            /// Makes `step_id` ready: queued for any worker, or with `take`
+            /// (a hand-off and the worker whose step settled it) leased to
+            /// that worker and started, as a claim would (returned). Its
+            /// events are added to `events`, for the caller (who holds the
+            /// execution's row) to write.
+            async fn ready_step(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 execution_id: &str,
                 step_id: &str,
-                now: i64,
-            ) -> crate::Result<()> {
-                use crate::common::*;
-                Self::emit(tx, execution_id, "step.ready", Some(step_id), serde_json::json!({}), now).await?;
-                sqlx::query(MARK_READY)
-                    .bind(execution_id)
-                    .bind(step_id)
-                    .execute(&mut **tx)
-                    .await?;
-                sqlx::query(ENQUEUE)
-                    .bind(execution_id)
-                    .bind(step_id)
-                    .bind(now)
-                    .execute(&mut **tx)
-                    .await?;
-                Ok(())
-            }
-
-            /// Makes `step_id`, whose dependencies `finished` settled, ready.
-            /// With `take`, it is handed straight to `finished`'s worker:
-            /// queued already leased to it and started, as a claim would
-            /// (returned). Its events are added to `events`, for the caller
-            /// (who holds the execution's row) to write.
-            async fn ready_step(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                finished: &crate::ClaimedStep,
-                step_id: &str,
-                take: Option<crate::Handoff>,
+                take: Option<(crate::Handoff, &str)>,
                 events: &mut Vec<(String, String, serde_json::Value)>,
                 now: i64,
             ) -> crate::Result<Option<crate::ClaimedStep>> {
                 use crate::common::*;
-                let execution_id = &finished.execution_id;
                 events.push(("step.ready".to_string(), step_id.to_string(), serde_json::json!({})));
-                let Some(handoff) = take else {
+                let Some((handoff, worker)) = take else {
                     sqlx::query(MARK_READY).bind(execution_id).bind(step_id).execute(&mut **tx).await?;
                     sqlx::query(ENQUEUE).bind(execution_id).bind(step_id).bind(now).execute(&mut **tx).await?;
                     return Ok(None);
@@ -424,7 +401,7 @@ macro_rules! impl_store {
                     .bind(execution_id)
                     .bind(step_id)
                     .bind(now)
-                    .bind(&finished.worker)
+                    .bind(worker)
                     .bind(&lease_token)
                     .bind(now + handoff.lease_ms)
                     .execute(&mut **tx)
@@ -439,17 +416,17 @@ macro_rules! impl_store {
                 events.push((
                     "step.started".to_string(),
                     step_id.to_string(),
-                    serde_json::json!({"attempt": record.attempt, "worker": finished.worker}),
+                    serde_json::json!({"attempt": record.attempt, "worker": worker}),
                 ));
                 Ok(Some(crate::ClaimedStep {
-                    execution_id: execution_id.clone(),
+                    execution_id: execution_id.to_string(),
                     step_id: step_id.to_string(),
                     lease_token,
                     attempt: record.attempt,
                     max_attempts: record.max_attempts,
                     definition: record.definition,
                     lost: 0,
-                    worker: finished.worker.clone(),
+                    worker: worker.to_string(),
                     ready_at: now,
                     claimed_at: now,
                 }))
@@ -508,22 +485,7 @@ macro_rules! impl_store {
                 // The queue row first: a claimer that took the step over (after
                 // the lease expired) holds that row and then waits for the
                 // execution's row; taking them in the other order deadlocks.
-                Self::release_lease(tx, step).await?;
-                let status: Option<String> = sqlx::query_scalar(LOCK_EXECUTION)
-                    .bind(&step.execution_id)
-                    .bind(now)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                Ok(matches!(status.as_deref(), Some("cancelled" | "failed" | "succeeded")))
-            }
-
-            /// Deletes the step's queue row if the lease is still this
-            /// worker's (fencing); `LeaseLost` otherwise, before any write.
-            async fn release_lease(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                step: &crate::ClaimedStep,
-            ) -> crate::Result<()> {
-                let released = sqlx::query(crate::common::RELEASE_LEASE)
+                let released = sqlx::query(RELEASE_LEASE)
                     .bind(&step.execution_id)
                     .bind(&step.step_id)
                     .bind(&step.lease_token)
@@ -531,9 +493,15 @@ macro_rules! impl_store {
                     .await?
                     .rows_affected();
                 if released == 0 {
+                    // Fenced: another worker holds the step now.
                     return Err(crate::StoreError::LeaseLost { step: step.step_id.clone() });
                 }
-                Ok(())
+                let status: Option<String> = sqlx::query_scalar(LOCK_EXECUTION)
+                    .bind(&step.execution_id)
+                    .bind(now)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                Ok(matches!(status.as_deref(), Some("cancelled" | "failed" | "succeeded")))
             }
 
             /// Records a step's final result and advances its execution's
@@ -591,85 +559,83 @@ macro_rules! impl_store {
                 }
                 let mut handoff = handoff;
                 let mut next = None;
-                let (ready, finished) = {
-                        let rows: Vec<FlowRow> = sqlx::query_as(SELECT_FLOW)
-                            .bind(&step.execution_id)
-                            .fetch_all(&mut **tx)
-                            .await?;
-                        let mut steps = rows
-                            .into_iter()
-                            .map(FlowStep::try_from)
-                            .collect::<crate::Result<Vec<_>>>()?;
-                        let outcome = match result.status {
-                            StepStatus::Succeeded => Outcome::Succeeded {
-                                jump_to: result.jump_to.clone(),
-                            },
-                            StepStatus::Skipped => Outcome::Skipped {
-                                jump_to: result.jump_to.clone(),
-                            },
-                            _ => Outcome::Failed,
-                        };
-                        let advance = flow::advance(&mut steps, &step.step_id, &outcome);
-                        let mut ready = Vec::new();
-                        for change in &advance.changes {
-                            match change {
-                                Change::Ready(id) => {
-                                    // One hand-off try per finished step.
-                                    let take = match handoff.take() {
-                                        Some(h) => {
-                                            let waiting: bool = sqlx::query_scalar(OTHERS_WAITING)
-                                                .bind(now)
-                                                .fetch_one(&mut **tx)
-                                                .await?;
-                                            (!waiting).then_some(h)
-                                        }
-                                        None => None,
-                                    };
-                                    let mut events = Vec::new();
-                                    match Self::ready_step(tx, step, id, take, &mut events, now).await? {
-                                        Some(taken) => next = Some(taken),
-                                        None => ready.push(id.clone()),
-                                    }
-                                    Self::emit_steps(tx, &step.execution_id, events, now).await?;
-                                }
-                                Change::Skipped { step: id, reason }
-                                | Change::Cancelled { step: id, reason } => {
-                                    let status = if matches!(change, Change::Skipped { .. }) {
-                                        "skipped"
-                                    } else {
-                                        "cancelled"
-                                    };
-                                    sqlx::query(SET_STEP_STATUS)
-                                        .bind(&step.execution_id)
-                                        .bind(id)
-                                        .bind(status)
-                                        .bind(reason)
+                let rows: Vec<FlowRow> = sqlx::query_as(SELECT_FLOW)
+                    .bind(&step.execution_id)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                let mut steps = rows
+                    .into_iter()
+                    .map(FlowStep::try_from)
+                    .collect::<crate::Result<Vec<_>>>()?;
+                let outcome = match result.status {
+                    StepStatus::Succeeded => Outcome::Succeeded {
+                        jump_to: result.jump_to.clone(),
+                    },
+                    StepStatus::Skipped => Outcome::Skipped {
+                        jump_to: result.jump_to.clone(),
+                    },
+                    _ => Outcome::Failed,
+                };
+                let advance = flow::advance(&mut steps, &step.step_id, &outcome);
+                let mut ready = Vec::new();
+                for change in &advance.changes {
+                    match change {
+                        Change::Ready(id) => {
+                            // One hand-off try per finished step.
+                            let take = match handoff.take() {
+                                Some(h) => {
+                                    let waiting: bool = sqlx::query_scalar(OTHERS_WAITING)
                                         .bind(now)
-                                        .execute(&mut **tx)
+                                        .fetch_one(&mut **tx)
                                         .await?;
-                                    sqlx::query(DEQUEUE)
-                                        .bind(&step.execution_id)
-                                        .bind(id)
-                                        .execute(&mut **tx)
-                                        .await?;
-                                    Self::emit(
-                                        tx,
-                                        &step.execution_id,
-                                        &format!("step.{status}"),
-                                        Some(id),
-                                        serde_json::json!({"reason": reason}),
-                                        now,
-                                    )
-                                    .await?;
+                                    (!waiting).then_some((h, step.worker.as_str()))
                                 }
+                                None => None,
+                            };
+                            let mut events = Vec::new();
+                            match Self::ready_step(tx, &step.execution_id, id, take, &mut events, now).await? {
+                                Some(taken) => next = Some(taken),
+                                None => ready.push(id.clone()),
                             }
+                            Self::emit_steps(tx, &step.execution_id, events, now).await?;
                         }
-                        sqlx::query(RECOUNT_OPEN)
-                            .bind(&step.execution_id)
-                            .execute(&mut **tx)
+                        Change::Skipped { step: id, reason }
+                        | Change::Cancelled { step: id, reason } => {
+                            let status = if matches!(change, Change::Skipped { .. }) {
+                                "skipped"
+                            } else {
+                                "cancelled"
+                            };
+                            sqlx::query(SET_STEP_STATUS)
+                                .bind(&step.execution_id)
+                                .bind(id)
+                                .bind(status)
+                                .bind(reason)
+                                .bind(now)
+                                .execute(&mut **tx)
+                                .await?;
+                            sqlx::query(DEQUEUE)
+                                .bind(&step.execution_id)
+                                .bind(id)
+                                .execute(&mut **tx)
+                                .await?;
+                            Self::emit(
+                                tx,
+                                &step.execution_id,
+                                &format!("step.{status}"),
+                                Some(id),
+                                serde_json::json!({"reason": reason}),
+                                now,
+                            )
                             .await?;
-                        (ready, advance.finished)
-                    };
+                        }
+                    }
+                }
+                sqlx::query(RECOUNT_OPEN)
+                    .bind(&step.execution_id)
+                    .execute(&mut **tx)
+                    .await?;
+                let finished = advance.finished;
                 if let Some(status) = finished {
                     Self::complete_execution(tx, &step.execution_id, status, outputs, now).await?;
                 }
@@ -909,8 +875,8 @@ macro_rules! impl_store {
                                 .filter_map(|(_, dep, _)| idxs.iter().position(|&i| &batch[i].0.step_id == dep))
                                 .collect();
                             let k = deps.iter().copied().find(|&k| tries[k].is_some()).unwrap_or(deps[0]);
-                            let take = tries[k].take();
-                            match Self::ready_step(tx, &batch[idxs[k]].0, candidate, take, &mut events, now).await? {
+                            let take = tries[k].take().map(|h| (h, batch[idxs[k]].0.worker.as_str()));
+                            match Self::ready_step(tx, execution_id, candidate, take, &mut events, now).await? {
                                 Some(taken) => next[k] = Some(taken),
                                 None => {
                                     ready[k].push(candidate.clone());
@@ -1169,32 +1135,21 @@ macro_rules! impl_store {
                 // execution's row (locked by its events), as briefly as can be.
                 let mut rows: std::collections::HashMap<(String, String), crate::StepRecord> =
                     std::collections::HashMap::with_capacity(claimed.len());
-                if claimed.len() == 1 {
-                    let c = &claimed[0];
-                    let row: crate::common::StepRow = sqlx::query_as(crate::common::START_STEP)
-                        .bind(&c.execution_id)
-                        .bind(&c.step_id)
-                        .bind(now)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    rows.insert((c.execution_id.clone(), c.step_id.clone()), crate::StepRecord::try_from(row)?);
-                } else {
-                    // 500 rows per statement (a claim may be as large as the
-                    // worker's slots).
-                    for chunk in claimed.chunks(500) {
-                        let mut start = sqlx::QueryBuilder::<$db>::new(crate::common::START_STEPS_PREFIX);
-                        start.push_values(chunk, |mut row, c| {
-                            row.push_bind(&c.execution_id).push_bind(&c.step_id);
-                        });
-                        start
-                            .push(crate::common::START_STEPS_MIDDLE)
-                            .push_bind(now)
-                            .push(crate::common::START_STEPS_SUFFIX);
-                        let started: Vec<crate::common::StepRow> = start.build_query_as().fetch_all(&mut *tx).await?;
-                        for row in started {
-                            let record = crate::StepRecord::try_from(row)?;
-                            rows.insert((record.execution_id.clone(), record.step_id.clone()), record);
-                        }
+                // 500 rows per statement (a claim may be as large as the
+                // worker's slots).
+                for chunk in claimed.chunks(500) {
+                    let mut start = sqlx::QueryBuilder::<$db>::new(crate::common::START_STEPS_PREFIX);
+                    start.push_values(chunk, |mut row, c| {
+                        row.push_bind(&c.execution_id).push_bind(&c.step_id);
+                    });
+                    start
+                        .push(crate::common::START_STEPS_MIDDLE)
+                        .push_bind(now)
+                        .push(crate::common::START_STEPS_SUFFIX);
+                    let started: Vec<crate::common::StepRow> = start.build_query_as().fetch_all(&mut *tx).await?;
+                    for row in started {
+                        let record = crate::StepRecord::try_from(row)?;
+                        rows.insert((record.execution_id.clone(), record.step_id.clone()), record);
                     }
                 }
                 let mut out: Vec<crate::ClaimedStep> = Vec::with_capacity(claimed.len());
@@ -1540,9 +1495,11 @@ macro_rules! impl_store {
                 }
                 let rows: Vec<FlowRow> = sqlx::query_as(SELECT_FLOW).bind(id).fetch_all(&mut *tx).await?;
                 let flow_steps = rows.into_iter().map(FlowStep::try_from).collect::<crate::Result<Vec<_>>>()?;
+                let mut events = Vec::new();
                 for ready in flow::runnable(&flow_steps) {
-                    Self::make_ready(&mut tx, id, &ready, now).await?;
+                    Self::ready_step(&mut tx, id, &ready, None, &mut events, now).await?;
                 }
+                Self::emit_steps(&mut tx, id, events, now).await?;
                 sqlx::query(RECOUNT_OPEN).bind(id).execute(&mut *tx).await?;
                 sqlx::query(REOPEN_EXECUTION).bind(id).bind(now).execute(&mut *tx).await?;
                 let mut rerun: Vec<&String> = reset.iter().collect();
