@@ -97,20 +97,21 @@ fn pipeline(step: &str) -> String {
     y
 }
 
+/// How many executions have `status` (up to 200, one page).
+async fn with_status(client: &reqwest::Client, base: &str, status: &str) -> usize {
+    let v: serde_json::Value = client
+        .get(format!("{base}/executions?status={status}&limit=200"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    v["items"].as_array().map_or(0, Vec::len)
+}
+
 async fn unfinished(client: &reqwest::Client, base: &str) -> usize {
-    let mut n = 0;
-    for status in ["queued", "running"] {
-        let v: serde_json::Value = client
-            .get(format!("{base}/executions?status={status}&limit=200"))
-            .send()
-            .await
-            .expect("list")
-            .json()
-            .await
-            .expect("json");
-        n += v["items"].as_array().map_or(0, Vec::len);
-    }
-    n
+    with_status(client, base, "queued").await + with_status(client, base, "running").await
 }
 
 async fn drain(label: &str, step: &str, workers: usize, executions: usize) -> f64 {
@@ -130,15 +131,7 @@ async fn drain(label: &str, step: &str, workers: usize, executions: usize) -> f6
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let secs = t0.elapsed().as_secs_f64();
-    let v: serde_json::Value = client
-        .get(format!("{base}/executions?status=succeeded&limit=200"))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
-    let succeeded = v["items"].as_array().map_or(0, Vec::len);
+    let succeeded = with_status(&client, &base, "succeeded").await;
     assert_eq!(succeeded, executions.min(200), "every execution succeeds");
     let steps = executions * 20;
     let rate = steps as f64 / secs;
