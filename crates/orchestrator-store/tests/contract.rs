@@ -94,6 +94,15 @@ fn no_outputs(
     (None, None)
 }
 
+/// A stored execution that must exist.
+async fn execution(store: &Arc<dyn Store>, id: &str) -> orchestrator_store::ExecutionRecord {
+    store
+        .get_execution(id)
+        .await
+        .expect("get")
+        .expect("the execution exists")
+}
+
 async fn claim_ids(store: &Arc<dyn Store>, limit: u32) -> Vec<ClaimedStep> {
     store.claim_steps("w1", limit, 30_000).await.expect("claim")
 }
@@ -104,11 +113,7 @@ async fn creating_an_execution_stores_it_with_its_steps(store: Arc<dyn Store>) {
     assert!(inserted);
     assert_eq!(created.status, ExecutionStatus::Queued);
     assert_eq!(created.pipeline_name, "chain");
-    let fetched = store
-        .get_execution(&new.id)
-        .await
-        .expect("get")
-        .expect("exists");
+    let fetched = execution(&store, &new.id).await;
     assert_eq!(fetched, created);
     let steps = store.list_steps(&new.id).await.expect("steps");
     let view: Vec<(&str, StepStatus)> = steps
@@ -150,11 +155,7 @@ async fn only_ready_steps_are_claimed_and_each_only_once(store: Arc<dyn Store>) 
         claim_ids(&store, 10).await.is_empty(),
         "a leased step is not claimable"
     );
-    let exec = store
-        .get_execution(&new.id)
-        .await
-        .expect("get")
-        .expect("exists");
+    let exec = execution(&store, &new.id).await;
     assert_eq!(exec.status, ExecutionStatus::Running);
     assert!(exec.started_at.is_some());
     let steps = store.list_steps(&new.id).await.expect("steps");
@@ -279,11 +280,7 @@ async fn the_last_step_finishes_the_execution_with_its_outputs(store: Arc<dyn St
             .expect("finish");
         assert_eq!(outcome.execution_finished.is_some(), id == "c");
     }
-    let exec = store
-        .get_execution(&new.id)
-        .await
-        .expect("get")
-        .expect("exists");
+    let exec = execution(&store, &new.id).await;
     assert_eq!(exec.status, ExecutionStatus::Succeeded);
     assert_eq!(exec.outputs, Some(json!({"last": "c"})));
     assert!(exec.finished_at.is_some());
@@ -315,11 +312,7 @@ async fn a_failed_step_cancels_what_has_not_started(store: Arc<dyn Store>) {
         ]
     );
     assert_eq!(steps[0].error_type.as_deref(), Some("ToolError"));
-    let exec = store
-        .get_execution(&new.id)
-        .await
-        .expect("get")
-        .expect("exists");
+    let exec = execution(&store, &new.id).await;
     assert_eq!(exec.status, ExecutionStatus::Failed);
     assert!(
         exec.error
@@ -586,11 +579,7 @@ async fn released_leases_are_claimable_at_once_without_using_an_attempt(store: A
     let tokens: Vec<String> = again.iter().map(|c| c.lease_token.clone()).collect();
     let beat = store.heartbeat(&tokens, 30_000).await.expect("beat");
     assert_eq!(beat.cancelled.len(), 2);
-    let exec = store
-        .get_execution(&new.id)
-        .await
-        .expect("get")
-        .expect("exists");
+    let exec = execution(&store, &new.id).await;
     assert_eq!(exec.status, ExecutionStatus::Cancelled);
     let steps = store.list_steps(&new.id).await.expect("steps");
     assert_eq!(steps[2].status, StepStatus::Cancelled, "c never started");
@@ -771,11 +760,7 @@ async fn a_batch_of_results_is_written_together_and_a_stale_one_alone_is_refused
         .remove(0)
         .expect("a");
     assert_eq!(a.ready, vec!["c"]);
-    let done_one = store
-        .get_execution(&one.id)
-        .await
-        .expect("get")
-        .expect("one");
+    let done_one = execution(&store, &one.id).await;
     assert_eq!(done_one.status, ExecutionStatus::Succeeded);
 }
 
@@ -978,11 +963,7 @@ async fn a_batch_of_one_executions_steps_is_written_set_by_set(store: Arc<dyn St
         .await
         .expect("finish c");
     assert_eq!(last.execution_finished, Some(ExecutionStatus::Succeeded));
-    let exec = store
-        .get_execution(&fan.id)
-        .await
-        .expect("get")
-        .expect("exists");
+    let exec = execution(&store, &fan.id).await;
     assert_eq!(exec.outputs, Some(json!({"steps": 4})));
     let events = store.list_events(&fan.id, 0, 100).await.expect("events");
     assert_gap_free(&events);
@@ -1026,11 +1007,7 @@ async fn a_batch_of_one_executions_steps_is_written_set_by_set(store: Arc<dyn St
             ("c", StepStatus::Cancelled)
         ]
     );
-    let exec = store
-        .get_execution(&two.id)
-        .await
-        .expect("get")
-        .expect("exists");
+    let exec = execution(&store, &two.id).await;
     assert_eq!(exec.status, ExecutionStatus::Cancelled);
     assert_gap_free(&store.list_events(&two.id, 0, 100).await.expect("events"));
 }
