@@ -521,7 +521,7 @@ macro_rules! impl_store {
                 // take turns from there on, so the less done after it, the
                 // better.
                 let one = [(step.clone(), result)];
-                if Self::record_results(tx, &one, now).await?.is_empty() {
+                if !Self::record_results(tx, &one, now).await?[0] {
                     return Err(crate::StoreError::LeaseLost { step: step.step_id.clone() });
                 }
                 let [(_, result)] = one;
@@ -717,13 +717,13 @@ macro_rules! impl_store {
 
             /// Ends the leases of finished steps (fencing, one statement) and
             /// records the results of those still held: step rows and
-            /// checkpoints, a statement each. Returns the held ones
-            /// (execution, step); the others were not touched.
+            /// checkpoints, a statement each. Returns, in batch order, whether
+            /// each lease was still held (the others were not touched).
             async fn record_results(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 batch: &[(crate::ClaimedStep, crate::StepResult)],
                 now: i64,
-            ) -> crate::Result<std::collections::HashSet<(String, String)>> {
+            ) -> crate::Result<Vec<bool>> {
                 use crate::common::*;
                 use sqlx::types::Json;
                 let mut release = sqlx::QueryBuilder::<$db>::new(RELEASE_MANY_PREFIX);
@@ -733,12 +733,14 @@ macro_rules! impl_store {
                 release.push(RELEASE_MANY_SUFFIX);
                 let released: std::collections::HashSet<(String, String)> =
                     release.build_query_as::<(String, String)>().fetch_all(&mut **tx).await?.into_iter().collect();
-                let held: Vec<&(crate::ClaimedStep, crate::StepResult)> = batch
+                let is_held: Vec<bool> = batch
                     .iter()
-                    .filter(|(step, _)| released.contains(&(step.execution_id.clone(), step.step_id.clone())))
+                    .map(|(step, _)| released.contains(&(step.execution_id.clone(), step.step_id.clone())))
                     .collect();
+                let held: Vec<&(crate::ClaimedStep, crate::StepResult)> =
+                    batch.iter().zip(&is_held).filter(|(_, held)| **held).map(|(item, _)| item).collect();
                 if held.is_empty() {
-                    return Ok(released);
+                    return Ok(is_held);
                 }
                 let mut update = sqlx::QueryBuilder::<$db>::new(UPDATE_STEP_RESULTS_PREFIX);
                 update.push_values(&held, |mut row, (step, result)| {
@@ -758,7 +760,7 @@ macro_rules! impl_store {
                 let attempts: Vec<(&crate::ClaimedStep, &str, &crate::StepResult)> =
                     held.iter().map(|(step, result)| (step, result.status.as_str(), result)).collect();
                 Self::insert_checkpoints(tx, &attempts, now).await?;
-                Ok(released)
+                Ok(is_held)
             }
 
             /// Records attempts of steps (step, status, result), one
@@ -801,7 +803,7 @@ macro_rules! impl_store {
                 now: i64,
             ) -> crate::Result<Vec<crate::Result<crate::FinishOutcome>>> {
                 use crate::common::*;
-                let released = Self::record_results(tx, batch, now).await?;
+                let held = Self::record_results(tx, batch, now).await?;
                 let mut results: Vec<crate::Result<crate::FinishOutcome>> = batch
                     .iter()
                     .map(|(step, _)| Err(crate::StoreError::LeaseLost { step: step.step_id.clone() }))
@@ -809,7 +811,7 @@ macro_rules! impl_store {
                 // Held steps by execution, each in batch order.
                 let mut by_execution: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
                 for (i, (step, _)) in batch.iter().enumerate() {
-                    if released.contains(&(step.execution_id.clone(), step.step_id.clone())) {
+                    if held[i] {
                         by_execution.entry(step.execution_id.as_str()).or_default().push(i);
                     }
                 }
