@@ -251,25 +251,64 @@ fn max_output() -> usize {
     crate::limits::get().template_output_bytes
 }
 
+/// How deeply a rendered value may nest: what is stored must read back as
+/// JSON (whose readers stop at 128 levels) inside its step's envelope.
+pub const MAX_RENDERED_DEPTH: usize = 100;
+
+/// What rendered values may still take, in bytes: one budget for all the
+/// values of one step's parameters (`limits.template_output_bytes`).
+#[derive(Debug)]
+struct Budget(usize);
+
+impl Budget {
+    fn new() -> Self {
+        Budget(max_output())
+    }
+
+    fn take(&mut self, bytes: usize) -> Result<(), TemplateError> {
+        match self.0.checked_sub(bytes) {
+            Some(left) => {
+                self.0 = left;
+                Ok(())
+            }
+            None => Err(TemplateError::new(format!(
+                "rendered values are larger than {} bytes (limits.template_output_bytes)",
+                max_output()
+            ))),
+        }
+    }
+}
+
 /// Renders a template to a string.
 pub fn render_str(text: &str, scope: &Scope) -> Result<String, TemplateError> {
+    render_str_within(text, scope, &mut Budget::new())
+}
+
+fn render_str_within(
+    text: &str,
+    scope: &Scope,
+    budget: &mut Budget,
+) -> Result<String, TemplateError> {
     if !is_template(text) {
         return Ok(text.to_string());
     }
     let out = environment()
         .render_str(text, scope.context())
         .map_err(|e| TemplateError::from_jinja(&e))?;
-    let max = max_output();
-    if out.len() > max {
-        return Err(TemplateError::new(format!(
-            "rendered text is larger than {max} bytes (limits.template_output_bytes)"
-        )));
-    }
+    budget.take(out.len())?;
     Ok(out)
 }
 
 /// Renders one string value: a single expression keeps its native type.
 pub fn render_string_value(text: &str, scope: &Scope) -> Result<Value, TemplateError> {
+    render_string_value_within(text, scope, &mut Budget::new())
+}
+
+fn render_string_value_within(
+    text: &str,
+    scope: &Scope,
+    budget: &mut Budget,
+) -> Result<Value, TemplateError> {
     if let Some(expr) = single_expression(text) {
         let value = environment()
             .compile_expression(expr)
@@ -283,28 +322,93 @@ pub fn render_string_value(text: &str, scope: &Scope) -> Result<Value, TemplateE
                 undefined: true,
             });
         }
-        return to_json(&value);
+        // Measured before it is copied: a single expression can make a
+        // value far larger than any text the template shows.
+        budget.take(json_size(&value, budget.0)?)?;
+        let json = to_json(&value)?;
+        check_depth(&json)?;
+        return Ok(json);
     }
-    render_str(text, scope).map(Value::String)
+    render_str_within(text, scope, budget).map(Value::String)
 }
 
-/// Renders every string inside a value (lists and maps deeply; keys are left alone).
+/// Renders every string inside a value (lists and maps deeply; keys are left
+/// alone). All the rendered strings and values together stay within
+/// `limits.template_output_bytes`.
 pub fn render_value(value: &Value, scope: &Scope) -> Result<Value, TemplateError> {
+    render_value_within(value, scope, &mut Budget::new())
+}
+
+fn render_value_within(
+    value: &Value,
+    scope: &Scope,
+    budget: &mut Budget,
+) -> Result<Value, TemplateError> {
     Ok(match value {
-        Value::String(s) => render_string_value(s, scope)?,
+        Value::String(s) => render_string_value_within(s, scope, budget)?,
         Value::Array(items) => Value::Array(
             items
                 .iter()
-                .map(|v| render_value(v, scope))
+                .map(|v| render_value_within(v, scope, budget))
                 .collect::<Result<_, _>>()?,
         ),
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(k, v)| Ok((k.clone(), render_value(v, scope)?)))
+                .map(|(k, v)| Ok((k.clone(), render_value_within(v, scope, budget)?)))
                 .collect::<Result<_, TemplateError>>()?,
         ),
         other => other.clone(),
     })
+}
+
+/// The size of a value written as JSON, counted without writing it; fails
+/// as soon as it passes `max`.
+fn json_size(value: &JValue, max: usize) -> Result<usize, TemplateError> {
+    struct Counter {
+        bytes: usize,
+        max: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.bytes += buf.len();
+            if self.bytes > self.max {
+                return Err(std::io::Error::other("too large"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter { bytes: 0, max };
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => Ok(counter.bytes),
+        Err(_) if counter.bytes > max => Err(TemplateError::new(format!(
+            "rendered values are larger than {} bytes (limits.template_output_bytes)",
+            max_output()
+        ))),
+        // Not serializable: `to_json` says why.
+        Err(_) => Ok(counter.bytes),
+    }
+}
+
+/// Fails when a rendered value nests deeper than [`MAX_RENDERED_DEPTH`].
+fn check_depth(value: &Value) -> Result<(), TemplateError> {
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        if depth >= MAX_RENDERED_DEPTH {
+            return Err(TemplateError::new(format!(
+                "rendered value nests deeper than {MAX_RENDERED_DEPTH} levels"
+            )));
+        }
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    Ok(())
 }
 
 /// Converts a template value to JSON. Step envelopes become `{result, success, error}`.

@@ -110,3 +110,112 @@ fn templates_that_would_render_gigabytes_are_refused() {
         assert!(!err.message.is_empty());
     }
 }
+
+/// A template nested deeper than the parser allows, in every form it can take.
+fn deep_templates(n: usize) -> Vec<String> {
+    vec![
+        format!("{{{{ 1{} }}}}", " + 1".repeat(n)),
+        format!("{{{{ {}true }}}}", "not ".repeat(n)),
+        format!("{{{{ {}1 }}}}", "-".repeat(n)),
+        format!("{{{{ 'a'{} }}}}", "|upper".repeat(n)),
+        format!("{{{{ x{} }}}}", ".y".repeat(n)),
+        format!("{{{{ x{} }}}}", "[0]".repeat(n)),
+        format!("{{{{ x{} }}}}", "()".repeat(n)),
+        format!("{{{{ {}1 }}}}", "1 if x else ".repeat(n)),
+        format!("{{{{ 1{} }}}}", " is number".repeat(n)),
+        format!("{{% if x %}}{}{{% endif %}}", "{% elif x %}".repeat(n)),
+        format!("{{{{ {}1{} }}}}", "(".repeat(n), ")".repeat(n)),
+    ]
+}
+
+#[test]
+fn deeply_nested_templates_are_refused_at_compile_time_naming_step_and_parameter() {
+    // Each of these overflowed the stack and aborted the process.
+    for t in deep_templates(5_000) {
+        let yaml = format!(
+            "name: deep\nsteps:\n  - id: s\n    tool: echo\n    parameters:\n      text: {}\n",
+            serde_json::to_string(&t).expect("json")
+        );
+        let err = quick("deep template", || compile(&yaml)).expect_err("refused");
+        let e = &err.errors[0];
+        assert_eq!(e.kind, ErrorKind::TemplateSyntax, "{t:.40}: {e:?}");
+        assert_eq!(e.step.as_deref(), Some("s"), "{t:.40}: {e:?}");
+        assert_eq!(e.pointer.as_deref(), Some("/steps/0/parameters/text"));
+        assert!(e.message.contains("recursion"), "{t:.40}: {}", e.message);
+    }
+    // Within the bound they still work.
+    let scope = Scope::default();
+    let fine = format!("{{{{ 1{} }}}}", " + 1".repeat(100));
+    assert_eq!(render_str(&fine, &scope).ok().as_deref(), Some("101"));
+}
+
+#[test]
+fn templates_cannot_build_values_deeper_than_the_bound_at_run_time() {
+    let scope = Scope::default();
+    for t in [
+        // One level deeper per loop iteration: aborted the process, and the
+        // recovered step aborted the next one.
+        "{% set ns = namespace(x=[]) %}{% for i in range(50000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x|length }}".to_string(),
+        // One level deeper per statement.
+        format!("{{% set x = 1 %}}{}{{{{ x }}}}", "{% set x = [x] %}".repeat(5_000)),
+        // A namespace inside itself, and two namespaces holding each other.
+        "{% set ns = namespace(x=1) %}{% set ns.x = [ns] %}{{ ns }}".to_string(),
+        "{% set a = namespace(x=1) %}{% set b = namespace(x=[a]) %}{% set a.x = [b] %}{{ a }}".to_string(),
+        // A chain of namespaces built in a loop.
+        "{% set ns = namespace(c=none) %}{% for i in range(50000) %}{% set ns.c = namespace(n=ns.c) %}{% endfor %}{{ ns.c }}".to_string(),
+    ] {
+        let err = quick(&t, || render_str(&t, &scope)).expect_err(&t);
+        assert!(
+            err.message.contains("nests deeper") || err.message.contains("cannot hold a namespace"),
+            "{t:.60}: {}",
+            err.message
+        );
+    }
+    // Shared structure is checked once per container, not once per path.
+    let wide = "{% set ns = namespace(x=[1]) %}{% for i in range(60) %}{% set ns.x = [ns.x, ns.x] %}{% endfor %}{{ ns.x|length }}";
+    assert_eq!(
+        quick(wide, || render_str(wide, &scope)).ok().as_deref(),
+        Some("2")
+    );
+}
+
+#[test]
+fn the_output_limit_holds_for_every_rendered_value() {
+    use orchestrator_core::template::{render_string_value, render_value};
+    let scope = Scope::default();
+    // One expression kept its native type and skipped the limit: 100 MB
+    // went into the step's parameters, its checkpoint and the database.
+    let err = render_string_value("{{ 'a' * 100000000 }}", &scope).expect_err("too large");
+    assert!(err.message.contains("larger than"), "{}", err.message);
+    let err = render_string_value("{{ [('a' * 1000000)] * 100 }}", &scope).expect_err("too large");
+    assert!(err.message.contains("larger than"), "{}", err.message);
+    // The limit is for all of a step's parameters together.
+    let params = serde_json::json!({
+        "a": "{{ 'a' * 10000000 }}",
+        "b": ["{{ 'b' * 10000000 }}"],
+    });
+    let err = render_value(&params, &scope).expect_err("too large together");
+    assert!(err.message.contains("larger than"), "{}", err.message);
+    let fine = serde_json::json!({"a": "{{ 'a' * 1000 }}", "b": "x{{ 'b' * 1000 }}"});
+    assert!(render_value(&fine, &scope).is_ok());
+}
+
+#[test]
+fn a_rendered_value_too_deep_to_read_back_is_refused() {
+    use orchestrator_core::template::render_string_value;
+    let mut deep = serde_json::json!(1);
+    for _ in 0..120 {
+        deep = serde_json::json!([deep]);
+    }
+    let mut scope = Scope::default();
+    scope.set("deep", &deep);
+    let err = render_string_value("{{ deep }}", &scope).expect_err("too deep");
+    assert!(err.message.contains("nests deeper"), "{}", err.message);
+    assert!(
+        render_string_value(
+            "{{ deep[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0] }}",
+            &scope
+        )
+        .is_ok()
+    );
+}
