@@ -14,6 +14,9 @@ pub struct Limits {
     pub max_yaml_depth: usize,
     /// YAML nodes, aliases expanded (a "billion laughs" document stops here).
     pub max_yaml_nodes: usize,
+    /// Bytes that aliases may add to a YAML document once expanded (a few
+    /// aliases of one large string stop here).
+    pub max_yaml_alias_bytes: usize,
     /// Template evaluation steps (minijinja fuel).
     pub template_fuel: u64,
     /// Bytes a template may render.
@@ -28,6 +31,7 @@ impl Default for Limits {
             max_steps: 10_000,
             max_yaml_depth: 128,
             max_yaml_nodes: 1_000_000,
+            max_yaml_alias_bytes: 16 * 1024 * 1024,
             template_fuel: 2_000_000,
             template_output_bytes: 16 * 1024 * 1024,
             regex_matches: 50_000,

@@ -7,7 +7,7 @@
 //! "billion laughs" document cannot exhaust memory.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 use serde::{Deserialize, Serialize};
@@ -159,9 +159,12 @@ enum Frame {
     },
     Map {
         entries: Vec<(Key, Node)>,
+        /// Where each key is in `entries`: a mapping of many keys is read in
+        /// linear time.
+        index: HashMap<String, usize>,
         pending_key: Option<Key>,
         /// Keys that came from a merge (`<<`): explicit keys replace them.
-        merged: Vec<String>,
+        merged: HashSet<String>,
         pos: Pos,
         anchor: usize,
     },
@@ -177,6 +180,8 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
     let limits = crate::limits::get();
     let (max_nodes, max_depth) = (limits.max_yaml_nodes, limits.max_yaml_depth);
     let mut budget = max_nodes;
+    let max_alias_bytes = limits.max_yaml_alias_bytes;
+    let mut alias_bytes = max_alias_bytes;
 
     while let Some(event) = parser.next_event() {
         let (event, span) = event.map_err(|e| YamlError {
@@ -227,8 +232,9 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                 }
                 stack.push(Frame::Map {
                     entries: Vec::new(),
+                    index: HashMap::new(),
                     pending_key: None,
-                    merged: Vec::new(),
+                    merged: HashSet::new(),
                     pos,
                     anchor,
                 });
@@ -267,7 +273,7 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                     message: "alias to an unknown anchor".to_string(),
                     pos,
                 })?;
-                let cost = count_nodes(target);
+                let (cost, bytes) = measure(target);
                 if cost > budget {
                     return Err(YamlError {
                         message: format!(
@@ -276,7 +282,16 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                         pos,
                     });
                 }
+                if bytes > alias_bytes {
+                    return Err(YamlError {
+                        message: format!(
+                            "aliases expand the document past {max_alias_bytes} (limits.max_yaml_alias_bytes) bytes"
+                        ),
+                        pos,
+                    });
+                }
                 budget -= cost;
+                alias_bytes -= bytes;
                 let mut node = target.clone();
                 node.pos = pos;
                 Some((node, 0))
@@ -303,6 +318,7 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map {
                 entries,
+                index,
                 pending_key,
                 merged,
                 ..
@@ -328,23 +344,21 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                 }
                 Some(key) => {
                     if key.name == "<<" {
-                        merge_into(entries, merged, node)?;
-                    } else if let Some(i) = merged.iter().position(|m| *m == key.name) {
-                        merged.swap_remove(i);
-                        if let Some(slot) = entries.iter_mut().find(|(k, _)| k.name == key.name) {
-                            *slot = (key, node);
+                        merge_into(entries, index, merged, node)?;
+                    } else if let Some(&i) = index.get(&key.name) {
+                        if merged.remove(&key.name) {
+                            entries[i] = (key, node);
+                        } else {
+                            return Err(YamlError {
+                                message: format!(
+                                    "duplicate key '{}' (first at line {})",
+                                    key.name, entries[i].0.pos.line
+                                ),
+                                pos: key.pos,
+                            });
                         }
-                    } else if let Some((first, _)) =
-                        entries.iter().find(|(k, _)| k.name == key.name)
-                    {
-                        return Err(YamlError {
-                            message: format!(
-                                "duplicate key '{}' (first at line {})",
-                                key.name, first.pos.line
-                            ),
-                            pos: key.pos,
-                        });
                     } else {
+                        index.insert(key.name.clone(), entries.len());
                         entries.push((key, node));
                     }
                 }
@@ -364,18 +378,30 @@ fn internal(pos: Pos) -> YamlError {
     }
 }
 
-fn count_nodes(node: &Node) -> usize {
-    1 + match &node.value {
-        NodeValue::Seq(items) => items.iter().map(count_nodes).sum(),
-        NodeValue::Map(entries) => entries.iter().map(|(_, v)| count_nodes(v)).sum(),
-        _ => 0,
+/// A node's size: how many nodes it holds and roughly how many bytes of
+/// memory it takes (each node's own size plus its text and keys).
+fn measure(node: &Node) -> (usize, usize) {
+    let own = std::mem::size_of::<Node>();
+    match &node.value {
+        NodeValue::Str(s) => (1, own + s.len()),
+        NodeValue::Seq(items) => items.iter().map(measure).fold((1, own), add),
+        NodeValue::Map(entries) => entries
+            .iter()
+            .map(|(k, v)| add(measure(v), (0, std::mem::size_of::<Key>() + k.name.len())))
+            .fold((1, own), add),
+        _ => (1, own),
     }
+}
+
+fn add(a: (usize, usize), b: (usize, usize)) -> (usize, usize) {
+    (a.0.saturating_add(b.0), a.1.saturating_add(b.1))
 }
 
 /// `<<: *base` or `<<: [*a, *b]`: keys already present win.
 fn merge_into(
     entries: &mut Vec<(Key, Node)>,
-    merged: &mut Vec<String>,
+    index: &mut HashMap<String, usize>,
+    merged: &mut HashSet<String>,
     node: Node,
 ) -> Result<(), YamlError> {
     let sources = match node.value {
@@ -405,8 +431,9 @@ fn merge_into(
     };
     for source in sources {
         for (k, v) in source {
-            if !entries.iter().any(|(e, _)| e.name == k.name) {
-                merged.push(k.name.clone());
+            if !index.contains_key(&k.name) {
+                merged.insert(k.name.clone());
+                index.insert(k.name.clone(), entries.len());
                 entries.push((k, v));
             }
         }
@@ -584,7 +611,7 @@ mod tests {
             ));
         }
         let err = parse(&doc).expect_err("bomb");
-        assert!(err.message.contains("nodes"), "{}", err.message);
+        assert!(err.message.contains("aliases expand"), "{}", err.message);
     }
 
     #[test]

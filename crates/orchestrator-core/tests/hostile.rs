@@ -219,3 +219,67 @@ fn a_rendered_value_too_deep_to_read_back_is_refused() {
         .is_ok()
     );
 }
+
+#[test]
+fn aliases_of_a_large_scalar_are_bounded_by_bytes() {
+    // 67 KB of text: 40,000 copies of a 256 KiB string once expanded (10 GB).
+    let big = "x".repeat(256 * 1024);
+    let hundred = vec!["*s"; 100].join(", ");
+    let four_hundred = vec!["*h"; 400].join(", ");
+    let yaml = format!(
+        "big: &s '{big}'\nh: &h [{hundred}]\nall: [{four_hundred}]\nname: n\nsteps:\n  - id: s\n    tool: echo\n"
+    );
+    let err = quick("alias bytes", || compile(&yaml)).expect_err("refused");
+    assert_eq!(err.errors[0].kind, ErrorKind::YamlSyntax);
+    assert!(
+        err.errors[0]
+            .message
+            .contains("limits.max_yaml_alias_bytes"),
+        "{}",
+        err.errors[0].message
+    );
+    // A few aliases of a modest anchor still work.
+    let ok = "base: &b {x: 1, y: 'some text'}\nname: n\nsteps:\n  - id: s\n    tool: echo\n    parameters: {a: *b, b: *b}\n";
+    assert!(compile(ok).is_ok());
+}
+
+#[test]
+fn a_mapping_with_many_keys_is_read_in_linear_time() {
+    // 150,000 keys (under 2 MB) took up to a minute of CPU: each key was
+    // compared with every earlier one. Eight times the keys must take far
+    // less than the 64 times the time a quadratic reader needs.
+    fn wide(keys: usize, merge: bool) -> String {
+        let entries: String = (0..keys).map(|i| format!("  k{i}: {i}\n")).collect();
+        if merge {
+            format!(
+                "base: &m\n{entries}other:\n  <<: *m\n  k1: replaced\nname: n\nsteps:\n  - id: s\n    tool: echo\n"
+            )
+        } else {
+            format!("name: n\nparameters:\n{entries}steps:\n  - id: s\n    tool: echo\n")
+        }
+    }
+    for merge in [false, true] {
+        let (small, large) = (wide(10_000, merge), wide(80_000, merge));
+        let started = Instant::now();
+        compile(&small).expect("valid");
+        let small_took = started.elapsed();
+        let started = Instant::now();
+        compile(&large).expect("valid");
+        let large_took = started.elapsed();
+        assert!(
+            large_took < small_took * 24,
+            "merge {merge}: 10,000 keys {small_took:?}, 80,000 keys {large_took:?}"
+        );
+    }
+    let duplicate = format!(
+        "{}  k7: again\n",
+        wide(1_000, false).replace("steps:\n  - id: s\n    tool: echo\n", "")
+    );
+    let err = compile(&format!("{duplicate}steps:\n  - id: s\n    tool: echo\n"))
+        .expect_err("duplicate key");
+    assert!(
+        err.errors[0].message.contains("duplicate key 'k7'"),
+        "{}",
+        err.errors[0].message
+    );
+}

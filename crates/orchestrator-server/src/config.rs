@@ -194,6 +194,8 @@ pub struct LimitsSection {
     pub max_yaml_depth: Option<usize>,
     /// YAML nodes with aliases expanded.
     pub max_yaml_nodes: Option<usize>,
+    /// Bytes aliases may add to a YAML document once expanded.
+    pub max_yaml_alias_bytes: Option<usize>,
     /// Template evaluation steps.
     pub template_fuel: Option<u64>,
     pub template_output_bytes: Option<usize>,
@@ -707,6 +709,10 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
         l.max_steps = f.limits.max_steps.unwrap_or(l.max_steps);
         l.max_yaml_depth = f.limits.max_yaml_depth.unwrap_or(l.max_yaml_depth);
         l.max_yaml_nodes = f.limits.max_yaml_nodes.unwrap_or(l.max_yaml_nodes);
+        l.max_yaml_alias_bytes = f
+            .limits
+            .max_yaml_alias_bytes
+            .unwrap_or(l.max_yaml_alias_bytes);
         l.template_fuel = f.limits.template_fuel.unwrap_or(l.template_fuel);
         l.template_output_bytes = f
             .limits
@@ -846,13 +852,14 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
     if l.max_steps == 0
         || l.max_yaml_depth < 4
         || l.max_yaml_nodes == 0
+        || l.max_yaml_alias_bytes == 0
         || l.template_fuel == 0
         || l.template_output_bytes == 0
         || l.regex_matches == 0
     {
         return Err(ConfigError::Invalid {
             path: "limits".into(),
-            message: "max_steps, max_yaml_nodes, template_fuel, template_output_bytes and regex_matches must be at least 1, max_yaml_depth at least 4".into(),
+            message: "max_steps, max_yaml_nodes, max_yaml_alias_bytes, template_fuel, template_output_bytes and regex_matches must be at least 1, max_yaml_depth at least 4".into(),
         });
     }
     if s.max_concurrent == 0 {
