@@ -202,7 +202,7 @@ pub fn build(
         }
         let items = static_items(&planned, &inputs, &top_ids, inputs_known);
         let body = match &planned.step.loop_spec {
-            Some(LoopSpec::ForEach { steps, .. }) => steps.len().max(1),
+            Some(LoopSpec::ForEach { steps, .. }) => body_size(steps).max(1),
             _ => 1,
         };
         if let Some(Ok(items)) = &items
@@ -280,6 +280,26 @@ pub fn build(
         steps: expanded,
         levels,
     })
+}
+
+/// Steps one iteration of a loop body adds, counting the iterations of
+/// nested `for_each` loops whose items are written out (their steps and
+/// joins); loops whose items come at run time count once here and are
+/// counted again when they expand.
+pub fn body_size(body: &[Step]) -> usize {
+    body.iter()
+        .map(|step| match &step.loop_spec {
+            Some(LoopSpec::ForEach {
+                items: LoopItems::Literal(items),
+                steps,
+                ..
+            }) => items
+                .len()
+                .saturating_mul(body_size(steps))
+                .saturating_add(1),
+            _ => 1,
+        })
+        .fold(0usize, usize::saturating_add)
 }
 
 /// Keeps dependencies in document order (stable output for users).

@@ -283,3 +283,36 @@ fn a_mapping_with_many_keys_is_read_in_linear_time() {
         err.errors[0].message
     );
 }
+
+#[test]
+fn nested_loops_count_every_level_against_max_steps() {
+    // 100 x 1,000 planned 100,101 steps; 100 x 100 x 100 validated as 101.
+    let hundred = (0..100)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let thousand = (0..1000)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    for yaml in [
+        format!(
+            "name: n\nsteps:\n  - id: a\n    for_each: [{hundred}]\n    steps:\n      - id: b\n        for_each: [{thousand}]\n        steps:\n          - id: c\n            tool: echo\n"
+        ),
+        format!(
+            "name: n\nsteps:\n  - id: a\n    for_each: [{hundred}]\n    steps:\n      - id: b\n        for_each: [{hundred}]\n        steps:\n          - id: c\n            for_each: [{hundred}]\n            steps:\n              - id: d\n                tool: echo\n"
+        ),
+    ] {
+        let err = quick("nested loops", || compile(&yaml)).expect_err("refused");
+        let e = &err.errors[0];
+        assert_eq!(
+            (e.kind, e.step.as_deref()),
+            (ErrorKind::InvalidLoop, Some("a"))
+        );
+        assert!(e.message.contains("limits.max_steps"), "{}", e.message);
+    }
+    let fine = format!(
+        "name: n\nsteps:\n  - id: a\n    for_each: [1, 2, 3]\n    steps:\n      - id: b\n        for_each: [{hundred}]\n        steps:\n          - id: c\n            tool: echo\n"
+    );
+    assert!(compile(&fine).is_ok());
+}

@@ -1464,6 +1464,28 @@ fn new_steps(expansion: &plan::Expansion, options: &ExecutionOptions) -> Vec<New
         .collect()
 }
 
+/// Inserts a loop's new steps; a failed attempt when they would take the
+/// execution past `limits.max_steps`.
+async fn expand(
+    inner: &Arc<Inner>,
+    claimed: &ClaimedStep,
+    container: &PlannedStep,
+    steps: Vec<NewStep>,
+    wait_for: &[String],
+) -> Result<Option<Attempt>, StoreError> {
+    match inner
+        .store
+        .expand_step(claimed, container, steps, wait_for)
+        .await
+    {
+        Ok(_) => Ok(None),
+        Err(StoreError::LimitExceeded(message)) => {
+            Ok(Some(Attempt::failed("LimitExceededError", message, None)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Renders a `for_each` loop's items and inserts its iterations; `None` when
 /// the loop now waits for them.
 async fn expand_for_each(
@@ -1501,7 +1523,7 @@ async fn expand_for_each(
         return Ok(Some(Attempt::succeeded(Value::Array(vec![]), None, None)));
     }
     let body = match &planned.step.loop_spec {
-        Some(LoopSpec::ForEach { steps, .. }) => steps.len().max(1),
+        Some(LoopSpec::ForEach { steps, .. }) => plan::body_size(steps).max(1),
         _ => 1,
     };
     if items.len().saturating_mul(body) > orchestrator_core::limits::get().max_steps {
@@ -1524,10 +1546,9 @@ async fn expand_for_each(
     container.kind = StepKind::Join;
     container.iterations = u32::try_from(items.len()).unwrap_or(u32::MAX);
     let steps = new_steps(&expansion, options);
-    inner
-        .store
-        .expand_step(claimed, &container, steps, &expansion.join_deps)
-        .await?;
+    if let Some(refused) = expand(inner, claimed, &container, steps, &expansion.join_deps).await? {
+        return Ok(Some(refused));
+    }
     info!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, iterations = items.len(), "loop {} expanded", claimed.step_id);
     Ok(None)
 }
@@ -1618,10 +1639,9 @@ async fn expand_while(
     let mut container = planned.clone();
     container.iterations = n + 1;
     let steps = new_steps(&expansion, options);
-    inner
-        .store
-        .expand_step(claimed, &container, steps, &expansion.join_deps)
-        .await?;
+    if let Some(refused) = expand(inner, claimed, &container, steps, &expansion.join_deps).await? {
+        return Ok(Some(refused));
+    }
     debug!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, iteration = n, "loop {} iteration {n}", claimed.step_id);
     Ok(None)
 }

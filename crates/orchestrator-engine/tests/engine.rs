@@ -21,6 +21,7 @@ orchestrator_store::for_each_backend!(
     for_each_over_a_step_result_expands_at_run_time,
     while_loops_repeat_until_their_condition_is_false,
     nested_loops_see_both_items,
+    nested_loops_expanding_at_run_time_stop_at_the_step_limit,
     parameters_that_do_not_fit_the_schema_fail_before_the_tool_runs,
 );
 
@@ -328,5 +329,28 @@ async fn parameters_that_do_not_fit_the_schema_fail_before_the_tool_runs(store: 
     assert!(
         !h.workspace.path().join("out/r.md").exists(),
         "the tool did not run"
+    );
+}
+
+async fn nested_loops_expanding_at_run_time_stop_at_the_step_limit(store: Arc<dyn Store>) {
+    // Each inner loop stays under the limit on its own; together they pass
+    // it (limits.max_steps, 10,000). Before, every loop was judged alone and
+    // an execution grew to 100,000 steps and more.
+    let h = harness(store);
+    let yaml = "name: nested\nsteps:\n  - id: outer\n    for_each: [a, b]\n    max_parallel: 2\n    steps:\n      - id: inner\n        for_each: '{{ range(6000) | list }}'\n        steps:\n          - id: say\n            tool: echo\n";
+    let done = run(&h, yaml, json!({})).await;
+    assert_eq!(done.status, ExecutionStatus::Failed, "{done:?}");
+    let steps = h.engine.store().list_steps(&done.id).await.expect("steps");
+    assert!(steps.len() <= 10_000, "{} steps", steps.len());
+    let refused = steps
+        .iter()
+        .find(|s| s.error_type.as_deref() == Some("LimitExceededError"))
+        .expect("one inner loop refused");
+    assert!(
+        refused
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("limits.max_steps")),
+        "{refused:?}"
     );
 }

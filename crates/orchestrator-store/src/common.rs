@@ -1379,6 +1379,16 @@ macro_rules! impl_store {
                     .fetch_one(&mut *tx)
                     .await?;
                 let base = base.unwrap_or(0) + 1;
+                // Every loop level counts: nested loops expanding at run
+                // time cannot take an execution past the step limit.
+                let max_steps = orchestrator_core::limits::get().max_steps;
+                let existing = usize::try_from(base).unwrap_or(usize::MAX);
+                if existing.saturating_add(new_steps.len()) > max_steps {
+                    return Err(crate::StoreError::LimitExceeded(format!(
+                        "the loop would add {} steps to the {existing} its execution has; an execution may have at most {max_steps} (limits.max_steps)",
+                        new_steps.len()
+                    )));
+                }
                 let ready =
                     Self::insert_steps(&mut tx, &step.execution_id, &new_steps, base, now).await?;
                 let added: Vec<&str> = new_steps.iter().map(|s| s.planned.id.as_str()).collect();

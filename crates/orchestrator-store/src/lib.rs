@@ -45,6 +45,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// A loop would take its execution past `limits.max_steps`.
+    #[error("{0}")]
+    LimitExceeded(String),
     #[error("unsupported database url (use sqlite://… or postgres://…)")]
     UnsupportedUrl,
 }
