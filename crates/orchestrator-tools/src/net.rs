@@ -202,7 +202,12 @@ fn valid_host_name(name: &str) -> bool {
 /// IPv4-mapped and IPv4-compatible IPv6 addresses are judged as IPv4.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+        // `::ffff:a.b.c.d`, and `::a.b.c.d` except `::` and `::1`.
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped().or_else(|| {
+            (!v6.is_loopback() && !v6.is_unspecified())
+                .then(|| v6.to_ipv4())
+                .flatten()
+        }) {
             Some(v4) => IpAddr::V4(v4),
             None => IpAddr::V6(v6),
         },
@@ -427,6 +432,9 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            // IPv4-compatible: judged as the IPv4 address it holds.
+            "::127.0.0.1",
+            "::10.0.0.1",
             "64:ff9b::a9fe:a9fe",
             "255.255.255.255",
             "224.0.0.1",
@@ -492,6 +500,7 @@ mod tests {
         assert!(p.check_url(&url("file:///etc/passwd")).is_err());
         assert!(p.check_url(&url("http://127.0.0.1:8080/")).is_err());
         assert!(p.check_url(&url("http://[::ffff:7f00:1]/")).is_err());
+        assert!(p.check_url(&url("http://[::127.0.0.1]/")).is_err());
         assert!(
             p.check_url(&url("http://2130706433/")).is_err(),
             "decimal IPv4 is parsed as 127.0.0.1"
