@@ -1,6 +1,7 @@
 //! Application state, the router, and start-up that returns the bound address.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -199,8 +200,72 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The SQLite file a database URL names, if it names one.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+/// A path made absolute, with its longest existing part resolved (symlinks
+/// followed) and the rest appended: comparable before the rest exists.
+fn resolved(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // `..` taken lexically, so a folder that does not exist yet is passed.
+    let absolute = absolute.components().fold(PathBuf::new(), |mut p, c| {
+        match c {
+            std::path::Component::ParentDir => {
+                p.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => p.push(other),
+        }
+        p
+    });
+    let mut existing = absolute.clone();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |p: PathBuf, c| p.join(c));
+        }
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return absolute,
+        }
+    }
+}
+
+/// Refuses a workspace that holds the SQLite database or its folder: a
+/// filesystem step could overwrite or delete the database (or its WAL).
+fn check_workspace_apart(settings: &Settings) -> anyhow::Result<()> {
+    let Some(db) = sqlite_file(&settings.database_url) else {
+        return Ok(());
+    };
+    let workspace = resolved(&settings.workspace_root);
+    let db = resolved(&db);
+    let folder = db.parent().unwrap_or(&db);
+    if folder.starts_with(&workspace) {
+        anyhow::bail!(
+            "the workspace {} holds the database {}: filesystem steps could overwrite it; \
+             put the database (database.url) or the workspace (workspace.root) elsewhere",
+            workspace.display(),
+            db.display()
+        );
+    }
+    Ok(())
+}
+
 /// Opens the store, builds the engine and its tools.
 pub async fn build_engine(settings: &Settings) -> anyhow::Result<Engine> {
+    check_workspace_apart(settings)?;
     let store = orchestrator_store::connect(&settings.database_url)
         .await
         .map_err(|e| {
@@ -347,4 +412,48 @@ pub async fn start_with_engine(
         http,
         workers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_workspace_holding_the_database_is_refused() {
+        let dir = orchestrator_store::testing::TempDir::new("orch-ws-db");
+        let base = dir.path();
+        let settings = |workspace: PathBuf, db: &str| Settings {
+            workspace_root: workspace,
+            database_url: db.to_string(),
+            ..Settings::default()
+        };
+        let inside = format!("sqlite://{}/ws/db.sqlite", base.display());
+        let nested = format!("sqlite://{}/ws/data/db.sqlite?mode=rwc", base.display());
+        for (workspace, db) in [
+            (base.join("ws"), inside.as_str()),
+            (base.join("ws"), nested.as_str()),
+            // Through `..` and a relative spelling of the same folder.
+            (base.join("other/../ws"), inside.as_str()),
+            (base.to_path_buf(), inside.as_str()),
+        ] {
+            let err = build_engine(&settings(workspace.clone(), db))
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{} with {db} started", workspace.display()));
+            assert!(err.to_string().contains("holds the database"), "{err}");
+        }
+        assert!(!base.join("ws/db.sqlite").exists(), "nothing was created");
+        let apart = format!("sqlite://{}/data/db.sqlite", base.display());
+        std::fs::create_dir_all(base.join("data")).expect("data");
+        assert!(
+            build_engine(&settings(base.join("ws"), &apart))
+                .await
+                .is_ok()
+        );
+        assert!(
+            build_engine(&settings(base.join("ws"), "sqlite::memory:"))
+                .await
+                .is_ok()
+        );
+    }
 }

@@ -133,6 +133,51 @@ fn check_symlinks(root: &Path, full: &Path, requested: &str) -> Result<(), ToolE
     Ok(())
 }
 
+/// Only regular files and folders are read or written: opening a FIFO
+/// blocks until another process writes to it (a thread stuck past the step's
+/// timeout), and devices and sockets are not workspace content.
+fn refuse_special(meta: &std::fs::Metadata, relative: &str) -> Result<(), ToolError> {
+    if meta.is_file() || meta.is_dir() {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    let kind = {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_block_device() || t.is_char_device() {
+            "a device"
+        } else {
+            "a special file"
+        }
+    };
+    #[cfg(not(unix))]
+    let kind = "a special file";
+    Err(ToolError::new(
+        "PermissionError",
+        format!("'{relative}' is {kind}; only regular files and folders are used"),
+    ))
+}
+
+/// Opens a file for reading without waiting on a FIFO that replaced it after
+/// it was checked; the opened handle is checked again.
+async fn open_regular(full: &Path, relative: &str) -> Result<tokio::fs::File, ToolError> {
+    let mut options = tokio::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    options.custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits());
+    let file = options
+        .open(full)
+        .await
+        .map_err(|e| io_error(relative, &e))?;
+    let meta = file.metadata().await.map_err(|e| io_error(relative, &e))?;
+    refuse_special(&meta, relative)?;
+    Ok(file)
+}
+
 fn entry_type(meta: &std::fs::Metadata) -> &'static str {
     if meta.is_dir() {
         "directory"
@@ -155,6 +200,7 @@ impl Filesystem {
         let meta = tokio::fs::metadata(&p.full)
             .await
             .map_err(|e| io_error(&p.relative, &e))?;
+        refuse_special(&meta, &p.relative)?;
         if meta.is_dir() {
             return Err(ToolError::new(
                 "IsADirectoryError",
@@ -172,9 +218,25 @@ impl Filesystem {
                 ),
             ));
         }
-        let bytes = tokio::fs::read(&p.full)
-            .await
-            .map_err(|e| io_error(&p.relative, &e))?;
+        let mut bytes = Vec::new();
+        {
+            use tokio::io::AsyncReadExt;
+            open_regular(&p.full, &p.relative)
+                .await?
+                .take(self.max_file_bytes.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| io_error(&p.relative, &e))?;
+        }
+        if bytes.len() as u64 > self.max_file_bytes {
+            return Err(ToolError::new(
+                "FileTooLargeError",
+                format!(
+                    "'{}' grew past the limit of {} bytes while it was read",
+                    p.relative, self.max_file_bytes
+                ),
+            ));
+        }
         let size = bytes.len();
         let content = String::from_utf8(bytes).map_err(|_| {
             ToolError::new(
@@ -214,6 +276,9 @@ impl Filesystem {
             .is_ok_and(|m| m.file_type().is_symlink())
         {
             check_symlinks(root, &p.full, &p.relative)?;
+        }
+        if let Ok(meta) = tokio::fs::metadata(&p.full).await {
+            refuse_special(&meta, &p.relative)?;
         }
         if append {
             use tokio::io::AsyncWriteExt;
@@ -255,6 +320,10 @@ impl Filesystem {
         let meta = tokio::fs::metadata(&src.full)
             .await
             .map_err(|e| io_error(&src.relative, &e))?;
+        refuse_special(&meta, &src.relative)?;
+        if let Ok(existing) = tokio::fs::metadata(&dst.full).await {
+            refuse_special(&existing, &dst.relative)?;
+        }
         if let Some(parent) = dst.full.parent() {
             tokio::fs::create_dir_all(parent)
                 .await

@@ -315,3 +315,41 @@ async fn reports_come_from_content_or_sections() {
         .expect_err("escape");
     assert_eq!(e.kind, "PermissionError");
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn fifos_sockets_and_devices_are_refused() {
+    let d = dirs();
+    // A FIFO: reading it blocked a thread until a writer came, past the
+    // step's timeout.
+    nix::unistd::mkfifo(&d.ctx.workspace.join("pipe"), nix::sys::stat::Mode::S_IRWXU)
+        .expect("mkfifo");
+    let _socket =
+        std::os::unix::net::UnixListener::bind(d.ctx.workspace.join("sock")).expect("socket");
+    std::os::unix::fs::symlink("/dev/zero", d.ctx.workspace.join("zero")).expect("symlink");
+    for (action, p) in [
+        ("read", json!({"path": "pipe"})),
+        ("write", json!({"path": "pipe", "content": "x"})),
+        (
+            "write",
+            json!({"path": "pipe", "content": "x", "append": true}),
+        ),
+        ("copy", json!({"source": "pipe", "destination": "copy.txt"})),
+        ("read", json!({"path": "sock"})),
+        ("copy", json!({"source": "sock", "destination": "copy.txt"})),
+    ] {
+        let err =
+            tokio::time::timeout(std::time::Duration::from_secs(5), fs(&d, action, p.clone()))
+                .await
+                .unwrap_or_else(|_| panic!("{action} {p} blocked"))
+                .expect_err("refused");
+        assert_eq!(err.kind, "PermissionError", "{action} {p}: {err:?}");
+        assert!(
+            err.message.contains("only regular files"),
+            "{}",
+            err.message
+        );
+    }
+    // The symlink to a device leads outside the workspace: refused as before.
+    assert!(fs(&d, "read", json!({"path": "zero"})).await.is_err());
+}
