@@ -30,6 +30,10 @@ pub struct ModelSettings {
     pub default_provider: Option<String>,
     /// Where API keys are read from (the process environment, captured at start).
     pub env: HashMap<String, String>,
+    /// The variables a model's `api_key_env` may name: names, or patterns
+    /// with `*` (`*_API_KEY`). Any other variable (the auth pepper, database
+    /// passwords) is never sent to a model endpoint.
+    pub key_env_allowed: Vec<String>,
     /// Per request to a provider.
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
@@ -54,10 +58,41 @@ impl Default for ModelSettings {
             default_model: None,
             default_provider: None,
             env: HashMap::new(),
+            key_env_allowed: vec!["*_API_KEY".to_string()],
             request_timeout: Duration::from_secs(120),
             retry: RetryPolicy::default(),
         }
     }
+}
+
+impl ModelSettings {
+    /// Whether a model's key may come from `var`.
+    pub fn allows_key_env(&self, var: &str) -> bool {
+        self.key_env_allowed
+            .iter()
+            .any(|pattern| glob_matches(pattern, var))
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let [first, middle @ .., last] = parts.as_slice() else {
+        return pattern == text;
+    };
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// Why a model could not be chosen.
@@ -124,6 +159,19 @@ impl Models {
 
     pub fn settings(&self) -> &ModelSettings {
         &self.settings
+    }
+
+    /// Refuses a model whose key would come from a variable models may not
+    /// read (`models.api_key_env_allowed`).
+    pub fn check_key_env(&self, spec: &ModelSpec) -> Result<(), String> {
+        match &spec.api_key_env {
+            Some(var) if !self.settings.allows_key_env(var) => Err(format!(
+                "model '{}': api_key_env '{var}' is not a variable models may read; allowed: {} (models.api_key_env_allowed)",
+                spec.id,
+                self.settings.key_env_allowed.join(", ")
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The registered models, in registry order (the default provider's
@@ -226,6 +274,7 @@ impl Models {
                 })
                 .cloned()
                 .ok_or_else(|| SelectError::Unknown(name.to_string()))?;
+            self.check_key_env(&found).map_err(SelectError::Invalid)?;
             found.api_key(&self.settings.env).map_err(|e| {
                 SelectError::Invalid(format!("model '{}' cannot be used: {e}", found.id))
             })?;
@@ -264,6 +313,8 @@ impl Models {
         site: &CallSite,
         cancel: &CancellationToken,
     ) -> Result<Answer, ToolError> {
+        self.check_key_env(spec)
+            .map_err(|e| ToolError::new("ModelUnavailableError", e))?;
         let key = spec.api_key(&self.settings.env).map_err(|e| {
             ToolError::new("ModelUnavailableError", format!("model '{}': {e}", spec.id))
         })?;
@@ -634,6 +685,33 @@ pub async fn answer_tag(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_variables_are_allowed_by_name_or_pattern() {
+        let settings = ModelSettings {
+            key_env_allowed: vec!["*_API_KEY".into(), "MY_LLM_TOKEN".into(), "A*B*C".into()],
+            ..ModelSettings::default()
+        };
+        for ok in [
+            "OPENAI_API_KEY",
+            "_API_KEY",
+            "MY_LLM_TOKEN",
+            "ABC",
+            "AxxBxxC",
+        ] {
+            assert!(settings.allows_key_env(ok), "{ok}");
+        }
+        for refused in [
+            "ORCHESTRATOR_AUTH_PEPPER",
+            "OPENAI_API_KEYS",
+            "MY_LLM_TOKEN2",
+            "AC",
+            "API_KEY",
+            "",
+        ] {
+            assert!(!settings.allows_key_env(refused), "{refused}");
+        }
+    }
 
     #[test]
     fn json_is_found_in_plain_fenced_and_wrapped_answers() {

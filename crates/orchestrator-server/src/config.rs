@@ -75,6 +75,9 @@ pub struct ModelsSection {
     pub default_model: Option<String>,
     /// Seconds one request to a provider may take.
     pub request_timeout_seconds: Option<f64>,
+    /// Variables a model's `api_key_env` may name: names or `*` patterns
+    /// (default `*_API_KEY`). Those named in the models file are added.
+    pub api_key_env_allowed: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -427,11 +430,28 @@ fn resolve_models(
         default_model = default_model.or(default);
     }
     s.models_file = file;
+    let mut key_env_allowed = m
+        .api_key_env_allowed
+        .clone()
+        .unwrap_or_else(|| vec!["*_API_KEY".to_string()]);
+    // The operator wrote the models file: the variables it names are allowed.
+    key_env_allowed.extend(s.model_specs.iter().filter_map(|m| m.api_key_env.clone()));
+    let mut models = ModelSettings {
+        key_env_allowed,
+        ..ModelSettings::default()
+    };
+    // Only the variables models may read are kept at all.
+    models.env = env
+        .iter()
+        .filter(|(k, _)| models.allows_key_env(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     s.models = ModelSettings {
         strategy,
         default_model,
         default_provider: m.default_provider.clone(),
-        env: env.clone(),
+        env: std::mem::take(&mut models.env),
+        key_env_allowed: models.key_env_allowed,
         request_timeout: std::time::Duration::from_secs_f64(positive_seconds(
             m.request_timeout_seconds,
             120.0,

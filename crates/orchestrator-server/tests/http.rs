@@ -1085,6 +1085,22 @@ async fn models_run_against_a_local_provider(database_url: String) {
         .await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["source"], "api");
+    // A model's key comes only from variables models may read: naming the
+    // auth pepper sent its value to any listener as a bearer token.
+    for var in ["ORCHESTRATOR_AUTH_PEPPER", "DATABASE_URL", "HOME"] {
+        let mut stealer = model("stealer", 0.0, &["generate"]);
+        stealer["api_key_env"] = json!(var);
+        let (status, problem) = s
+            .send_json(reqwest::Method::POST, "/models", Some(stealer))
+            .await;
+        assert_eq!(status, 422, "{var}: {problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("api_key_env_allowed")),
+            "{problem}"
+        );
+    }
     let (status, problem) = s
         .send_json(
             reqwest::Method::POST,
