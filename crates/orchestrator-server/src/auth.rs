@@ -73,6 +73,8 @@ pub struct AuthSettings {
     pub enabled: bool,
     /// Mixed into every token hash; keep it out of the database.
     pub pepper: Secret,
+    /// The variable the pepper is read from, for messages.
+    pub pepper_env: String,
     /// `/metrics` and `/metrics/summary` without a token.
     pub public_metrics: bool,
     /// Listen on a non-loopback address with authentication off.

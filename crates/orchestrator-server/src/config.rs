@@ -843,22 +843,28 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
     }
     resolve_tools(&tools, env, &mut s)?;
     resolve_models(&models, env, &mut s)?;
+    let pepper_env = auth
+        .pepper_env
+        .clone()
+        .unwrap_or_else(|| "ORCHESTRATOR_AUTH_PEPPER".to_string());
     s.auth = crate::auth::AuthSettings {
         enabled: auth.enabled.unwrap_or(false),
-        pepper: crate::auth::Secret(
-            env.get(
-                auth.pepper_env
-                    .as_deref()
-                    .unwrap_or("ORCHESTRATOR_AUTH_PEPPER"),
-            )
-            .cloned()
-            .unwrap_or_default(),
-        ),
+        pepper: crate::auth::Secret(env.get(&pepper_env).cloned().unwrap_or_default()),
+        pepper_env,
         public_metrics: auth.public_metrics.unwrap_or(false),
         allow_unauthenticated: overrides.allow_unauthenticated
             || auth.allow_unauthenticated.unwrap_or(false),
         max_active_executions_per_token: auth.max_active_executions_per_token.unwrap_or(100),
     };
+    if s.auth.enabled && s.auth.pepper.0.is_empty() {
+        return Err(ConfigError::Invalid {
+            path: "auth".into(),
+            message: format!(
+                "authentication is on but {} is not set: tokens are checked against hashes made with it; set it to a long random secret (the same in every process)",
+                s.auth.pepper_env
+            ),
+        });
+    }
     if s.heartbeat_ms == 0 || s.heartbeat_ms >= s.lease_ms {
         return Err(ConfigError::Invalid {
             path: "settings".into(),

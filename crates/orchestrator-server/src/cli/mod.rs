@@ -229,6 +229,13 @@ async fn token(command: TokenCommand, flags: ServerFlags) -> ExitCode {
         }
     };
     let result = match command {
+        TokenCommand::Create { .. } if settings.auth.pepper.0.is_empty() => {
+            eprintln!(
+                "error: {} is not set: a token made without it is refused once the server runs with it; set it as the server has it",
+                settings.auth.pepper_env
+            );
+            return ExitCode::FAILURE;
+        }
         TokenCommand::Create { name, scope } => {
             let scope = crate::auth::Scope::parse(&scope).unwrap_or(crate::auth::Scope::Read);
             let (record, text) = crate::auth::new_token(&name, scope, &settings.auth.pepper);

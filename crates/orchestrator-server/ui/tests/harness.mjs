@@ -40,6 +40,7 @@ export async function startServer({ auth = false, env = {} } = {}) {
   const childEnv = {
     ...process.env,
     ORCHESTRATOR_AUTH_ENABLED: auth ? "true" : "false",
+    ORCHESTRATOR_AUTH_PEPPER: "console-test-pepper",
     ORCHESTRATOR_LOG_LEVEL: "warn",
     ...env,
   };
