@@ -399,11 +399,8 @@ pub async fn start_with_engine(
     let state = AppState::new(engine, settings);
     let app = router(state.clone());
     let token = shutdown.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await
-    });
+    let limits = state.settings().connections;
+    let http = tokio::spawn(crate::listener::serve(listener, app, limits, token));
     tracing::info!(%addr, "listening on http://{addr}");
     Ok(RunningServer {
         addr,

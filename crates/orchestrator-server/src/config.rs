@@ -170,6 +170,13 @@ pub struct ServerSection {
     pub bind: Option<String>,
     /// Seconds running steps get to finish on shutdown.
     pub shutdown_grace_seconds: Option<u64>,
+    /// Seconds a client has to send a request head (and, on a kept-alive
+    /// connection, to start the next one).
+    pub header_read_timeout_seconds: Option<f64>,
+    /// Seconds a connection may pass without a byte either way.
+    pub idle_timeout_seconds: Option<f64>,
+    /// Connections open at once.
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -216,6 +223,8 @@ pub struct Settings {
     pub log_level: String,
     pub max_body_bytes: usize,
     pub shutdown_grace_seconds: u64,
+    /// Timeouts and the cap of HTTP connections.
+    pub connections: crate::listener::ConnectionLimits,
     pub enable_terminal: bool,
     pub terminal_allowed_programs: Option<Vec<String>>,
     /// The `http` tool's policy and limits.
@@ -251,6 +260,7 @@ impl Default for Settings {
             log_level: "info".to_string(),
             max_body_bytes: 2 * 1024 * 1024,
             shutdown_grace_seconds: 30,
+            connections: crate::listener::ConnectionLimits::default(),
             enable_terminal: false,
             terminal_allowed_programs: None,
             http: HttpSettings::default(),
@@ -467,6 +477,26 @@ fn tools_error(message: String) -> ConfigError {
         path: "tools".into(),
         message,
     }
+}
+
+/// A positive, finite number of seconds.
+fn seconds(value: f64, key: &str) -> Result<std::time::Duration, ConfigError> {
+    if value > 0.0 && value.is_finite() && value < 1e9 {
+        Ok(std::time::Duration::from_secs_f64(value))
+    } else {
+        Err(ConfigError::Invalid {
+            path: key.into(),
+            message: format!("must be a positive number of seconds, not {value}"),
+        })
+    }
+}
+
+fn float(name: &str, value: &str) -> Result<f64, ConfigError> {
+    value.parse().map_err(|_| ConfigError::Env {
+        name: name.to_string(),
+        value: value.to_string(),
+        message: "not a number".to_string(),
+    })
 }
 
 fn positive_seconds(value: Option<f64>, default: f64, key: &str) -> Result<f64, ConfigError> {
@@ -748,6 +778,15 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
         if let Some(g) = f.server.shutdown_grace_seconds {
             s.shutdown_grace_seconds = g;
         }
+        if let Some(t) = f.server.header_read_timeout_seconds {
+            s.connections.header_read_timeout = seconds(t, "server.header_read_timeout_seconds")?;
+        }
+        if let Some(t) = f.server.idle_timeout_seconds {
+            s.connections.idle_timeout = seconds(t, "server.idle_timeout_seconds")?;
+        }
+        if let Some(n) = f.server.max_connections {
+            s.connections.max_connections = n;
+        }
         if let Some(u) = f.database.url {
             s.database_url = u;
         }
@@ -793,6 +832,13 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
             "ORCHESTRATOR_SHUTDOWN_GRACE_SECONDS" => {
                 s.shutdown_grace_seconds = number(name, value)? as u64
             }
+            "ORCHESTRATOR_HEADER_READ_TIMEOUT_SECONDS" => {
+                s.connections.header_read_timeout = seconds(float(name, value)?, name)?
+            }
+            "ORCHESTRATOR_IDLE_TIMEOUT_SECONDS" => {
+                s.connections.idle_timeout = seconds(float(name, value)?, name)?
+            }
+            "ORCHESTRATOR_MAX_CONNECTIONS" => s.connections.max_connections = number(name, value)?,
             "ORCHESTRATOR_ENABLE_TERMINAL" => s.enable_terminal = boolean(name, value)?,
             "ORCHESTRATOR_AUTH_ENABLED" => auth.enabled = Some(boolean(name, value)?),
             "ORCHESTRATOR_MAX_STEPS" => s.core_limits.max_steps = number(name, value)?,
@@ -856,6 +902,12 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
             || auth.allow_unauthenticated.unwrap_or(false),
         max_active_executions_per_token: auth.max_active_executions_per_token.unwrap_or(100),
     };
+    if s.connections.max_connections == 0 {
+        return Err(ConfigError::Invalid {
+            path: "server.max_connections".into(),
+            message: "must be at least 1".into(),
+        });
+    }
     if s.auth.enabled && s.auth.pepper.0.is_empty() {
         return Err(ConfigError::Invalid {
             path: "auth".into(),

@@ -10,6 +10,7 @@ pub mod dto;
 pub mod error;
 pub mod events;
 pub mod graph;
+pub mod listener;
 pub mod models_api;
 pub mod observability;
 pub mod webhooks_api;

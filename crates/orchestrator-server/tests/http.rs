@@ -2272,3 +2272,84 @@ async fn lenient_validation_answers_errors_as_a_result() {
         (Some(true), true)
     );
 }
+
+/// Reads until the server closes the connection; `true` when it did within `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_are_closed_and_capped() {
+    use tokio::io::AsyncWriteExt;
+    let dir = TempDir::new("orch-http");
+    let s = Server::start_with(sqlite_url(&dir), |settings| {
+        settings.connections = orchestrator_server::listener::ConnectionLimits {
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(2),
+            max_connections: 40,
+        };
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // 30 connections that send part of a request head, then nothing: they
+    // stayed open for good.
+    let mut slow = Vec::new();
+    for _ in 0..30 {
+        let mut c = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .expect("write");
+        slow.push(c);
+    }
+    // The server keeps answering others meanwhile.
+    let health = s.client.get(s.url("/health")).send().await.expect("health");
+    assert_eq!(health.status(), 200);
+    for c in &mut slow {
+        assert!(
+            closed_within(c, Duration::from_secs(5)).await,
+            "a slow request head stayed open"
+        );
+    }
+    // A kept-alive connection that sends nothing more is closed too.
+    let mut idle = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5)).await,
+        "idle connection stayed open"
+    );
+    // At the cap, a new client waits for a slot instead of taking the
+    // process's descriptors; the slots come back as slow ones time out.
+    let mut full = Vec::new();
+    for _ in 0..40 {
+        let mut c = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        full.push(c);
+    }
+    let started = std::time::Instant::now();
+    let health = s.client.get(s.url("/health")).send().await.expect("health");
+    assert_eq!(health.status(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "answered past the cap after {:?}",
+        started.elapsed()
+    );
+}
