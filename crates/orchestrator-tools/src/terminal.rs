@@ -1,8 +1,14 @@
 //! `terminal`: runs a command in the workspace, in its own process group.
 //!
 //! Off by default: the server enables it in configuration, optionally with an
-//! allow-list of programs. The whole process group is killed when the step
-//! times out, is cancelled, or its future is dropped, so nothing is left running.
+//! allow-list of programs. With an allow-list the command never goes through
+//! a shell: a command line is split into words (quotes group them) and run
+//! directly, and shell syntax (`|`, `&&`, `;`, `>`, `$( )`, backquotes,
+//! globs…) is refused, so the allowed program is the only one that runs; it
+//! is named by its bare name and found on the server's `PATH`. A step never
+//! sets `PATH` (nor, with an allow-list, the loader's `LD_*` variables).
+//! The whole process group is killed when the step times out, is cancelled,
+//! or its future is dropped, so nothing is left running.
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
@@ -20,7 +26,7 @@ pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Default)]
 pub struct Terminal {
-    /// When set, only these programs may run (the first word of the command).
+    /// When set, only these programs may run, without a shell.
     pub allowed_programs: Option<BTreeSet<String>>,
     pub max_output_bytes: Option<usize>,
 }
@@ -67,7 +73,92 @@ async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, cap: usize) -> (String
     (String::from_utf8_lossy(&kept).into_owned(), truncated)
 }
 
+/// Splits a command line into words as a shell would for plain words and
+/// quotes, refusing everything a shell would do beyond that.
+fn split_words(line: &str) -> Result<Vec<String>, ToolError> {
+    let refuse = |what: &str| {
+        ToolError::new(
+            "PermissionError",
+            format!(
+                "shell syntax ({what}) is not allowed when terminal_allowed_programs is set: \
+                 commands run without a shell; give the arguments as a list or quote them"
+            ),
+        )
+    };
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' => {
+                if let Some(w) = word.take() {
+                    words.push(w);
+                }
+            }
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => w.push(c),
+                        None => return Err(ToolError::invalid("'command' has an unclosed quote")),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('$') => return Err(refuse("'$' inside double quotes")),
+                        Some('`') => return Err(refuse("'`'")),
+                        Some('\\') => return Err(refuse("'\\'")),
+                        Some(c) => w.push(c),
+                        None => return Err(ToolError::invalid("'command' has an unclosed quote")),
+                    }
+                }
+            }
+            '|' | '&' | ';' | '<' | '>' | '(' | ')' | '$' | '`' | '\\' | '*' | '?' | '[' | ']'
+            | '{' | '}' | '~' | '#' | '!' | '\n' | '\r' => {
+                return Err(refuse(&format!("'{}'", c.escape_default())));
+            }
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    if let Some(w) = word {
+        words.push(w);
+    }
+    if words.is_empty() {
+        return Err(ToolError::invalid("'command' is empty"));
+    }
+    Ok(words)
+}
+
 impl Terminal {
+    /// The argv to run and the program's name, as the allow-list sees it.
+    fn argv_of(&self, command: &Value) -> Result<(Vec<String>, String), ToolError> {
+        let Some(allowed) = &self.allowed_programs else {
+            return Self::program_of(command);
+        };
+        let argv = match command {
+            Value::String(line) => split_words(line)?,
+            _ => Self::program_of(command)?.0,
+        };
+        let program = argv[0].clone();
+        // A bare name found on the server's PATH, or exactly an allowed path:
+        // `/tmp/x/ls` is not `ls`.
+        if !allowed.contains(&program) {
+            return Err(ToolError::new(
+                "PermissionError",
+                format!(
+                    "program '{program}' is not allowed; allowed: {}",
+                    allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        Ok((argv, program))
+    }
+
     fn program_of(command: &Value) -> Result<(Vec<String>, String), ToolError> {
         match command {
             Value::String(line) => {
@@ -137,19 +228,7 @@ impl Tool for Terminal {
         let command = params
             .get("command")
             .ok_or_else(|| ToolError::invalid("missing parameter 'command'"))?;
-        let (argv, program) = Self::program_of(command)?;
-        if let Some(allowed) = &self.allowed_programs {
-            let name = program.rsplit('/').next().unwrap_or(&program);
-            if !allowed.contains(name) {
-                return Err(ToolError::new(
-                    "PermissionError",
-                    format!(
-                        "program '{name}' is not allowed; allowed: {}",
-                        allowed.iter().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                ));
-            }
-        }
+        let (argv, program) = self.argv_of(command)?;
         tokio::fs::create_dir_all(&ctx.workspace)
             .await
             .map_err(|e| ToolError::new("IOError", e.to_string()))?;
@@ -185,6 +264,13 @@ impl Tool for Terminal {
                 .as_object()
                 .ok_or_else(|| ToolError::invalid("'env' must be an object"))?;
             for (k, v) in env {
+                let loader = k.starts_with("LD_") || k.starts_with("DYLD_");
+                if k == "PATH" || (loader && self.allowed_programs.is_some()) {
+                    return Err(ToolError::new(
+                        "PermissionError",
+                        format!("a step cannot set '{k}'"),
+                    ));
+                }
                 cmd.env(k, crate::as_text(v));
             }
         }

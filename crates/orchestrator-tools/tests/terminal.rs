@@ -172,3 +172,87 @@ async fn cancelling_or_dropping_stops_the_command() {
     );
     assert!(gone(&ctx, "b.pid").await);
 }
+
+#[tokio::test]
+async fn an_allow_list_runs_only_its_programs_without_a_shell() {
+    let (ctx, _ws) = ctx();
+    let only_ls = Terminal {
+        allowed_programs: Some(["ls".to_string(), "echo".to_string()].into()),
+        ..Default::default()
+    };
+    // Each of these ran every command after the first word.
+    for line in [
+        "ls >/dev/null && touch and.txt",
+        "ls; touch semi.txt",
+        "ls | touch pipe.txt",
+        "ls $(touch subst.txt)",
+        "ls `touch tick.txt`",
+        "echo \"$(touch quoted.txt)\"",
+        "ls *",
+        "ls\ntouch newline.txt",
+        "ls > out.txt",
+    ] {
+        let e = run(&only_ls, &ctx, json!({"command": line}))
+            .await
+            .expect_err(line);
+        assert_eq!(e.kind, "PermissionError", "{line}: {e:?}");
+        assert!(e.message.contains("shell syntax"), "{line}: {}", e.message);
+    }
+    for file in [
+        "and.txt",
+        "semi.txt",
+        "pipe.txt",
+        "subst.txt",
+        "tick.txt",
+        "quoted.txt",
+        "newline.txt",
+        "out.txt",
+    ] {
+        assert!(!ctx.workspace.join(file).exists(), "{file} was created");
+    }
+    // A path that ends in an allowed name is another program.
+    std::fs::write(ctx.workspace.join("ls"), "#!/bin/sh\ntouch fake.txt\n").expect("write");
+    for command in [json!("./ls"), json!("/tmp/ls"), json!(["./ls"])] {
+        let e = run(&only_ls, &ctx, json!({"command": command}))
+            .await
+            .expect_err("not allowed");
+        assert_eq!(e.kind, "PermissionError", "{command}: {e:?}");
+    }
+    // PATH (and the loader's variables) cannot be set by a step.
+    for var in ["PATH", "LD_PRELOAD"] {
+        let e = run(
+            &only_ls,
+            &ctx,
+            json!({"command": "ls", "env": {var: ctx.workspace.display().to_string()}}),
+        )
+        .await
+        .expect_err(var);
+        assert_eq!(e.kind, "PermissionError", "{var}: {e:?}");
+    }
+    // Quotes group words; the words reach the program as they are.
+    let r = run(
+        &only_ls,
+        &ctx,
+        json!({"command": "echo 'a  b' \"c;d\" e|f", "env": {"X": "1"}}),
+    )
+    .await;
+    assert!(r.is_err(), "an unquoted | is refused");
+    let r = run(
+        &only_ls,
+        &ctx,
+        json!({"command": "echo 'a  b' \"c;d|e\" plain"}),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(r["stdout"], "a  b c;d|e plain\n");
+    // Without an allow-list a step still cannot change PATH.
+    let open = Terminal::default();
+    let e = run(
+        &open,
+        &ctx,
+        json!({"command": "true", "env": {"PATH": "/tmp"}}),
+    )
+    .await
+    .expect_err("PATH");
+    assert_eq!(e.kind, "PermissionError");
+}
