@@ -34,6 +34,12 @@ pub struct ModelSettings {
     /// with `*` (`*_API_KEY`). Any other variable (the auth pepper, database
     /// passwords) is never sent to a model endpoint.
     pub key_env_allowed: Vec<String>,
+    /// Where model endpoints may be reached (`models.allowed_hosts`,
+    /// `models.allow_private_networks`); `None` reaches anything.
+    pub egress: Option<Arc<orchestrator_tools::net::OutboundPolicy>>,
+    /// Endpoints the operator wrote in the models file: reached without
+    /// the policy (a local model server on loopback, say).
+    pub trusted_base_urls: std::collections::HashSet<String>,
     /// Per request to a provider.
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
@@ -59,6 +65,8 @@ impl Default for ModelSettings {
             default_provider: None,
             env: HashMap::new(),
             key_env_allowed: vec!["*_API_KEY".to_string()],
+            egress: None,
+            trusted_base_urls: Default::default(),
             request_timeout: Duration::from_secs(120),
             retry: RetryPolicy::default(),
         }
@@ -129,6 +137,8 @@ pub struct Answer {
 pub struct Models {
     store: Arc<dyn Store>,
     http: reqwest::Client,
+    /// `http` under the egress policy, when there is one.
+    guarded: Option<reqwest::Client>,
     settings: ModelSettings,
     metrics: Arc<crate::metrics::EngineMetrics>,
 }
@@ -145,6 +155,7 @@ impl Models {
     pub fn new(store: Arc<dyn Store>, http: reqwest::Client, settings: ModelSettings) -> Self {
         Models {
             store,
+            guarded: settings.egress.as_ref().map(|p| p.client(5)),
             http,
             settings,
             metrics: Arc::default(),
@@ -171,6 +182,34 @@ impl Models {
                 self.settings.key_env_allowed.join(", ")
             )),
             _ => Ok(()),
+        }
+    }
+
+    /// Refuses an endpoint the egress policy does not let models reach.
+    pub async fn check_endpoint(&self, spec: &ModelSpec) -> Result<(), String> {
+        let Some(policy) = &self.settings.egress else {
+            return Ok(());
+        };
+        if self.settings.trusted_base_urls.contains(spec.base_url()) {
+            return Ok(());
+        }
+        let url = reqwest::Url::parse(spec.base_url())
+            .map_err(|e| format!("model '{}': base_url is not valid: {e}", spec.id))?;
+        policy.check_resolved(&url).await.map_err(|e| {
+            format!(
+                "model '{}': base_url {} is refused: {e} (models.allowed_hosts, models.allow_private_networks)",
+                spec.id,
+                spec.base_url()
+            )
+        })
+    }
+
+    /// The client for a model's endpoint: the operator's own endpoints
+    /// directly, any other through the egress policy.
+    fn client_for(&self, spec: &ModelSpec) -> &reqwest::Client {
+        match &self.guarded {
+            Some(guarded) if !self.settings.trusted_base_urls.contains(spec.base_url()) => guarded,
+            _ => &self.http,
         }
     }
 
@@ -318,10 +357,30 @@ impl Models {
         let key = spec.api_key(&self.settings.env).map_err(|e| {
             ToolError::new("ModelUnavailableError", format!("model '{}': {e}", spec.id))
         })?;
+        // Names are checked address by address as they resolve; a literal
+        // address never resolves, so it is checked here.
+        if let Some(policy) = &self.settings.egress
+            && !self.settings.trusted_base_urls.contains(spec.base_url())
+        {
+            let refused = match reqwest::Url::parse(spec.base_url()) {
+                Ok(url) => policy.check_url(&url).err(),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(e) = refused {
+                return Err(ToolError::new(
+                    "ModelUnavailableError",
+                    format!(
+                        "model '{}': base_url {} is refused: {e} (models.allowed_hosts, models.allow_private_networks)",
+                        spec.id,
+                        spec.base_url()
+                    ),
+                ));
+            }
+        }
         let started_at = now_ms();
         let clock = Instant::now();
         let outcome = providers::chat(
-            &self.http,
+            self.client_for(spec),
             spec,
             key.as_deref(),
             request,

@@ -78,6 +78,12 @@ pub struct ModelsSection {
     /// Variables a model's `api_key_env` may name: names or `*` patterns
     /// (default `*_API_KEY`). Those named in the models file are added.
     pub api_key_env_allowed: Option<Vec<String>>,
+    /// Hosts model endpoints may be on (as `tools.http.allowed_hosts`; empty:
+    /// any public host). Endpoints written in the models file are always
+    /// reached.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Let registered models reach loopback and private addresses.
+    pub allow_private_networks: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -456,12 +462,27 @@ fn resolve_models(
         .filter(|(k, _)| models.allows_key_env(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let egress = OutboundPolicy::new(
+        &m.allowed_hosts.clone().unwrap_or_default(),
+        m.allow_private_networks.unwrap_or(false),
+    )
+    .map_err(|e| ConfigError::Invalid {
+        path: "models.allowed_hosts".into(),
+        message: e,
+    })?;
     s.models = ModelSettings {
         strategy,
         default_model,
         default_provider: m.default_provider.clone(),
         env: std::mem::take(&mut models.env),
         key_env_allowed: models.key_env_allowed,
+        egress: Some(std::sync::Arc::new(egress)),
+        trusted_base_urls: s
+            .model_specs
+            .iter()
+            .filter(|m| m.base_url.is_some())
+            .map(|m| m.base_url().to_string())
+            .collect(),
         request_timeout: std::time::Duration::from_secs_f64(positive_seconds(
             m.request_timeout_seconds,
             120.0,
@@ -865,6 +886,9 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
                         .collect(),
                 )
             }
+            "ORCHESTRATOR_MODELS_ALLOW_PRIVATE_NETWORKS" => {
+                models.allow_private_networks = Some(boolean(name, value)?)
+            }
             "ORCHESTRATOR_HTTP_ALLOW_PRIVATE_NETWORKS" => {
                 tools.http.allow_private_networks = Some(boolean(name, value)?)
             }
@@ -1116,6 +1140,42 @@ mod tests {
                 .allows("other.com", "93.184.216.34".parse().expect("ip"))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn models_read_only_allowed_key_variables_and_trust_their_files_endpoints() {
+        let path = format!(
+            "{}/../../examples/config/models.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = format!("models:\n  file: {path}\n");
+        let env = [
+            ("OPENAI_API_KEY", "sk-1"),
+            ("ORCHESTRATOR_AUTH_PEPPER", "secret"),
+            ("DATABASE_URL", "postgres://u:p@h/db"),
+        ];
+        let s = load_text(&text, &env).expect("loads");
+        let mut keys: Vec<&String> = s.models.env.keys().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec!["OPENAI_API_KEY"],
+            "only key variables reach models"
+        );
+        assert!(
+            s.models
+                .trusted_base_urls
+                .contains("http://localhost:11434/v1")
+        );
+        assert!(s.models.egress.is_some());
+        let text = format!(
+            "models:\n  file: {path}\n  api_key_env_allowed: [MY_TOKEN]\n  allowed_hosts: ['*.example.com']\n"
+        );
+        let s = load_text(&text, &[("MY_TOKEN", "t"), ("OPENAI_API_KEY", "sk")]).expect("loads");
+        assert!(s.models.allows_key_env("MY_TOKEN"));
+        assert!(!s.models.allows_key_env("OPENAI_API_KEY"));
+        let err = load_text("models:\n  allowed_hosts: ['http://x']\n", &[]).expect_err("bad host");
+        assert!(err.to_string().contains("models.allowed_hosts"), "{err}");
     }
 
     #[test]

@@ -162,6 +162,12 @@ pub async fn register_model(
         .models()
         .check_key_env(&spec)
         .map_err(ApiError::Unprocessable)?;
+    state
+        .engine()
+        .models()
+        .check_endpoint(&spec)
+        .await
+        .map_err(ApiError::Unprocessable)?;
     let json = serde_json::to_value(&spec).map_err(ApiError::internal)?;
     let store = state.engine().store();
     if !store.insert_model(&spec.id, &json, "api").await? {

@@ -222,7 +222,8 @@ pub async fn create_webhook(
         .settings()
         .http
         .policy
-        .check_url(&url)
+        .check_resolved(&url)
+        .await
         .map_err(|e| ApiError::Unprocessable(format!("url '{}' is refused: {e}", req.url)))?;
     let kinds = expand_kinds(&req.events).map_err(ApiError::Unprocessable)?;
     let secret = match req.secret {

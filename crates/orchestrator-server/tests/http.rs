@@ -2353,3 +2353,105 @@ async fn slow_and_idle_connections_are_closed_and_capped() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_endpoints_and_webhooks_obey_the_egress_policy() {
+    use orchestrator_tools::testing::services::{self, Service, Wire};
+    let provider = Service::start(services::provider(Wire::OpenAi, None)).await;
+    let trusted = Service::start(services::provider(Wire::OpenAi, None)).await;
+    let trusted_url = trusted.url("/v1");
+    let dir = TempDir::new("orch-http");
+    let s = Server::start_with(sqlite_url(&dir), |settings| {
+        // As configured by default: public hosts only, for models and webhooks.
+        settings.http.policy = orchestrator_tools::net::OutboundPolicy::default();
+        settings.models.egress = Some(std::sync::Arc::new(
+            orchestrator_tools::net::OutboundPolicy::default(),
+        ));
+        // What the models file names is the operator's choice.
+        settings.models.trusted_base_urls = [trusted_url.clone()].into();
+    })
+    .await;
+    let port = provider
+        .url("/")
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches('/')
+        .to_string();
+    let model = |id: &str, base: String| json!({"id": id, "provider": "openai", "model": "m", "base_url": base, "capabilities": ["generate"]});
+    for base in [
+        provider.url("/v1"),
+        format!("http://localhost:{port}/v1"),
+        format!("http://[::ffff:127.0.0.1]:{port}/v1"),
+        format!("http://[::127.0.0.1]:{port}/v1"),
+    ] {
+        let (status, problem) = s
+            .send_json(
+                reqwest::Method::POST,
+                "/models",
+                Some(model("inside", base.clone())),
+            )
+            .await;
+        assert_eq!(status, 422, "{base}: {problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("models.allowed_hosts")),
+            "{problem}"
+        );
+    }
+    // A model stored before the policy (or by another process) is refused
+    // when called, and nothing of the endpoint's answer reaches the step.
+    let store = s
+        .running
+        .as_ref()
+        .expect("running")
+        .state
+        .engine()
+        .store()
+        .clone();
+    store
+        .insert_model("old", &model("old", provider.url("/v1")), "api")
+        .await
+        .expect("insert");
+    let done = s
+        .run_yaml(
+            "name: m\nsteps:\n  - id: ask\n    action: generate\n    model: old\n    max_retries: 1\n    parameters: {prompt: hi}\n",
+            "",
+        )
+        .await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let error = done["steps"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("is refused"), "{error}");
+    assert!(provider.requests().is_empty(), "the endpoint was reached");
+    // The operator's own endpoint on loopback is reached.
+    let (status, body) = s
+        .send_json(
+            reqwest::Method::POST,
+            "/models",
+            Some(model("mine", trusted_url.clone())),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let done = s
+        .run_yaml(
+            "name: m\nsteps:\n  - id: ask\n    action: generate\n    model: mine\n    parameters: {prompt: hi}\n",
+            "",
+        )
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    // A webhook to a name for loopback is refused when registered, not at
+    // every delivery.
+    let (status, problem) = s
+        .send_json(
+            reqwest::Method::POST,
+            "/webhooks",
+            Some(json!({"url": format!("http://localhost:{port}/hook"), "events": ["execution.finished"]})),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("is refused") && d.contains("loopback")),
+        "{problem}"
+    );
+}

@@ -157,6 +157,34 @@ impl OutboundPolicy {
         }
     }
 
+    /// Checks a URL as [`check_url`](Self::check_url) does, and a host name
+    /// by the addresses it resolves to now: refused when none may be
+    /// reached (`localhost`, a name for a private address). A name that does
+    /// not resolve passes; every connection is checked again anyway.
+    pub async fn check_resolved(&self, url: &reqwest::Url) -> Result<(), String> {
+        self.check_url(url)?;
+        let Some(url::Host::Domain(name)) = url.host() else {
+            return Ok(());
+        };
+        let port = url.port_or_known_default().unwrap_or(80);
+        let lookup = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::net::lookup_host((name, port)),
+        )
+        .await;
+        let Ok(Ok(found)) = lookup else {
+            return Ok(());
+        };
+        let mut refused = None;
+        for addr in found {
+            match self.allows(name, addr.ip()) {
+                Ok(()) => return Ok(()),
+                Err(e) => refused = Some(e),
+            }
+        }
+        refused.map_or(Ok(()), Err)
+    }
+
     /// A client whose every connection obeys this policy, following up to
     /// `max_redirects` redirects, each checked like the first URL.
     /// With `max_redirects` 0, a redirect is the answer.

@@ -259,7 +259,8 @@ test("an execution that used a model shows its tokens and cost", async () => {
     });
   });
   await new Promise((r) => provider.listen(0, "127.0.0.1", r));
-  const server = await startServer();
+  // The provider is on loopback, which registered models may not reach by default.
+  const server = await startServer({ env: { ORCHESTRATOR_MODELS_ALLOW_PRIVATE_NETWORKS: "true" } });
   const page = await chrome.page();
   try {
     const model = {
