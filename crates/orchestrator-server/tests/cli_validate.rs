@@ -118,45 +118,44 @@ fn tokens_are_created_listed_and_revoked_from_the_command_line() {
 fn authentication_without_a_pepper_is_refused_naming_the_variable() {
     // Tokens made without the pepper were later refused as "not valid",
     // with no hint why; a server with auth on and no pepper started silently.
-    let out = orchestrator()
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--database-url",
-            "sqlite::memory:",
-        ])
-        .env("ORCHESTRATOR_AUTH_ENABLED", "true")
-        .env_remove("ORCHESTRATOR_AUTH_PEPPER")
-        .output()
-        .expect("runs");
-    assert!(!out.status.success(), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("ORCHESTRATOR_AUTH_PEPPER is not set"),
-        "{stderr}"
-    );
-    let out = orchestrator()
-        .args([
-            "token",
-            "--database-url",
-            "sqlite::memory:",
-            "create",
-            "--name",
-            "x",
-            "--scope",
-            "read",
-        ])
-        .env_remove("ORCHESTRATOR_AUTH_ENABLED")
-        .env_remove("ORCHESTRATOR_AUTH_PEPPER")
-        .output()
-        .expect("runs");
-    assert!(!out.status.success(), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("ORCHESTRATOR_AUTH_PEPPER is not set"),
-        "{stderr}"
-    );
+    for (args, auth) in [
+        (
+            vec![
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--database-url",
+                "sqlite::memory:",
+            ],
+            "true",
+        ),
+        (
+            vec![
+                "token",
+                "--database-url",
+                "sqlite::memory:",
+                "create",
+                "--name",
+                "x",
+                "--scope",
+                "read",
+            ],
+            "false",
+        ),
+    ] {
+        let out = orchestrator()
+            .args(&args)
+            .env("ORCHESTRATOR_AUTH_ENABLED", auth)
+            .env_remove("ORCHESTRATOR_AUTH_PEPPER")
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("ORCHESTRATOR_AUTH_PEPPER is not set"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 #[test]

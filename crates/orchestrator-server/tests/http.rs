@@ -2273,6 +2273,14 @@ async fn lenient_validation_answers_errors_as_a_result() {
     );
 }
 
+/// A connection that has sent `head` (and then sends nothing).
+async fn connection_sending(addr: &str, head: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    c.write_all(head).await.expect("write");
+    c
+}
+
 /// Reads until the server closes the connection; `true` when it did within `within`.
 async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
     use tokio::io::AsyncReadExt;
@@ -2289,7 +2297,6 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_connections_are_closed_and_capped() {
-    use tokio::io::AsyncWriteExt;
     let dir = TempDir::new("orch-http");
     let s = Server::start_with(sqlite_url(&dir), |settings| {
         settings.connections = orchestrator_server::listener::ConnectionLimits {
@@ -2304,13 +2311,7 @@ async fn slow_and_idle_connections_are_closed_and_capped() {
     // stayed open for good.
     let mut slow = Vec::new();
     for _ in 0..30 {
-        let mut c = tokio::net::TcpStream::connect(&addr)
-            .await
-            .expect("connect");
-        c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-            .await
-            .expect("write");
-        slow.push(c);
+        slow.push(connection_sending(&addr, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ").await);
     }
     // The server keeps answering others meanwhile.
     let health = s.client.get(s.url("/health")).send().await.expect("health");
@@ -2322,12 +2323,7 @@ async fn slow_and_idle_connections_are_closed_and_capped() {
         );
     }
     // A kept-alive connection that sends nothing more is closed too.
-    let mut idle = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
-    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("write");
+    let mut idle = connection_sending(&addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(
         closed_within(&mut idle, Duration::from_secs(5)).await,
         "idle connection stayed open"
@@ -2336,13 +2332,7 @@ async fn slow_and_idle_connections_are_closed_and_capped() {
     // process's descriptors; the slots come back as slow ones time out.
     let mut full = Vec::new();
     for _ in 0..40 {
-        let mut c = tokio::net::TcpStream::connect(&addr)
-            .await
-            .expect("connect");
-        c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
-            .await
-            .expect("write");
-        full.push(c);
+        full.push(connection_sending(&addr, b"GET /health HTTP/1.1\r\nHost: x\r\n").await);
     }
     let started = std::time::Instant::now();
     let health = s.client.get(s.url("/health")).send().await.expect("health");
