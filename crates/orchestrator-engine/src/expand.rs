@@ -1,0 +1,243 @@
+//! Loops: a `for_each` step expands into its iterations at run time, a
+//! `while` step one iteration at a time; the loop step joins their results.
+
+use super::*;
+
+/// A loop's result: one object per iteration, `{body_step_id: result}`
+/// (`null` for a body step that did not succeed).
+pub(crate) fn join_result(
+    planned: &PlannedStep,
+    results: &[(String, StepStatus, Option<Value>)],
+) -> Value {
+    let Some(spec) = &planned.step.loop_spec else {
+        return Value::Array(vec![]);
+    };
+    let by_id: HashMap<&str, &Option<Value>> = results
+        .iter()
+        .map(|(id, _, env)| (id.as_str(), env))
+        .collect();
+    let iterations = (0..planned.iterations)
+        .map(|i| {
+            let mut m = Map::new();
+            for body in spec.body() {
+                let id = format!("{}_{i}_{}", planned.id, body.id);
+                let value = by_id
+                    .get(id.as_str())
+                    .and_then(|e| e.as_ref())
+                    .and_then(|e| e.get("result"))
+                    .cloned();
+                m.insert(body.id.clone(), value.unwrap_or(Value::Null));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    Value::Array(iterations)
+}
+
+/// Body step id → id in the last expanded iteration of a `while` loop.
+pub(crate) fn previous_iteration_aliases(planned: &PlannedStep) -> BTreeMap<String, String> {
+    let Some(spec) = &planned.step.loop_spec else {
+        return BTreeMap::new();
+    };
+    let last = planned.iterations.saturating_sub(1);
+    spec.body()
+        .iter()
+        .map(|b| (b.id.clone(), format!("{}_{last}_{}", planned.id, b.id)))
+        .collect()
+}
+
+pub(crate) fn new_steps(expansion: &plan::Expansion, options: &ExecutionOptions) -> Vec<NewStep> {
+    expansion
+        .steps
+        .iter()
+        .map(|s| NewStep {
+            max_attempts: match (s.step.retry_explicit, options.max_retries) {
+                (false, Some(n)) => n,
+                _ => s.step.retry.max_attempts,
+            },
+            planned: s.clone(),
+        })
+        .collect()
+}
+
+/// Inserts a loop's new steps; a failed attempt when they would take the
+/// execution past `limits.max_steps`.
+pub(crate) async fn expand(
+    inner: &Arc<Inner>,
+    claimed: &ClaimedStep,
+    container: &PlannedStep,
+    steps: Vec<NewStep>,
+    wait_for: &[String],
+) -> Result<Option<Attempt>, StoreError> {
+    match inner
+        .store
+        .expand_step(claimed, container, steps, wait_for)
+        .await
+    {
+        Ok(_) => Ok(None),
+        Err(StoreError::LimitExceeded(message)) => {
+            Ok(Some(Attempt::failed("LimitExceededError", message, None)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Renders a `for_each` loop's items and inserts its iterations; `None` when
+/// the loop now waits for them.
+pub(crate) async fn expand_for_each(
+    inner: &Arc<Inner>,
+    claimed: &ClaimedStep,
+    planned: &PlannedStep,
+    scope: &Scope,
+    options: &ExecutionOptions,
+) -> Result<Option<Attempt>, StoreError> {
+    let Some(LoopSpec::ForEach { items, .. }) = &planned.step.loop_spec else {
+        return Ok(Some(Attempt::failed(
+            "ExecutionError",
+            "step is not a for_each loop",
+            None,
+        )));
+    };
+    let rendered = match items {
+        LoopItems::Template(t) => template::render_string_value(t, scope),
+        LoopItems::Literal(list) => template::render_value(&Value::Array(list.clone()), scope),
+    };
+    let items = match rendered
+        .map_err(|e| e.message)
+        .and_then(plan::items_from_value)
+    {
+        Ok(items) => items,
+        Err(e) => {
+            return Ok(Some(Attempt::failed(
+                "TemplateError",
+                format!("for_each items cannot be rendered: {e}"),
+                None,
+            )));
+        }
+    };
+    if items.is_empty() {
+        return Ok(Some(Attempt::succeeded(Value::Array(vec![]), None, None)));
+    }
+    let body = match &planned.step.loop_spec {
+        Some(LoopSpec::ForEach { steps, .. }) => plan::body_size(steps).max(1),
+        _ => 1,
+    };
+    if items.len().saturating_mul(body) > orchestrator_core::limits::get().max_steps {
+        return Ok(Some(Attempt::failed(
+            "LimitExceededError",
+            format!(
+                "for_each over {} items would add {} steps; a loop may add at most {} (limits.max_steps)",
+                items.len(),
+                items.len().saturating_mul(body),
+                orchestrator_core::limits::get().max_steps
+            ),
+            None,
+        )));
+    }
+    let expansion = match plan::expand_for_each(planned, &items, &Default::default()) {
+        Ok(x) => x,
+        Err(e) => return Ok(Some(Attempt::failed("ExecutionError", e, None))),
+    };
+    let mut container = planned.clone();
+    container.kind = StepKind::Join;
+    container.iterations = u32::try_from(items.len()).unwrap_or(u32::MAX);
+    let steps = new_steps(&expansion, options);
+    if let Some(refused) = expand(inner, claimed, &container, steps, &expansion.join_deps).await? {
+        return Ok(Some(refused));
+    }
+    info!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, iterations = items.len(), "loop {} expanded", claimed.step_id);
+    Ok(None)
+}
+
+/// Evaluates a `while` loop's condition and inserts its next iteration
+/// (`None`), or finishes the loop with every iteration's results.
+pub(crate) async fn expand_while(
+    inner: &Arc<Inner>,
+    claimed: &ClaimedStep,
+    planned: &PlannedStep,
+    ctx: &orchestrator_store::StepContext,
+    options: &ExecutionOptions,
+) -> Result<Option<Attempt>, StoreError> {
+    let Some(LoopSpec::While {
+        condition,
+        max_iterations,
+        steps: body,
+    }) = &planned.step.loop_spec
+    else {
+        return Ok(Some(Attempt::failed(
+            "ExecutionError",
+            "step is not a while loop",
+            None,
+        )));
+    };
+    let n = planned.iterations;
+    let mut scope = build_scope(
+        &ctx.inputs,
+        &claimed.execution_id,
+        ctx.created_at,
+        &ctx.pipeline_id,
+        Some(planned),
+        &ctx.results,
+    );
+    scope.set("iteration", &Value::from(n));
+    // The condition sees the previous iteration's body results (none before the first).
+    let by_id: HashMap<&str, (StepStatus, &Option<Value>)> = ctx
+        .results
+        .iter()
+        .map(|(id, st, env)| (id.as_str(), (*st, env)))
+        .collect();
+    let previous = previous_iteration_aliases(planned);
+    for b in body {
+        let found = if n == 0 {
+            None
+        } else {
+            previous
+                .get(&b.id)
+                .and_then(|real| by_id.get(real.as_str()))
+        };
+        match found {
+            Some((StepStatus::Succeeded | StepStatus::Failed, Some(env))) => {
+                scope.set_step(b.id.clone(), envelope_of(env));
+            }
+            _ => {
+                scope.set_none(b.id.clone());
+            }
+        }
+    }
+    let go_on = if n >= *max_iterations {
+        false
+    } else {
+        match template::eval_condition(condition, &scope) {
+            Ok(b) => b,
+            Err(e) => {
+                return Ok(Some(Attempt::failed(
+                    "ConditionError",
+                    format!(
+                        "while condition cannot be evaluated at iteration {n}: {}",
+                        e.message
+                    ),
+                    None,
+                )));
+            }
+        }
+    };
+    if !go_on {
+        return Ok(Some(Attempt::succeeded(
+            join_result(planned, &ctx.results),
+            None,
+            None,
+        )));
+    }
+    let expansion = match plan::expand_while(planned, n, &Default::default()) {
+        Ok(x) => x,
+        Err(e) => return Ok(Some(Attempt::failed("ExecutionError", e, None))),
+    };
+    let mut container = planned.clone();
+    container.iterations = n + 1;
+    let steps = new_steps(&expansion, options);
+    if let Some(refused) = expand(inner, claimed, &container, steps, &expansion.join_deps).await? {
+        return Ok(Some(refused));
+    }
+    debug!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, iteration = n, "loop {} iteration {n}", claimed.step_id);
+    Ok(None)
+}

@@ -1,0 +1,241 @@
+//! The worker pool of one process: the dispatch loop that claims ready
+//! steps, the heartbeat loop that extends their leases, and the reaper that
+//! takes back steps of dead workers and expires executions past their deadline.
+
+use super::*;
+
+impl Engine {
+    /// Runs the worker pool until `shutdown` is cancelled, then lets running
+    /// steps finish (up to `drain`) before returning.
+    pub fn start(
+        &self,
+        shutdown: CancellationToken,
+        drain: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move { engine.dispatch(shutdown, drain).await })
+    }
+
+    pub(crate) async fn dispatch(&self, shutdown: CancellationToken, drain: Duration) {
+        let inner = &self.inner;
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let heartbeat = tokio::spawn(heartbeat_loop(self.inner.clone(), shutdown.clone()));
+        let reaper = tokio::spawn(reap_loop(self.inner.clone(), shutdown.clone()));
+        let deliveries = tokio::spawn(webhooks::deliver_loop(self.inner.clone(), shutdown.clone()));
+        let waker = self.inner.clone();
+        let on_work: Arc<dyn Fn() + Send + Sync> = Arc::new(move || waker.wake.notify_one());
+        match inner.store.listen_for_work(on_work, shutdown.clone()).await {
+            Ok(true) => debug!("listening for work from other processes"),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = ?e, "cannot listen for work from other processes; polling instead")
+            }
+        }
+        info!(worker = %inner.config.worker_id, slots = inner.config.max_concurrent, "worker pool started");
+        inner.metrics.slots.store(
+            i64::try_from(inner.config.max_concurrent).unwrap_or(i64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let mut failures = 0u32;
+        inner
+            .taking
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            // Claim in batches: while most slots are busy, let a few more free
+            // up (briefly) so one claim serves several slots.
+            let batch = (inner.config.max_concurrent / 4).max(1);
+            if !tasks.is_empty()
+                && inner.config.max_concurrent - tasks.len().min(inner.config.max_concurrent)
+                    < batch
+            {
+                let until = tokio::time::Instant::now() + Duration::from_millis(2);
+                while inner.config.max_concurrent.saturating_sub(tasks.len()) < batch {
+                    match tokio::time::timeout_at(until, tasks.join_next()).await {
+                        Ok(Some(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+            let free = inner.config.max_concurrent.saturating_sub(tasks.len());
+            let mut claimed_count = 0usize;
+            if free > 0 {
+                match inner
+                    .store
+                    .claim_steps(&inner.config.worker_id, free as u32, inner.config.lease_ms)
+                    .await
+                {
+                    Ok(claimed) => {
+                        failures = 0;
+                        claimed_count = claimed.len();
+                        for step in claimed {
+                            inner.touched(&step.execution_id);
+                            let inner = inner.clone();
+                            inner
+                                .metrics
+                                .busy
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tasks.spawn(async move {
+                                // A slot runs its step, then each step handed
+                                // to it as the last one finished.
+                                let mut step = Some(step);
+                                while let Some(now) = step {
+                                    let token = now.lease_token.clone();
+                                    let cancel = CancellationToken::new();
+                                    lock(&inner.running).insert(
+                                        token.clone(),
+                                        (now.execution_id.clone(), cancel.clone()),
+                                    );
+                                    step = run_step(&inner, now, cancel).await;
+                                    lock(&inner.running).remove(&token);
+                                }
+                                inner
+                                    .metrics
+                                    .busy
+                                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        error!(error = ?e, "claiming steps failed");
+                    }
+                }
+            }
+            if claimed_count > 0 && claimed_count == free {
+                // Slots are full; wait for one to free below.
+            } else if claimed_count > 0 {
+                continue;
+            }
+            let idle = Duration::from_millis(inner.config.idle_poll_ms);
+            let wait = if failures > 0 {
+                Duration::from_millis((100u64 << failures.min(6)).min(5_000))
+            } else if free == 0 || claimed_count == free {
+                idle
+            } else {
+                match inner.store.next_run_in_ms().await {
+                    Ok(Some(ms)) => Duration::from_millis(u64::try_from(ms).unwrap_or(0)).min(idle),
+                    _ => idle,
+                }
+            };
+            tokio::select! {
+                _ = inner.wake.notified() => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+        inner
+            .taking
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        info!(running = tasks.len(), "worker pool stopping");
+        let deadline = tokio::time::sleep(drain);
+        tokio::pin!(deadline);
+        while !tasks.is_empty() {
+            tokio::select! {
+                _ = tasks.join_next() => {}
+                _ = &mut deadline => {
+                    warn!(running = tasks.len(), "drain deadline passed; handing running steps back");
+                    let tokens: Vec<String> = lock(&inner.running).keys().cloned().collect();
+                    tasks.shutdown().await;
+                    match inner.store.release_leases(&tokens).await {
+                        Ok(n) => info!(steps = n, "handed back {n} steps for another worker"),
+                        Err(e) => warn!(error = ?e, "handing back steps failed; their leases will expire"),
+                    }
+                    break;
+                }
+            }
+        }
+        heartbeat.abort();
+        reaper.abort();
+        deliveries.abort();
+    }
+}
+
+pub(crate) async fn heartbeat_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(inner.config.heartbeat_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => {}
+        }
+        let tokens: Vec<String> = lock(&inner.running).keys().cloned().collect();
+        if !tokens.is_empty() {
+            match inner.store.heartbeat(&tokens, inner.config.lease_ms).await {
+                Ok(beat) => {
+                    let running = lock(&inner.running);
+                    for token in &tokens {
+                        let lost = !beat.held.contains(token);
+                        if (lost || beat.cancelled.contains(token))
+                            && let Some((execution, cancel)) = running.get(token)
+                        {
+                            if lost {
+                                warn!(execution.id = %execution, "a lease was lost; stopping its step");
+                            }
+                            cancel.cancel();
+                        }
+                    }
+                }
+                Err(e) => warn!(error = ?e, "heartbeat failed"),
+            }
+        }
+        if shutdown.is_cancelled() && lock(&inner.running).is_empty() {
+            return;
+        }
+    }
+}
+
+/// Hands back steps whose worker was lost (in every process; the store makes
+/// that safe).
+pub(crate) async fn reap_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
+    // Execution deadlines are looked at every 250 ms (an indexed query that
+    // finds nothing most of the time), so an execution's `timeout_seconds`
+    // holds to within a quarter second; the rest every `reap_ms`.
+    let deadline_ms = inner.config.reap_ms.clamp(50, 250);
+    let every = (inner.config.reap_ms.max(50) / deadline_ms).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(deadline_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match inner.store.expire_deadlines().await {
+            Ok(ids) => {
+                for id in ids {
+                    warn!(execution.id = %id, "execution {id} timed out");
+                    for (execution, cancel) in lock(&inner.running).values() {
+                        if *execution == id {
+                            cancel.cancel();
+                        }
+                    }
+                }
+            }
+            Err(e) => warn!(error = ?e, "looking for timed-out executions failed"),
+        }
+        ticks += 1;
+        if ticks % every != 1 % every {
+            continue;
+        }
+        match inner.store.reap_expired_leases().await {
+            Ok(0) => {}
+            Ok(n) => {
+                inner.metrics.lease_expiries.add(&[], n as f64);
+                warn!(steps = n, "{n} steps lost their worker; they run again");
+                inner.wake.notify_one();
+            }
+            Err(e) => warn!(error = ?e, "looking for lost workers failed"),
+        }
+        if let Err(e) = inner.store.maintain().await {
+            warn!(error = ?e, "database upkeep failed");
+        }
+        let cutoff = orchestrator_store::now_ms() - inner.config.idempotency_ttl_ms;
+        if let Err(e) = inner.store.expire_idempotency_keys(cutoff).await {
+            warn!(error = ?e, "forgetting old idempotency keys failed");
+        }
+    }
+}

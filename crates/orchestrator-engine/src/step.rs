@@ -1,0 +1,513 @@
+//! Running one claimed step: its condition, its rendered parameters checked
+//! against the action's schema, the tool (or model) with its timeout, and the
+//! retry decision; then the result is recorded.
+
+use super::*;
+
+/// The result of running one attempt.
+pub(crate) struct Attempt {
+    status: StepStatus,
+    parameters: Option<Value>,
+    result: Value,
+    error: Option<String>,
+    error_type: Option<String>,
+    reason: Option<String>,
+    timed_out: bool,
+    jump_to: Option<String>,
+}
+
+impl Attempt {
+    pub(crate) fn failed(
+        error_type: &str,
+        message: impl Into<String>,
+        parameters: Option<Value>,
+    ) -> Attempt {
+        Attempt {
+            status: StepStatus::Failed,
+            parameters,
+            result: Value::Null,
+            error: Some(message.into()),
+            error_type: Some(error_type.to_string()),
+            reason: None,
+            timed_out: false,
+            jump_to: None,
+        }
+    }
+
+    pub(crate) fn succeeded(
+        result: Value,
+        parameters: Option<Value>,
+        jump_to: Option<String>,
+    ) -> Attempt {
+        Attempt {
+            status: StepStatus::Succeeded,
+            parameters,
+            result,
+            error: None,
+            error_type: None,
+            reason: None,
+            timed_out: false,
+            jump_to,
+        }
+    }
+
+    pub(crate) fn skipped(reason: String, jump_to: Option<String>) -> Attempt {
+        Attempt {
+            status: StepStatus::Skipped,
+            parameters: None,
+            result: Value::Null,
+            error: None,
+            error_type: None,
+            reason: Some(reason),
+            timed_out: false,
+            jump_to,
+        }
+    }
+}
+
+/// Runs one claimed step to its recorded end; returns the step handed to
+/// this slot as it finished, if any (see [`orchestrator_store::Handoff`]).
+pub(crate) async fn run_step(
+    inner: &Arc<Inner>,
+    claimed: ClaimedStep,
+    cancel: CancellationToken,
+) -> Option<ClaimedStep> {
+    let started_at = now_ms();
+    let planned = claimed.definition.clone();
+    let tool_label = metric_label(&planned.step);
+    inner.metrics.queue_wait.observe(
+        &[tool_label],
+        (claimed.claimed_at - claimed.ready_at).max(0) as f64 / 1000.0,
+    );
+    debug!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, attempt = claimed.attempt, "step {} started", claimed.step_id);
+    let attempt = match attempt_step(inner, &claimed, &planned, cancel).await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            // A loop expanded its iterations and now waits for them.
+            inner.touched(&claimed.execution_id);
+            inner.wake.notify_one();
+            return None;
+        }
+        Err(StoreError::LeaseLost { .. }) => {
+            warn!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, "lease on step {} was lost", claimed.step_id);
+            return None;
+        }
+        Err(e) => {
+            error!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, error = ?e, "step {} could not run", claimed.step_id);
+            Attempt::failed(
+                "InternalError",
+                "the step could not be run; see the server log",
+                None,
+            )
+        }
+    };
+    let finished_at = now_ms();
+    let envelope = (attempt.status != StepStatus::Skipped).then(|| {
+        json!({"result": attempt.result, "success": attempt.status == StepStatus::Succeeded, "error": attempt.error})
+    });
+    let result = StepResult {
+        status: attempt.status,
+        parameters: attempt.parameters,
+        envelope,
+        error: attempt.error,
+        error_type: attempt.error_type,
+        reason: attempt.reason,
+        timed_out: attempt.timed_out,
+        jump_to: attempt.jump_to,
+        started_at,
+        finished_at,
+    };
+    let retry = result.status == StepStatus::Failed
+        && claimed.attempt < claimed.max_attempts
+        && result.error_type.as_deref().is_none_or(is_retryable);
+    inner
+        .metrics
+        .steps_finished
+        .inc(&[tool_label, result.status.as_str()]);
+    inner.metrics.step_duration.observe(
+        &[tool_label],
+        (finished_at - started_at).max(0) as f64 / 1000.0,
+    );
+    let outcome = if retry {
+        inner.metrics.retries.inc(&[tool_label]);
+        let next = u32::try_from(claimed.attempt + 1).unwrap_or(u32::MAX);
+        let delay = planned.step.retry.delay_ms(next, rand::random::<f64>());
+        info!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, attempt = claimed.attempt, delay_ms = delay, "step {} failed, retrying", claimed.step_id);
+        let delay = i64::try_from(delay).unwrap_or(i64::MAX);
+        persist(|| inner.store.retry_step(&claimed, result.clone(), delay))
+            .await
+            .map(|()| None)
+    } else {
+        finish_grouped(inner, claimed.clone(), result)
+            .await
+            .map(Some)
+    };
+    inner.touched(&claimed.execution_id);
+    match outcome {
+        Ok(Some(done)) => {
+            if let Some(status) = done.execution_finished {
+                let _ = inner.finished.send((claimed.execution_id.clone(), status));
+                info!(execution.id = %claimed.execution_id, status = status.as_str(), "execution {} {}", claimed.execution_id, status.as_str());
+            }
+            if !done.ready.is_empty() {
+                inner.wake.notify_one();
+            }
+            done.next
+        }
+        Ok(None) => {
+            inner.wake.notify_one();
+            None
+        }
+        Err(StoreError::LeaseLost { .. }) => {
+            warn!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, "lease on step {} was lost; its result is discarded", claimed.step_id);
+            None
+        }
+        Err(e) => {
+            error!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, error = ?e, "recording step {} failed", claimed.step_id);
+            None
+        }
+    }
+}
+
+/// Errors that another attempt cannot fix are not retried: the input or the
+/// pipeline is wrong, not the world.
+pub fn is_retryable(error_type: &str) -> bool {
+    !matches!(
+        error_type,
+        "ValidationError"
+            | "PermissionError"
+            | "TemplateError"
+            | "ToolNotFoundError"
+            | "ModelUnavailableError"
+            | "ConditionError"
+            | "IsADirectoryError"
+            | "FileTooLargeError"
+            | "UnicodeDecodeError"
+            | "WorkerLostError"
+            | "CancelledError"
+            | "HttpClientError"
+            | "ResponseTooLargeError"
+            | "ToolProtocolError"
+            | "SearchRejectedError"
+            | "BudgetExceeded"
+            | "ModelRequestError"
+            | "ModelAuthenticationError"
+            | "LimitExceededError"
+            | "NoSearchBackendError"
+    )
+}
+
+pub(crate) async fn attempt_step(
+    inner: &Arc<Inner>,
+    claimed: &ClaimedStep,
+    planned: &PlannedStep,
+    cancel: CancellationToken,
+) -> Result<Option<Attempt>, StoreError> {
+    let ids = referenced_ids(planned);
+    let Some(ctx) = inner
+        .store
+        .step_context(&claimed.execution_id, &ids)
+        .await?
+    else {
+        return Ok(Some(Attempt::failed(
+            "ExecutionError",
+            "the execution no longer exists",
+            None,
+        )));
+    };
+    if ctx.status == orchestrator_core::flow::ExecutionStatus::Cancelled {
+        return Ok(Some(Attempt {
+            status: StepStatus::Cancelled,
+            reason: Some("execution_cancelled".into()),
+            ..Attempt::failed("CancelledError", "the execution was cancelled", None)
+        }));
+    }
+    if claimed.lost > inner.config.max_lost {
+        return Ok(Some(Attempt::failed(
+            "WorkerLostError",
+            format!(
+                "the worker running this step was lost {} times (its lease expired); giving up",
+                claimed.lost
+            ),
+            None,
+        )));
+    }
+    let scope = build_scope(
+        &ctx.inputs,
+        &claimed.execution_id,
+        ctx.created_at,
+        &ctx.pipeline_id,
+        Some(planned),
+        &ctx.results,
+    );
+    let options: ExecutionOptions = serde_json::from_value(ctx.options.clone()).unwrap_or_default();
+    Ok(match planned.kind {
+        StepKind::Task => Some(run_task(inner, claimed, planned, &scope, &options, cancel).await),
+        StepKind::Join => Some(Attempt::succeeded(
+            join_result(planned, &ctx.results),
+            None,
+            None,
+        )),
+        StepKind::ForEach => expand_for_each(inner, claimed, planned, &scope, &options).await?,
+        StepKind::While => expand_while(inner, claimed, planned, &ctx, &options).await?,
+    })
+}
+
+/// Runs a tool or runtime action: condition, rendering, the tool with its timeout.
+pub(crate) async fn run_task(
+    inner: &Arc<Inner>,
+    claimed: &ClaimedStep,
+    planned: &PlannedStep,
+    scope: &Scope,
+    options: &ExecutionOptions,
+    cancel: CancellationToken,
+) -> Attempt {
+    let scope = scope.clone();
+    let step = &planned.step;
+
+    let is_gate = step.action == catalog::EVALUATE_CONDITION && step.tool.is_none();
+    if let Some(condition) = &step.condition
+        && !is_gate
+    {
+        match template::eval_condition(condition, &scope) {
+            Ok(true) => {}
+            Ok(false) => {
+                let jump = step
+                    .on_false
+                    .as_deref()
+                    .map(|t| planned.resolve_id(t).to_string());
+                return Attempt::skipped("condition_false".into(), jump);
+            }
+            Err(e) => {
+                return Attempt::skipped(format!("condition_error: {}", e.message), None);
+            }
+        }
+    }
+    if is_gate {
+        let condition = step.condition.as_deref().unwrap_or("false");
+        return match template::eval_condition(condition, &scope) {
+            Ok(value) => {
+                let jump = if value {
+                    None
+                } else {
+                    step.on_false
+                        .as_deref()
+                        .map(|t| planned.resolve_id(t).to_string())
+                };
+                Attempt::succeeded(Value::Bool(value), None, jump)
+            }
+            Err(e) => Attempt::failed(
+                "ConditionError",
+                format!("condition cannot be evaluated: {}", e.message),
+                None,
+            ),
+        };
+    }
+
+    let parameters = match template::render_value(&Value::Object(step.parameters.clone()), &scope) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => Map::new(),
+        Err(e) => {
+            return Attempt::failed(
+                "TemplateError",
+                format!("parameters cannot be rendered: {}", e.message),
+                None,
+            );
+        }
+    };
+    let rendered = Value::Object(parameters.clone());
+
+    if step.is_model_action() {
+        let run = Box::pin(run_model(
+            inner,
+            claimed,
+            step,
+            &parameters,
+            options,
+            cancel.clone(),
+        ));
+        return finish_run(run, step, planned, &cancel, Some(rendered)).await;
+    }
+    let Some(tool_id) = step.tool.as_deref() else {
+        return Attempt::failed(
+            "ValidationError",
+            format!("action '{}' needs a tool", step.action),
+            Some(rendered.clone()),
+        );
+    };
+    let Some(tool) = inner.tools.get(tool_id) else {
+        return Attempt::failed(
+            "ToolNotFoundError",
+            format!("tool '{tool_id}' is not available on this server"),
+            Some(rendered.clone()),
+        );
+    };
+    if let Err(message) = check_parameters(inner, tool.as_ref(), &step.action, &rendered) {
+        return Attempt::failed("ValidationError", message, Some(rendered));
+    }
+    let shown = Some(rendered);
+    let workspace = match options.workspace {
+        WorkspaceMode::Shared => inner.config.workspace_root.clone(),
+        WorkspaceMode::Isolated => inner.config.workspace_root.join(&claimed.execution_id),
+    };
+    let tool_ctx = ToolContext {
+        workspace,
+        cancel: cancel.clone(),
+        execution_id: claimed.execution_id.clone(),
+        step_id: claimed.step_id.clone(),
+        attempt: claimed.attempt,
+        http: inner.tools.http_client().clone(),
+    };
+    let run = Box::pin(tool.execute(&step.action, &parameters, &tool_ctx));
+    finish_run(run, step, planned, &cancel, shown).await
+}
+
+/// Waits for a tool or model call under the step's timeout and the
+/// execution's cancellation, and turns what happened into an attempt.
+pub(crate) async fn finish_run(
+    run: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, ToolError>> + Send + '_>>,
+    step: &orchestrator_core::Step,
+    planned: &PlannedStep,
+    cancel: &CancellationToken,
+    shown: Option<Value>,
+) -> Attempt {
+    let limit = step.timeout.map_or(Duration::MAX, Duration::from_secs);
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(limit, run) => match r {
+            Ok(r) => Some(r),
+            Err(_) => {
+                cancel.cancel();
+                None
+            }
+        },
+        _ = cancel.cancelled() => {
+            return Attempt {
+                status: StepStatus::Cancelled,
+                reason: Some("execution_cancelled".into()),
+                ..Attempt::failed("CancelledError", "the step was cancelled", shown)
+            };
+        }
+    };
+    match outcome {
+        None => {
+            let mut a = Attempt::failed(
+                "TimeoutError",
+                format!("step timed out after {}s", step.timeout.unwrap_or(0)),
+                shown,
+            );
+            a.timed_out = true;
+            a
+        }
+        Some(Ok(result)) => {
+            let jump = step
+                .on_success
+                .as_deref()
+                .map(|t| planned.resolve_id(t).to_string());
+            Attempt::succeeded(result, shown, jump)
+        }
+        // The tool noticed the cancellation first: still a cancelled step.
+        Some(Err(e)) if cancel.is_cancelled() && e.kind == "CancelledError" => Attempt {
+            status: StepStatus::Cancelled,
+            reason: Some("execution_cancelled".into()),
+            ..Attempt::failed(&e.kind, e.message, shown)
+        },
+        Some(Err(e)) => Attempt::failed(&e.kind, e.message, shown),
+    }
+}
+
+/// A model action: picks the model, keeps to the budget, calls it. The
+/// result is the answer's text (the JSON value for `generate_structured`).
+pub(crate) async fn run_model(
+    inner: &Arc<Inner>,
+    claimed: &ClaimedStep,
+    step: &orchestrator_core::Step,
+    params: &Map<String, Value>,
+    options: &ExecutionOptions,
+    cancel: CancellationToken,
+) -> Result<Value, ToolError> {
+    let action = catalog::canonical_action(&step.action);
+    let request = models::ModelStepRequest::from_parameters(action, params)?;
+    let requirements = match (&request.requirements, &step.requires_model) {
+        (Some(r), _) => Some(r.clone()),
+        (None, Some(v)) => Some(models::requirements_from(v)?),
+        (None, None) => None,
+    };
+    let named = request.model.as_deref().or(step.model.as_deref());
+    let (spec, why) = inner
+        .models
+        .resolve(named, requirements.as_ref())
+        .await
+        .map_err(|e| match e {
+            models::SelectError::Store(m) => ToolError::new("StoreError", m),
+            other => ToolError::new("ModelUnavailableError", other.to_string()),
+        })?;
+    debug!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, model = %spec.id, reason = %why, "model chosen");
+    if let Some(budget) = options.max_cost {
+        let spent = inner.models.spent(&claimed.execution_id).await?;
+        let rounds = if request.schema.is_some() { 2.0 } else { 1.0 };
+        let worst = models::worst_case_cost(&spec, &request.chat) * rounds;
+        if spent + worst > budget {
+            return Err(ToolError::new(
+                "BudgetExceeded",
+                format!(
+                    "the execution has spent ${spent:.6} of its ${budget} budget, and this call to '{}' could cost up to ${worst:.6}",
+                    spec.id
+                ),
+            ));
+        }
+    }
+    let site = models::CallSite {
+        execution_id: Some(claimed.execution_id.clone()),
+        step_id: Some(claimed.step_id.clone()),
+        attempt: claimed.attempt,
+    };
+    match &request.schema {
+        Some(schema) => {
+            let (value, _) =
+                models::structured(&inner.models, &spec, &request.chat, schema, &site, &cancel)
+                    .await?;
+            Ok(value)
+        }
+        None => {
+            let answer = inner
+                .models
+                .call(&spec, &request.chat, &site, &cancel)
+                .await?;
+            Ok(Value::String(answer.response.text))
+        }
+    }
+}
+
+/// The `tool` label of a step's metrics: its tool, `model` for model
+/// actions, else its action (`evaluate_condition`, loops).
+pub(crate) fn metric_label(step: &orchestrator_core::Step) -> &str {
+    if step.is_model_action() {
+        "model"
+    } else if let Some(t) = step.tool.as_deref() {
+        t
+    } else if step.action.is_empty() {
+        "loop"
+    } else {
+        &step.action
+    }
+}
+
+/// Runs a store write again when it lost to a concurrent transaction
+/// (deadlock, serialization failure, busy database), up to five times.
+pub(crate) async fn persist<T, F, Fut>(mut write: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut tries = 0u32;
+    loop {
+        match write().await {
+            Err(e) if e.is_transient() && tries < 5 => {
+                tries += 1;
+                debug!(error = ?e, tries, "store write conflicted; trying again");
+                tokio::time::sleep(Duration::from_millis(5u64 << tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
