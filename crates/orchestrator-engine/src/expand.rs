@@ -75,9 +75,11 @@ pub(crate) async fn expand(
         .await
     {
         Ok(_) => Ok(None),
-        Err(StoreError::LimitExceeded(message)) => {
-            Ok(Some(Attempt::failed("LimitExceededError", message, None)))
-        }
+        Err(StoreError::LimitExceeded(message)) => Ok(Some(Attempt::failed(
+            ErrorKind::LimitExceededError,
+            message,
+            None,
+        ))),
         Err(e) => Err(e),
     }
 }
@@ -93,7 +95,7 @@ pub(crate) async fn expand_for_each(
 ) -> Result<Option<Attempt>, StoreError> {
     let Some(LoopSpec::ForEach { items, .. }) = &planned.step.loop_spec else {
         return Ok(Some(Attempt::failed(
-            "ExecutionError",
+            ErrorKind::ExecutionError,
             "step is not a for_each loop",
             None,
         )));
@@ -109,7 +111,7 @@ pub(crate) async fn expand_for_each(
         Ok(items) => items,
         Err(e) => {
             return Ok(Some(Attempt::failed(
-                "TemplateError",
+                ErrorKind::TemplateError,
                 format!("for_each items cannot be rendered: {e}"),
                 None,
             )));
@@ -124,7 +126,7 @@ pub(crate) async fn expand_for_each(
     };
     if items.len().saturating_mul(body) > orchestrator_core::limits::get().max_steps {
         return Ok(Some(Attempt::failed(
-            "LimitExceededError",
+            ErrorKind::LimitExceededError,
             format!(
                 "for_each over {} items would add {} steps; a loop may add at most {} (limits.max_steps)",
                 items.len(),
@@ -136,7 +138,7 @@ pub(crate) async fn expand_for_each(
     }
     let expansion = match plan::expand_for_each(planned, &items, &Default::default()) {
         Ok(x) => x,
-        Err(e) => return Ok(Some(Attempt::failed("ExecutionError", e, None))),
+        Err(e) => return Ok(Some(Attempt::failed(ErrorKind::ExecutionError, e, None))),
     };
     let mut container = planned.clone();
     container.kind = StepKind::Join;
@@ -165,7 +167,7 @@ pub(crate) async fn expand_while(
     }) = &planned.step.loop_spec
     else {
         return Ok(Some(Attempt::failed(
-            "ExecutionError",
+            ErrorKind::ExecutionError,
             "step is not a while loop",
             None,
         )));
@@ -211,7 +213,7 @@ pub(crate) async fn expand_while(
             Ok(b) => b,
             Err(e) => {
                 return Ok(Some(Attempt::failed(
-                    "ConditionError",
+                    ErrorKind::ConditionError,
                     format!(
                         "while condition cannot be evaluated at iteration {n}: {}",
                         e.message
@@ -230,7 +232,7 @@ pub(crate) async fn expand_while(
     }
     let expansion = match plan::expand_while(planned, n, &Default::default()) {
         Ok(x) => x,
-        Err(e) => return Ok(Some(Attempt::failed("ExecutionError", e, None))),
+        Err(e) => return Ok(Some(Attempt::failed(ErrorKind::ExecutionError, e, None))),
     };
     let mut container = planned.clone();
     container.iterations = n + 1;

@@ -38,7 +38,7 @@ use orchestrator_store::{
     ClaimedStep, ExecutionRecord, NewExecution, NewStep, StepRecord, StepResult, Store, StoreError,
     now_ms,
 };
-use orchestrator_tools::{ToolContext, ToolError, ToolRegistry};
+use orchestrator_tools::{ErrorKind, ToolContext, ToolError, ToolRegistry};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;

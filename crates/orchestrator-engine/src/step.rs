@@ -10,7 +10,7 @@ pub(crate) struct Attempt {
     parameters: Option<Value>,
     result: Value,
     error: Option<String>,
-    error_type: Option<String>,
+    error_type: Option<ErrorKind>,
     reason: Option<String>,
     timed_out: bool,
     jump_to: Option<String>,
@@ -18,7 +18,7 @@ pub(crate) struct Attempt {
 
 impl Attempt {
     pub(crate) fn failed(
-        error_type: &str,
+        error_type: ErrorKind,
         message: impl Into<String>,
         parameters: Option<Value>,
     ) -> Attempt {
@@ -27,7 +27,7 @@ impl Attempt {
             parameters,
             result: Value::Null,
             error: Some(message.into()),
-            error_type: Some(error_type.to_string()),
+            error_type: Some(error_type),
             reason: None,
             timed_out: false,
             jump_to: None,
@@ -95,7 +95,7 @@ pub(crate) async fn run_step(
         Err(e) => {
             error!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, error = ?e, "step {} could not run", claimed.step_id);
             Attempt::failed(
-                "InternalError",
+                ErrorKind::InternalError,
                 "the step could not be run; see the server log",
                 None,
             )
@@ -105,12 +105,13 @@ pub(crate) async fn run_step(
     let envelope = (attempt.status != StepStatus::Skipped).then(|| {
         json!({"result": attempt.result, "success": attempt.status == StepStatus::Succeeded, "error": attempt.error})
     });
+    let attempt_kind = attempt.error_type.clone();
     let result = StepResult {
         status: attempt.status,
         parameters: attempt.parameters,
         envelope,
         error: attempt.error,
-        error_type: attempt.error_type,
+        error_type: attempt.error_type.as_ref().map(|k| k.as_str().to_string()),
         reason: attempt.reason,
         timed_out: attempt.timed_out,
         jump_to: attempt.jump_to,
@@ -119,7 +120,7 @@ pub(crate) async fn run_step(
     };
     let retry = result.status == StepStatus::Failed
         && claimed.attempt < claimed.max_attempts
-        && result.error_type.as_deref().is_none_or(is_retryable);
+        && attempt_retryable(attempt_kind.as_ref());
     inner
         .metrics
         .steps_finished
@@ -170,31 +171,14 @@ pub(crate) async fn run_step(
 }
 
 /// Errors that another attempt cannot fix are not retried: the input or the
-/// pipeline is wrong, not the world.
+/// pipeline is wrong, not the world ([`ErrorKind::is_retryable`]).
 pub fn is_retryable(error_type: &str) -> bool {
-    !matches!(
-        error_type,
-        "ValidationError"
-            | "PermissionError"
-            | "TemplateError"
-            | "ToolNotFoundError"
-            | "ModelUnavailableError"
-            | "ConditionError"
-            | "IsADirectoryError"
-            | "FileTooLargeError"
-            | "UnicodeDecodeError"
-            | "WorkerLostError"
-            | "CancelledError"
-            | "HttpClientError"
-            | "ResponseTooLargeError"
-            | "ToolProtocolError"
-            | "SearchRejectedError"
-            | "BudgetExceeded"
-            | "ModelRequestError"
-            | "ModelAuthenticationError"
-            | "LimitExceededError"
-            | "NoSearchBackendError"
-    )
+    ErrorKind::parse(error_type).is_retryable()
+}
+
+/// A failure without a kind is retried.
+fn attempt_retryable(kind: Option<&ErrorKind>) -> bool {
+    kind.is_none_or(ErrorKind::is_retryable)
 }
 
 pub(crate) async fn attempt_step(
@@ -210,7 +194,7 @@ pub(crate) async fn attempt_step(
         .await?
     else {
         return Ok(Some(Attempt::failed(
-            "ExecutionError",
+            ErrorKind::ExecutionError,
             "the execution no longer exists",
             None,
         )));
@@ -219,12 +203,16 @@ pub(crate) async fn attempt_step(
         return Ok(Some(Attempt {
             status: StepStatus::Cancelled,
             reason: Some("execution_cancelled".into()),
-            ..Attempt::failed("CancelledError", "the execution was cancelled", None)
+            ..Attempt::failed(
+                ErrorKind::CancelledError,
+                "the execution was cancelled",
+                None,
+            )
         }));
     }
     if claimed.lost > inner.config.max_lost {
         return Ok(Some(Attempt::failed(
-            "WorkerLostError",
+            ErrorKind::WorkerLostError,
             format!(
                 "the worker running this step was lost {} times (its lease expired); giving up",
                 claimed.lost
@@ -297,7 +285,7 @@ pub(crate) async fn run_task(
                 Attempt::succeeded(Value::Bool(value), None, jump)
             }
             Err(e) => Attempt::failed(
-                "ConditionError",
+                ErrorKind::ConditionError,
                 format!("condition cannot be evaluated: {}", e.message),
                 None,
             ),
@@ -309,7 +297,7 @@ pub(crate) async fn run_task(
         Ok(_) => Map::new(),
         Err(e) => {
             return Attempt::failed(
-                "TemplateError",
+                ErrorKind::TemplateError,
                 format!("parameters cannot be rendered: {}", e.message),
                 None,
             );
@@ -330,20 +318,20 @@ pub(crate) async fn run_task(
     }
     let Some(tool_id) = step.tool.as_deref() else {
         return Attempt::failed(
-            "ValidationError",
+            ErrorKind::ValidationError,
             format!("action '{}' needs a tool", step.action),
             Some(rendered.clone()),
         );
     };
     let Some(tool) = inner.tools.get(tool_id) else {
         return Attempt::failed(
-            "ToolNotFoundError",
+            ErrorKind::ToolNotFoundError,
             format!("tool '{tool_id}' is not available on this server"),
             Some(rendered.clone()),
         );
     };
     if let Err(message) = check_parameters(inner, tool.as_ref(), &step.action, &rendered) {
-        return Attempt::failed("ValidationError", message, Some(rendered));
+        return Attempt::failed(ErrorKind::ValidationError, message, Some(rendered));
     }
     let shown = Some(rendered);
     let workspace = match options.workspace {
@@ -384,14 +372,14 @@ pub(crate) async fn finish_run(
             return Attempt {
                 status: StepStatus::Cancelled,
                 reason: Some("execution_cancelled".into()),
-                ..Attempt::failed("CancelledError", "the step was cancelled", shown)
+                ..Attempt::failed(ErrorKind::CancelledError, "the step was cancelled", shown)
             };
         }
     };
     match outcome {
         None => {
             let mut a = Attempt::failed(
-                "TimeoutError",
+                ErrorKind::TimeoutError,
                 format!("step timed out after {}s", step.timeout.unwrap_or(0)),
                 shown,
             );
@@ -406,12 +394,12 @@ pub(crate) async fn finish_run(
             Attempt::succeeded(result, shown, jump)
         }
         // The tool noticed the cancellation first: still a cancelled step.
-        Some(Err(e)) if cancel.is_cancelled() && e.kind == "CancelledError" => Attempt {
+        Some(Err(e)) if cancel.is_cancelled() && e.kind == ErrorKind::CancelledError => Attempt {
             status: StepStatus::Cancelled,
             reason: Some("execution_cancelled".into()),
-            ..Attempt::failed(&e.kind, e.message, shown)
+            ..Attempt::failed(e.kind, e.message, shown)
         },
-        Some(Err(e)) => Attempt::failed(&e.kind, e.message, shown),
+        Some(Err(e)) => Attempt::failed(e.kind, e.message, shown),
     }
 }
 
@@ -438,8 +426,8 @@ pub(crate) async fn run_model(
         .resolve(named, requirements.as_ref())
         .await
         .map_err(|e| match e {
-            models::SelectError::Store(m) => ToolError::new("StoreError", m),
-            other => ToolError::new("ModelUnavailableError", other.to_string()),
+            models::SelectError::Store(m) => ToolError::new(ErrorKind::StoreError, m),
+            other => ToolError::new(ErrorKind::ModelUnavailableError, other.to_string()),
         })?;
     debug!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, model = %spec.id, reason = %why, "model chosen");
     if let Some(budget) = options.max_cost {
@@ -448,7 +436,7 @@ pub(crate) async fn run_model(
         let worst = models::worst_case_cost(&spec, &request.chat) * rounds;
         if spent + worst > budget {
             return Err(ToolError::new(
-                "BudgetExceeded",
+                ErrorKind::BudgetExceeded,
                 format!(
                     "the execution has spent ${spent:.6} of its ${budget} budget, and this call to '{}' could cost up to ${worst:.6}",
                     spec.id

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde_json::{Map, Number, Value, json};
 
+use crate::ErrorKind;
 use crate::{ActionSpec, Tool, ToolContext, ToolError, action, type_name};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,7 +36,7 @@ pub fn parse_csv(text: &str) -> Result<Vec<Value>, ToolError> {
 }
 
 fn bad_csv(e: &csv::Error) -> ToolError {
-    ToolError::new("DataFormatError", format!("invalid CSV: {e}"))
+    ToolError::new(ErrorKind::DataFormatError, format!("invalid CSV: {e}"))
 }
 
 /// Writes objects as CSV; the columns are every key in first-seen order.
@@ -66,8 +67,8 @@ pub fn to_csv(rows: &[Value]) -> Result<String, ToolError> {
     }
     let bytes = writer
         .into_inner()
-        .map_err(|e| ToolError::new("IOError", e.to_string()))?;
-    String::from_utf8(bytes).map_err(|e| ToolError::new("IOError", e.to_string()))
+        .map_err(|e| ToolError::new(ErrorKind::IOError, e.to_string()))?;
+    String::from_utf8(bytes).map_err(|e| ToolError::new(ErrorKind::IOError, e.to_string()))
 }
 
 /// The rows to work on, and the format they came in.
@@ -98,19 +99,19 @@ async fn rows_of(
             let file = crate::filesystem::resolve(&ctx.workspace, path)?;
             let meta = tokio::fs::metadata(&file.full).await.map_err(|_| {
                 ToolError::new(
-                    "FileNotFoundError",
+                    ErrorKind::FileNotFoundError,
                     format!("'{}' does not exist", file.relative),
                 )
             })?;
             if meta.len() > MAX_INPUT_BYTES {
                 return Err(ToolError::new(
-                    "FileTooLargeError",
+                    ErrorKind::FileTooLargeError,
                     format!("'{}' is larger than {MAX_INPUT_BYTES} bytes", file.relative),
                 ));
             }
             let text = tokio::fs::read_to_string(&file.full)
                 .await
-                .map_err(|e| ToolError::new("IOError", e.to_string()))?;
+                .map_err(|e| ToolError::new(ErrorKind::IOError, e.to_string()))?;
             let fmt = format.map(str::to_string).unwrap_or_else(|| {
                 if file.relative.ends_with(".json") {
                     "json".into()
@@ -131,11 +132,11 @@ async fn rows_of(
         "json" => match serde_json::from_str::<Value>(&text) {
             Ok(Value::Array(rows)) => Ok((rows, "json")),
             Ok(other) => Err(ToolError::new(
-                "DataFormatError",
+                ErrorKind::DataFormatError,
                 format!("JSON data must be a list, got {}", type_name(&other)),
             )),
             Err(e) => Err(ToolError::new(
-                "DataFormatError",
+                ErrorKind::DataFormatError,
                 format!("invalid JSON: {e}"),
             )),
         },

@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
+use crate::ErrorKind;
 use crate::{
     ActionSpec, Tool, ToolContext, ToolError, action, as_text, optional_bool, required_str,
 };
@@ -33,19 +34,21 @@ impl Default for Filesystem {
 }
 
 fn denied(message: impl Into<String>) -> ToolError {
-    ToolError::new("PermissionError", message)
+    ToolError::new(ErrorKind::PermissionError, message)
 }
 
 fn io_error(path: &str, e: &std::io::Error) -> ToolError {
     match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            ToolError::new("FileNotFoundError", format!("'{path}' does not exist"))
-        }
+        std::io::ErrorKind::NotFound => ToolError::new(
+            ErrorKind::FileNotFoundError,
+            format!("'{path}' does not exist"),
+        ),
         std::io::ErrorKind::PermissionDenied => denied(format!("'{path}': permission denied")),
-        std::io::ErrorKind::AlreadyExists => {
-            ToolError::new("FileExistsError", format!("'{path}' already exists"))
-        }
-        _ => ToolError::new("IOError", format!("'{path}': {e}")),
+        std::io::ErrorKind::AlreadyExists => ToolError::new(
+            ErrorKind::FileExistsError,
+            format!("'{path}' already exists"),
+        ),
+        _ => ToolError::new(ErrorKind::IOError, format!("'{path}': {e}")),
     }
 }
 
@@ -157,7 +160,7 @@ fn refuse_special(meta: &std::fs::Metadata, relative: &str) -> Result<(), ToolEr
     #[cfg(not(unix))]
     let kind = "a special file";
     Err(ToolError::new(
-        "PermissionError",
+        ErrorKind::PermissionError,
         format!("'{relative}' is {kind}; only regular files and folders are used"),
     ))
 }
@@ -203,13 +206,13 @@ impl Filesystem {
         refuse_special(&meta, &p.relative)?;
         if meta.is_dir() {
             return Err(ToolError::new(
-                "IsADirectoryError",
+                ErrorKind::IsADirectoryError,
                 format!("'{}' is a directory", p.relative),
             ));
         }
         if meta.len() > self.max_file_bytes {
             return Err(ToolError::new(
-                "FileTooLargeError",
+                ErrorKind::FileTooLargeError,
                 format!(
                     "'{}' has {} bytes; the limit is {}",
                     p.relative,
@@ -230,7 +233,7 @@ impl Filesystem {
         }
         if bytes.len() as u64 > self.max_file_bytes {
             return Err(ToolError::new(
-                "FileTooLargeError",
+                ErrorKind::FileTooLargeError,
                 format!(
                     "'{}' grew past the limit of {} bytes while it was read",
                     p.relative, self.max_file_bytes
@@ -240,7 +243,7 @@ impl Filesystem {
         let size = bytes.len();
         let content = String::from_utf8(bytes).map_err(|_| {
             ToolError::new(
-                "UnicodeDecodeError",
+                ErrorKind::UnicodeDecodeError,
                 format!("'{}' is not UTF-8 text", p.relative),
             )
         })?;
@@ -255,7 +258,7 @@ impl Filesystem {
         let content = params.get("content").map(as_text).unwrap_or_default();
         if content.len() as u64 > self.max_file_bytes {
             return Err(ToolError::new(
-                "FileTooLargeError",
+                ErrorKind::FileTooLargeError,
                 format!(
                     "content has {} bytes; the limit is {}",
                     content.len(),
@@ -338,7 +341,7 @@ impl Filesystem {
         }
         if meta.is_dir() {
             return Err(ToolError::new(
-                "IsADirectoryError",
+                ErrorKind::IsADirectoryError,
                 format!("'{}' is a directory; copy works on files", src.relative),
             ));
         }
@@ -373,7 +376,7 @@ impl Filesystem {
         };
         result.map_err(|e| match e.kind() {
             std::io::ErrorKind::DirectoryNotEmpty => ToolError::new(
-                "OSError",
+                ErrorKind::OSError,
                 format!("'{}' is not empty; pass recursive: true", p.relative),
             ),
             _ => io_error(&p.relative, &e),

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
+use crate::ErrorKind;
 use crate::net::{OutboundPolicy, read_capped, request_error, status_error};
 use crate::{
     ActionSpec, Tool, ToolContext, ToolError, action, as_text, optional_bool, required_str,
@@ -122,7 +123,10 @@ impl Tool for HttpTool {
         let url = reqwest::Url::parse(raw_url)
             .map_err(|e| ToolError::invalid(format!("'{raw_url}' is not a valid URL: {e}")))?;
         self.policy.check_url(&url).map_err(|e| {
-            ToolError::new("PermissionError", format!("request to {url} refused: {e}"))
+            ToolError::new(
+                ErrorKind::PermissionError,
+                format!("request to {url} refused: {e}"),
+            )
         })?;
 
         let method_name = params
@@ -207,7 +211,7 @@ impl Tool for HttpTool {
         let response = tokio::select! {
             r = request.send() => r.map_err(|e| request_error(&e, &what))?,
             _ = ctx.cancel.cancelled() => {
-                return Err(ToolError::new("CancelledError", format!("{what} was cancelled")));
+                return Err(ToolError::new(ErrorKind::CancelledError, format!("{what} was cancelled")));
             }
         };
         let status = response.status();

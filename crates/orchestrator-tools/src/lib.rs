@@ -12,6 +12,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+mod error_kind;
+pub use error_kind::ErrorKind;
 pub mod data;
 pub mod echo;
 pub mod filesystem;
@@ -45,21 +47,21 @@ pub struct ToolContext {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct ToolError {
-    pub kind: String,
+    pub kind: ErrorKind,
     pub message: String,
 }
 
 impl ToolError {
-    pub fn new(kind: &str, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         ToolError {
-            kind: kind.to_string(),
+            kind,
             message: message.into(),
         }
     }
 
     /// Parameters that do not fit the action.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new("ValidationError", message)
+        Self::new(ErrorKind::ValidationError, message)
     }
 }
 

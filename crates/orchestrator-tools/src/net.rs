@@ -16,6 +16,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 
+use crate::ErrorKind;
 use crate::ToolError;
 
 /// Installs the process-wide TLS crypto provider (ring) once.
@@ -375,9 +376,9 @@ pub fn status_error(status: reqwest::StatusCode, what: &str, body: &str) -> Tool
         || status == reqwest::StatusCode::REQUEST_TIMEOUT;
     ToolError::new(
         if retryable {
-            "HttpError"
+            ErrorKind::HttpError
         } else {
-            "HttpClientError"
+            ErrorKind::HttpClientError
         },
         format!("{what} answered {status}: {}", excerpt(body)),
     )
@@ -386,16 +387,16 @@ pub fn status_error(status: reqwest::StatusCode, what: &str, body: &str) -> Tool
 /// The step error for a failed request.
 pub fn request_error(err: &reqwest::Error, what: &str) -> ToolError {
     if let Some(why) = refusal(err) {
-        return ToolError::new("PermissionError", format!("{what} refused: {why}"));
+        return ToolError::new(ErrorKind::PermissionError, format!("{what} refused: {why}"));
     }
     if err.is_timeout() {
-        return ToolError::new("TimeoutError", format!("{what} timed out"));
+        return ToolError::new(ErrorKind::TimeoutError, format!("{what} timed out"));
     }
     if err.is_builder() {
         return ToolError::invalid(format!("{what}: {}", describe(err)));
     }
     ToolError::new(
-        "ConnectionError",
+        ErrorKind::ConnectionError,
         format!("{what} failed: {}", describe(err)),
     )
 }
@@ -412,7 +413,7 @@ pub async fn read_capped(
         && len > max as u64
     {
         return Err(ToolError::new(
-            "ResponseTooLargeError",
+            ErrorKind::ResponseTooLargeError,
             format!("{what}: the response has {len} bytes, more than the limit of {max}"),
         ));
     }
@@ -421,13 +422,13 @@ pub async fn read_capped(
         let chunk = tokio::select! {
             c = response.chunk() => c.map_err(|e| request_error(&e, what))?,
             _ = cancel.cancelled() => {
-                return Err(ToolError::new("CancelledError", format!("{what} was cancelled")));
+                return Err(ToolError::new(ErrorKind::CancelledError, format!("{what} was cancelled")));
             }
         };
         let Some(chunk) = chunk else { break };
         if body.len() + chunk.len() > max {
             return Err(ToolError::new(
-                "ResponseTooLargeError",
+                ErrorKind::ResponseTooLargeError,
                 format!("{what}: the response is larger than the limit of {max} bytes"),
             ));
         }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
+use crate::ErrorKind;
 use crate::net::{excerpt, read_capped, request_error, status_error};
 use crate::{ActionSpec, Tool, ToolContext, ToolError};
 
@@ -77,7 +78,7 @@ impl Tool for RemoteTool {
         let response = tokio::select! {
             r = request.send() => r.map_err(|e| request_error(&e, &what))?,
             _ = ctx.cancel.cancelled() => {
-                return Err(ToolError::new("CancelledError", format!("{what} was cancelled")));
+                return Err(ToolError::new(ErrorKind::CancelledError, format!("{what} was cancelled")));
             }
         };
         let status = response.status();
@@ -99,19 +100,19 @@ impl Tool for RemoteTool {
                     Value::String(s) => ("ToolError".to_string(), s.clone()),
                     other => ("ToolError".to_string(), other.to_string()),
                 };
-                return Err(ToolError::new(&kind, message));
+                return Err(ToolError::new(ErrorKind::parse(&kind), message));
             }
             if status.is_success() {
                 return envelope.remove("result").ok_or_else(|| {
                     ToolError::new(
-                        "ToolProtocolError",
+                        ErrorKind::ToolProtocolError,
                         format!("{what} answered {status} without 'result' or 'error'"),
                     )
                 });
             }
         } else if status.is_success() {
             return Err(ToolError::new(
-                "ToolProtocolError",
+                ErrorKind::ToolProtocolError,
                 format!(
                     "{what} answered {status} with something that is not a JSON object: {}",
                     excerpt(&String::from_utf8_lossy(&bytes))

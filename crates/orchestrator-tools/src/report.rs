@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
+use crate::ErrorKind;
 use crate::{ActionSpec, Tool, ToolContext, ToolError, action, as_text};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -131,7 +132,7 @@ impl Tool for ReportGenerator {
             .ok_or_else(|| ToolError::invalid("'path' must be a string"))?;
         tokio::fs::create_dir_all(&ctx.workspace)
             .await
-            .map_err(|e| ToolError::new("IOError", e.to_string()))?;
+            .map_err(|e| ToolError::new(ErrorKind::IOError, e.to_string()))?;
         let mut write = Map::new();
         write.insert("path".into(), Value::String(path.to_string()));
         write.insert("content".into(), Value::String(content.clone()));

@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
+use crate::ErrorKind;
 use crate::net::{read_capped, request_error};
 use crate::{ActionSpec, Tool, ToolContext, ToolError, action, required_str};
 
@@ -73,7 +74,7 @@ impl SearchBackend {
         let response = tokio::select! {
             r = request.timeout(timeout).send() => r.map_err(|e| request_error(&e, &what))?,
             _ = ctx.cancel.cancelled() => {
-                return Err(ToolError::new("CancelledError", format!("{what} was cancelled")));
+                return Err(ToolError::new(ErrorKind::CancelledError, format!("{what} was cancelled")));
             }
         };
         let status = response.status();
@@ -97,15 +98,15 @@ impl SearchBackend {
                 );
             }
             let kind = if status.is_server_error() || status == 429 {
-                "SearchError"
+                ErrorKind::SearchError
             } else {
-                "SearchRejectedError"
+                ErrorKind::SearchRejectedError
             };
             return Err(ToolError::new(kind, message));
         }
         if body.is_null() {
             return Err(ToolError::new(
-                "SearchError",
+                ErrorKind::SearchError,
                 format!("{what} answered with something that is not JSON"),
             ));
         }
@@ -119,7 +120,7 @@ impl SearchBackend {
             None if matches!(self, SearchBackend::Brave { .. }) => &[],
             _ => {
                 return Err(ToolError::new(
-                    "SearchError",
+                    ErrorKind::SearchError,
                     format!("{what} answered without a list of results"),
                 ));
             }
@@ -256,22 +257,25 @@ impl Tool for WebSearch {
                         "results": results,
                     }));
                 }
-                Err(e) if e.kind == "CancelledError" => return Err(e),
+                Err(e) if e.kind == ErrorKind::CancelledError => return Err(e),
                 Err(e) => failures.push(e),
             }
         }
         match failures.len() {
             0 => Err(ToolError::new(
-                "NoSearchBackendError",
+                ErrorKind::NoSearchBackendError,
                 "no web search backend is configured on this server",
             )),
             1 => Err(failures.remove(0)),
             _ => {
                 // Retryable when any backend might answer next time.
-                let kind = if failures.iter().any(|e| e.kind != "SearchRejectedError") {
-                    "SearchError"
+                let kind = if failures
+                    .iter()
+                    .any(|e| e.kind != ErrorKind::SearchRejectedError)
+                {
+                    ErrorKind::SearchError
                 } else {
-                    "SearchRejectedError"
+                    ErrorKind::SearchRejectedError
                 };
                 let all: Vec<String> = failures.into_iter().map(|e| e.message).collect();
                 Err(ToolError::new(

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::ErrorKind;
 use crate::filesystem::resolve;
 use crate::{ActionSpec, Tool, ToolContext, ToolError, action, required_str, type_name};
 
@@ -78,7 +79,7 @@ async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, cap: usize) -> (String
 fn split_words(line: &str) -> Result<Vec<String>, ToolError> {
     let refuse = |what: &str| {
         ToolError::new(
-            "PermissionError",
+            ErrorKind::PermissionError,
             format!(
                 "shell syntax ({what}) is not allowed when terminal_allowed_programs is set: \
                  commands run without a shell; give the arguments as a list or quote them"
@@ -149,7 +150,7 @@ impl Terminal {
         // `/tmp/x/ls` is not `ls`.
         if !allowed.contains(&program) {
             return Err(ToolError::new(
-                "PermissionError",
+                ErrorKind::PermissionError,
                 format!(
                     "program '{program}' is not allowed; allowed: {}",
                     allowed.iter().cloned().collect::<Vec<_>>().join(", ")
@@ -231,7 +232,7 @@ impl Tool for Terminal {
         let (argv, program) = self.argv_of(command)?;
         tokio::fs::create_dir_all(&ctx.workspace)
             .await
-            .map_err(|e| ToolError::new("IOError", e.to_string()))?;
+            .map_err(|e| ToolError::new(ErrorKind::IOError, e.to_string()))?;
         let dir = match params.get("working_dir") {
             None | Some(Value::Null) => ctx.workspace.clone(),
             Some(_) => resolve(&ctx.workspace, required_str(params, "working_dir")?)?.full,
@@ -267,7 +268,7 @@ impl Tool for Terminal {
                 let loader = k.starts_with("LD_") || k.starts_with("DYLD_");
                 if k == "PATH" || (loader && self.allowed_programs.is_some()) {
                     return Err(ToolError::new(
-                        "PermissionError",
+                        ErrorKind::PermissionError,
                         format!("a step cannot set '{k}'"),
                     ));
                 }
@@ -276,10 +277,10 @@ impl Tool for Terminal {
         }
         let mut child = cmd.spawn().map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => ToolError::new(
-                "FileNotFoundError",
+                ErrorKind::FileNotFoundError,
                 format!("program '{program}' not found"),
             ),
-            _ => ToolError::new("OSError", format!("cannot start '{program}': {e}")),
+            _ => ToolError::new(ErrorKind::OSError, format!("cannot start '{program}': {e}")),
         })?;
         let mut guard = GroupGuard {
             pgid: child.id().and_then(|p| i32::try_from(p).ok()),
@@ -295,17 +296,17 @@ impl Tool for Terminal {
         let limit = timeout.unwrap_or(Duration::MAX);
         let status = tokio::select! {
             s = tokio::time::timeout(limit, child.wait()) => match s {
-                Ok(s) => s.map_err(|e| ToolError::new("OSError", e.to_string()))?,
+                Ok(s) => s.map_err(|e| ToolError::new(ErrorKind::OSError, e.to_string()))?,
                 Err(_) => {
                     guard.kill();
                     let _ = child.wait().await;
-                    return Err(ToolError::new("TimeoutError", format!("command timed out after {:.1}s", limit.as_secs_f64())));
+                    return Err(ToolError::new(ErrorKind::TimeoutError, format!("command timed out after {:.1}s", limit.as_secs_f64())));
                 }
             },
             _ = ctx.cancel.cancelled() => {
                 guard.kill();
                 let _ = child.wait().await;
-                return Err(ToolError::new("CancelledError", "command was stopped"));
+                return Err(ToolError::new(ErrorKind::CancelledError, "command was stopped"));
             }
         };
         // The command is done; anything it left in its group goes too.
@@ -333,7 +334,7 @@ impl Tool for Terminal {
                 |c| format!("exited with code {c}"),
             );
             return Err(ToolError::new(
-                "CommandError",
+                ErrorKind::CommandError,
                 format!("command {how}: {}", tail.trim()),
             ));
         }

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
+use crate::ErrorKind;
 use crate::{ActionSpec, Tool, ToolContext, ToolError, action, optional_bool};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -23,7 +24,10 @@ async fn data_of(params: &Map<String, Value>, ctx: &ToolContext) -> Result<Value
     if let Some(Value::String(path)) = params.get("path") {
         let file = crate::filesystem::resolve(&ctx.workspace, path)?;
         let text = tokio::fs::read_to_string(&file.full).await.map_err(|e| {
-            ToolError::new("FileNotFoundError", format!("'{}': {e}", file.relative))
+            ToolError::new(
+                ErrorKind::FileNotFoundError,
+                format!("'{}': {e}", file.relative),
+            )
         })?;
         return serde_json::from_str(&text)
             .map_err(|e| ToolError::invalid(format!("'{}' is not JSON: {e}", file.relative)));
@@ -174,7 +178,7 @@ impl Tool for Validation {
                         })
                         .collect();
                     return Err(ToolError::new(
-                        "SchemaValidationError",
+                        ErrorKind::SchemaValidationError,
                         format!("data does not match the schema: {}", listed.join("; ")),
                     ));
                 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orchestrator_store::{ModelCall, Store, now_ms};
+use orchestrator_tools::ErrorKind;
 use orchestrator_tools::ToolError;
 use orchestrator_tools::models::providers::{
     self, ChatRequest, ChatResponse, Message, RetryPolicy,
@@ -343,7 +344,7 @@ impl Models {
             .store
             .execution_usage(execution_id)
             .await
-            .map_err(|e| ToolError::new("StoreError", e.to_string()))?;
+            .map_err(|e| ToolError::new(ErrorKind::StoreError, e.to_string()))?;
         Ok(usage.iter().map(|u| u.cost).sum())
     }
 
@@ -356,9 +357,12 @@ impl Models {
         cancel: &CancellationToken,
     ) -> Result<Answer, ToolError> {
         self.check_key_env(spec)
-            .map_err(|e| ToolError::new("ModelUnavailableError", e))?;
+            .map_err(|e| ToolError::new(ErrorKind::ModelUnavailableError, e))?;
         let key = spec.api_key(&self.settings.env).map_err(|e| {
-            ToolError::new("ModelUnavailableError", format!("model '{}': {e}", spec.id))
+            ToolError::new(
+                ErrorKind::ModelUnavailableError,
+                format!("model '{}': {e}", spec.id),
+            )
         })?;
         // Names are checked address by address as they resolve; a literal
         // address never resolves, so it is checked here.
@@ -371,7 +375,7 @@ impl Models {
             };
             if let Some(e) = refused {
                 return Err(ToolError::new(
-                    "ModelUnavailableError",
+                    ErrorKind::ModelUnavailableError,
                     format!(
                         "model '{}': base_url {} is refused: {e} (models.allowed_hosts, models.allow_private_networks)",
                         spec.id,
@@ -404,7 +408,7 @@ impl Models {
         m.model_tokens.add(&[&spec.id, "input"], input as f64);
         m.model_tokens.add(&[&spec.id, "output"], output as f64);
         m.model_cost.add(&[&spec.id], cost);
-        if error_type.as_deref() != Some("CancelledError") {
+        if error_type != Some(ErrorKind::CancelledError) {
             let call = ModelCall {
                 model_id: spec.id.clone(),
                 execution_id: site.execution_id.clone(),
@@ -417,7 +421,7 @@ impl Models {
                 output_tokens: i64::try_from(output).unwrap_or(i64::MAX),
                 cost,
                 reward: reward(success, latency_ms, cost),
-                error_type,
+                error_type: error_type.map(|k| k.as_str().to_string()),
             };
             if let Err(e) = self.store.record_model_call(&call).await {
                 warn!(model = %spec.id, error = %e, "model call not recorded");

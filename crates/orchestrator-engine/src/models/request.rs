@@ -199,7 +199,7 @@ pub async fn structured(
         };
         if round == 1 {
             return Err(ToolError::new(
-                "StructuredOutputError",
+                ErrorKind::StructuredOutputError,
                 format!(
                     "model '{}' gave no valid JSON after a second try: {problem}",
                     spec.id
@@ -217,7 +217,10 @@ pub async fn structured(
             ),
         });
     }
-    Err(ToolError::new("StructuredOutputError", "no answer"))
+    Err(ToolError::new(
+        ErrorKind::StructuredOutputError,
+        "no answer",
+    ))
 }
 
 /// A model step's result: the text (or the JSON of `generate_structured`),

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::{ModelSpec, Provider};
+use crate::ErrorKind;
 use crate::ToolError;
 use crate::net::{read_capped, request_error};
 
@@ -294,12 +295,12 @@ pub async fn chat(
         let response = tokio::select! {
             r = request.send() => r.map_err(|e| request_error(&e, &what)),
             _ = cancel.cancelled() => {
-                return Err(ToolError::new("CancelledError", format!("{what} was cancelled")));
+                return Err(ToolError::new(ErrorKind::CancelledError, format!("{what} was cancelled")));
             }
         };
         let response = match response {
             Ok(r) => r,
-            Err(e) if attempt <= policy.retries && e.kind == "ConnectionError" => {
+            Err(e) if attempt <= policy.retries && e.kind == ErrorKind::ConnectionError => {
                 backoff(attempt, None, policy, cancel).await?;
                 continue;
             }
@@ -310,8 +311,9 @@ pub async fn chat(
         let raw = read_capped(response, 16 * 1024 * 1024, cancel, &what).await?;
         let parsed: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
         if status.is_success() {
-            let mut answer = parse_answer(spec, &parsed)
-                .map_err(|e| ToolError::new("ModelResponseError", format!("{what}: {e}")))?;
+            let mut answer = parse_answer(spec, &parsed).map_err(|e| {
+                ToolError::new(ErrorKind::ModelResponseError, format!("{what}: {e}"))
+            })?;
             answer.attempts = attempt;
             tracing::debug!(model = %spec.id, latency_ms = started.elapsed().as_millis() as u64, "model answered");
             return Ok(answer);
@@ -323,9 +325,9 @@ pub async fn chat(
             if wait.is_some_and(|w| w > policy.max_wait) {
                 return Err(ToolError::new(
                     if code == 429 {
-                        "ModelRateLimitError"
+                        ErrorKind::ModelRateLimitError
                     } else {
-                        "ModelProviderError"
+                        ErrorKind::ModelProviderError
                     },
                     format!(
                         "{what} answered {status}: {message} (retry after {}s)",
@@ -337,10 +339,10 @@ pub async fn chat(
             continue;
         }
         let kind = match code {
-            429 => "ModelRateLimitError",
-            401 | 403 => "ModelAuthenticationError",
-            _ if transient => "ModelProviderError",
-            _ => "ModelRequestError",
+            429 => ErrorKind::ModelRateLimitError,
+            401 | 403 => ErrorKind::ModelAuthenticationError,
+            _ if transient => ErrorKind::ModelProviderError,
+            _ => ErrorKind::ModelRequestError,
         };
         return Err(ToolError::new(
             kind,
@@ -360,6 +362,6 @@ async fn backoff(
         .min(policy.max_wait);
     tokio::select! {
         _ = tokio::time::sleep(wait) => Ok(()),
-        _ = cancel.cancelled() => Err(ToolError::new("CancelledError", "cancelled while waiting to retry the model")),
+        _ = cancel.cancelled() => Err(ToolError::new(ErrorKind::CancelledError, "cancelled while waiting to retry the model")),
     }
 }
