@@ -17,7 +17,10 @@ pub struct Limits {
     /// Bytes that aliases may add to a YAML document once expanded (a few
     /// aliases of one large string stop here).
     pub max_yaml_alias_bytes: usize,
-    /// Template evaluation steps (minijinja fuel).
+    /// Template evaluation steps (minijinja fuel). One unit of fuel also pays
+    /// for 64 bytes of data a template makes, and an allocation the fuel
+    /// left could not pay for is refused before it is made: 500,000 lets one
+    /// render make at most about 32 MB, twice the output limit.
     pub template_fuel: u64,
     /// Bytes a template may render.
     pub template_output_bytes: usize,
@@ -32,7 +35,7 @@ impl Default for Limits {
             max_yaml_depth: 128,
             max_yaml_nodes: 1_000_000,
             max_yaml_alias_bytes: 16 * 1024 * 1024,
-            template_fuel: 2_000_000,
+            template_fuel: 500_000,
             template_output_bytes: 16 * 1024 * 1024,
             regex_matches: 50_000,
         }

@@ -60,7 +60,9 @@ fn kind_text(kind: JErrorKind) -> &'static str {
         JErrorKind::UnknownFunction => "unknown function",
         JErrorKind::UnknownMethod => "unknown method",
         JErrorKind::InvalidOperation => "invalid operation",
-        JErrorKind::OutOfFuel => "template ran too long",
+        JErrorKind::OutOfFuel => {
+            "template ran too long or made too much data (limits.template_fuel)"
+        }
         JErrorKind::TooManyArguments => "too many arguments",
         JErrorKind::MissingArgument => "missing argument",
         JErrorKind::CannotUnpack => "cannot unpack",

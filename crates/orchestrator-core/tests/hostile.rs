@@ -185,8 +185,9 @@ fn the_output_limit_holds_for_every_rendered_value() {
     let scope = Scope::default();
     // One expression kept its native type and skipped the limit: 100 MB
     // went into the step's parameters, its checkpoint and the database.
+    // Refused before the 100 MB are made: the fuel cannot pay for them.
     let err = render_string_value("{{ 'a' * 100000000 }}", &scope).expect_err("too large");
-    assert!(err.message.contains("larger than"), "{}", err.message);
+    assert!(err.message.contains("too much data"), "{}", err.message);
     let err = render_string_value("{{ [('a' * 1000000)] * 100 }}", &scope).expect_err("too large");
     assert!(err.message.contains("larger than"), "{}", err.message);
     // The limit is for all of a step's parameters together.

@@ -30,6 +30,31 @@ impl Engine {
         }
     }
 
+    /// Compiles on a blocking thread: a large pipeline takes CPU time that
+    /// would otherwise hold up every request served by this worker thread.
+    pub async fn compile_blocking(
+        &self,
+        source: PipelineSource,
+        context: Option<Map<String, Value>>,
+        answers: Option<orchestrator_core::auto::Answers>,
+    ) -> Result<Compiled, CompileError> {
+        let engine = self.clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            engine.compile_with(
+                &source,
+                context.as_ref(),
+                answers
+                    .as_ref()
+                    .map(|a| a as &dyn orchestrator_core::AutoResolver),
+            )
+        })
+        .await;
+        match compiled {
+            Ok(compiled) => compiled,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
     /// Compiles and stores a new execution. Returns it and whether it is new
     /// (`false`: an idempotent replay of an earlier submission).
     pub async fn submit(
@@ -45,11 +70,13 @@ impl Engine {
         let (answers, answered) = self
             .answer_auto_tags(&submission.source, &execution_id)
             .await;
-        let compiled = self.compile_with(
-            &submission.source,
-            Some(&submission.context),
-            Some(&answers),
-        )?;
+        let compiled = self
+            .compile_blocking(
+                submission.source.clone(),
+                Some(submission.context.clone()),
+                Some(answers),
+            )
+            .await?;
         let mut plan = compiled.plan;
         // A model step that names neither a model nor requirements runs on
         // the pipeline's model, when it has one.
@@ -141,6 +168,8 @@ impl Engine {
         let mut answers = orchestrator_core::auto::Answers::default();
         let mut record = Vec::new();
         let root = match source {
+            // Most pipelines have no tags: they are not parsed twice.
+            PipelineSource::Yaml(text) if !text.contains("AUTO") => return (answers, record),
             PipelineSource::Yaml(text) => match orchestrator_core::yaml::parse(text) {
                 Ok(node) => node,
                 Err(_) => return (answers, record),

@@ -598,7 +598,8 @@ pub async fn validate_pipeline(
     let parsed = parse_body(&state, &headers, query, body)?;
     let compiled = match state
         .engine()
-        .compile(&parsed.source, parsed.context.as_ref())
+        .compile_blocking(parsed.source.clone(), parsed.context.clone(), None)
+        .await
     {
         Ok(compiled) => compiled,
         Err(e) if lenient => {

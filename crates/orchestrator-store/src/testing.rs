@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use sqlx::Connection;
 
-use crate::{PostgresStore, SqliteStore, Store};
+use crate::Store;
 
 /// A folder removed when dropped.
 #[derive(Debug)]
@@ -37,15 +37,6 @@ impl Drop for TempDir {
 /// URL of a new, empty SQLite database in `dir`.
 pub fn sqlite_url(dir: &TempDir) -> String {
     format!("sqlite://{}", dir.path().join("orchestrator.db").display())
-}
-
-/// A new SQLite store in a fresh folder.
-pub async fn fresh_sqlite() -> (Arc<dyn Store>, TempDir) {
-    let dir = TempDir::new("orchestrator-test");
-    let store = SqliteStore::connect(&sqlite_url(&dir))
-        .await
-        .unwrap_or_else(|e| panic!("sqlite: {e:?}"));
-    (Arc::new(store), dir)
 }
 
 /// URL of a new, empty PostgreSQL database, or `None` when PostgreSQL tests
@@ -123,42 +114,52 @@ async fn sweep_old_databases(conn: &mut sqlx::PgConnection) {
     }
 }
 
-/// A new PostgreSQL store on a fresh database (see [`postgres_url`]).
-pub async fn fresh_postgres() -> Option<Arc<dyn Store>> {
-    let url = postgres_url().await?;
-    let store = PostgresStore::connect(&url)
+/// Opens the store at `url` (for [`for_each_backend!`]).
+pub async fn open_store(url: String) -> Arc<dyn Store> {
+    crate::connect(&url)
         .await
-        .unwrap_or_else(|e| panic!("postgres: {e:?}"));
-    Some(Arc::new(store))
+        .unwrap_or_else(|e| panic!("cannot open {}: {e:?}", crate::redact_url(&url)))
 }
 
-/// Runs each named `async fn(Arc<dyn Store>)` as two tests, one on a fresh
-/// SQLite store and one on a fresh PostgreSQL store (see [`fresh_postgres`]).
+/// Runs each named `async fn(T)` as two tests, one on a fresh SQLite
+/// database and one on a fresh PostgreSQL database (see [`postgres_url`]).
+/// `T` is what `with` makes of the database's URL: by default the store
+/// itself ([`open_store`]); the server's tests pass a function that starts a
+/// server on it.
 ///
 /// ```ignore
 /// orchestrator_store::for_each_backend!(creates_an_execution, claims_once);
+/// orchestrator_store::for_each_backend!(with Server::start; hello_runs, lists);
 /// ```
 #[macro_export]
 macro_rules! for_each_backend {
-    ($($name:ident),* $(,)?) => {
+    (with $setup:path; $($name:ident),* $(,)?) => {
         mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let (store, _dir) = $crate::testing::fresh_sqlite().await;
-                    super::$name(store).await;
+                    let dir = $crate::testing::TempDir::new("orchestrator-test");
+                    let url = $crate::testing::sqlite_url(&dir);
+                    super::$name($setup(url).await).await;
                 }
             )*
         }
         mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    if let Some(store) = $crate::testing::fresh_postgres().await {
-                        super::$name(store).await;
+                    if let Some(url) = $crate::testing::postgres_url().await {
+                        super::$name($setup(url).await).await;
                     }
                 }
             )*
         }
+    };
+    ($($name:ident),* $(,)?) => {
+        $crate::for_each_backend!(with $crate::testing::open_store; $($name),*);
     };
 }
