@@ -1,0 +1,14 @@
+//! The HTTP API on a real TCP server, on SQLite and PostgreSQL: the examples
+//! run to their documented results, and bad input always gets a problem.
+//! One file per resource; `support` holds the server and its client.
+
+mod events;
+mod executions;
+mod metrics;
+mod models;
+mod recovery;
+mod support;
+mod system;
+mod tokens;
+mod tools;
+mod webhooks;
