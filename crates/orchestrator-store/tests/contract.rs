@@ -30,6 +30,11 @@ orchestrator_store::for_each_backend!(
     a_step_made_ready_is_handed_to_the_finishing_worker_unless_others_wait,
     a_batch_of_one_executions_steps_is_written_set_by_set,
     a_claim_larger_than_one_statement_starts_every_step,
+    recovering_reruns_only_what_did_not_succeed_or_what_follows_a_checkpoint,
+    tokens_are_stored_hashed_listed_touched_and_revoked,
+    webhooks_are_created_listed_and_deleted,
+    the_overview_counts_executions_steps_and_the_queue,
+    an_execution_past_its_deadline_fails_and_its_leases_stop_counting,
 );
 
 const CHAIN: &str = "name: chain\nsteps:\n  - id: a\n    tool: echo\n  - id: b\n    tool: echo\n    depends_on: [a]\n  - id: c\n    tool: echo\n    depends_on: [b]\noutputs:\n  last: '{{ c.result }}'\n";
@@ -1029,4 +1034,264 @@ async fn a_claim_larger_than_one_statement_starts_every_step(store: Arc<dyn Stor
     assert_gap_free(&events);
     let started = events.iter().filter(|e| e.kind == "step.started").count();
     assert_eq!(started, 1_200);
+}
+
+async fn recovering_reruns_only_what_did_not_succeed_or_what_follows_a_checkpoint(
+    store: Arc<dyn Store>,
+) {
+    let new = new_execution(CHAIN, None, None);
+    store.create_execution(new.clone()).await.expect("create");
+    let a = claim_ids(&store, 10).await.remove(0);
+    store
+        .finish_step(
+            &a,
+            done(StepStatus::Succeeded, json!("a")),
+            &no_outputs,
+            None,
+        )
+        .await
+        .expect("a");
+    let b = claim_ids(&store, 10).await.remove(0);
+    assert_eq!(b.step_id, "b");
+    store
+        .finish_step(&b, done(StepStatus::Failed, json!(null)), &no_outputs, None)
+        .await
+        .expect("b");
+    assert_eq!(
+        execution(&store, &new.id).await.status,
+        ExecutionStatus::Failed
+    );
+
+    // Without a checkpoint: the failed step and what it cancelled.
+    let again = store
+        .recover_execution(&new.id, None)
+        .await
+        .expect("recover")
+        .expect("exists");
+    assert_eq!(again, vec!["b".to_string(), "c".to_string()]);
+    let recovered = execution(&store, &new.id).await;
+    assert!(!recovered.status.is_terminal(), "{:?}", recovered.status);
+    let claimed = claim_ids(&store, 10).await;
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|c| c.step_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["b"],
+        "a kept its result"
+    );
+    // While it runs, recovering is a conflict.
+    assert!(matches!(
+        store.recover_execution(&new.id, None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let b = claimed.into_iter().next().expect("b");
+    store
+        .finish_step(
+            &b,
+            done(StepStatus::Succeeded, json!("b")),
+            &no_outputs,
+            None,
+        )
+        .await
+        .expect("b again");
+    let c = claim_ids(&store, 10).await.remove(0);
+    store
+        .finish_step(
+            &c,
+            done(StepStatus::Succeeded, json!("c")),
+            &no_outputs,
+            None,
+        )
+        .await
+        .expect("c");
+    assert_eq!(
+        execution(&store, &new.id).await.status,
+        ExecutionStatus::Succeeded
+    );
+
+    // From a checkpoint: that step and everything after it.
+    let again = store
+        .recover_execution(&new.id, Some("b"))
+        .await
+        .expect("recover")
+        .expect("exists");
+    assert_eq!(again, vec!["b".to_string(), "c".to_string()]);
+    let steps = store.list_steps(&new.id).await.expect("steps");
+    assert_eq!(steps[0].status, StepStatus::Succeeded);
+    let checkpoints = store.list_checkpoints(&new.id).await.expect("checkpoints");
+    assert_eq!(
+        checkpoints
+            .iter()
+            .map(|c| c.step_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a", "b", "b", "c"],
+        "every finished attempt keeps its checkpoint"
+    );
+    assert!(
+        store
+            .recover_execution("nope", None)
+            .await
+            .expect("recover")
+            .is_none()
+    );
+}
+
+async fn tokens_are_stored_hashed_listed_touched_and_revoked(store: Arc<dyn Store>) {
+    let token = |id: &str, scope: &str| orchestrator_store::TokenRecord {
+        id: id.to_string(),
+        name: format!("{id}-name"),
+        scope: scope.to_string(),
+        hash: format!("hash-of-{id}"),
+        created_at: now_ms(),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    store.create_token(&token("t1", "read")).await.expect("t1");
+    store.create_token(&token("t2", "admin")).await.expect("t2");
+    let got = store.get_token("t1").await.expect("get").expect("t1");
+    assert_eq!(
+        (got.scope.as_str(), got.hash.as_str()),
+        ("read", "hash-of-t1")
+    );
+    assert!(store.get_token("nope").await.expect("get").is_none());
+    let listed: Vec<String> = store
+        .list_tokens()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(listed, vec!["t1", "t2"]);
+    let now = now_ms();
+    store.touch_token("t1", now).await.expect("touch");
+    let touched = store.get_token("t1").await.expect("get").expect("t1");
+    assert!(touched.last_used_at.is_some_and(|t| t >= now - 60_000));
+    assert!(store.revoke_token("t1", now).await.expect("revoke"));
+    assert!(
+        !store.revoke_token("t1", now).await.expect("again"),
+        "already revoked"
+    );
+    assert!(!store.revoke_token("nope", now).await.expect("unknown"));
+    let revoked = store.get_token("t1").await.expect("get").expect("kept");
+    assert_eq!(revoked.revoked_at, Some(now));
+
+    // Active executions are counted per token.
+    let mut mine = new_execution(CHAIN, None, None);
+    mine.token_id = Some("t2".into());
+    store.create_execution(mine).await.expect("create");
+    store
+        .create_execution(new_execution(CHAIN, None, None))
+        .await
+        .expect("create");
+    assert_eq!(
+        store.active_executions_of_token("t2").await.expect("count"),
+        1
+    );
+    assert_eq!(
+        store.active_executions_of_token("t1").await.expect("count"),
+        0
+    );
+}
+
+async fn webhooks_are_created_listed_and_deleted(store: Arc<dyn Store>) {
+    let hook = |id: &str| orchestrator_store::WebhookRecord {
+        id: id.to_string(),
+        url: format!("https://example.com/{id}"),
+        events: vec!["execution.finished".into()],
+        secret: format!("secret-{id}"),
+        created_at: now_ms(),
+    };
+    store
+        .create_webhook(
+            &hook("h1"),
+            &["execution.succeeded".into(), "execution.failed".into()],
+        )
+        .await
+        .expect("h1");
+    store
+        .create_webhook(&hook("h2"), &["step.failed".into()])
+        .await
+        .expect("h2");
+    let listed = store.list_webhooks().await.expect("list");
+    assert_eq!(listed.len(), 2);
+    let h1 = listed.iter().find(|h| h.id == "h1").expect("h1");
+    assert_eq!(h1.events, vec!["execution.finished"]);
+    assert_eq!(h1.secret, "secret-h1");
+    assert!(store.delete_webhook("h1").await.expect("delete"));
+    assert!(!store.delete_webhook("h1").await.expect("again"));
+    let listed = store.list_webhooks().await.expect("list");
+    assert_eq!(
+        listed.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+        vec!["h2"]
+    );
+    assert!(
+        store
+            .list_deliveries("h2", 10)
+            .await
+            .expect("deliveries")
+            .is_empty()
+    );
+}
+
+async fn the_overview_counts_executions_steps_and_the_queue(store: Arc<dyn Store>) {
+    let empty = store.overview().await.expect("overview");
+    assert_eq!((empty.ready_steps, empty.leased_steps), (0, 0));
+    assert_eq!(empty.oldest_ready_age_ms, None);
+    let new = new_execution(FAN, None, None);
+    store.create_execution(new.clone()).await.expect("create");
+    let before = store.overview().await.expect("overview");
+    assert_eq!((before.ready_steps, before.leased_steps), (2, 0));
+    assert!(before.oldest_ready_age_ms.is_some());
+    let count = |rows: &[(String, i64)], key: &str| {
+        rows.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n)
+    };
+    assert_eq!(count(&before.executions_by_status, "queued"), 1);
+    let claimed = claim_ids(&store, 1).await;
+    assert_eq!(claimed.len(), 1);
+    let after = store.overview().await.expect("overview");
+    assert_eq!((after.ready_steps, after.leased_steps), (1, 1));
+    assert_eq!(count(&after.executions_by_status, "running"), 1);
+    assert_eq!(count(&after.active_steps_by_status, "running"), 1);
+}
+
+async fn an_execution_past_its_deadline_fails_and_its_leases_stop_counting(store: Arc<dyn Store>) {
+    let mut late = new_execution(CHAIN, None, None);
+    late.timeout_ms = Some(1);
+    let mut on_time = new_execution(CHAIN, None, None);
+    on_time.timeout_ms = Some(3_600_000);
+    store.create_execution(late.clone()).await.expect("late");
+    store
+        .create_execution(on_time.clone())
+        .await
+        .expect("on time");
+    let claimed = claim_ids(&store, 10).await;
+    let late_step = claimed
+        .iter()
+        .find(|c| c.execution_id == late.id)
+        .expect("late step claimed")
+        .clone();
+    // The deadline is a time, not a state: wait until it has passed.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let expired = store.expire_deadlines().await.expect("expire");
+    assert_eq!(expired, vec![late.id.clone()]);
+    assert!(
+        store.expire_deadlines().await.expect("again").is_empty(),
+        "once"
+    );
+    let exec = execution(&store, &late.id).await;
+    assert_eq!(exec.status, ExecutionStatus::Failed);
+    assert_eq!(
+        execution(&store, &on_time.id).await.status,
+        ExecutionStatus::Running
+    );
+    // The running step of the late execution is told to stop.
+    let heartbeat = store
+        .heartbeat(&[late_step.lease_token.clone()], 30_000)
+        .await
+        .expect("heartbeat");
+    assert!(
+        heartbeat.cancelled.contains(&late_step.lease_token),
+        "{heartbeat:?}"
+    );
 }
