@@ -1287,7 +1287,7 @@ async fn an_execution_past_its_deadline_fails_and_its_leases_stop_counting(store
     );
     // The running step of the late execution is told to stop.
     let heartbeat = store
-        .heartbeat(&[late_step.lease_token.clone()], 30_000)
+        .heartbeat(std::slice::from_ref(&late_step.lease_token), 30_000)
         .await
         .expect("heartbeat");
     assert!(
