@@ -374,7 +374,7 @@ fn read_pipeline(root: &Node, options: &CompileOptions<'_>, cx: &mut Cx) -> Opti
         let what = if matches!(root.value, NodeValue::Null) {
             "the pipeline is empty".to_string()
         } else {
-            format!("a pipeline must be a mapping, found a {}", root.type_name())
+            format!("a pipeline must be a mapping, found {}", root.described())
         };
         cx.error(ErrorKind::NotAMapping, what, root.pos, None, "");
         return None;
@@ -417,7 +417,7 @@ fn read_pipeline(root: &Node, options: &CompileOptions<'_>, cx: &mut Cx) -> Opti
             None => {
                 cx.error(
                     ErrorKind::InvalidType,
-                    format!("'name' must be a string, found a {}", n.type_name()),
+                    format!("'name' must be a string, found {}", n.described()),
                     n.pos,
                     None,
                     "/name",
@@ -511,7 +511,7 @@ fn read_pipeline(root: &Node, options: &CompileOptions<'_>, cx: &mut Cx) -> Opti
             NodeValue::Null => {}
             _ => cx.error(
                 ErrorKind::InvalidType,
-                format!("'outputs' must be a mapping, found a {}", node.type_name()),
+                format!("'outputs' must be a mapping, found {}", node.described()),
                 node.pos,
                 None,
                 "/outputs",
@@ -565,7 +565,7 @@ fn opt_string(
         _ => {
             cx.error(
                 ErrorKind::InvalidType,
-                format!("'{key}' must be a string, found a {}", v.type_name()),
+                format!("'{key}' must be a string, found {}", v.described()),
                 v.pos,
                 step,
                 &format!("{base}/{key}"),
@@ -582,7 +582,7 @@ fn read_inputs(node: &Node, key: &str, inputs: &mut IndexMap<String, InputSpec>,
         _ => {
             cx.error(
                 ErrorKind::InvalidType,
-                format!("'{key}' must be a mapping, found a {}", node.type_name()),
+                format!("'{key}' must be a mapping, found {}", node.described()),
                 node.pos,
                 None,
                 &format!("/{key}"),
@@ -717,7 +717,7 @@ fn read_steps(
         _ => {
             cx.error(
                 ErrorKind::InvalidType,
-                format!("'steps' must be a list, found a {}", node.type_name()),
+                format!("'steps' must be a list, found {}", node.described()),
                 node.pos,
                 None,
                 base,
@@ -860,7 +860,7 @@ fn read_step(
     let Some(entries) = node.as_map() else {
         cx.error(
             ErrorKind::NotAMapping,
-            format!("a step must be a mapping, found a {}", node.type_name()),
+            format!("a step must be a mapping, found {}", node.described()),
             node.pos,
             None,
             pointer,
@@ -903,7 +903,7 @@ fn read_step(
             None => {
                 cx.error(
                     ErrorKind::InvalidType,
-                    format!("step id must be a string, found a {}", n.type_name()),
+                    format!("step id must be a string, found {}", n.described()),
                     n.pos,
                     None,
                     &format!("{pointer}/id"),
@@ -965,7 +965,7 @@ fn read_step(
             NodeValue::Null => {}
             _ => cx.error(
                 ErrorKind::InvalidType,
-                format!("'parameters' must be a mapping, found a {}", p.type_name()),
+                format!("'parameters' must be a mapping, found {}", p.described()),
                 p.pos,
                 sid,
                 &format!("{pointer}/parameters"),
@@ -999,8 +999,8 @@ fn read_step(
                         None => cx.error(
                             ErrorKind::InvalidType,
                             format!(
-                                "'{dep_key}' entries must be step ids, found a {}",
-                                item.type_name()
+                                "'{dep_key}' entries must be step ids, found {}",
+                                item.described()
                             ),
                             item.pos,
                             sid,
@@ -1035,8 +1035,8 @@ fn read_step(
                 cx.error(
                     ErrorKind::InvalidType,
                     format!(
-                        "'{cond_key}' must be a template or expression, found a {}",
-                        c.type_name()
+                        "'{cond_key}' must be a template or expression, found {}",
+                        c.described()
                     ),
                     c.pos,
                     sid,
@@ -1411,8 +1411,8 @@ fn read_loop(
                 cx.error(
                     ErrorKind::InvalidType,
                     format!(
-                        "'for_each' must be a list or a template that renders to one, found a {}",
-                        f.type_name()
+                        "'for_each' must be a list or a template that renders to one, found {}",
+                        f.described()
                     ),
                     f.pos,
                     sid,

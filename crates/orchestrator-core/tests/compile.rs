@@ -635,3 +635,31 @@ fn auto_tags_are_warnings_when_validating_and_errors_without_a_model_when_execut
         (Some("a"), "/steps/0/parameters/x")
     );
 }
+
+/// The diagnostics of a pipeline with one of many mistakes per step, as a
+/// client receives them: kind, message, line, column, step and pointer.
+#[test]
+fn every_mistake_of_a_broken_pipeline_is_reported_at_its_place() {
+    let yaml = "\
+name: broken
+steps:
+  - id: read
+    tool: filesystem
+    action: raed
+    parameters: {path: in.txt}
+  - id: write
+    tool: filesytem
+    depends_on: [reed]
+  - id: say
+    tool: echo
+    parameters: {text: '{{ nobody.result }}'}
+  - id: loop
+    for_each: 42
+    steps: []
+  - id: read
+    tool: echo
+    timeout: soon
+";
+    let err = validate(yaml).expect_err("broken");
+    insta::assert_json_snapshot!(err.errors);
+}

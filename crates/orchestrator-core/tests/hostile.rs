@@ -18,12 +18,14 @@ fn compile(yaml: &str) -> Result<orchestrator_core::Compiled, orchestrator_core:
     )
 }
 
-/// Runs `f`, which must take less than a second.
+/// Runs `f`, which must end within seconds: these inputs took minutes, or
+/// forever, before they were bounded. (The bound is loose so a busy machine
+/// does not fail it; the benchmarks measure speed.)
 fn quick<T>(what: &str, f: impl FnOnce() -> T) -> T {
     let started = Instant::now();
     let out = f();
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(5),
         "{what} took {:?}",
         started.elapsed()
     );

@@ -414,3 +414,47 @@ async fn lenient_validation_answers_errors_as_a_result() {
         (Some(true), true)
     );
 }
+
+/// Whole problem bodies as clients receive them (ids and times redacted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn problem_bodies_keep_their_shape() {
+    let dir = TempDir::new("orch-http");
+    let s = Server::start(sqlite_url(&dir)).await;
+    let body = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.expect("json");
+        json!({"status": status, "body": body})
+    };
+    let broken = "name: broken\nsteps:\n  - id: a\n    tool: nope\n  - id: b\n    tool: echo\n    depends_on: [c]\n    parameters: {x: '{{ a.result'}\n";
+    let compile = body(
+        s.client
+            .post(s.url("/executions"))
+            .header("content-type", "application/yaml")
+            .body(broken)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    insta::assert_json_snapshot!("compile_errors", compile, {".body.instance" => "[instance]"});
+    let missing = body(
+        s.client
+            .get(s.url("/executions/00000000-0000-0000-0000-000000000000"))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    insta::assert_json_snapshot!("not_found", missing, {".body.instance" => "[instance]"});
+    let bad_json = body(
+        s.client
+            .post(s.url("/executions"))
+            .header("content-type", "application/json")
+            .body("{nope")
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    insta::assert_json_snapshot!("invalid_json", bad_json, {".body.instance" => "[instance]"});
+}
