@@ -334,14 +334,7 @@ async fn model_endpoints_and_webhooks_obey_the_egress_policy() {
     }
     // A model stored before the policy (or by another process) is refused
     // when called, and nothing of the endpoint's answer reaches the step.
-    let store = s
-        .running
-        .as_ref()
-        .expect("running")
-        .state
-        .engine()
-        .store()
-        .clone();
+    let store = s.store();
     store
         .insert_model("old", &model("old", provider.url("/v1")), "api")
         .await

@@ -52,6 +52,17 @@ impl Server {
         }
     }
 
+    /// The running server's store, for setting up what the API cannot.
+    pub(crate) fn store(&self) -> std::sync::Arc<dyn orchestrator_store::Store> {
+        self.running
+            .as_ref()
+            .expect("running")
+            .state
+            .engine()
+            .store()
+            .clone()
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -13,14 +13,7 @@ async fn tokens_and_scopes_guard_the_api() {
         settings.auth.max_active_executions_per_token = 1;
     })
     .await;
-    let store = s
-        .running
-        .as_ref()
-        .expect("running")
-        .state
-        .engine()
-        .store()
-        .clone();
+    let store = s.store();
     let mut tokens = std::collections::HashMap::new();
     for scope in [Scope::Read, Scope::Submit, Scope::Admin] {
         let (record, text) = new_token(scope.as_str(), scope, &pepper);
