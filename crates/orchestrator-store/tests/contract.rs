@@ -36,6 +36,7 @@ orchestrator_store::for_each_backend!(
     the_overview_counts_executions_steps_and_the_queue,
     an_execution_past_its_deadline_fails_and_its_leases_stop_counting,
     events_become_deliveries_that_are_claimed_once_finished_and_cancelled,
+    a_loop_expands_into_its_iterations_and_waits_for_them,
 );
 
 const CHAIN: &str = "name: chain\nsteps:\n  - id: a\n    tool: echo\n  - id: b\n    tool: echo\n    depends_on: [a]\n  - id: c\n    tool: echo\n    depends_on: [b]\noutputs:\n  last: '{{ c.result }}'\n";
@@ -1409,5 +1410,94 @@ async fn events_become_deliveries_that_are_claimed_once_finished_and_cancelled(
             .find(|d| d.id == first.id)
             .map(|d| d.status.as_str()),
         Some("delivered")
+    );
+}
+
+async fn a_loop_expands_into_its_iterations_and_waits_for_them(store: Arc<dyn Store>) {
+    const LOOP: &str = "name: loop\nsteps:\n  - id: list\n    tool: echo\n  - id: each\n    for_each: '{{ list.result }}'\n    max_parallel: 2\n    steps:\n      - id: say\n        tool: echo\n";
+    let new = new_execution(LOOP, None, None);
+    let each = new
+        .steps
+        .iter()
+        .find(|s| s.planned.id == "each")
+        .expect("the loop step")
+        .planned
+        .clone();
+    store.create_execution(new.clone()).await.expect("create");
+    let list = claim_ids(&store, 10).await.remove(0);
+    store
+        .finish_step(
+            &list,
+            done(StepStatus::Succeeded, json!(["x", "y"])),
+            &no_outputs,
+            None,
+        )
+        .await
+        .expect("list");
+    let claimed = claim_ids(&store, 10).await;
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|c| c.step_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["each"]
+    );
+    let expansion = orchestrator_core::plan::expand_for_each(
+        &each,
+        &[json!("x"), json!("y")],
+        &Default::default(),
+    )
+    .expect("expands");
+    let mut container = each.clone();
+    container.kind = orchestrator_core::StepKind::Join;
+    container.iterations = 2;
+    let steps: Vec<NewStep> = expansion
+        .steps
+        .iter()
+        .map(|p| NewStep {
+            planned: p.clone(),
+            max_attempts: 1,
+        })
+        .collect();
+    let ready = store
+        .expand_step(&claimed[0], &container, steps, &expansion.join_deps)
+        .await
+        .expect("expand");
+    assert_eq!(ready.len(), 2, "both iterations may run at once: {ready:?}");
+    // The iterations run; the loop step waits for them.
+    let iterations = claim_ids(&store, 10).await;
+    let mut ids: Vec<&str> = iterations.iter().map(|c| c.step_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec!["each_0_say", "each_1_say"]);
+    for (i, step) in iterations.iter().enumerate() {
+        store
+            .finish_step(
+                step,
+                done(StepStatus::Succeeded, json!(i)),
+                &no_outputs,
+                None,
+            )
+            .await
+            .expect("iteration");
+    }
+    let again = claim_ids(&store, 10).await;
+    assert_eq!(
+        again.iter().map(|c| c.step_id.as_str()).collect::<Vec<_>>(),
+        vec!["each"],
+        "the loop step runs again to join its iterations"
+    );
+    let events = store.list_events(&new.id, 0, 100).await.expect("events");
+    assert!(
+        events.iter().any(|e| e.kind == "step.expanded"),
+        "{events:?}"
+    );
+    assert_gap_free(&events);
+    // A stale lease cannot expand.
+    let stale = store
+        .expand_step(&claimed[0], &container, vec![], &[])
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::LeaseLost { .. })),
+        "{stale:?}"
     );
 }
