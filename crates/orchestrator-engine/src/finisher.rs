@@ -1,7 +1,16 @@
 //! Group commit of step results and the hand-off of the next step to the
 //! slot that frees.
 
-use super::*;
+use crate::Inner;
+use crate::lock;
+use crate::outputs::render_outputs;
+use crate::step::persist;
+use orchestrator_store::ClaimedStep;
+use orchestrator_store::StepResult;
+use orchestrator_store::StoreError;
+use std::sync::Arc;
+use std::sync::Mutex;
+use tracing::{debug, error};
 
 /// Group commit of step results. A finished step joins the queue; if no
 /// flush is under way, a task takes the queue (up to [`MAX_FINISH_BATCH`] at

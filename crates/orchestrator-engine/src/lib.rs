@@ -24,27 +24,19 @@
 //! Events go out to webhooks (`webhooks.rs`); counters and histograms are in
 //! `metrics.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use orchestrator_core::flow::StepStatus;
-use orchestrator_core::model::LoopItems;
-use orchestrator_core::plan::{self, PlannedStep, StepKind};
-use orchestrator_core::template::{self, Scope, StepEnvelope};
-use orchestrator_core::{CompileError, CompileOptions, Compiled, ExecutionPlan, LoopSpec, catalog};
-use orchestrator_store::{
-    ClaimedStep, ExecutionRecord, NewExecution, NewStep, StepRecord, StepResult, Store, StoreError,
-    now_ms,
-};
-use orchestrator_tools::{ErrorKind, ToolContext, ToolError, ToolRegistry};
+use orchestrator_core::CompileError;
+use orchestrator_store::{ExecutionRecord, Store, StoreError};
+use orchestrator_tools::ToolRegistry;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::info;
 
 mod expand;
 mod finisher;
@@ -57,12 +49,8 @@ mod step;
 mod submit;
 pub mod webhooks;
 
-use expand::*;
-use finisher::*;
-use outputs::*;
-use scope::*;
+use finisher::Finisher;
 pub use step::is_retryable;
-use step::*;
 
 /// How the worker pool of one process behaves.
 #[derive(Debug, Clone)]

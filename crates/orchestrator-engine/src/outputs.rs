@@ -1,6 +1,13 @@
 //! The outputs of an execution, rendered when it finishes.
 
-use super::*;
+use crate::scope::build_scope;
+use orchestrator_core::ExecutionPlan;
+use orchestrator_core::flow::StepStatus;
+use orchestrator_core::template;
+use orchestrator_store::ExecutionRecord;
+use orchestrator_store::StepRecord;
+use serde_json::Map;
+use serde_json::Value;
 
 /// Renders `outputs` when an execution finishes (called inside the store's
 /// finishing transaction).

@@ -2,7 +2,16 @@
 //! steps, the heartbeat loop that extends their leases, and the reaper that
 //! takes back steps of dead workers and expires executions past their deadline.
 
-use super::*;
+use crate::Engine;
+use crate::Inner;
+use crate::lock;
+use crate::step::run_step;
+use crate::webhooks;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
 
 impl Engine {
     /// Runs the worker pool until `shutdown` is cancelled, then lets running

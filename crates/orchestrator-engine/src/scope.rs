@@ -2,7 +2,20 @@
 //! results of the steps it reads, loop values) and the check of its rendered
 //! parameters against the action's schema.
 
-use super::*;
+use crate::Inner;
+use crate::expand::previous_iteration_aliases;
+use crate::lock;
+use orchestrator_core::flow::StepStatus;
+use orchestrator_core::plan;
+use orchestrator_core::plan::PlannedStep;
+use orchestrator_core::plan::StepKind;
+use orchestrator_core::template::Scope;
+use orchestrator_core::template::StepEnvelope;
+use serde_json::Value;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tracing::warn;
 
 /// Ids of the steps whose results a step's templates can read.
 pub(crate) fn referenced_ids(planned: &PlannedStep) -> Vec<String> {

@@ -1,7 +1,22 @@
 //! Submission: compiling a pipeline (AUTO tags answered) and storing its
 //! execution with all its steps.
 
-use super::*;
+use crate::Engine;
+use crate::PipelineSource;
+use crate::Submission;
+use crate::SubmitError;
+use crate::models;
+use orchestrator_core::CompileError;
+use orchestrator_core::CompileOptions;
+use orchestrator_core::Compiled;
+use orchestrator_store::ExecutionRecord;
+use orchestrator_store::NewExecution;
+use orchestrator_store::NewStep;
+use orchestrator_store::StoreError;
+use serde_json::Map;
+use serde_json::Value;
+use serde_json::json;
+use tracing::info;
 
 impl Engine {
     /// Compiles a pipeline against this engine's tools. `context: None` only validates.

@@ -11,13 +11,10 @@ use std::time::{Duration, Instant};
 use orchestrator_store::{ModelCall, Store, now_ms};
 use orchestrator_tools::ErrorKind;
 use orchestrator_tools::ToolError;
-use orchestrator_tools::models::providers::{
-    self, ChatRequest, ChatResponse, Message, RetryPolicy,
-};
+use orchestrator_tools::models::providers::{self, ChatRequest, ChatResponse, RetryPolicy};
 use orchestrator_tools::models::{
     ModelSpec, ModelStats, NoEligibleModel, Requirements, Selection, Strategy, reward,
 };
-use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 

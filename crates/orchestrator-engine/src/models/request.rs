@@ -1,7 +1,13 @@
 //! What a model step asks for, read from its rendered parameters; the
 //! structured-output loop; usage and worst-case cost; AUTO tag answers.
 
-use super::*;
+use orchestrator_tools::models::providers::{self, ChatRequest, Message};
+use orchestrator_tools::models::{ModelSpec, Requirements};
+use orchestrator_tools::{ErrorKind, ToolError};
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{Answer, CallSite, Models, SelectError};
 
 /// What a model step asks for, read from its rendered parameters.
 #[derive(Debug, Clone)]
