@@ -110,6 +110,17 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// Every route module of the API, each route with its OpenAPI entry: the
+/// one list the router and the document are both built from.
+fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(crate::api::routes())
+        .merge(crate::models_api::routes())
+        .merge(crate::observability::routes())
+        .merge(crate::webhooks_api::routes())
+        .merge(crate::auth::routes())
+}
+
 /// The OpenAPI document, generated from the handlers.
 pub fn openapi() -> serde_json::Value {
     let mut documented = ToolRegistry::builtin();
@@ -127,13 +138,7 @@ pub fn openapi() -> serde_json::Value {
 /// OpenAPI 3.1 allows). They are JSON, not utoipa types: tool schemas use
 /// keywords utoipa's schema model does not hold.
 pub fn openapi_with_tools(tools: &ToolRegistry) -> serde_json::Value {
-    let (_, api) = utoipa_axum::router::OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
-        .merge(crate::api::routes())
-        .merge(crate::models_api::routes())
-        .merge(crate::observability::routes())
-        .merge(crate::webhooks_api::routes())
-        .merge(crate::auth::routes())
-        .split_for_parts();
+    let (_, api) = api_routes().split_for_parts();
     let mut doc = serde_json::to_value(api).unwrap_or_default();
     let Some(schemas) = doc
         .pointer_mut("/components/schemas")
@@ -160,13 +165,7 @@ pub fn openapi_with_tools(tools: &ToolRegistry) -> serde_json::Value {
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
-    let (api, _) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(crate::api::routes())
-        .merge(crate::models_api::routes())
-        .merge(crate::observability::routes())
-        .merge(crate::webhooks_api::routes())
-        .merge(crate::auth::routes())
-        .split_for_parts();
+    let (api, _) = api_routes().split_for_parts();
     let doc = openapi_with_tools(state.engine().tools());
     let limit = state.settings().max_body_bytes;
     api.merge(SwaggerUi::new("/swagger-ui").external_url_unchecked("/openapi.json", doc))
