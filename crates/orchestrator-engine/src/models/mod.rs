@@ -144,6 +144,15 @@ pub struct Models {
     metrics: Arc<crate::metrics::EngineMetrics>,
 }
 
+/// Why a model's endpoint may not be reached.
+fn refusal(spec: &ModelSpec, why: impl std::fmt::Display) -> String {
+    format!(
+        "model '{}': base_url {} is refused: {why} (models.allowed_hosts, models.allow_private_networks)",
+        spec.id,
+        spec.base_url()
+    )
+}
+
 fn percentile(sorted: &[i64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
@@ -186,30 +195,33 @@ impl Models {
         }
     }
 
+    /// The egress policy a model's endpoint is held to: none for the
+    /// operator's own endpoints (those in the models file), or without one.
+    fn policy_for(&self, spec: &ModelSpec) -> Option<&orchestrator_tools::net::OutboundPolicy> {
+        self.settings
+            .egress
+            .as_deref()
+            .filter(|_| !self.settings.trusted_base_urls.contains(spec.base_url()))
+    }
+
     /// Refuses an endpoint the egress policy does not let models reach.
     pub async fn check_endpoint(&self, spec: &ModelSpec) -> Result<(), String> {
-        let Some(policy) = &self.settings.egress else {
+        let Some(policy) = self.policy_for(spec) else {
             return Ok(());
         };
-        if self.settings.trusted_base_urls.contains(spec.base_url()) {
-            return Ok(());
-        }
         let url = reqwest::Url::parse(spec.base_url())
             .map_err(|e| format!("model '{}': base_url is not valid: {e}", spec.id))?;
-        policy.check_resolved(&url).await.map_err(|e| {
-            format!(
-                "model '{}': base_url {} is refused: {e} (models.allowed_hosts, models.allow_private_networks)",
-                spec.id,
-                spec.base_url()
-            )
-        })
+        policy
+            .check_resolved(&url)
+            .await
+            .map_err(|e| refusal(spec, e))
     }
 
     /// The client for a model's endpoint: the operator's own endpoints
     /// directly, any other through the egress policy.
     fn client_for(&self, spec: &ModelSpec) -> &reqwest::Client {
-        match &self.guarded {
-            Some(guarded) if !self.settings.trusted_base_urls.contains(spec.base_url()) => guarded,
+        match (&self.guarded, self.policy_for(spec)) {
+            (Some(guarded), Some(_)) => guarded,
             _ => &self.http,
         }
     }
@@ -363,9 +375,7 @@ impl Models {
         })?;
         // Names are checked address by address as they resolve; a literal
         // address never resolves, so it is checked here.
-        if let Some(policy) = &self.settings.egress
-            && !self.settings.trusted_base_urls.contains(spec.base_url())
-        {
+        if let Some(policy) = self.policy_for(spec) {
             let refused = match reqwest::Url::parse(spec.base_url()) {
                 Ok(url) => policy.check_url(&url).err(),
                 Err(e) => Some(e.to_string()),
@@ -373,11 +383,7 @@ impl Models {
             if let Some(e) = refused {
                 return Err(ToolError::new(
                     ErrorKind::ModelUnavailableError,
-                    format!(
-                        "model '{}': base_url {} is refused: {e} (models.allowed_hosts, models.allow_private_networks)",
-                        spec.id,
-                        spec.base_url()
-                    ),
+                    refusal(spec, e),
                 ));
             }
         }
