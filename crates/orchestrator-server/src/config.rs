@@ -452,16 +452,6 @@ fn resolve_models(
         .unwrap_or_else(|| vec!["*_API_KEY".to_string()]);
     // The operator wrote the models file: the variables it names are allowed.
     key_env_allowed.extend(s.model_specs.iter().filter_map(|m| m.api_key_env.clone()));
-    let mut models = ModelSettings {
-        key_env_allowed,
-        ..ModelSettings::default()
-    };
-    // Only the variables models may read are kept at all.
-    models.env = env
-        .iter()
-        .filter(|(k, _)| models.allows_key_env(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
     let egress = OutboundPolicy::new(
         &m.allowed_hosts.clone().unwrap_or_default(),
         m.allow_private_networks.unwrap_or(false),
@@ -470,12 +460,11 @@ fn resolve_models(
         path: "models.allowed_hosts".into(),
         message: e,
     })?;
-    s.models = ModelSettings {
+    let mut models = ModelSettings {
         strategy,
         default_model,
         default_provider: m.default_provider.clone(),
-        env: std::mem::take(&mut models.env),
-        key_env_allowed: models.key_env_allowed,
+        key_env_allowed,
         egress: Some(std::sync::Arc::new(egress)),
         trusted_base_urls: s
             .model_specs
@@ -490,6 +479,13 @@ fn resolve_models(
         )?),
         ..ModelSettings::default()
     };
+    // Only the variables models may read are kept at all.
+    models.env = env
+        .iter()
+        .filter(|(k, _)| models.allows_key_env(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    s.models = models;
     Ok(())
 }
 
