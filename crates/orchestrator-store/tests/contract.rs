@@ -110,6 +110,14 @@ async fn execution(store: &Arc<dyn Store>, id: &str) -> orchestrator_store::Exec
         .expect("the execution exists")
 }
 
+/// Records a result for a step this test holds the lease of.
+async fn finish(store: &Arc<dyn Store>, step: &ClaimedStep, status: StepStatus, result: Value) {
+    store
+        .finish_step(step, done(status, result), &no_outputs, None)
+        .await
+        .expect("finish");
+}
+
 async fn claim_ids(store: &Arc<dyn Store>, limit: u32) -> Vec<ClaimedStep> {
     store.claim_steps("w1", limit, 30_000).await.expect("claim")
 }
@@ -1044,21 +1052,10 @@ async fn recovering_reruns_only_what_did_not_succeed_or_what_follows_a_checkpoin
     let new = new_execution(CHAIN, None, None);
     store.create_execution(new.clone()).await.expect("create");
     let a = claim_ids(&store, 10).await.remove(0);
-    store
-        .finish_step(
-            &a,
-            done(StepStatus::Succeeded, json!("a")),
-            &no_outputs,
-            None,
-        )
-        .await
-        .expect("a");
+    finish(&store, &a, StepStatus::Succeeded, json!("a")).await;
     let b = claim_ids(&store, 10).await.remove(0);
     assert_eq!(b.step_id, "b");
-    store
-        .finish_step(&b, done(StepStatus::Failed, json!(null)), &no_outputs, None)
-        .await
-        .expect("b");
+    finish(&store, &b, StepStatus::Failed, json!(null)).await;
     assert_eq!(
         execution(&store, &new.id).await.status,
         ExecutionStatus::Failed
@@ -1088,25 +1085,9 @@ async fn recovering_reruns_only_what_did_not_succeed_or_what_follows_a_checkpoin
         Err(StoreError::Conflict(_))
     ));
     let b = claimed.into_iter().next().expect("b");
-    store
-        .finish_step(
-            &b,
-            done(StepStatus::Succeeded, json!("b")),
-            &no_outputs,
-            None,
-        )
-        .await
-        .expect("b again");
+    finish(&store, &b, StepStatus::Succeeded, json!("b")).await;
     let c = claim_ids(&store, 10).await.remove(0);
-    store
-        .finish_step(
-            &c,
-            done(StepStatus::Succeeded, json!("c")),
-            &no_outputs,
-            None,
-        )
-        .await
-        .expect("c");
+    finish(&store, &c, StepStatus::Succeeded, json!("c")).await;
     assert_eq!(
         execution(&store, &new.id).await.status,
         ExecutionStatus::Succeeded
@@ -1319,15 +1300,7 @@ async fn events_become_deliveries_that_are_claimed_once_finished_and_cancelled(
     let new = new_execution(CHAIN, None, None);
     store.create_execution(new.clone()).await.expect("create");
     let a = claim_ids(&store, 10).await.remove(0);
-    store
-        .finish_step(
-            &a,
-            done(StepStatus::Succeeded, json!("a")),
-            &no_outputs,
-            None,
-        )
-        .await
-        .expect("a");
+    finish(&store, &a, StepStatus::Succeeded, json!("a")).await;
     let events = store.list_events(&new.id, 0, 100).await.expect("events");
     assert!(events.len() >= 2, "{events:?}");
 
@@ -1425,15 +1398,7 @@ async fn a_loop_expands_into_its_iterations_and_waits_for_them(store: Arc<dyn St
         .clone();
     store.create_execution(new.clone()).await.expect("create");
     let list = claim_ids(&store, 10).await.remove(0);
-    store
-        .finish_step(
-            &list,
-            done(StepStatus::Succeeded, json!(["x", "y"])),
-            &no_outputs,
-            None,
-        )
-        .await
-        .expect("list");
+    finish(&store, &list, StepStatus::Succeeded, json!(["x", "y"])).await;
     let claimed = claim_ids(&store, 10).await;
     assert_eq!(
         claimed
@@ -1470,15 +1435,7 @@ async fn a_loop_expands_into_its_iterations_and_waits_for_them(store: Arc<dyn St
     ids.sort_unstable();
     assert_eq!(ids, vec!["each_0_say", "each_1_say"]);
     for (i, step) in iterations.iter().enumerate() {
-        store
-            .finish_step(
-                step,
-                done(StepStatus::Succeeded, json!(i)),
-                &no_outputs,
-                None,
-            )
-            .await
-            .expect("iteration");
+        finish(&store, step, StepStatus::Succeeded, json!(i)).await;
     }
     let again = claim_ids(&store, 10).await;
     assert_eq!(
