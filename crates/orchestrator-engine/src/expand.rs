@@ -1,27 +1,18 @@
 //! Loops: a `for_each` step expands into its iterations at run time, a
 //! `while` step one iteration at a time; the loop step joins their results.
 
-use crate::ExecutionOptions;
-use crate::Inner;
-use crate::scope::build_scope;
-use crate::scope::envelope_of;
+use crate::scope::{build_scope, envelope_of};
 use crate::step::Attempt;
-use orchestrator_core::LoopSpec;
+use crate::{ExecutionOptions, Inner};
 use orchestrator_core::flow::StepStatus;
 use orchestrator_core::model::LoopItems;
-use orchestrator_core::plan;
-use orchestrator_core::plan::PlannedStep;
-use orchestrator_core::plan::StepKind;
-use orchestrator_core::template;
+use orchestrator_core::plan::{PlannedStep, StepKind};
 use orchestrator_core::template::Scope;
-use orchestrator_store::ClaimedStep;
-use orchestrator_store::NewStep;
-use orchestrator_store::StoreError;
+use orchestrator_core::{LoopSpec, plan, template};
+use orchestrator_store::{ClaimedStep, NewStep, StoreError};
 use orchestrator_tools::ErrorKind;
-use serde_json::Map;
-use serde_json::Value;
-use std::collections::BTreeMap;
-use std::collections::HashMap;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tracing::{debug, info};
 

@@ -1,15 +1,11 @@
 //! Group commit of step results and the hand-off of the next step to the
 //! slot that frees.
 
-use crate::Inner;
-use crate::lock;
 use crate::outputs::render_outputs;
 use crate::step::persist;
-use orchestrator_store::ClaimedStep;
-use orchestrator_store::StepResult;
-use orchestrator_store::StoreError;
-use std::sync::Arc;
-use std::sync::Mutex;
+use crate::{Inner, lock};
+use orchestrator_store::{ClaimedStep, StepResult, StoreError};
+use std::sync::{Arc, Mutex};
 use tracing::{debug, error};
 
 /// Group commit of step results. A finished step joins the queue; if no

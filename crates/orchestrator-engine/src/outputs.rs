@@ -1,13 +1,10 @@
 //! The outputs of an execution, rendered when it finishes.
 
 use crate::scope::build_scope;
-use orchestrator_core::ExecutionPlan;
 use orchestrator_core::flow::StepStatus;
-use orchestrator_core::template;
-use orchestrator_store::ExecutionRecord;
-use orchestrator_store::StepRecord;
-use serde_json::Map;
-use serde_json::Value;
+use orchestrator_core::{ExecutionPlan, template};
+use orchestrator_store::{ExecutionRecord, StepRecord};
+use serde_json::{Map, Value};
 
 /// Renders `outputs` when an execution finishes (called inside the store's
 /// finishing transaction).

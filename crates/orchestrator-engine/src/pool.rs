@@ -2,11 +2,8 @@
 //! steps, the heartbeat loop that extends their leases, and the reaper that
 //! takes back steps of dead workers and expires executions past their deadline.
 
-use crate::Engine;
-use crate::Inner;
-use crate::lock;
 use crate::step::run_step;
-use crate::webhooks;
+use crate::{Engine, Inner, lock, webhooks};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;

@@ -2,17 +2,13 @@
 //! results of the steps it reads, loop values) and the check of its rendered
 //! parameters against the action's schema.
 
-use crate::Inner;
 use crate::expand::previous_iteration_aliases;
-use crate::lock;
+use crate::{Inner, lock};
 use orchestrator_core::flow::StepStatus;
 use orchestrator_core::plan;
-use orchestrator_core::plan::PlannedStep;
-use orchestrator_core::plan::StepKind;
-use orchestrator_core::template::Scope;
-use orchestrator_core::template::StepEnvelope;
-use serde_json::Value;
-use serde_json::json;
+use orchestrator_core::plan::{PlannedStep, StepKind};
+use orchestrator_core::template::{Scope, StepEnvelope};
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::warn;

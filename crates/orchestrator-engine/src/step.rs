@@ -2,33 +2,17 @@
 //! against the action's schema, the tool (or model) with its timeout, and the
 //! retry decision; then the result is recorded.
 
-use crate::ExecutionOptions;
-use crate::Inner;
-use crate::WorkspaceMode;
-use crate::expand::expand_for_each;
-use crate::expand::expand_while;
-use crate::expand::join_result;
+use crate::expand::{expand_for_each, expand_while, join_result};
 use crate::finisher::finish_grouped;
-use crate::models;
-use crate::scope::build_scope;
-use crate::scope::check_parameters;
-use crate::scope::referenced_ids;
-use orchestrator_core::catalog;
+use crate::scope::{build_scope, check_parameters, referenced_ids};
+use crate::{ExecutionOptions, Inner, WorkspaceMode, models};
 use orchestrator_core::flow::StepStatus;
-use orchestrator_core::plan::PlannedStep;
-use orchestrator_core::plan::StepKind;
-use orchestrator_core::template;
+use orchestrator_core::plan::{PlannedStep, StepKind};
 use orchestrator_core::template::Scope;
-use orchestrator_store::ClaimedStep;
-use orchestrator_store::StepResult;
-use orchestrator_store::StoreError;
-use orchestrator_store::now_ms;
-use orchestrator_tools::ErrorKind;
-use orchestrator_tools::ToolContext;
-use orchestrator_tools::ToolError;
-use serde_json::Map;
-use serde_json::Value;
-use serde_json::json;
+use orchestrator_core::{catalog, template};
+use orchestrator_store::{ClaimedStep, StepResult, StoreError, now_ms};
+use orchestrator_tools::{ErrorKind, ToolContext, ToolError};
+use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

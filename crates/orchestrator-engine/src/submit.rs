@@ -1,33 +1,13 @@
 //! Submission: compiling a pipeline (AUTO tags answered) and storing its
 //! execution with all its steps.
 
-use crate::Engine;
-use crate::PipelineSource;
-use crate::Submission;
-use crate::SubmitError;
-use crate::models;
-use orchestrator_core::CompileError;
-use orchestrator_core::CompileOptions;
-use orchestrator_core::Compiled;
-use orchestrator_store::ExecutionRecord;
-use orchestrator_store::NewExecution;
-use orchestrator_store::NewStep;
-use orchestrator_store::StoreError;
-use serde_json::Map;
-use serde_json::Value;
-use serde_json::json;
+use crate::{Engine, PipelineSource, Submission, SubmitError, models};
+use orchestrator_core::{CompileError, CompileOptions, Compiled};
+use orchestrator_store::{ExecutionRecord, NewExecution, NewStep, StoreError};
+use serde_json::{Map, Value, json};
 use tracing::info;
 
 impl Engine {
-    /// Compiles a pipeline against this engine's tools. `context: None` only validates.
-    pub fn compile(
-        &self,
-        source: &PipelineSource,
-        context: Option<&Map<String, Value>>,
-    ) -> Result<Compiled, CompileError> {
-        self.compile_with(source, context, None)
-    }
-
     pub(crate) fn compile_with(
         &self,
         source: &PipelineSource,
