@@ -13,6 +13,11 @@
 //!   that lost its lease cannot write a result. The result, its checkpoint,
 //!   the readiness of dependents and the execution's final status are
 //!   written in one transaction.
+//!
+//! The implementation is written once, generic over a backend's
+//! `Dialect` (`dialect.rs`; `store_impl.rs` maps each method to its domain
+//! module: `executions`, `queue`, `finish`/`batch`, `recovery`, `events`,
+//! `models`, `webhooks`, `tokens`, `overview`). See `docs/ARCHITECTURE.md`.
 
 use async_trait::async_trait;
 use orchestrator_core::flow::{ExecutionStatus, StepStatus};
@@ -20,13 +25,31 @@ use orchestrator_core::plan::PlannedStep;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-mod common;
+mod batch;
+mod dialect;
+mod events;
+mod executions;
+mod finish;
+mod models;
+mod overview;
 mod postgres;
+mod queue;
+mod recovery;
+mod rows;
+mod sql;
 mod sqlite;
+mod store_impl;
 pub mod testing;
+mod tokens;
+mod webhooks;
 
+pub use events::EventRecord;
+pub use models::{ModelCall, ModelCallStats, ModelRecord, StepUsage};
+pub use overview::Overview;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use tokens::TokenRecord;
+pub use webhooks::{DeliveryJob, DeliveryRecord, DeliveryUpdate, WebhookRecord};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -125,91 +148,6 @@ pub struct ExecutionRecord {
     pub finished_at: Option<i64>,
     /// The number of its newest event (0 before any).
     pub last_event_seq: i64,
-}
-
-/// One state change of an execution or one of its steps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventRecord {
-    /// Numbered from 1 per execution, without gaps.
-    pub seq: i64,
-    /// `execution.queued`, `execution.started`, `execution.succeeded`, …,
-    /// `step.ready`, `step.started`, `step.succeeded`, `step.retrying`, …
-    pub kind: String,
-    pub step_id: Option<String>,
-    pub data: Value,
-    /// Unix milliseconds.
-    pub created_at: i64,
-}
-
-/// An API token as stored: the hash of its secret, never the secret.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TokenRecord {
-    pub id: String,
-    pub name: String,
-    /// `read`, `submit` or `admin`.
-    pub scope: String,
-    #[serde(skip_serializing)]
-    pub hash: String,
-    pub created_at: i64,
-    pub last_used_at: Option<i64>,
-    pub revoked_at: Option<i64>,
-}
-
-/// A webhook subscription.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WebhookRecord {
-    pub id: String,
-    pub url: String,
-    /// The event kinds as the subscriber gave them.
-    pub events: Vec<String>,
-    pub secret: String,
-    pub created_at: i64,
-}
-
-/// A delivery leased for sending.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeliveryJob {
-    pub id: i64,
-    pub webhook_id: String,
-    /// `None` when the webhook was deleted meanwhile.
-    pub url: Option<String>,
-    pub secret: String,
-    pub kind: String,
-    pub payload: Value,
-    pub attempts: i64,
-    pub log: Value,
-}
-
-/// The state of a delivery after an attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeliveryUpdate {
-    /// `pending` (to be retried), `delivered`, `failed` or `cancelled`.
-    pub status: String,
-    pub attempts: i64,
-    pub next_attempt_at: i64,
-    pub last_status_code: Option<i64>,
-    pub last_error: Option<String>,
-    pub log: Value,
-    pub delivered_at: Option<i64>,
-}
-
-/// A delivery as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeliveryRecord {
-    pub id: i64,
-    pub webhook_id: String,
-    pub execution_id: String,
-    pub event_seq: i64,
-    pub kind: String,
-    pub status: String,
-    pub attempts: i64,
-    pub next_attempt_at: i64,
-    pub last_status_code: Option<i64>,
-    pub last_error: Option<String>,
-    /// Every attempt: `{at, status_code, error, duration_ms}`.
-    pub log: Value,
-    pub created_at: i64,
-    pub delivered_at: Option<i64>,
 }
 
 /// A step as stored.
@@ -549,79 +487,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Counts for metrics and health: executions by status, the steps of
     /// unfinished executions by status, the queue, the connection pool.
     async fn overview(&self) -> Result<Overview>;
-}
-
-/// What the database holds right now, in numbers.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
-pub struct Overview {
-    pub executions_by_status: Vec<(String, i64)>,
-    /// Steps of queued and running executions, by status.
-    pub active_steps_by_status: Vec<(String, i64)>,
-    /// Runnable steps nobody holds.
-    pub ready_steps: i64,
-    /// Steps a worker holds a lease on.
-    pub leased_steps: i64,
-    /// How long the oldest runnable step has waited, in milliseconds.
-    pub oldest_ready_age_ms: Option<i64>,
-    /// Mean run time of finished executions, in milliseconds.
-    pub mean_execution_ms: Option<f64>,
-    pub pool_connections: u32,
-    pub pool_idle: u32,
-}
-
-/// A registered model: its definition as JSON and where it came from
-/// (`api` or `file`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelRecord {
-    pub id: String,
-    pub spec: Value,
-    pub source: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-/// One call to a model.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ModelCall {
-    pub model_id: String,
-    pub execution_id: Option<String>,
-    pub step_id: Option<String>,
-    pub attempt: i64,
-    pub started_at: i64,
-    pub latency_ms: i64,
-    pub success: bool,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    /// US dollars.
-    pub cost: f64,
-    /// How good the call was for selection, 0 to 1.
-    pub reward: f64,
-    pub error_type: Option<String>,
-}
-
-/// What a model's calls add up to.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ModelCallStats {
-    pub model_id: String,
-    pub calls: i64,
-    pub successes: i64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cost: f64,
-    pub reward_sum: f64,
-    /// Latencies of its most recent calls, in milliseconds.
-    pub recent_latencies_ms: Vec<i64>,
-}
-
-/// A step's use of one model in an execution.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct StepUsage {
-    pub step_id: String,
-    pub model_id: String,
-    pub calls: i64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cost: f64,
 }
 
 /// Opens the store named by a URL (`sqlite://path`, `sqlite::memory:`, `postgres://…`)

@@ -3,6 +3,7 @@
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::Result;
+use crate::dialect::Dialect;
 
 /// Leases runnable steps; `SKIP LOCKED` lets many processes claim at once
 /// without waiting on each other (`$1` worker, `$2` now, `$3` lease end, `$4` limit).
@@ -19,7 +20,7 @@ const CLAIM: &str = "WITH picked AS ( \
 /// `FOR NO KEY UPDATE`, the lock an `UPDATE executions` takes: it lets rows
 /// that reference the execution (checkpoints, events) be inserted meanwhile,
 /// where `FOR UPDATE` would make their foreign-key checks wait.
-pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (execution_id, seq, kind, family, step_id, data, created_at) \
+const INSERT_EVENT: &str = "INSERT INTO events (execution_id, seq, kind, family, step_id, data, created_at) \
     SELECT $1, last_event_seq + 1, $2, $3, $4, $5, $6 FROM executions WHERE id = $1 FOR NO KEY UPDATE";
 
 /// Leases due deliveries (`$1` now, `$2` lease end, `$3` limit); processes
@@ -84,7 +85,7 @@ async fn maintain(_: &PgPool) -> Result<()> {
 }
 
 /// Wakes idle workers of every process (sent when the transaction commits).
-const NOTIFY_WORK: Option<&str> = Some("SELECT pg_notify('orchestrator_work', '')");
+const NOTIFY_WORK: Option<&'static str> = Some("SELECT pg_notify('orchestrator_work', '')");
 
 /// Listens on `orchestrator_work` and calls `on_work` for each notification;
 /// reconnects after errors (and wakes workers then, in case one was missed).
@@ -111,10 +112,6 @@ async fn listen_for_work(
         }
     });
     Ok(true)
-}
-
-fn heartbeat_tokens(tokens: &[String]) -> Vec<String> {
-    tokens.to_vec()
 }
 
 /// PostgreSQL store.
@@ -147,11 +144,44 @@ impl PostgresStore {
             .await?;
         Ok(PostgresStore { pool })
     }
-
-    /// PostgreSQL handles concurrent writers itself.
-    async fn write_guard(&self) -> Option<()> {
-        None
-    }
 }
 
-crate::common::impl_store!(PostgresStore, sqlx::Postgres, "postgres");
+impl Dialect for PostgresStore {
+    type DB = sqlx::Postgres;
+
+    const BACKEND: &'static str = "postgres";
+    const CLAIM: &'static str = CLAIM;
+    const REAP: &'static str = REAP;
+    const RELEASE: &'static str = RELEASE;
+    const CANCELLED_LEASES: &'static str = CANCELLED_LEASES;
+    const RELEASE_MANY_PREFIX: &'static str = RELEASE_MANY_PREFIX;
+    const RELEASE_MANY_SUFFIX: &'static str = RELEASE_MANY_SUFFIX;
+    const LAST_EVENT_SEQ: &'static str = LAST_EVENT_SEQ;
+    const HEARTBEAT: &'static str = HEARTBEAT;
+    const SELECT_RESULTS: &'static str = SELECT_RESULTS;
+    const INSERT_EVENT: &'static str = INSERT_EVENT;
+    const CLAIM_DELIVERIES: &'static str = CLAIM_DELIVERIES;
+
+    const NOTIFY_WORK: Option<&'static str> = NOTIFY_WORK;
+
+    fn pool(&self) -> &sqlx::Pool<Self::DB> {
+        &self.pool
+    }
+
+    /// PostgreSQL handles concurrent writers itself.
+    async fn write_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        None
+    }
+
+    async fn maintain(&self) -> Result<()> {
+        maintain(&self.pool).await
+    }
+
+    async fn listen_for_work(
+        &self,
+        on_work: std::sync::Arc<dyn Fn() + Send + Sync>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<bool> {
+        listen_for_work(&self.pool, on_work, shutdown).await
+    }
+}

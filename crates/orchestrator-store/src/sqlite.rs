@@ -8,6 +8,7 @@ use sqlx::sqlite::{
 };
 
 use crate::Result;
+use crate::dialect::Dialect;
 
 /// Leases runnable steps. SQLite has one writer at a time, so no row locks
 /// are needed (`$1` worker, `$2` now, `$3` lease end, `$4` limit).
@@ -65,7 +66,7 @@ async fn maintain(pool: &SqlitePool) -> Result<()> {
 
 /// Inserts an event with the execution's next number
 /// (`$1` execution, `$2` kind, `$3` family, `$4` step, `$5` data, `$6` now).
-pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (execution_id, seq, kind, family, step_id, data, created_at) \
+const INSERT_EVENT: &str = "INSERT INTO events (execution_id, seq, kind, family, step_id, data, created_at) \
     SELECT $1, last_event_seq + 1, $2, $3, $4, $5, $6 FROM executions WHERE id = $1";
 
 /// Leases due deliveries (`$1` now, `$2` lease end, `$3` limit).
@@ -75,7 +76,7 @@ const CLAIM_DELIVERIES: &str = "UPDATE webhook_deliveries SET locked_until = $2 
     RETURNING id, webhook_id, kind, execution_id, event_seq, attempts, log";
 
 /// SQLite serves one process: nothing to announce across processes.
-const NOTIFY_WORK: Option<&str> = None;
+const NOTIFY_WORK: Option<&'static str> = None;
 
 async fn listen_for_work(
     _: &SqlitePool,
@@ -83,10 +84,6 @@ async fn listen_for_work(
     _: tokio_util::sync::CancellationToken,
 ) -> Result<bool> {
     Ok(false)
-}
-
-fn heartbeat_tokens(tokens: &[String]) -> String {
-    serde_json::to_string(tokens).unwrap_or_else(|_| "[]".to_string())
 }
 
 /// SQLite store.
@@ -130,18 +127,57 @@ impl SqliteStore {
             writer: Default::default(),
         })
     }
+}
+
+impl Dialect for SqliteStore {
+    type DB = sqlx::Sqlite;
+
+    const BACKEND: &'static str = "sqlite";
+    const CLAIM: &'static str = CLAIM;
+    const REAP: &'static str = REAP;
+    const RELEASE: &'static str = RELEASE;
+    const CANCELLED_LEASES: &'static str = CANCELLED_LEASES;
+    const RELEASE_MANY_PREFIX: &'static str = RELEASE_MANY_PREFIX;
+    const RELEASE_MANY_SUFFIX: &'static str = RELEASE_MANY_SUFFIX;
+    const LAST_EVENT_SEQ: &'static str = LAST_EVENT_SEQ;
+    const HEARTBEAT: &'static str = HEARTBEAT;
+    const SELECT_RESULTS: &'static str = SELECT_RESULTS;
+    const INSERT_EVENT: &'static str = INSERT_EVENT;
+    const CLAIM_DELIVERIES: &'static str = CLAIM_DELIVERIES;
+
+    const NOTIFY_WORK: Option<&'static str> = NOTIFY_WORK;
+
+    fn pool(&self) -> &sqlx::Pool<Self::DB> {
+        &self.pool
+    }
 
     async fn write_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         Some(self.writer.lock().await)
     }
-}
 
-crate::common::impl_store!(SqliteStore, sqlx::Sqlite, "sqlite");
+    async fn maintain(&self) -> Result<()> {
+        maintain(&self.pool).await
+    }
+
+    async fn listen_for_work(
+        &self,
+        on_work: std::sync::Arc<dyn Fn() + Send + Sync>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<bool> {
+        listen_for_work(&self.pool, on_work, shutdown).await
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::*;
+    use crate::batch::{
+        CLOSE_STEPS, READY_DEPENDENTS_MIDDLE, READY_DEPENDENTS_PREFIX, UPDATE_STEP_RESULTS_PREFIX,
+        UPDATE_STEP_RESULTS_SUFFIX,
+    };
+    use crate::executions::SELECT_CONTEXT;
+    use crate::finish::OTHERS_WAITING;
+    use crate::queue::{START_STEP, START_STEPS_MIDDLE, START_STEPS_PREFIX, START_STEPS_SUFFIX};
 
     /// The statements every step goes through find their rows through
     /// indexes: no scan of the steps, queue, dependency or event tables,

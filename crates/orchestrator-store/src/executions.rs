@@ -1,0 +1,422 @@
+//! Executions: creating one with its steps (one transaction), reading them
+//! back, cancelling, deadlines and idempotency keys.
+
+use crate::dialect::{Dialect, Tx, conn};
+use crate::events::emit;
+use crate::rows::{CheckpointRow, ContextRow, ExecutionRow, ResultRow, StepRow};
+use crate::sql::Values;
+
+const INSERT_EXECUTION: &str = "INSERT INTO executions \
+    (id, pipeline_id, pipeline_name, status, inputs, options, idempotency_key, request_hash, created_at, updated_at, deadline, token_id) \
+    VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $8, $9, $10) \
+    ON CONFLICT (idempotency_key) DO NOTHING";
+
+/// The pipeline text and plan, in their own table: written once, and kept
+/// out of the executions row that every step updates.
+const INSERT_SOURCE: &str =
+    "INSERT INTO execution_sources (execution_id, source, plan) VALUES ($1, $2, $3)";
+
+/// Multi-row inserts of steps, dependencies and queue rows (the values follow).
+const INSERT_STEPS_PREFIX: &str = "INSERT INTO steps \
+    (execution_id, step_id, position, status, max_attempts, depends_on, on_failure, scope, ord, definition) ";
+
+const INSERT_DEPS_PREFIX: &str = "INSERT INTO step_deps (execution_id, step_id, depends_on) ";
+
+const ENQUEUE_PREFIX: &str = "INSERT INTO step_queue (execution_id, step_id, run_after) ";
+
+pub(crate) const SELECT_EXECUTION: &str = "SELECT e.id, e.pipeline_id, e.pipeline_name, e.status, x.source, x.plan, e.inputs, e.options, e.outputs, \
+    e.error, e.idempotency_key, e.request_hash, e.created_at, e.started_at, e.finished_at, e.last_event_seq \
+    FROM executions e JOIN execution_sources x ON x.execution_id = e.id WHERE e.id = $1";
+
+const SELECT_EXECUTION_BY_KEY: &str = "SELECT e.id, e.pipeline_id, e.pipeline_name, e.status, x.source, x.plan, e.inputs, e.options, e.outputs, \
+    e.error, e.idempotency_key, e.request_hash, e.created_at, e.started_at, e.finished_at, e.last_event_seq \
+    FROM executions e JOIN execution_sources x ON x.execution_id = e.id WHERE e.idempotency_key = $1";
+
+/// Newest first; every filter optional (`$1` status, `$2` pipeline, `$3`/`$4`
+/// cursor, `$5` limit). Without the pipeline text and plan: a page of a
+/// listing never needs them, and they can be large.
+const LIST_EXECUTIONS: &str = "SELECT id, pipeline_id, pipeline_name, status, inputs, options, outputs, \
+    error, idempotency_key, request_hash, created_at, started_at, finished_at, last_event_seq FROM executions \
+    WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR pipeline_name = $2) \
+    AND ($3 IS NULL OR created_at < $3 OR (created_at = $3 AND id < $4)) \
+    ORDER BY created_at DESC, id DESC LIMIT $5";
+
+pub(crate) const SELECT_STEPS: &str = "SELECT execution_id, step_id, position, status, attempt, max_attempts, depends_on, definition, \
+    parameters, result, error, error_type, reason, timed_out, started_at, finished_at \
+    FROM steps WHERE execution_id = $1 ORDER BY position";
+
+const SELECT_CHECKPOINTS: &str = "SELECT id, execution_id, step_id, attempt, status, parameters, result, error, error_type, \
+    started_at, finished_at, created_at, worker FROM checkpoints WHERE execution_id = $1 ORDER BY id";
+
+/// Takes the execution's row lock first, so finishing steps of one execution
+/// never race (PostgreSQL row lock; SQLite write lock).
+pub(crate) const LOCK_EXECUTION: &str =
+    "UPDATE executions SET updated_at = $2 WHERE id = $1 RETURNING status";
+
+pub(crate) const SELECT_CONTEXT: &str = "SELECT status, pipeline_id, inputs, options, created_at, started_at FROM executions WHERE id = $1";
+
+const ADD_OPEN_STEPS: &str = "UPDATE executions SET open_steps = open_steps + $2 WHERE id = $1";
+
+pub(crate) const RECOUNT_OPEN: &str = "UPDATE executions SET open_steps = (SELECT COUNT(*) FROM steps \
+    WHERE execution_id = $1 AND status IN ('pending', 'ready', 'running', 'retrying')) WHERE id = $1";
+
+const CANCEL_UNSTARTED: &str = "UPDATE steps SET status = 'cancelled', reason = 'execution_cancelled', \
+    finished_at = $2 WHERE execution_id = $1 AND status IN ('pending', 'ready', 'retrying') RETURNING step_id";
+
+const DEQUEUE_UNLEASED: &str =
+    "DELETE FROM step_queue WHERE execution_id = $1 AND lease_token IS NULL";
+
+const STOP_EXECUTION: &str = "UPDATE executions SET status = $2, error = $3, \
+    finished_at = $4, updated_at = $4 WHERE id = $1";
+
+const OVERDUE_EXECUTIONS: &str = "SELECT id, created_at, deadline FROM executions \
+    WHERE deadline IS NOT NULL AND deadline < $1 AND status IN ('queued', 'running') ORDER BY id LIMIT 100";
+
+const EXPIRE_KEYS: &str = "UPDATE executions SET idempotency_key = NULL WHERE idempotency_key IS NOT NULL AND created_at < $1";
+
+pub(crate) async fn ping<D: Dialect>(s: &D) -> crate::Result<()> {
+    D::q("SELECT 1 FROM executions LIMIT 1")
+        .execute(&mut *conn(s).await?)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn create_execution<D: Dialect>(
+    s: &D,
+    new: crate::NewExecution,
+) -> crate::Result<(crate::ExecutionRecord, bool)> {
+    let now = crate::now_ms();
+    let mut tx = Tx::begin(s).await?;
+    let inserted = D::q(INSERT_EXECUTION)
+        .bind(&new.id)
+        .bind(&new.pipeline_id)
+        .bind(&new.pipeline_name)
+        .json(&new.inputs)
+        .json(&new.options)
+        .bind(&new.idempotency_key)
+        .bind(&new.request_hash)
+        .bind(now)
+        .bind(new.timeout_ms.map(|t| now.saturating_add(t)))
+        .bind(&new.token_id)
+        .execute(&mut tx)
+        .await?;
+    if inserted == 0 {
+        // The idempotency key is taken.
+        tx.rollback().await?;
+        let key = new.idempotency_key.clone().unwrap_or_default();
+        let row: ExecutionRow = D::q(SELECT_EXECUTION_BY_KEY)
+            .bind(&key)
+            .fetch_one(&mut *conn(s).await?)
+            .await?;
+        let existing = crate::ExecutionRecord::try_from(row)?;
+        return if existing.request_hash == new.request_hash {
+            Ok((existing, false))
+        } else {
+            Err(crate::StoreError::IdempotencyConflict(key))
+        };
+    }
+    D::q(INSERT_SOURCE)
+        .bind(&new.id)
+        .bind(&new.source)
+        .json(&new.plan)
+        .execute(&mut tx)
+        .await?;
+    insert_steps(&mut tx, &new.id, &new.steps, 0, now).await?;
+    emit(
+        &mut tx,
+        &new.id,
+        "execution.queued",
+        None,
+        serde_json::json!({"pipeline": new.pipeline_name, "steps": new.steps.len()}),
+        now,
+    )
+    .await?;
+    tx.notify_work().await?;
+    let row: ExecutionRow = D::q(SELECT_EXECUTION)
+        .bind(&new.id)
+        .fetch_one(&mut tx)
+        .await?;
+    tx.commit().await?;
+    Ok((crate::ExecutionRecord::try_from(row)?, true))
+}
+
+/// Inserts steps with their dependency rows (those without
+/// dependencies queued) and counts them as open; returns the queued ids.
+pub(crate) async fn insert_steps<D: Dialect>(
+    tx: &mut Tx<'_, D>,
+    execution_id: &str,
+    steps: &[crate::NewStep],
+    base_position: i64,
+    now: i64,
+) -> crate::Result<Vec<String>> {
+    // Many rows per statement: a pipeline of thousands of steps
+    // is stored in a few dozen statements, not thousands.
+    const ROWS: usize = 200;
+    let ready: Vec<String> = steps
+        .iter()
+        .filter(|s| s.planned.depends_on.is_empty())
+        .map(|s| s.planned.id.clone())
+        .collect();
+    for (chunk_no, chunk) in steps.chunks(ROWS).enumerate() {
+        let mut insert = Values::<D::DB>::new(INSERT_STEPS_PREFIX);
+        for (i, step) in chunk.iter().enumerate() {
+            let position = base_position + (chunk_no * ROWS + i) as i64;
+            let status = if step.planned.depends_on.is_empty() {
+                "ready"
+            } else {
+                "pending"
+            };
+            insert
+                .row()
+                .bind(execution_id)
+                .bind(&step.planned.id)
+                .bind(position)
+                .bind(status)
+                .bind(i64::from(step.max_attempts))
+                .json(&step.planned.depends_on)
+                .json(&step.planned.step.on_failure)
+                .bind(&step.planned.scope)
+                .bind(i64::from(step.planned.order))
+                .json(&step.planned);
+        }
+        insert.build().execute(tx).await?;
+    }
+    let deps: Vec<(&str, &str)> = steps
+        .iter()
+        .flat_map(|s| {
+            s.planned
+                .depends_on
+                .iter()
+                .map(move |d| (s.planned.id.as_str(), d.as_str()))
+        })
+        .collect();
+    for chunk in deps.chunks(ROWS * 3) {
+        let mut insert = Values::<D::DB>::new(INSERT_DEPS_PREFIX);
+        for (step, dep) in chunk {
+            insert.row().bind(execution_id).bind(*step).bind(*dep);
+        }
+        insert.build().execute(tx).await?;
+    }
+    for chunk in ready.chunks(ROWS * 3) {
+        let mut insert = Values::<D::DB>::new(ENQUEUE_PREFIX);
+        for step in chunk {
+            insert
+                .row()
+                .bind(execution_id)
+                .bind(step.as_str())
+                .bind(now);
+        }
+        insert.build().execute(tx).await?;
+    }
+    D::q(ADD_OPEN_STEPS)
+        .bind(execution_id)
+        .bind(steps.len() as i64)
+        .execute(tx)
+        .await?;
+    Ok(ready)
+}
+
+pub(crate) async fn get_execution<D: Dialect>(
+    s: &D,
+    id: &str,
+) -> crate::Result<Option<crate::ExecutionRecord>> {
+    let row: Option<ExecutionRow> = D::q(SELECT_EXECUTION)
+        .bind(id)
+        .fetch_optional(&mut *conn(s).await?)
+        .await?;
+    row.map(crate::ExecutionRecord::try_from).transpose()
+}
+
+pub(crate) async fn list_executions<D: Dialect>(
+    s: &D,
+    filter: &crate::ExecutionFilter,
+) -> crate::Result<Vec<crate::ExecutionRecord>> {
+    let rows: Vec<ExecutionRow> = D::q(LIST_EXECUTIONS)
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.pipeline.as_deref())
+        .bind(filter.before.as_ref().map(|b| b.0))
+        .bind(filter.before.as_ref().map(|b| b.1.as_str()))
+        .bind(i64::from(filter.limit.max(1)))
+        .fetch_all(&mut *conn(s).await?)
+        .await?;
+    rows.into_iter()
+        .map(crate::ExecutionRecord::try_from)
+        .collect()
+}
+
+pub(crate) async fn list_steps<D: Dialect>(
+    s: &D,
+    execution_id: &str,
+) -> crate::Result<Vec<crate::StepRecord>> {
+    let rows: Vec<StepRow> = D::q(SELECT_STEPS)
+        .bind(execution_id)
+        .fetch_all(&mut *conn(s).await?)
+        .await?;
+    rows.into_iter().map(crate::StepRecord::try_from).collect()
+}
+
+pub(crate) async fn list_checkpoints<D: Dialect>(
+    s: &D,
+    execution_id: &str,
+) -> crate::Result<Vec<crate::CheckpointRecord>> {
+    let rows: Vec<CheckpointRow> = D::q(SELECT_CHECKPOINTS)
+        .bind(execution_id)
+        .fetch_all(&mut *conn(s).await?)
+        .await?;
+    rows.into_iter()
+        .map(crate::CheckpointRecord::try_from)
+        .collect()
+}
+
+pub(crate) async fn step_context<D: Dialect>(
+    s: &D,
+    execution_id: &str,
+    step_ids: &[String],
+) -> crate::Result<Option<crate::StepContext>> {
+    let row: Option<ContextRow> = D::q(SELECT_CONTEXT)
+        .bind(execution_id)
+        .fetch_optional(&mut *conn(s).await?)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let results: Vec<ResultRow> = if step_ids.is_empty() {
+        vec![]
+    } else {
+        D::q(D::SELECT_RESULTS)
+            .bind(execution_id)
+            .json(step_ids)
+            .fetch_all(&mut *conn(s).await?)
+            .await?
+    };
+    Ok(Some(crate::StepContext {
+        status: orchestrator_core::flow::ExecutionStatus::parse(&row.status).ok_or_else(|| {
+            crate::StoreError::Corrupt(format!("execution status '{}'", row.status))
+        })?,
+        pipeline_id: row.pipeline_id,
+        inputs: row.inputs.0,
+        options: row.options.0,
+        created_at: row.created_at,
+        started_at: row.started_at,
+        results: results
+            .into_iter()
+            .map(|r| {
+                let status =
+                    orchestrator_core::flow::StepStatus::parse(&r.status).ok_or_else(|| {
+                        crate::StoreError::Corrupt(format!("step status '{}'", r.status))
+                    })?;
+                Ok((r.step_id, status, r.result.map(|j| j.0)))
+            })
+            .collect::<crate::Result<Vec<_>>>()?,
+    }))
+}
+
+pub(crate) async fn cancel_execution<D: Dialect>(
+    s: &D,
+    id: &str,
+) -> crate::Result<Option<crate::ExecutionRecord>> {
+    let now = crate::now_ms();
+    let mut tx = Tx::begin(s).await?;
+    let status: Option<String> = D::q(LOCK_EXECUTION)
+        .bind(id)
+        .bind(now)
+        .scalar_optional(&mut tx)
+        .await?;
+    let Some(status) = status else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    if !matches!(status.as_str(), "succeeded" | "failed" | "cancelled") {
+        stop_execution(&mut tx, id, "cancelled", "cancelled by request", now).await?;
+    }
+    let row: ExecutionRow = D::q(SELECT_EXECUTION).bind(id).fetch_one(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Some(crate::ExecutionRecord::try_from(row)?))
+}
+
+/// Ends an unfinished execution: steps not started are cancelled,
+/// running ones are told through their heartbeats.
+pub(crate) async fn stop_execution<D: Dialect>(
+    tx: &mut Tx<'_, D>,
+    id: &str,
+    status: &str,
+    error: &str,
+    now: i64,
+) -> crate::Result<()> {
+    let cancelled: Vec<String> = D::q(CANCEL_UNSTARTED)
+        .bind(id)
+        .bind(now)
+        .scalars(tx)
+        .await?;
+    for step_id in &cancelled {
+        emit(
+            tx,
+            id,
+            "step.cancelled",
+            Some(step_id),
+            serde_json::json!({"reason": "execution_cancelled"}),
+            now,
+        )
+        .await?;
+    }
+    D::q(DEQUEUE_UNLEASED).bind(id).execute(tx).await?;
+    D::q(RECOUNT_OPEN).bind(id).execute(tx).await?;
+    D::q(STOP_EXECUTION)
+        .bind(id)
+        .bind(status)
+        .bind(error)
+        .bind(now)
+        .execute(tx)
+        .await?;
+    emit(
+        tx,
+        id,
+        &format!("execution.{status}"),
+        None,
+        serde_json::json!({"status": status, "error": error}),
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn expire_deadlines<D: Dialect>(s: &D) -> crate::Result<Vec<String>> {
+    let now = crate::now_ms();
+    // Looked at often: a read first, the write turn only when due.
+    let due: Option<(String, i64, i64)> = D::q(OVERDUE_EXECUTIONS)
+        .bind(now)
+        .fetch_optional(&mut *conn(s).await?)
+        .await?;
+    if due.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut tx = Tx::begin(s).await?;
+    let overdue: Vec<(String, i64, i64)> = D::q(OVERDUE_EXECUTIONS)
+        .bind(now)
+        .fetch_all(&mut tx)
+        .await?;
+    for (id, created_at, deadline) in &overdue {
+        D::q(LOCK_EXECUTION)
+            .bind(id)
+            .bind(now)
+            .execute(&mut tx)
+            .await?;
+        let error = format!(
+            "execution timed out after {} s",
+            (deadline - created_at) / 1000
+        );
+        stop_execution(&mut tx, id, "failed", &error, now).await?;
+    }
+    tx.commit().await?;
+    Ok(overdue.into_iter().map(|(id, _, _)| id).collect())
+}
+
+pub(crate) async fn expire_idempotency_keys<D: Dialect>(
+    s: &D,
+    before_ms: i64,
+) -> crate::Result<u64> {
+    let _writer = s.write_guard().await;
+    let done = D::q(EXPIRE_KEYS)
+        .bind(before_ms)
+        .execute(&mut *conn(s).await?)
+        .await?;
+    Ok(done)
+}

@@ -1,0 +1,238 @@
+//! [`Store`] for every backend: each method is its domain module's
+//! function, run on the backend's [`Dialect`].
+
+use async_trait::async_trait;
+use orchestrator_core::plan::PlannedStep;
+use serde_json::Value;
+
+use crate::dialect::Dialect;
+use crate::{
+    CheckpointRecord, ClaimedStep, DeliveryJob, DeliveryRecord, DeliveryUpdate, EventRecord,
+    ExecutionFilter, ExecutionRecord, FinishOutcome, Handoff, Heartbeat, ModelCall, ModelCallStats,
+    ModelRecord, NewExecution, NewStep, OutputRenderer, Overview, Result, StepContext, StepRecord,
+    StepResult, StepUsage, Store, TokenRecord, WebhookRecord,
+};
+use crate::{events, executions, finish, models, overview, queue, recovery, tokens, webhooks};
+
+#[async_trait]
+impl<D: Dialect> Store for D {
+    fn backend(&self) -> &'static str {
+        D::BACKEND
+    }
+
+    async fn ping(&self) -> Result<()> {
+        executions::ping(self).await
+    }
+
+    async fn create_execution(&self, new: NewExecution) -> Result<(ExecutionRecord, bool)> {
+        executions::create_execution(self, new).await
+    }
+
+    async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>> {
+        executions::get_execution(self, id).await
+    }
+
+    async fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<ExecutionRecord>> {
+        executions::list_executions(self, filter).await
+    }
+
+    async fn list_steps(&self, execution_id: &str) -> Result<Vec<StepRecord>> {
+        executions::list_steps(self, execution_id).await
+    }
+
+    async fn list_checkpoints(&self, execution_id: &str) -> Result<Vec<CheckpointRecord>> {
+        executions::list_checkpoints(self, execution_id).await
+    }
+
+    async fn claim_steps(
+        &self,
+        worker: &str,
+        limit: u32,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedStep>> {
+        queue::claim_steps(self, worker, limit, lease_ms).await
+    }
+
+    async fn heartbeat(&self, tokens: &[String], lease_ms: i64) -> Result<Heartbeat> {
+        queue::heartbeat(self, tokens, lease_ms).await
+    }
+
+    async fn reap_expired_leases(&self) -> Result<u64> {
+        queue::reap_expired_leases(self).await
+    }
+
+    async fn release_leases(&self, tokens: &[String]) -> Result<u64> {
+        queue::release_leases(self, tokens).await
+    }
+
+    async fn expire_idempotency_keys(&self, before_ms: i64) -> Result<u64> {
+        executions::expire_idempotency_keys(self, before_ms).await
+    }
+
+    async fn expire_deadlines(&self) -> Result<Vec<String>> {
+        executions::expire_deadlines(self).await
+    }
+
+    async fn maintain(&self) -> Result<()> {
+        Dialect::maintain(self).await
+    }
+
+    async fn queue_depth(&self) -> Result<i64> {
+        queue::queue_depth(self).await
+    }
+
+    async fn finish_step(
+        &self,
+        step: &ClaimedStep,
+        result: StepResult,
+        outputs: OutputRenderer<'_>,
+        handoff: Option<Handoff>,
+    ) -> Result<FinishOutcome> {
+        finish::finish_step(self, step, result, outputs, handoff).await
+    }
+
+    async fn finish_steps(
+        &self,
+        batch: Vec<(ClaimedStep, StepResult)>,
+        outputs: OutputRenderer<'_>,
+        handoff: Option<Handoff>,
+    ) -> Result<Vec<Result<FinishOutcome>>> {
+        finish::finish_steps(self, batch, outputs, handoff).await
+    }
+
+    async fn expand_step(
+        &self,
+        step: &ClaimedStep,
+        container: &PlannedStep,
+        new_steps: Vec<NewStep>,
+        wait_for: &[String],
+    ) -> Result<Vec<String>> {
+        recovery::expand_step(self, step, container, new_steps, wait_for).await
+    }
+
+    async fn cancel_execution(&self, id: &str) -> Result<Option<ExecutionRecord>> {
+        executions::cancel_execution(self, id).await
+    }
+
+    async fn recover_execution(&self, id: &str, from: Option<&str>) -> Result<Option<Vec<String>>> {
+        recovery::recover_execution(self, id, from).await
+    }
+
+    async fn retry_step(
+        &self,
+        step: &ClaimedStep,
+        result: StepResult,
+        delay_ms: i64,
+    ) -> Result<()> {
+        recovery::retry_step(self, step, result, delay_ms).await
+    }
+
+    async fn step_context(
+        &self,
+        execution_id: &str,
+        step_ids: &[String],
+    ) -> Result<Option<StepContext>> {
+        executions::step_context(self, execution_id, step_ids).await
+    }
+
+    async fn listen_for_work(
+        &self,
+        on_work: std::sync::Arc<dyn Fn() + Send + Sync>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<bool> {
+        Dialect::listen_for_work(self, on_work, shutdown).await
+    }
+
+    async fn next_run_in_ms(&self) -> Result<Option<i64>> {
+        queue::next_run_in_ms(self).await
+    }
+
+    async fn insert_model(&self, id: &str, spec: &Value, source: &str) -> Result<bool> {
+        models::insert_model(self, id, spec, source).await
+    }
+
+    async fn upsert_model(&self, id: &str, spec: &Value, source: &str) -> Result<()> {
+        models::upsert_model(self, id, spec, source).await
+    }
+
+    async fn delete_model(&self, id: &str) -> Result<bool> {
+        models::delete_model(self, id).await
+    }
+
+    async fn list_models(&self) -> Result<Vec<ModelRecord>> {
+        models::list_models(self).await
+    }
+
+    async fn record_model_call(&self, call: &ModelCall) -> Result<()> {
+        models::record_model_call(self, call).await
+    }
+
+    async fn model_call_stats(&self) -> Result<Vec<ModelCallStats>> {
+        models::model_call_stats(self).await
+    }
+
+    async fn execution_usage(&self, execution_id: &str) -> Result<Vec<StepUsage>> {
+        models::execution_usage(self, execution_id).await
+    }
+
+    async fn list_events(
+        &self,
+        execution_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>> {
+        events::list_events(self, execution_id, after_seq, limit).await
+    }
+
+    async fn create_webhook(&self, webhook: &WebhookRecord, kinds: &[String]) -> Result<()> {
+        webhooks::create_webhook(self, webhook, kinds).await
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<WebhookRecord>> {
+        webhooks::list_webhooks(self).await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool> {
+        webhooks::delete_webhook(self, id).await
+    }
+
+    async fn claim_deliveries(&self, limit: u32, lock_ms: i64) -> Result<Vec<DeliveryJob>> {
+        webhooks::claim_deliveries(self, limit, lock_ms).await
+    }
+
+    async fn finish_delivery(&self, id: i64, update: &DeliveryUpdate) -> Result<()> {
+        webhooks::finish_delivery(self, id, update).await
+    }
+
+    async fn list_deliveries(&self, webhook_id: &str, limit: u32) -> Result<Vec<DeliveryRecord>> {
+        webhooks::list_deliveries(self, webhook_id, limit).await
+    }
+
+    async fn create_token(&self, token: &TokenRecord) -> Result<()> {
+        tokens::create_token(self, token).await
+    }
+
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        tokens::get_token(self, id).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        tokens::list_tokens(self).await
+    }
+
+    async fn revoke_token(&self, id: &str, now: i64) -> Result<bool> {
+        tokens::revoke_token(self, id, now).await
+    }
+
+    async fn touch_token(&self, id: &str, now: i64) -> Result<()> {
+        tokens::touch_token(self, id, now).await
+    }
+
+    async fn active_executions_of_token(&self, token_id: &str) -> Result<i64> {
+        tokens::active_executions_of_token(self, token_id).await
+    }
+
+    async fn overview(&self) -> Result<Overview> {
+        overview::overview(self).await
+    }
+}
