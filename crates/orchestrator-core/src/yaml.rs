@@ -183,14 +183,20 @@ enum Frame {
     },
 }
 
-/// Parses one YAML document into a [`Node`]. An empty document is `Null`.
+/// Parses one YAML document into a [`Node`] under the limits in force. An
+/// empty document is `Null`.
 pub fn parse(text: &str) -> Result<Node, YamlError> {
+    parse_with(text, &crate::limits::get())
+}
+
+/// [`parse`] under the given limits: for text read before the limits are
+/// configured (the configuration itself), which must not fix them early.
+pub fn parse_with(text: &str, limits: &crate::limits::Limits) -> Result<Node, YamlError> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: HashMap<usize, Node> = HashMap::new();
     let mut root: Option<Node> = None;
     let mut documents = 0usize;
-    let limits = crate::limits::get();
     let (max_nodes, max_depth) = (limits.max_yaml_nodes, limits.max_yaml_depth);
     let mut budget = max_nodes;
     let max_alias_bytes = limits.max_yaml_alias_bytes;

@@ -180,6 +180,28 @@ fn serving_beyond_loopback_without_authentication_is_refused() {
     );
 }
 
+/// Limits in `orchestrator.yaml` take effect: reading the file (or an
+/// environment value) must not fix the limits at their defaults first.
+#[test]
+fn limits_in_the_config_file_take_effect() {
+    let dir = std::env::temp_dir().join(format!("orch-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("orchestrator.yaml"), "limits:\n  max_steps: 3\n").expect("write");
+    let file = format!("{}/fan_out_fan_in.yaml", examples());
+    let out = orchestrator()
+        .args(["validate", &file])
+        .current_dir(&dir)
+        .env_remove("ORCHESTRATOR_MAX_STEPS")
+        .output()
+        .expect("runs");
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at most 3 are allowed (limits.max_steps)"),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn the_step_limit_is_configurable() {
     let file = format!("{}/fan_out_fan_in.yaml", examples());
