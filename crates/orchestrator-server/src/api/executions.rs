@@ -1,131 +1,9 @@
-//! HTTP handlers. Each is a few lines: typed extractors in, one call into the
-//! engine or store, a response DTO out.
+//! `/executions`: submitting, listing, reading, cancelling and recovering
+//! executions.
 
-use std::collections::BTreeMap;
+use super::*;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use orchestrator_core::flow::ExecutionStatus;
-use orchestrator_engine::{ExecutionOptions, PipelineSource, Submission, WorkspaceMode};
-use orchestrator_store::ExecutionFilter;
-use serde_json::{Map, Value};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
-
-use crate::app::AppState;
-use crate::dto::*;
-use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, Problem, ProblemItem};
-
-pub const TAG_EXECUTIONS: &str = "executions";
-pub const TAG_PIPELINES: &str = "pipelines";
-pub const TAG_TOOLS: &str = "tools";
-pub const TAG_SYSTEM: &str = "system";
-
-/// All documented routes.
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create_execution, list_executions))
-        .routes(routes!(get_execution))
-        .routes(routes!(list_checkpoints))
-        .routes(routes!(get_execution_graph))
-        .routes(routes!(crate::events::execution_events))
-        .routes(routes!(cancel_execution))
-        .routes(routes!(recover_execution))
-        .routes(routes!(validate_pipeline))
-        .routes(routes!(list_tools))
-        .routes(routes!(health))
-        .routes(routes!(ready))
-}
-
-/// A request body: a pipeline plus its inputs and options.
-struct ParsedBody {
-    source: PipelineSource,
-    context: Option<Map<String, Value>>,
-    options: OptionsDto,
-}
-
-fn is_yaml(content_type: &str) -> bool {
-    matches!(
-        content_type,
-        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" | "text/plain"
-    )
-}
-
-fn parse_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: BTreeMap<String, String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<ParsedBody, ApiError> {
-    let body = body.map_err(|r| match ApiError::from(r) {
-        ApiError::PayloadTooLarge(_) => ApiError::PayloadTooLarge(state.settings().max_body_bytes),
-        other => other,
-    })?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        });
-    let looks_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    let json = match content_type.as_deref() {
-        Some(ct) if ct == "application/json" || ct.ends_with("+json") => true,
-        Some(ct) if is_yaml(ct) => false,
-        Some(ct) => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "Content-Type '{ct}' is not supported; send application/json or application/yaml"
-            )));
-        }
-        None => looks_json,
-    };
-    if json {
-        if !query.is_empty() {
-            return Err(ApiError::BadRequest(
-                "query parameters are only read with a YAML body; put inputs in 'context'"
-                    .to_string(),
-            ));
-        }
-        let request: SubmitRequest = serde_json::from_slice(&body).map_err(|e| {
-            if e.is_data() {
-                ApiError::Unprocessable(format!("request body does not fit: {e}"))
-            } else {
-                ApiError::BadRequest(format!("request body is not valid JSON: {e}"))
-            }
-        })?;
-        let source = match request.pipeline {
-            Value::String(text) => PipelineSource::Yaml(text),
-            obj @ Value::Object(_) => PipelineSource::Json(obj),
-            _ => {
-                return Err(ApiError::Unprocessable(
-                    "'pipeline' must be YAML text or an object".to_string(),
-                ));
-            }
-        };
-        Ok(ParsedBody {
-            source,
-            context: request.context,
-            options: request.options.unwrap_or_default(),
-        })
-    } else {
-        let text = String::from_utf8(body.to_vec())
-            .map_err(|_| ApiError::BadRequest("request body is not UTF-8 text".to_string()))?;
-        let context = (!query.is_empty()).then(|| inputs_from_query(&query));
-        Ok(ParsedBody {
-            source: PipelineSource::Yaml(text),
-            context,
-            options: OptionsDto::default(),
-        })
-    }
-}
-
-fn engine_options(dto: &OptionsDto) -> Result<ExecutionOptions, ApiError> {
+pub(super) fn engine_options(dto: &OptionsDto) -> Result<ExecutionOptions, ApiError> {
     let workspace = match dto.workspace.as_deref() {
         None | Some("shared") => WorkspaceMode::Shared,
         Some("isolated") => WorkspaceMode::Isolated,
@@ -156,7 +34,7 @@ fn engine_options(dto: &OptionsDto) -> Result<ExecutionOptions, ApiError> {
     })
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -179,7 +57,7 @@ pub(crate) fn parse_execution_id(id: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::BadRequest(format!("'{id}' is not a valid execution id (a UUID)")))
 }
 
-async fn load_view(state: &AppState, id: &str) -> Result<ExecutionView, ApiError> {
+pub(super) async fn load_view(state: &AppState, id: &str) -> Result<ExecutionView, ApiError> {
     let store = state.engine().store();
     let record = store
         .get_execution(id)
@@ -555,151 +433,4 @@ pub async fn recover_execution(
         rerun,
         execution: load_view(&state, &id).await?,
     }))
-}
-
-/// Compile a pipeline without running it: its execution levels, or every error.
-///
-/// An invalid pipeline answers 422 with every error. With
-/// `Prefer: handling=lenient` (RFC 7240) it answers 200 with `valid: false`
-/// and the errors in the body instead, for clients (such as the web console)
-/// that treat "this pipeline has errors" as a normal answer; the response then
-/// carries `Preference-Applied: handling=lenient`.
-#[utoipa::path(
-    post,
-    path = "/pipelines/validate",
-    tag = TAG_PIPELINES,
-    operation_id = "validate_pipeline",
-    params(
-        ("Prefer" = Option<String>, Header, description = "`handling=lenient`: compile errors come as a 200 with `valid: false`")
-    ),
-    request_body(content(
-        (SubmitRequest = "application/json"),
-        (String = "application/yaml")
-    )),
-    responses(
-        (status = 200, description = "The pipeline compiles (or, with `Prefer: handling=lenient`, the errors)", body = ValidationResult),
-        (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Pipeline invalid", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-pub async fn validate_pipeline(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ApiQuery(query): ApiQuery<BTreeMap<String, String>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let lenient = headers
-        .get_all("prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim().eq_ignore_ascii_case("handling=lenient"));
-    let parsed = parse_body(&state, &headers, query, body)?;
-    let compiled = match state
-        .engine()
-        .compile_blocking(parsed.source.clone(), parsed.context.clone(), None)
-        .await
-    {
-        Ok(compiled) => compiled,
-        Err(e) if lenient => {
-            return Ok((
-                [("preference-applied", "handling=lenient")],
-                ApiJson(ValidationResult {
-                    valid: false,
-                    pipeline_id: String::new(),
-                    name: String::new(),
-                    steps: 0,
-                    levels: Vec::new(),
-                    errors: e.errors.iter().map(ProblemItem::from).collect(),
-                    warnings: e.warnings.iter().map(ProblemItem::from).collect(),
-                }),
-            )
-                .into_response());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let plan = compiled.plan;
-    Ok(ApiJson(ValidationResult {
-        valid: true,
-        pipeline_id: plan.pipeline.id.clone(),
-        name: plan.pipeline.name.clone(),
-        steps: plan.steps.len(),
-        levels: plan.levels,
-        errors: Vec::new(),
-        warnings: compiled.warnings.iter().map(ProblemItem::from).collect(),
-    })
-    .into_response())
-}
-
-/// List the tools this server offers, with their actions and parameter schemas.
-#[utoipa::path(
-    get,
-    path = "/tools",
-    tag = TAG_TOOLS,
-    operation_id = "list_tools",
-    responses((status = 200, description = "The tools", body = ToolList))
-)]
-pub async fn list_tools(State(state): State<AppState>) -> ApiJson<ToolList> {
-    let items = state
-        .engine()
-        .tools()
-        .describe()
-        .into_iter()
-        .map(|(id, description, actions)| ToolView {
-            id,
-            description,
-            actions: actions
-                .into_iter()
-                .map(|a| ActionView {
-                    name: a.name,
-                    description: a.description,
-                    parameters: a.parameters,
-                })
-                .collect(),
-        })
-        .collect();
-    ApiJson(ToolList { items })
-}
-
-/// Liveness: the process answers.
-#[utoipa::path(
-    get,
-    path = "/health",
-    tag = TAG_SYSTEM,
-    operation_id = "get_health",
-    responses((status = 200, description = "Alive", body = Health))
-)]
-pub async fn health() -> ApiJson<Health> {
-    ApiJson(Health {
-        status: "ok".to_string(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-    })
-}
-
-/// Readiness: the database answers and is migrated.
-#[utoipa::path(
-    get,
-    path = "/ready",
-    tag = TAG_SYSTEM,
-    operation_id = "get_ready",
-    responses(
-        (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "Database unreachable", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-pub async fn ready(State(state): State<AppState>) -> Result<ApiJson<Readiness>, ApiError> {
-    let store = state.engine().store();
-    match store.ping().await {
-        Ok(()) => Ok(ApiJson(Readiness {
-            status: "ready".to_string(),
-            database: store.backend().to_string(),
-        })),
-        Err(e) => {
-            tracing::warn!(error = ?e, "readiness check failed");
-            Err(ApiError::Unavailable(
-                "the database does not answer".to_string(),
-            ))
-        }
-    }
 }
