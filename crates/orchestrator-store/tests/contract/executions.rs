@@ -1,0 +1,189 @@
+//! Creating, listing and idempotency of executions; deadlines.
+
+use crate::support::*;
+
+orchestrator_store::for_each_backend!(
+    creating_an_execution_stores_it_with_its_steps,
+    idempotency_keys_return_the_original_or_conflict,
+    executions_list_newest_first_with_filters_and_cursor,
+    an_execution_past_its_deadline_fails_and_its_leases_stop_counting,
+);
+
+async fn creating_an_execution_stores_it_with_its_steps(store: Arc<dyn Store>) {
+    let new = new_execution(CHAIN, None, None);
+    let (created, inserted) = store.create_execution(new.clone()).await.expect("create");
+    assert!(inserted);
+    assert_eq!(created.status, ExecutionStatus::Queued);
+    assert_eq!(created.pipeline_name, "chain");
+    let fetched = execution(&store, &new.id).await;
+    assert_eq!(fetched, created);
+    let steps = store.list_steps(&new.id).await.expect("steps");
+    let view: Vec<(&str, StepStatus)> = steps
+        .iter()
+        .map(|s| (s.step_id.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        view,
+        vec![
+            ("a", StepStatus::Ready),
+            ("b", StepStatus::Pending),
+            ("c", StepStatus::Pending)
+        ]
+    );
+    assert_eq!(steps[1].depends_on, vec!["a"]);
+    assert!(
+        store
+            .get_execution("no-such-id")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    store.ping().await.expect("ping");
+}
+
+async fn idempotency_keys_return_the_original_or_conflict(store: Arc<dyn Store>) {
+    let first = new_execution(CHAIN, Some("key-1"), Some("hash-1"));
+    let (created, inserted) = store.create_execution(first.clone()).await.expect("create");
+    assert!(inserted);
+    let again = new_execution(CHAIN, Some("key-1"), Some("hash-1"));
+    let (replayed, inserted) = store.create_execution(again).await.expect("replay");
+    assert!(!inserted);
+    assert_eq!(replayed.id, created.id);
+    let different = new_execution(CHAIN, Some("key-1"), Some("hash-2"));
+    let err = store
+        .create_execution(different)
+        .await
+        .expect_err("conflict");
+    assert!(matches!(err, StoreError::IdempotencyConflict(_)), "{err:?}");
+    assert_eq!(
+        store
+            .list_executions(&ExecutionFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+    // After the retention, the key is forgotten and may be used again.
+    assert_eq!(
+        store
+            .expire_idempotency_keys(now_ms() - 3_600_000)
+            .await
+            .expect("expire"),
+        0
+    );
+    assert_eq!(
+        store
+            .expire_idempotency_keys(now_ms() + 1)
+            .await
+            .expect("expire"),
+        1
+    );
+    let reused = new_execution(CHAIN, Some("key-1"), Some("hash-2"));
+    let (fresh, inserted) = store.create_execution(reused).await.expect("reuse");
+    assert!(inserted);
+    assert_ne!(fresh.id, created.id);
+}
+
+async fn executions_list_newest_first_with_filters_and_cursor(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for yaml in [CHAIN, FAN, CHAIN, FAN, CHAIN] {
+        let new = new_execution(yaml, None, None);
+        ids.push(new.id.clone());
+        store.create_execution(new).await.expect("create");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let all = store
+        .list_executions(&ExecutionFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    let listed: Vec<&str> = all.iter().map(|e| e.id.as_str()).collect();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    expected.reverse();
+    assert_eq!(listed, expected);
+
+    let chains = store
+        .list_executions(&ExecutionFilter {
+            pipeline: Some("chain".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(chains.len(), 3);
+    let page1 = store
+        .list_executions(&ExecutionFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    let last = page1.last().expect("two");
+    let page2 = store
+        .list_executions(&ExecutionFilter {
+            limit: 2,
+            before: Some((last.created_at, last.id.clone())),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        page2.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        expected[2..4].to_vec()
+    );
+    let queued = store
+        .list_executions(&ExecutionFilter {
+            status: Some(ExecutionStatus::Running),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert!(queued.is_empty());
+}
+
+async fn an_execution_past_its_deadline_fails_and_its_leases_stop_counting(store: Arc<dyn Store>) {
+    let mut late = new_execution(CHAIN, None, None);
+    late.timeout_ms = Some(1);
+    let mut on_time = new_execution(CHAIN, None, None);
+    on_time.timeout_ms = Some(3_600_000);
+    store.create_execution(late.clone()).await.expect("late");
+    store
+        .create_execution(on_time.clone())
+        .await
+        .expect("on time");
+    let claimed = claim_ids(&store, 10).await;
+    let late_step = claimed
+        .iter()
+        .find(|c| c.execution_id == late.id)
+        .expect("late step claimed")
+        .clone();
+    // The deadline is a time, not a state: wait until it has passed.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let expired = store.expire_deadlines().await.expect("expire");
+    assert_eq!(expired, vec![late.id.clone()]);
+    assert!(
+        store.expire_deadlines().await.expect("again").is_empty(),
+        "once"
+    );
+    let exec = execution(&store, &late.id).await;
+    assert_eq!(exec.status, ExecutionStatus::Failed);
+    assert_eq!(
+        execution(&store, &on_time.id).await.status,
+        ExecutionStatus::Running
+    );
+    // The running step of the late execution is told to stop.
+    let heartbeat = store
+        .heartbeat(std::slice::from_ref(&late_step.lease_token), 30_000)
+        .await
+        .expect("heartbeat");
+    assert!(
+        heartbeat.cancelled.contains(&late_step.lease_token),
+        "{heartbeat:?}"
+    );
+}

@@ -1,0 +1,12 @@
+//! One contract, both backends: every case runs on SQLite and on PostgreSQL
+//! (`for_each_backend!`), one file per part of the store.
+
+mod executions;
+mod finish;
+mod models;
+mod overview;
+mod queue;
+mod recovery;
+mod support;
+mod tokens;
+mod webhooks;
