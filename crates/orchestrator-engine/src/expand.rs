@@ -1,7 +1,7 @@
 //! Loops: a `for_each` step expands into its iterations at run time, a
 //! `while` step one iteration at a time; the loop step joins their results.
 
-use crate::scope::{build_scope, envelope_of};
+use crate::scope::{build_scope, step_value};
 use crate::step::Attempt;
 use crate::{ExecutionOptions, Inner};
 use orchestrator_core::flow::StepStatus;
@@ -210,11 +210,12 @@ pub(crate) async fn expand_while(
                 .get(&b.id)
                 .and_then(|real| by_id.get(real.as_str()))
         };
-        match found {
-            Some((StepStatus::Succeeded | StepStatus::Failed, Some(env))) => {
-                scope.set_step(b.id.clone(), envelope_of(env));
+        match found.and_then(|(status, env)| step_value(status, env.as_ref())) {
+            Some(value) => {
+                scope.set_step(b.id.clone(), value);
             }
-            _ => {
+            // Not run yet (before the first iteration).
+            None => {
                 scope.set_none(b.id.clone());
             }
         }

@@ -85,10 +85,21 @@ pub(crate) fn check_parameters(
 
 /// A stored envelope `{result, success, error}` as templates see it.
 pub(crate) fn envelope_of(env: &Value) -> StepEnvelope {
-    StepEnvelope {
-        result: env.get("result").cloned().unwrap_or(Value::Null),
-        success: env.get("success").and_then(Value::as_bool).unwrap_or(false),
-        error: env.get("error").and_then(Value::as_str).map(str::to_string),
+    StepEnvelope::finished(
+        env.get("result").cloned().unwrap_or(Value::Null),
+        env.get("success").and_then(Value::as_bool).unwrap_or(false),
+        env.get("error").and_then(Value::as_str).map(str::to_string),
+    )
+}
+
+/// A step as templates see it, by its status: `None` while it has not
+/// settled (pending, ready, running).
+pub(crate) fn step_value(status: &StepStatus, env: Option<&Value>) -> Option<StepEnvelope> {
+    match (status, env) {
+        (StepStatus::Succeeded | StepStatus::Failed, Some(env)) => Some(envelope_of(env)),
+        (StepStatus::Skipped, _) => Some(StepEnvelope::not_run("skipped", None)),
+        (StepStatus::Cancelled, _) => Some(StepEnvelope::not_run("cancelled", None)),
+        _ => None,
     }
 }
 
@@ -106,32 +117,38 @@ pub(crate) fn build_scope(
         scope.set_inputs(m);
     }
     let when = chrono::DateTime::from_timestamp_millis(created_at).unwrap_or_default();
+    // One instant for the whole run, in UTC: `timestamp` is `started_at`
+    // under the seed's older name (a date-time string, as `| date` and
+    // `| slugify` expect), not a second reading of the clock.
+    let started = when.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     scope.set(
         "execution",
         &json!({
             "id": execution_id,
-            "started_at": when.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "started_at": started,
+            "timestamp": started,
             "date": when.format("%Y-%m-%d").to_string(),
             "time": when.format("%H:%M:%S").to_string(),
-            "timestamp": created_at,
         }),
     );
     scope.set("pipeline_id", &Value::String(pipeline_id.to_string()));
+    // The seed's bare names, unless an input takes the name.
+    let declared = |name: &str| inputs.get(name).is_some();
+    if !declared("execution_id") {
+        scope.set("execution_id", &Value::String(execution_id.to_string()));
+    }
+    if !declared("timestamp") {
+        scope.set("timestamp", &Value::String(started.clone()));
+    }
     let by_id: HashMap<&str, (&StepStatus, &Option<Value>)> = results
         .iter()
         .map(|(id, status, env)| (id.as_str(), (status, env)))
         .collect();
     let bind = |name: &str, id: &str, scope: &mut Scope| {
-        if let Some((status, env)) = by_id.get(id) {
-            match (status, env) {
-                (StepStatus::Succeeded | StepStatus::Failed, Some(env)) => {
-                    scope.set_step(name, envelope_of(env));
-                }
-                (StepStatus::Skipped | StepStatus::Cancelled, _) => {
-                    scope.set_none(name);
-                }
-                _ => {}
-            }
+        if let Some((status, env)) = by_id.get(id)
+            && let Some(value) = step_value(status, env.as_ref())
+        {
+            scope.set_step(name, value);
         }
     };
     for (id, _, _) in results {

@@ -23,6 +23,7 @@ orchestrator_store::for_each_backend!(
     nested_loops_see_both_items,
     nested_loops_expanding_at_run_time_stop_at_the_step_limit,
     parameters_that_do_not_fit_the_schema_fail_before_the_tool_runs,
+    seed_template_forms_render_as_the_seed_renders_them,
 );
 
 struct Harness {
@@ -353,4 +354,84 @@ async fn nested_loops_expanding_at_run_time_stop_at_the_step_limit(store: Arc<dy
             .is_some_and(|e| e.contains("limits.max_steps")),
         "{refused:?}"
     );
+}
+
+/// The seed's template forms: `execution.timestamp` and the bare
+/// `timestamp`/`execution_id` as the run's start, `now()`, Jinja's
+/// `truncate`/`wordcount`/`center`, a skipped step with a `status`, `$item`
+/// in loops, and a step standing for its result as a whole value.
+async fn seed_template_forms_render_as_the_seed_renders_them(store: Arc<dyn Store>) {
+    let h = harness(store);
+    let yaml = r#"
+name: seed-forms
+inputs:
+  topic: {type: string, default: "a long sentence about rivers and the sea"}
+steps:
+  - id: stamp
+    tool: filesystem
+    action: write
+    parameters:
+      path: "runs/{{ execution.timestamp | slugify }}.txt"
+      content: "{{ timestamp }}|{{ execution_id }}|{{ execution.timestamp | date('%Y') }}|{{ topic | truncate(20) }}|{{ topic | wordcount }}|[{{ 'ab' | center(6) }}]|{{ now() | date('%Y') }}"
+  - id: never
+    tool: echo
+    condition: "false"
+  - id: after
+    tool: filesystem
+    action: write
+    depends_on: [never, stamp]
+    parameters:
+      path: status.txt
+      content: "{% if never.status != 'skipped' %}ran{% else %}{{ never.status }}:{{ never.skipped }}:[{{ never }}]{% endif %}"
+  - id: whole
+    tool: echo
+    depends_on: [stamp]
+    parameters:
+      value: "{{ stamp }}"
+  - id: each
+    for_each: ["x", "y"]
+    steps:
+      - id: w
+        tool: filesystem
+        action: write
+        parameters: {path: "each/{{ $item }}.txt", content: "{{ $index }}"}
+"#;
+    let done = run(&h, yaml, json!({})).await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    let started = chrono::DateTime::from_timestamp_millis(done.created_at)
+        .expect("time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let slug = orchestrator_core::template::render_str(
+        "{{ t | slugify }}",
+        orchestrator_core::template::Scope::new().set("t", &json!(started)),
+    )
+    .expect("slug");
+    let year = &started[..4];
+    assert_eq!(
+        read(&h, &format!("runs/{slug}.txt")),
+        format!(
+            "{started}|{}|{year}|a long sentence...|8|[  ab  ]|{}",
+            done.id,
+            chrono::Utc::now().format("%Y")
+        )
+    );
+    // Booleans print as Jinja prints them.
+    assert_eq!(read(&h, "status.txt"), "skipped:True:[]");
+    assert_eq!(
+        (read(&h, "each/x.txt"), read(&h, "each/y.txt")),
+        ("0".into(), "1".into())
+    );
+    let checkpoints = h
+        .engine
+        .store()
+        .list_checkpoints(&done.id)
+        .await
+        .expect("cps");
+    let whole = checkpoints
+        .iter()
+        .find(|c| c.step_id == "whole")
+        .and_then(|c| c.parameters.clone())
+        .expect("whole ran");
+    assert!(whole["value"]["path"].is_string(), "{whole}");
+    assert!(whole["value"].get("success").is_none(), "{whole}");
 }

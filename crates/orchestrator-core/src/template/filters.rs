@@ -1,25 +1,151 @@
 //! The filters the pipeline language adds to minijinja's, and a `replace`
 //! that stops at the output limit.
+//!
+//! Jinja's own `truncate`, `wordwrap`, `wordcount`, `striptags`,
+//! `filesizeformat` and `random` come from `minijinja-contrib`; the adapters
+//! here take Jinja's positional arguments too (`truncate(100)`) and refuse
+//! output past the limit before making it. `center` is written here (contrib
+//! has none).
 
-use minijinja::value::{Kwargs, Value as JValue};
-use minijinja::{Environment, Error, ErrorKind};
+use std::borrow::Cow;
+
+use minijinja::value::{Kwargs, Rest, Value as JValue};
+use minijinja::{Environment, Error, ErrorKind, State};
+use minijinja_contrib::filters as contrib;
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidOperation, msg.into())
 }
 
 pub fn register(env: &mut Environment<'static>) {
-    env.add_filter("slugify", slugify);
-    env.add_filter("truncate_words", truncate_words);
-    env.add_filter("regex_search", regex_search);
-    env.add_filter("regex_replace", regex_replace);
+    // Filters on text take any value and read it as its text, so a step
+    // whose result is text works where a string does.
+    env.add_filter("slugify", |t: Cow<'_, str>| slugify(&t));
+    env.add_filter(
+        "truncate_words",
+        |t: Cow<'_, str>, count: Option<usize>, end: Option<&str>| truncate_words(&t, count, end),
+    );
+    env.add_filter("regex_search", |t: Cow<'_, str>, pattern: &str| {
+        regex_search(&t, pattern)
+    });
+    env.add_filter(
+        "regex_replace",
+        |t: Cow<'_, str>, pattern: &str, replacement: &str| regex_replace(&t, pattern, replacement),
+    );
     env.add_filter("to_json", to_json);
-    env.add_filter("from_json", from_json);
+    env.add_filter("from_json", |t: Cow<'_, str>| from_json(&t));
     env.add_filter("date", date);
-    env.add_filter("basename", basename);
+    env.add_filter("basename", |t: Cow<'_, str>| basename(&t));
     // The built-in `replace` can grow text by orders of magnitude in one
     // step, faster than fuel runs out: this one stops at the output limit.
-    env.add_filter("replace", replace);
+    env.add_filter(
+        "replace",
+        |t: Cow<'_, str>, from: &str, to: &str, count: Option<usize>| replace(&t, from, to, count),
+    );
+    env.add_filter("truncate", truncate);
+    env.add_filter("wordwrap", wordwrap);
+    env.add_filter("wordcount", |v: &JValue| contrib::wordcount(&as_text(v)));
+    env.add_filter("striptags", contrib::striptags);
+    env.add_filter("filesizeformat", contrib::filesizeformat);
+    env.add_filter("random", contrib::random);
+    env.add_filter("center", |t: Cow<'_, str>, width: Option<usize>| {
+        center(&t, width)
+    });
+}
+
+/// A value that renders as text but is not a string (a step whose result is
+/// text) as that text; anything else as it is.
+fn as_text(value: &JValue) -> JValue {
+    if value.as_object().is_some() && value.as_str().is_none() {
+        JValue::from(value.to_string())
+    } else {
+        value.clone()
+    }
+}
+
+/// Jinja's positional arguments as the keyword arguments they stand for
+/// (keywords given as such win).
+fn with_positional(names: &[&str], args: &[JValue], kwargs: Kwargs) -> Result<Kwargs, Error> {
+    if args.len() > names.len() {
+        return Err(Error::new(
+            ErrorKind::TooManyArguments,
+            format!("takes at most {} arguments", names.len()),
+        ));
+    }
+    let mut all: Vec<(String, JValue)> = names
+        .iter()
+        .zip(args)
+        .map(|(n, v)| (n.to_string(), v.clone()))
+        .collect();
+    for key in kwargs.args() {
+        if let Ok(v) = kwargs.peek::<JValue>(key) {
+            all.retain(|(n, _)| n != key);
+            all.push((key.to_string(), v));
+        }
+    }
+    // Every keyword is handed on: contrib refuses the ones it does not know.
+    for key in kwargs.args() {
+        let _ = kwargs.get::<JValue>(key);
+    }
+    Ok(Kwargs::from_iter(all))
+}
+
+/// `truncate(length=255, killwords=false, end='...', leeway=5)`.
+fn truncate(
+    state: &mut State,
+    value: &JValue,
+    args: Rest<JValue>,
+    kwargs: Kwargs,
+) -> Result<JValue, Error> {
+    let kwargs = with_positional(&["length", "killwords", "end", "leeway"], &args, kwargs)?;
+    contrib::truncate(state, &as_text(value), kwargs)
+}
+
+/// `wordwrap(width=79, break_long_words=true, wrapstring='\n',
+/// break_on_hyphens=true)`.
+fn wordwrap(value: &JValue, args: Rest<JValue>, kwargs: Kwargs) -> Result<JValue, Error> {
+    let kwargs = with_positional(
+        &[
+            "width",
+            "break_long_words",
+            "wrapstring",
+            "break_on_hyphens",
+        ],
+        &args,
+        kwargs,
+    )?;
+    let value = &as_text(value);
+    // Each line break adds the wrap string: bound what that can make.
+    let text = value.as_str().unwrap_or_default();
+    let width = kwargs.peek::<Option<usize>>("width")?.unwrap_or(79).max(1);
+    let wrap = kwargs
+        .peek::<Option<&str>>("wrapstring")?
+        .map_or(1, str::len);
+    let lines = text.split_whitespace().count() + text.len() / width + 1;
+    if text.len().saturating_add(lines.saturating_mul(wrap)) > super::max_output() {
+        return Err(too_large());
+    }
+    contrib::wordwrap(value, kwargs)
+}
+
+/// `center(width=80)`: the text in the middle of `width` characters, as
+/// Python's `str.center` pads it.
+fn center(text: &str, width: Option<usize>) -> Result<String, Error> {
+    let width = width.unwrap_or(80);
+    let len = text.chars().count();
+    if width <= len {
+        return Ok(text.to_string());
+    }
+    if width.saturating_add(text.len()) > super::max_output() {
+        return Err(too_large());
+    }
+    let margin = width - len;
+    let left = margin / 2 + (margin & width & 1);
+    let mut out = String::with_capacity(text.len() + margin);
+    out.extend(std::iter::repeat_n(' ', left));
+    out.push_str(text);
+    out.extend(std::iter::repeat_n(' ', margin - left));
+    Ok(out)
 }
 
 fn too_large() -> Error {

@@ -98,7 +98,14 @@ pub fn single_expression(text: &str) -> Option<&str> {
 }
 
 /// Names always in scope while a step runs.
-pub const BUILTIN_NAMES: &[&str] = &["inputs", "parameters", "execution", "pipeline_id"];
+pub const BUILTIN_NAMES: &[&str] = &[
+    "inputs",
+    "parameters",
+    "execution",
+    "pipeline_id",
+    "execution_id",
+    "timestamp",
+];
 /// Names bound inside a `for_each` body.
 pub const FOR_EACH_NAMES: &[&str] = &["item", "index", "position", "length", "is_first", "is_last"];
 /// Names bound inside a `while` body (and its condition).
@@ -123,12 +130,69 @@ fn build_environment() -> Environment<'static> {
     }
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     filters::register(&mut env);
+    // The current time, as `execution.started_at` is written.
+    env.add_function("now", || {
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    });
     env
+}
+
+/// The seed's loop variables are written `$item`, `$index`, `$iteration`…:
+/// inside template tags (or in a bare expression) `$name` reads `name`.
+/// Text outside tags and string literals inside them are left alone.
+pub fn seed_syntax(text: &str, bare: bool) -> std::borrow::Cow<'_, str> {
+    if !text.contains('$') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let b = text.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(b.len());
+    let mut in_tag = bare;
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let pair = b.get(i..i + 2);
+        if !in_tag {
+            if matches!(pair, Some(b"{{") | Some(b"{%")) {
+                in_tag = true;
+                out.extend_from_slice(&b[i..i + 2]);
+                i += 2;
+                continue;
+            }
+        } else if let Some(q) = quote {
+            if c == b'\\' && i + 1 < b.len() {
+                out.extend_from_slice(&b[i..i + 2]);
+                i += 2;
+                continue;
+            }
+            if c == q {
+                quote = None;
+            }
+        } else if c == b'\'' || c == b'"' {
+            quote = Some(c);
+        } else if !bare && matches!(pair, Some(b"}}") | Some(b"%}")) {
+            in_tag = false;
+            out.extend_from_slice(&b[i..i + 2]);
+            i += 2;
+            continue;
+        } else if c == b'$'
+            && b.get(i + 1)
+                .is_some_and(|n| n.is_ascii_alphabetic() || *n == b'_')
+        {
+            i += 1;
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    // Only ASCII `$` bytes were dropped: still UTF-8.
+    std::borrow::Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| text.to_string()))
 }
 
 /// Parses a template and returns the root names it reads from its context
 /// (`{{ a.result.b }}` → `a`), without names it defines itself.
 pub fn referenced_names(text: &str) -> Result<BTreeSet<String>, TemplateError> {
+    let text = &*seed_syntax(text, false);
     let env = environment();
     let names = match single_expression(text) {
         Some(expr) if !text.contains("{%") => env
@@ -148,6 +212,7 @@ pub fn referenced_names(text: &str) -> Result<BTreeSet<String>, TemplateError> {
 
 /// Parses a bare expression (a condition written without braces) and returns its names.
 pub fn expression_names(expr: &str) -> Result<BTreeSet<String>, TemplateError> {
+    let expr = &*seed_syntax(expr, true);
     let names = environment()
         .compile_expression(expr)
         .map_err(|e| TemplateError::from_jinja(&e))?
@@ -158,7 +223,16 @@ pub fn expression_names(expr: &str) -> Result<BTreeSet<String>, TemplateError> {
 fn is_global(name: &str) -> bool {
     matches!(
         name,
-        "range" | "dict" | "namespace" | "debug" | "loop" | "self" | "none" | "true" | "false"
+        "range"
+            | "dict"
+            | "namespace"
+            | "debug"
+            | "loop"
+            | "self"
+            | "none"
+            | "true"
+            | "false"
+            | "now"
     )
 }
 
@@ -208,6 +282,7 @@ fn render_str_within(
     if !is_template(text) {
         return Ok(text.to_string());
     }
+    let text = &*seed_syntax(text, false);
     let out = environment()
         .render_str(text, scope.context())
         .map_err(|e| TemplateError::from_jinja(&e))?;
@@ -225,6 +300,7 @@ fn render_string_value_within(
     scope: &Scope,
     budget: &mut Budget,
 ) -> Result<Value, TemplateError> {
+    let text = &*seed_syntax(text, false);
     if let Some(expr) = single_expression(text) {
         let value = environment()
             .compile_expression(expr)
@@ -329,12 +405,9 @@ fn check_depth(value: &Value) -> Result<(), TemplateError> {
 
 /// Converts a template value to JSON. Step envelopes become `{result, success, error}`.
 pub fn to_json(value: &JValue) -> Result<Value, TemplateError> {
+    // A step stands for its result (`{{ step }}` as a whole value).
     if let Some(env) = value.downcast_object_ref::<StepEnvelope>() {
-        return Ok(serde_json::json!({
-            "result": env.result,
-            "success": env.success,
-            "error": env.error,
-        }));
+        return Ok(env.result.clone());
     }
     serde_json::to_value(value)
         .map_err(|e| TemplateError::new(format!("value cannot be converted to JSON: {e}")))
@@ -348,7 +421,7 @@ pub fn eval_condition(condition: &str, scope: &Scope) -> Result<bool, TemplateEr
         render_string_value(trimmed, scope)?
     } else {
         let v = environment()
-            .compile_expression(trimmed)
+            .compile_expression(&seed_syntax(trimmed, true))
             .map_err(|e| TemplateError::from_jinja(&e))?
             .eval(scope.context())
             .map_err(|e| TemplateError::from_jinja(&e))?;

@@ -2,21 +2,61 @@
 
 use super::*;
 
-/// The result of a finished step as templates see it: `{result, success, error}`.
+/// A step as templates see it: its result, with `result`, `success`,
+/// `error`, `status` and `skipped` beside it.
 ///
 /// `{{ step }}` alone renders the result when it is a string (its JSON
-/// otherwise), and a key that is not part of the envelope is looked up in the
-/// result, so `{{ step.content }}` works like `{{ step.result.content }}`.
+/// otherwise; nothing for a step that did not run), and a key that is not
+/// part of the envelope is looked up in the result, so `{{ step.content }}`
+/// works like `{{ step.result.content }}`. A result's own `status` field wins
+/// over the step's status; a step that did not run has no result, so
+/// `{% if x.status != 'skipped' %}` reads the step's.
 #[derive(Debug, Clone)]
 pub struct StepEnvelope {
     pub result: Value,
     pub success: bool,
     pub error: Option<String>,
+    /// `succeeded`, `failed`, `skipped` or `cancelled`.
+    pub status: String,
+}
+
+impl StepEnvelope {
+    /// A step that ran: `succeeded` or `failed` by `success`.
+    pub fn finished(result: Value, success: bool, error: Option<String>) -> Self {
+        let status = if success { "succeeded" } else { "failed" };
+        StepEnvelope {
+            result,
+            success,
+            error,
+            status: status.to_string(),
+        }
+    }
+
+    /// A step that did not run (`skipped` or `cancelled`), and why.
+    pub fn not_run(status: &str, reason: Option<String>) -> Self {
+        StepEnvelope {
+            result: Value::Null,
+            success: false,
+            error: reason,
+            status: status.to_string(),
+        }
+    }
+
+    fn ran(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "failed")
+    }
 }
 
 impl Object for StepEnvelope {
+    /// A step whose result is text is that text in comparisons, `in` and
+    /// string filters (`g == 'x'`, `'MOCK' in g`, `g | upper`), as the
+    /// seed's wrapped strings are; its attributes still answer.
     fn repr(self: &Arc<Self>) -> ObjectRepr {
-        ObjectRepr::Map
+        if self.result.is_string() {
+            ObjectRepr::Plain
+        } else {
+            ObjectRepr::Map
+        }
     }
 
     fn get_value(self: &Arc<Self>, key: &JValue) -> Option<JValue> {
@@ -27,6 +67,18 @@ impl Object for StepEnvelope {
                 Some(e) => JValue::from(e.as_str()),
                 None => JValue::from(()),
             }),
+            "status" => Some(
+                self.result
+                    .get("status")
+                    .map(|v| JValue::from(Serde(v)))
+                    .unwrap_or_else(|| JValue::from(self.status.as_str())),
+            ),
+            "skipped" => Some(
+                self.result
+                    .get("skipped")
+                    .map(|v| JValue::from(Serde(v)))
+                    .unwrap_or_else(|| JValue::from(self.status == "skipped")),
+            ),
             other => self
                 .result
                 .as_object()
@@ -36,6 +88,9 @@ impl Object for StepEnvelope {
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
+        if self.result.is_string() {
+            return Enumerator::NonEnumerable;
+        }
         Enumerator::Str(&["result", "success", "error"])
     }
 
@@ -44,6 +99,9 @@ impl Object for StepEnvelope {
     }
 
     fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.ran() {
+            return Ok(());
+        }
         match &self.result {
             Value::String(s) => f.write_str(s),
             other => write!(f, "{other}"),
@@ -85,7 +143,7 @@ impl Scope {
         self
     }
 
-    /// Binds a skipped step: `none`.
+    /// Binds a step that has not run yet: `none`.
     pub fn set_none(&mut self, id: impl Into<String>) -> &mut Self {
         self.vars.insert(id.into(), JValue::from(()));
         self

@@ -13,19 +13,11 @@ fn scope() -> Scope {
     );
     s.set_step(
         "read",
-        StepEnvelope {
-            result: json!({"content": "hi\n", "path": "out/a.txt"}),
-            success: true,
-            error: None,
-        },
+        StepEnvelope::finished(json!({"content": "hi\n", "path": "out/a.txt"}), true, None),
     );
     s.set_step(
         "gen",
-        StepEnvelope {
-            result: json!("some text"),
-            success: true,
-            error: None,
-        },
+        StepEnvelope::finished(json!("some text"), true, None),
     );
     s.set_none("skipped");
     s
@@ -146,4 +138,138 @@ fn literals_in_outputs_become_values() {
     assert_eq!(parse_literal("true"), json!(true));
     assert_eq!(parse_literal("hello"), json!("hello"));
     assert_eq!(parse_literal("-"), json!("-"));
+}
+
+#[test]
+fn jinja_text_filters_take_positional_and_keyword_arguments() {
+    let s = scope();
+    let long = "{% set t = 'the quick brown fox jumps over the lazy dog' %}";
+    let r = |t: &str| render_str(&format!("{long}{t}"), &s).map_err(|e| e.message);
+    assert_eq!(
+        r("{{ t | truncate(20) }}").as_deref(),
+        Ok("the quick brown...")
+    );
+    assert_eq!(
+        r("{{ t | truncate(length=20, end='~', killwords=true) }}").as_deref(),
+        Ok("the quick brown fox~")
+    );
+    assert_eq!(
+        r("{{ t | truncate(100) }}").as_deref(),
+        Ok("the quick brown fox jumps over the lazy dog")
+    );
+    assert_eq!(r("{{ t | wordcount }}").as_deref(), Ok("9"));
+    assert_eq!(
+        r("{{ t | wordwrap(20, wrapstring='|') }}").as_deref(),
+        Ok("the quick brown fox|jumps over the lazy|dog")
+    );
+    assert_eq!(r("[{{ 'ab' | center(5) }}]").as_deref(), Ok("[  ab ]"));
+    assert_eq!(r("[{{ 'abc' | center(6) }}]").as_deref(), Ok("[ abc  ]"));
+    assert_eq!(
+        r("{{ '<b>bold</b> text' | striptags }}").as_deref(),
+        Ok("bold text")
+    );
+    assert_eq!(r("{{ 1500000 | filesizeformat }}").as_deref(), Ok("1.5 MB"));
+    assert_eq!(r("{{ ['only'] | random }}").as_deref(), Ok("only"));
+    assert!(r("{{ t | truncate(1, 2, 3, 4, 5) }}").is_err());
+    assert!(r("{{ t | truncate(20, nonsense=1) }}").is_err());
+}
+
+#[test]
+fn text_filters_refuse_output_past_the_limit_before_making_it() {
+    let s = scope();
+    let err = render_str("{{ 'x' | center(999999999999) }}", &s).expect_err("too wide");
+    assert!(
+        err.message.contains("limits.template_output_bytes"),
+        "{}",
+        err.message
+    );
+    let err = render_str(
+        "{{ ('a ' * 100000) | wordwrap(1, wrapstring='-' * 100000) }}",
+        &s,
+    )
+    .expect_err("too many wrap strings");
+    assert!(
+        err.message.contains("limits.template_output_bytes"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn seed_loop_variables_with_a_dollar_read_the_plain_names() {
+    assert_eq!(
+        seed_syntax(
+            "{{ $item }} costs $5 and {{ '$item' }} {% if $is_first %}1{% endif %}",
+            false
+        ),
+        "{{ item }} costs $5 and {{ '$item' }} {% if is_first %}1{% endif %}"
+    );
+    assert_eq!(seed_syntax("$iteration < 3", true), "iteration < 3");
+    assert_eq!(seed_syntax("no dollars", false), "no dollars");
+    let names = referenced_names("{{ $item.name }}-{{ $index }}").expect("parses");
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["index".to_string(), "item".to_string()]
+    );
+    let mut s = scope();
+    s.set("item", &json!({"name": "n"}));
+    assert_eq!(
+        render_str("{{ $item.name }}", &s).ok().as_deref(),
+        Some("n")
+    );
+}
+
+#[test]
+fn a_step_that_did_not_run_has_a_status_and_a_step_stands_for_its_result() {
+    let mut s = scope();
+    s.set_step("never", StepEnvelope::not_run("skipped", None));
+    s.set_step(
+        "fetch",
+        StepEnvelope::finished(json!({"status": 200, "body": "ok"}), true, None),
+    );
+    let r = |t: &str| render_str(t, &s).map_err(|e| e.message);
+    assert_eq!(
+        r("{% if never.status != 'skipped' %}ran{% else %}{{ never.status }}{% endif %}")
+            .as_deref(),
+        Ok("skipped")
+    );
+    assert_eq!(
+        r("[{{ never }}]{{ never.skipped }}").as_deref(),
+        Ok("[]True")
+    );
+    assert_eq!(
+        r("{{ read.status }}/{{ read.skipped }}").as_deref(),
+        Ok("succeeded/False")
+    );
+    // A result's own `status` field wins.
+    assert_eq!(r("{{ fetch.status }}").as_deref(), Ok("200"));
+    assert_eq!(
+        render_string_value("{{ read }}", &s).ok(),
+        Some(json!({"content": "hi\n", "path": "out/a.txt"}))
+    );
+}
+
+#[test]
+fn a_step_whose_result_is_text_is_that_text_in_comparisons_and_filters() {
+    let s = scope();
+    let r = |t: &str| render_str(t, &s).map_err(|e| e.message);
+    assert_eq!(r("{{ gen == 'some text' }}").as_deref(), Ok("True"));
+    assert_eq!(r("{{ 'some text' == gen }}").as_deref(), Ok("True"));
+    assert_eq!(r("{{ gen != 'other' }}").as_deref(), Ok("True"));
+    assert_eq!(
+        r("{{ 'text' in gen }}, {{ 'MOCK' in gen }}").as_deref(),
+        Ok("True, False")
+    );
+    assert_eq!(r("{{ gen | upper }}").as_deref(), Ok("SOME TEXT"));
+    assert_eq!(
+        r("{{ gen.result }}|{{ gen.success }}|{{ gen.status }}").as_deref(),
+        Ok("some text|True|succeeded")
+    );
+    assert_eq!(r("{{ gen ~ '!' }}").as_deref(), Ok("some text!"));
+    assert_eq!(
+        r("{{ gen | slugify }}|{{ gen | wordcount }}|{{ gen | truncate(5, leeway=0) }}|{{ gen | replace('some', 'any') }}").as_deref(),
+        Ok("some-text|2|so...|any text")
+    );
+    assert!(eval_condition("'some' in gen", &s).expect("evaluates"));
+    assert!(!eval_condition("gen == 'x'", &s).expect("evaluates"));
 }

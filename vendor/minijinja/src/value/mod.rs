@@ -707,6 +707,22 @@ impl Hash for Value {
 #[derive(Clone)]
 pub struct Value(pub(crate) ValueRepr);
 
+/// PATCH(orchestrator): `Some(equal)` when one side is a plain object and
+/// the other text; `None` otherwise.
+fn plain_object_text_eq(a: &Value, b: &Value) -> Option<bool> {
+    let text_of_plain = |v: &Value| match v.0 {
+        ValueRepr::Object(ref obj) if matches!(obj.repr(), ObjectRepr::Plain) => {
+            Some(obj.to_string())
+        }
+        _ => None,
+    };
+    match (text_of_plain(a), b.as_str(), text_of_plain(b), a.as_str()) {
+        (Some(x), Some(y), _, _) => Some(x == y),
+        (_, _, Some(y), Some(x)) => Some(x == y),
+        _ => None,
+    }
+}
+
 impl PartialEq for Value {
     fn eq(&self, other: &Self) -> bool {
         match (&self.0, &other.0) {
@@ -722,6 +738,11 @@ impl PartialEq for Value {
                 Some(ops::CoerceResult::I128(a, b)) => a == b,
                 Some(ops::CoerceResult::Str(a, b)) => a == b,
                 None => {
+                    // PATCH(orchestrator): a plain object compared with text
+                    // is the text it renders as.
+                    if let Some(rv) = plain_object_text_eq(self, other) {
+                        return rv;
+                    }
                     if let (Some(a), Some(b)) = (self.as_object(), other.as_object()) {
                         if self.is_tuple() != other.is_tuple() {
                             return false;

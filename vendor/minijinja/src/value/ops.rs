@@ -1001,7 +1001,18 @@ pub fn contains(state: Option<&State>, container: &Value, value: &Value) -> Resu
         }
     } else if let ValueRepr::Object(ref obj) = container.0 {
         match obj.repr() {
-            ObjectRepr::Plain => false,
+            // PATCH(orchestrator): a plain object holds what the text it
+            // renders as holds (a step whose result is text, in templates).
+            ObjectRepr::Plain => {
+                let s = obj.to_string();
+                if let Some(state) = state {
+                    ok!(state.charge_fuel(s.len() as u64));
+                }
+                match value.as_str() {
+                    Some(s2) => s.contains(s2),
+                    None => s.contains(&value.to_string()),
+                }
+            }
             ObjectRepr::Map => obj.get_value(value).is_some(),
             ObjectRepr::Seq | ObjectRepr::Iterable => {
                 let mut found = false;
