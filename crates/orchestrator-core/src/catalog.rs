@@ -29,6 +29,23 @@ pub const RUNTIME_ACTIONS: &[&str] = &[
     EVALUATE_CONDITION,
 ];
 
+/// Maps a tool's action alias to the canonical name: the seed's names for
+/// the same actions (its terminal runs its command whatever the action is
+/// called; `execute` is what its examples write), then the tool-independent
+/// aliases of [`canonical_action`].
+pub fn canonical_tool_action<'a>(tool: &str, action: &'a str) -> &'a str {
+    match (tool, action) {
+        ("terminal", "execute" | "exec" | "run_command" | "shell") => "run",
+        ("filesystem", "list_directory" | "list_files" | "ls") => "list",
+        ("filesystem", "remove") => "delete",
+        ("filesystem", "read_file") => "read",
+        ("filesystem", "write_file") => "write",
+        ("report-generator", "create" | "generate_report") => "generate",
+        ("web-search", "web_search") => "search",
+        _ => canonical_action(action),
+    }
+}
+
 /// Maps an action alias to its canonical name.
 pub fn canonical_action(action: &str) -> &str {
     match action {

@@ -663,3 +663,26 @@ steps:
     let err = validate(yaml).expect_err("broken");
     insta::assert_json_snapshot!(err.errors);
 }
+
+/// The seed's names for the same actions compile to ours; a name no tool
+/// has is still refused.
+#[test]
+fn the_seeds_action_names_compile_to_their_actions() {
+    let yaml = "name: aliases\nsteps:\n  - id: t\n    tool: terminal\n    action: execute\n    parameters: {command: ls}\n  - id: l\n    tool: filesystem\n    action: list_directory\n    parameters: {path: .}\n  - id: r\n    tool: report-generator\n    action: create\n    parameters: {content: x}\n";
+    let compiled = validate(yaml).expect("compiles");
+    let actions: Vec<(&str, &str)> = compiled
+        .plan
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.step.action.as_str()))
+        .collect();
+    assert_eq!(actions, [("t", "run"), ("l", "list"), ("r", "generate")]);
+    let err = validate("name: x\nsteps:\n  - id: t\n    tool: terminal\n    action: explode\n")
+        .expect_err("no such action");
+    assert_eq!(err.errors[0].kind, ErrorKind::UnknownAction);
+    assert!(
+        err.errors[0].message.contains("'explode'"),
+        "{}",
+        err.errors[0].message
+    );
+}

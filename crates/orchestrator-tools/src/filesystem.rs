@@ -313,7 +313,13 @@ impl Filesystem {
         root: &Path,
         is_move: bool,
     ) -> Result<Value, ToolError> {
-        let src = resolve(root, required_str(params, "source")?)?;
+        // The seed names the source `path`.
+        let source = if params.contains_key("source") || !params.contains_key("path") {
+            "source"
+        } else {
+            "path"
+        };
+        let src = resolve(root, required_str(params, source)?)?;
         let dst = resolve(root, required_str(params, "destination")?)?;
         if src.relative == "." || dst.relative == "." {
             return Err(denied(
@@ -480,13 +486,13 @@ impl Tool for Filesystem {
             ),
             action(
                 "copy",
-                "Copy a file",
-                json!({"type": "object", "required": ["source", "destination"], "properties": {"source": path, "destination": path}}),
+                "Copy a file from `source` (or `path`) to `destination`",
+                json!({"type": "object", "required": ["destination"], "anyOf": [{"required": ["source"]}, {"required": ["path"]}], "properties": {"source": path, "path": path, "destination": path}}),
             ),
             action(
                 "move",
-                "Move or rename a file or folder",
-                json!({"type": "object", "required": ["source", "destination"], "properties": {"source": path, "destination": path}}),
+                "Move or rename a file or folder from `source` (or `path`) to `destination`",
+                json!({"type": "object", "required": ["destination"], "anyOf": [{"required": ["source"]}, {"required": ["path"]}], "properties": {"source": path, "path": path, "destination": path}}),
             ),
             action(
                 "delete",

@@ -93,6 +93,24 @@ async fn other_actions_work_inside_the_workspace() {
     .await
     .expect("copy");
     assert_eq!(c["size"], 1);
+    // The seed names the source `path`.
+    let c = fs(
+        &d,
+        "copy",
+        json!({"path": "a.txt", "destination": "sub/seed.txt"}),
+    )
+    .await
+    .expect("copy from path");
+    assert_eq!(c["source"], "a.txt");
+    fs(&d, "delete", json!({"path": "sub/seed.txt"}))
+        .await
+        .expect("delete");
+    assert!(
+        fs(&d, "copy", json!({"destination": "sub/none.txt"}))
+            .await
+            .is_err(),
+        "a copy needs a source"
+    );
     fs(
         &d,
         "move",

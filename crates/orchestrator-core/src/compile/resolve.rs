@@ -76,7 +76,7 @@ pub(super) fn resolve_action(
                     None
                 }
                 Some(a) => {
-                    let canonical = catalog::canonical_action(a);
+                    let canonical = catalog::canonical_tool_action(tool, a);
                     if actions.iter().any(|x| x == canonical) {
                         Some(canonical.to_string())
                     } else {
