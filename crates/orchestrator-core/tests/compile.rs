@@ -686,3 +686,31 @@ fn the_seeds_action_names_compile_to_their_actions() {
         err.errors[0].message
     );
 }
+
+/// A literal `for_each` text is read as the same text rendered by a
+/// template is: a list written out (JSON or YAML), else comma-separated.
+#[test]
+fn literal_for_each_text_is_read_as_rendered_text_is() {
+    let items = |for_each: &str| -> Vec<Value> {
+        let yaml = format!(
+            "name: l\nsteps:\n  - id: each\n    for_each: {for_each}\n    steps:\n      - id: w\n        tool: echo\n"
+        );
+        let compiled = validate(&yaml).expect("compiles");
+        compiled
+            .plan
+            .steps
+            .iter()
+            .filter_map(|s| s.binding.as_ref().map(|b| b.values["item"].clone()))
+            .collect()
+    };
+    assert_eq!(items(r#"'["x", "y"]'"#), [json!("x"), json!("y")]);
+    assert_eq!(
+        items(r#""[a, 'b c', 3]""#),
+        [json!("a"), json!("b c"), json!(3)]
+    );
+    assert_eq!(items("'a, b'"), [json!("a"), json!("b")]);
+    assert_eq!(
+        orchestrator_core::plan::items_from_value(json!("[a, 'b c', 3]")).expect("reads"),
+        [json!("a"), json!("b c"), json!(3)]
+    );
+}

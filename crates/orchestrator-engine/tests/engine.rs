@@ -395,6 +395,16 @@ steps:
         tool: filesystem
         action: write
         parameters: {path: "each/{{ $item }}.txt", content: "{{ $index }}"}
+  - id: lister
+    tool: echo
+    parameters: {list: "[p, 'q r']"}
+  - id: listed
+    for_each: "{{ lister.list }}"
+    steps:
+      - id: w
+        tool: filesystem
+        action: write
+        parameters: {path: "listed/{{ item }}.txt", content: "{{ item }}"}
 "#;
     let done = run(&h, yaml, json!({})).await;
     assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
@@ -421,6 +431,9 @@ steps:
         (read(&h, "each/x.txt"), read(&h, "each/y.txt")),
         ("0".into(), "1".into())
     );
+    // Text a step produced is read as a literal would be.
+    assert_eq!(read(&h, "listed/q r.txt"), "q r");
+    assert_eq!(read(&h, "listed/p.txt"), "p");
     let checkpoints = h
         .engine
         .store()

@@ -70,14 +70,22 @@ pub(super) fn read_loop(
                 if template::is_template(s) {
                     Some(LoopItems::Template(s.clone()))
                 } else {
-                    // A comma-separated literal list.
-                    Some(LoopItems::Literal(
-                        s.split(',')
-                            .map(str::trim)
-                            .filter(|x| !x.is_empty())
-                            .map(|x| Value::String(x.to_string()))
-                            .collect(),
-                    ))
+                    // Read as the same text rendered by a template would
+                    // be: a list written out (`[a, b]`, JSON or YAML), else
+                    // lines or comma-separated items.
+                    match plan::items_from_value(Value::String(s.clone())) {
+                        Ok(list) => Some(LoopItems::Literal(list)),
+                        Err(e) => {
+                            cx.error(
+                                ErrorKind::InvalidLoop,
+                                e,
+                                f.pos,
+                                sid,
+                                &format!("{pointer}/for_each"),
+                            );
+                            None
+                        }
+                    }
                 }
             }
             _ => {

@@ -94,10 +94,16 @@ pub fn items_from_value(value: Value) -> Result<Vec<Value>, String> {
             if t.is_empty() {
                 return Ok(vec![]);
             }
-            if t.starts_with('[')
-                && let Ok(Value::Array(a)) = serde_json::from_str::<Value>(t)
-            {
-                return Ok(a);
+            if t.starts_with('[') {
+                // A list written out: JSON, or YAML flow style (`[a, 'b c']`).
+                if let Ok(Value::Array(a)) = serde_json::from_str::<Value>(t) {
+                    return Ok(a);
+                }
+                if let Ok(node) = crate::yaml::parse(t)
+                    && let Value::Array(a) = node.to_json()
+                {
+                    return Ok(a);
+                }
             }
             let sep = if t.contains('\n') { '\n' } else { ',' };
             Ok(t.split(sep)
