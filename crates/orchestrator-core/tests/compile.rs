@@ -714,3 +714,37 @@ fn literal_for_each_text_is_read_as_rendered_text_is() {
         [json!("a"), json!("b c"), json!(3)]
     );
 }
+
+/// `continue_on_error: true` is `on_failure: continue`; `add_completion_task`
+/// is accepted on loops (a loop always finishes after its iterations).
+#[test]
+fn the_seeds_error_and_loop_keys_are_understood() {
+    use orchestrator_core::OnFailure;
+    let compiled = validate(
+        "name: c\nsteps:\n  - id: a\n    tool: echo\n    continue_on_error: true\n  - id: b\n    tool: echo\n    continue_on_error: true\n    on_failure: fail\n  - id: l\n    for_each: [x]\n    add_completion_task: true\n    steps:\n      - id: w\n        tool: echo\n",
+    )
+    .expect("compiles");
+    let mode = |id: &str| {
+        compiled
+            .plan
+            .steps
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.step.on_failure.clone())
+    };
+    assert_eq!(mode("a"), Some(OnFailure::Continue));
+    assert_eq!(mode("b"), Some(OnFailure::Fail));
+    assert!(compiled.warnings.is_empty(), "{:?}", compiled.warnings);
+    let err =
+        validate("name: c\nsteps:\n  - id: a\n    tool: echo\n    continue_on_error: maybe\n")
+            .expect_err("not a boolean");
+    assert_eq!(err.errors[0].kind, ErrorKind::InvalidType);
+    let warned =
+        validate("name: c\nsteps:\n  - id: a\n    tool: echo\n    add_completion_task: true\n")
+            .expect("compiles");
+    assert!(
+        warned.warnings[0].message.contains("only applies to loops"),
+        "{:?}",
+        warned.warnings
+    );
+}

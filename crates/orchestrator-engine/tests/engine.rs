@@ -196,15 +196,21 @@ async fn a_failing_step_is_retried_then_fails_the_execution(store: Arc<dyn Store
 
 async fn on_failure_continue_runs_dependents_and_fails_the_execution(store: Arc<dyn Store>) {
     let h = harness(store);
-    let yaml = "name: c\nsteps:\n  - id: bad\n    tool: filesystem\n    action: read\n    max_retries: 1\n    on_failure: continue\n    parameters: {path: nope.txt}\n  - id: after\n    tool: echo\n    depends_on: [bad]\n    parameters: {ok: '{{ bad.success }}'}\n";
-    let done = run(&h, yaml, json!({})).await;
-    assert_eq!(done.status, ExecutionStatus::Failed);
-    let steps = h.engine.store().list_steps(&done.id).await.expect("steps");
-    assert_eq!(steps[1].status, StepStatus::Succeeded);
-    assert_eq!(
-        steps[1].result.as_ref().map(|r| r["result"].clone()),
-        Some(json!({"ok": false}))
-    );
+    // The seed's spelling `continue_on_error: true` means the same.
+    for mode in ["on_failure: continue", "continue_on_error: true"] {
+        let yaml = format!(
+            "name: c\nsteps:\n  - id: bad\n    tool: filesystem\n    action: read\n    max_retries: 1\n    {mode}\n    parameters: {{path: nope.txt}}\n  - id: after\n    tool: echo\n    depends_on: [bad]\n    parameters: {{ok: '{{{{ bad.success }}}}'}}\n"
+        );
+        let done = run(&h, &yaml, json!({})).await;
+        assert_eq!(done.status, ExecutionStatus::Failed, "{mode}");
+        let steps = h.engine.store().list_steps(&done.id).await.expect("steps");
+        assert_eq!(steps[1].status, StepStatus::Succeeded, "{mode}");
+        assert_eq!(
+            steps[1].result.as_ref().map(|r| r["result"].clone()),
+            Some(json!({"ok": false})),
+            "{mode}"
+        );
+    }
 }
 
 async fn for_each_over_a_step_result_expands_at_run_time(store: Arc<dyn Store>) {

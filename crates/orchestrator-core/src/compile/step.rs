@@ -31,8 +31,10 @@ pub(super) const STEP_KEYS: &[&str] = &[
     "requires_model",
     "metadata",
     "tags",
+    "continue_on_error",
+    "add_completion_task",
 ];
-#[allow(clippy::too_many_lines)]
+
 pub(super) fn read_step(
     node: &Node,
     pointer: &str,
@@ -328,14 +330,36 @@ impl StepReader<'_, '_> {
         Some(text)
     }
 
-    /// `on_failure`: a mode, or the id of a step to go to.
+    /// `on_failure`: a mode, or the id of a step to go to. The seed's
+    /// `continue_on_error: true` is `on_failure: continue`.
     fn on_failure(&self, cx: &mut Cx) -> OnFailure {
+        let continue_on_error = self.flag(cx, "continue_on_error");
         match self.string(cx, "on_failure").as_deref() {
+            None if continue_on_error == Some(true) => OnFailure::Continue,
             None | Some("fail") => OnFailure::Fail,
             Some("continue") => OnFailure::Continue,
             Some("skip") => OnFailure::Skip,
             Some("retry") => OnFailure::Retry,
             Some(target) => OnFailure::Goto(target.to_string()),
+        }
+    }
+
+    /// An optional boolean key.
+    fn flag(&self, cx: &mut Cx, key: &str) -> Option<bool> {
+        let n = self.node.get(key)?;
+        match n.value {
+            NodeValue::Bool(b) => Some(b),
+            NodeValue::Null => None,
+            _ => {
+                cx.error(
+                    ErrorKind::InvalidType,
+                    format!("'{key}' must be true or false, found {}", n.described()),
+                    n.pos,
+                    self.sid(),
+                    &self.at(key),
+                );
+                None
+            }
         }
     }
 
@@ -409,6 +433,9 @@ impl StepReader<'_, '_> {
             return None;
         }
         if has_for_each || has_while {
+            // The seed's `add_completion_task`: a loop step here always
+            // finishes after its iterations (it is their join).
+            self.flag(cx, "add_completion_task");
             return read_loop(
                 node,
                 self.pointer,
@@ -428,7 +455,7 @@ impl StepReader<'_, '_> {
                 &self.at("steps"),
             );
         }
-        for key in ["max_parallel", "max_iterations"] {
+        for key in ["max_parallel", "max_iterations", "add_completion_task"] {
             if let Some(n) = node.get(key) {
                 cx.warn(
                     ErrorKind::InvalidLoop,
