@@ -296,17 +296,18 @@ pub async fn build_engine(settings: &Settings) -> anyhow::Result<Engine> {
         },
         ..EngineConfig::default()
     };
+    // From the models file, or (without one) the providers whose keys are set.
+    let source = if settings.models_file.is_some() {
+        "file"
+    } else {
+        "environment"
+    };
     for spec in &settings.model_specs {
         let json = serde_json::to_value(spec)?;
         store
-            .upsert_model(&spec.id, &json, "file")
+            .upsert_model(&spec.id, &json, source)
             .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot register model '{}' from the models file: {e}",
-                    spec.id
-                )
-            })?;
+            .map_err(|e| anyhow::anyhow!("cannot register model '{}' ({source}): {e}", spec.id))?;
     }
     Ok(Engine::new(
         store,

@@ -34,8 +34,8 @@ pub use file::{
     OrchestratorSection, RemoteActionSection, RemoteToolSection, SearchBackendSection,
     ServerSection, ToolsSection, WebSearchSection, WorkspaceSection, parse_file,
 };
-pub use models::parse_models_file;
 use models::resolve_models;
+pub use models::{default_models, parse_models_file};
 use tools::resolve_tools;
 
 /// Resolved settings.

@@ -97,6 +97,11 @@ pub(super) fn resolve_models(
         let (specs, default) = parse_models_file(&text, &shown)?;
         s.model_specs = specs;
         default_model = default_model.or(default);
+    } else {
+        // No models file: a provider's key in the environment registers its
+        // usual models, as the seed framework's `init_models()` does.
+        s.model_specs = default_models(env);
+        default_model = default_model.or_else(|| s.model_specs.first().map(|m| m.id.clone()));
     }
     s.models_file = file;
     let mut key_env_allowed = m
@@ -140,4 +145,39 @@ pub(super) fn resolve_models(
         .collect();
     s.models = models;
     Ok(())
+}
+
+/// The models registered without a models file, for each provider whose key
+/// is set (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, `GOOGLE_API_KEY`): its
+/// small and its large model. Prices are US dollars per 1,000 tokens.
+pub fn default_models(env: &HashMap<String, String>) -> Vec<ModelSpec> {
+    let defaults = serde_json::json!([
+        {"id": "gpt-4o-mini", "provider": "openai", "model": "gpt-4o-mini",
+         "capabilities": ["generate", "summarization", "structured"], "context_window": 128000,
+         "cost_per_1k_tokens": {"input": 0.00015, "output": 0.0006}},
+        {"id": "gpt-4o", "provider": "openai", "model": "gpt-4o",
+         "capabilities": ["generate", "summarization", "structured", "reasoning", "code"],
+         "context_window": 128000, "cost_per_1k_tokens": {"input": 0.0025, "output": 0.01}},
+        {"id": "claude-haiku", "provider": "anthropic", "model": "claude-haiku-4-5",
+         "capabilities": ["generate", "summarization", "reasoning"], "context_window": 200000,
+         "cost_per_1k_tokens": {"input": 0.001, "output": 0.005}, "max_output_tokens": 4096},
+        {"id": "claude-sonnet", "provider": "anthropic", "model": "claude-sonnet-4-5",
+         "capabilities": ["generate", "summarization", "structured", "reasoning", "code"],
+         "context_window": 200000, "cost_per_1k_tokens": {"input": 0.003, "output": 0.015},
+         "max_output_tokens": 8192},
+        {"id": "gemini-flash", "provider": "google", "model": "gemini-2.5-flash",
+         "capabilities": ["generate", "summarization", "structured"], "context_window": 1000000,
+         "cost_per_1k_tokens": {"input": 0.0003, "output": 0.0025}},
+        {"id": "gemini-pro", "provider": "google", "model": "gemini-2.5-pro",
+         "capabilities": ["generate", "summarization", "structured", "reasoning", "code"],
+         "context_window": 1000000, "cost_per_1k_tokens": {"input": 0.00125, "output": 0.01}},
+    ]);
+    let specs: Vec<ModelSpec> = serde_json::from_value(defaults).unwrap_or_default();
+    specs
+        .into_iter()
+        .filter(|m| {
+            env.get(m.provider.default_key_env())
+                .is_some_and(|k| !k.trim().is_empty())
+        })
+        .collect()
 }

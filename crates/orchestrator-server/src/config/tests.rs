@@ -357,3 +357,28 @@ fn a_variable_naming_no_key_or_holding_the_wrong_type_is_refused_by_name() {
     let err = load_text("server:\n  max_connections: lots\n", &[]).expect_err("file type");
     assert!(err.to_string().contains("orchestrator.yaml"), "{err}");
 }
+
+#[test]
+fn without_a_models_file_the_keys_in_the_environment_register_their_providers_models() {
+    let env = HashMap::from([
+        ("ANTHROPIC_API_KEY".to_string(), "sk-ant".to_string()),
+        ("GOOGLE_API_KEY".to_string(), " ".to_string()),
+    ]);
+    let ids: Vec<String> = default_models(&env).into_iter().map(|m| m.id).collect();
+    assert_eq!(ids, ["claude-haiku", "claude-sonnet"]);
+    // No models file configured (nor one found here or in ~/.orchestrator):
+    // the environment decides.
+    let s = load(&Overrides::default(), &env).expect("loads");
+    if s.models_file.is_none() {
+        let ids: Vec<&str> = s.model_specs.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["claude-haiku", "claude-sonnet"]);
+        assert_eq!(s.models.default_model.as_deref(), Some("claude-haiku"));
+    }
+    assert!(default_models(&HashMap::new()).is_empty());
+    let all = HashMap::from([
+        ("OPENAI_API_KEY".to_string(), "k".to_string()),
+        ("ANTHROPIC_API_KEY".to_string(), "k".to_string()),
+        ("GOOGLE_API_KEY".to_string(), "k".to_string()),
+    ]);
+    assert_eq!(default_models(&all).len(), 6);
+}
