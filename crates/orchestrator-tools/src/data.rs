@@ -345,6 +345,10 @@ impl Tool for DataProcessing {
             if let Value::Object(e) = extra {
                 props.extend(e);
             }
+            props.insert(
+                "operation".to_string(),
+                json!({"type": "object", "description": "the action's settings nested in one object (`operation: {criteria: …}`); keys given directly win"}),
+            );
             json!({"type": "object", "properties": props})
         };
         vec![
@@ -377,8 +381,11 @@ impl Tool for DataProcessing {
         params: &Map<String, Value>,
         ctx: &ToolContext,
     ) -> Result<Value, ToolError> {
-        let (rows, _) = rows_of(params, ctx).await?;
-        match action {
+        let (rows, input_format) = rows_of(params, ctx).await?;
+        // The seed nests an action's settings under `operation`
+        // (`operation: {criteria: …}`); keys given directly win.
+        let params = &with_operation(params)?;
+        let out = match action {
             "filter" => {
                 let criteria = match params.get("criteria") {
                     Some(Value::Object(c)) => c.clone(),
@@ -461,6 +468,39 @@ impl Tool for DataProcessing {
             other => Err(ToolError::invalid(format!(
                 "data-processing has no action '{other}'"
             ))),
-        }
+        }?;
+        with_processed_data(out, input_format)
     }
+}
+
+/// `params` with the keys of `operation` added where not given directly.
+fn with_operation(params: &Map<String, Value>) -> Result<Map<String, Value>, ToolError> {
+    let mut merged = params.clone();
+    match merged.remove("operation") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(op)) => {
+            for (k, v) in op {
+                merged.entry(k).or_insert(v);
+            }
+        }
+        Some(_) => return Err(ToolError::invalid("'operation' must be an object")),
+    }
+    Ok(merged)
+}
+
+/// Adds `processed_data`, the rows in the format they came in (CSV text
+/// for CSV input), as the seed's pipelines read them.
+fn with_processed_data(mut out: Value, input_format: &str) -> Result<Value, ToolError> {
+    let Some(rows) = out.get("data").and_then(Value::as_array).cloned() else {
+        return Ok(out);
+    };
+    let processed = if input_format == "csv" {
+        Value::String(to_csv(&rows)?)
+    } else {
+        Value::Array(rows)
+    };
+    if let Value::Object(m) = &mut out {
+        m.insert("processed_data".to_string(), processed);
+    }
+    Ok(out)
 }

@@ -196,3 +196,41 @@ async fn inferred_schemas_accept_their_data() {
         .expect("validate");
     assert_eq!(check["valid"], true);
 }
+
+/// The seed's form: settings nested under `operation`, and the rows back in
+/// the format they came in as `processed_data`.
+#[tokio::test]
+async fn settings_nested_under_operation_apply_and_rows_come_back_in_their_format() {
+    let (ctx, _ws) = ctx();
+    let csv = "name,status\nann,active\nbob,inactive\ncid,active\n";
+    let out = data(
+        &ctx,
+        "filter",
+        json!({"data": csv, "format": "csv", "operation": {"criteria": {"status": "active"}}}),
+    )
+    .await
+    .expect("filters");
+    assert_eq!(out["count"], 2);
+    assert_eq!(
+        out["processed_data"],
+        "name,status\nann,active\ncid,active\n"
+    );
+    // A key given directly wins over the nested one.
+    let out = data(
+        &ctx,
+        "filter",
+        json!({"data": [{"s": 1}, {"s": 2}], "criteria": {"s": 2}, "operation": {"criteria": {"s": 1}}}),
+    )
+    .await
+    .expect("filters");
+    assert_eq!(out["processed_data"], json!([{"s": 2}]));
+    assert!(
+        data(
+            &ctx,
+            "filter",
+            json!({"data": [], "operation": "status=active"})
+        )
+        .await
+        .is_err()
+    );
+}
