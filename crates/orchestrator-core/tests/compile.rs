@@ -748,3 +748,33 @@ fn the_seeds_error_and_loop_keys_are_understood() {
         warned.warnings
     );
 }
+
+/// A name declared under `parameters` and again under `inputs` with the
+/// first declaration as the second's default (a YAML alias) takes the
+/// declaration's default, with a warning; a default of the wrong type is
+/// still refused.
+#[test]
+fn an_input_declared_twice_through_an_alias_takes_the_declared_default() {
+    let yaml = "name: twice\nparameters:\n  out: &decl\n    type: string\n    default: results\n    description: where\nsteps:\n  - id: w\n    tool: filesystem\n    action: write\n    parameters: {path: '{{ out }}/a.txt', content: x}\ninputs:\n  out:\n    type: string\n    default: *decl\n";
+    let compiled = with_context(yaml, json!({})).expect("compiles");
+    assert_eq!(
+        compiled.plan.steps[0].step.parameters["path"],
+        json!("{{ out }}/a.txt")
+    );
+    assert_eq!(compiled.plan.inputs.get("out"), Some(&json!("results")));
+    assert!(
+        compiled
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("declared twice")),
+        "{:?}",
+        compiled.warnings
+    );
+    let err = validate("name: t\ninputs:\n  out:\n    type: string\n    default: {a: 1}\nsteps:\n  - id: e\n    tool: echo\n")
+        .expect_err("an object is not a string");
+    assert!(
+        err.errors[0].message.contains("must be of type string"),
+        "{}",
+        err.errors[0].message
+    );
+}

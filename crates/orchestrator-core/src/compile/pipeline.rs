@@ -268,6 +268,25 @@ pub(super) fn read_inputs(
                     ),
                 }
             }
+            // A default that is itself an input declaration: the same name
+            // declared under both `parameters` and `inputs`, the second
+            // pointing at the first with a YAML alias (`default: *id001`).
+            // The declaration's own default is meant.
+            if let Some(Value::Object(nested)) = &spec.default
+                && is_declaration(nested)
+            {
+                cx.warn(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "the default of input '{}' is an input declaration (declared twice?); its default is used",
+                        k.name
+                    ),
+                    v.get("default").map_or(v.pos, |d| d.pos),
+                    None,
+                    &format!("{pointer}/default"),
+                );
+                spec.default = nested.get("default").cloned();
+            }
             if let (Some(kind), Some(default)) = (spec.kind, &spec.default)
                 && !default.is_null()
                 && !kind.accepts(default)
@@ -438,4 +457,17 @@ pub(super) fn check_jumps(steps: &[Step], nodes: &[(usize, &Node)], base: &str, 
             }
         }
     }
+}
+
+/// Whether a mapping reads as an input declaration: only declaration keys,
+/// among them `type` or `default`.
+fn is_declaration(m: &Map<String, Value>) -> bool {
+    !m.is_empty()
+        && m.keys().all(|k| {
+            matches!(
+                k.as_str(),
+                "type" | "default" | "description" | "required" | "enum" | "example"
+            )
+        })
+        && (m.contains_key("type") || m.contains_key("default"))
 }
