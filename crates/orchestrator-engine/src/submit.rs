@@ -175,6 +175,21 @@ impl Engine {
             if answers.contains(&tag) {
                 continue;
             }
+            // A tag in a model slot picks a registered model (no model
+            // call); any other tag asks one.
+            if models::is_model_slot(&tag) {
+                match models::select_for_slot(&self.inner.models, &tag).await {
+                    Ok((id, why)) => {
+                        record.push(json!({
+                            "step": tag.step, "pointer": tag.pointer, "question": tag.question,
+                            "answer": id, "selected": why,
+                        }));
+                        answers.insert(&tag, Ok(Value::String(id)));
+                    }
+                    Err(e) => answers.insert(&tag, Err(e)),
+                }
+                continue;
+            }
             match models::answer_tag(&self.inner.models, &tag, execution_id).await {
                 Ok((answer, model)) => {
                     record.push(json!({

@@ -263,6 +263,59 @@ pub fn worst_case_cost(spec: &ModelSpec, request: &ChatRequest) -> f64 {
 /// Asks a model for one `<AUTO>` tag: a model with the tag's `task` as a
 /// capability when there is one (else any), or the tag's `model`. Returns
 /// the answer's text and the model's id.
+/// Whether a tag stands for a model: the whole value of a `model` key (a
+/// step's, the pipeline's, or a model step's parameter).
+pub fn is_model_slot(tag: &orchestrator_core::AutoTag) -> bool {
+    tag.whole_value && (tag.pointer == "/model" || tag.pointer.ends_with("/model"))
+}
+
+/// The task a model slot's tag asks for, read from its words
+/// (`<AUTO>Select a model for code optimization</AUTO>` → `code`), or its
+/// `task` attribute.
+pub fn slot_task(tag: &orchestrator_core::AutoTag) -> String {
+    if let Some(task) = tag.attributes.get("task") {
+        return task.clone();
+    }
+    let q = tag.question.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| q.contains(w));
+    if has(&["code", "program", "optimiz", "refactor"]) {
+        "code"
+    } else if has(&["summar"]) {
+        "summarization"
+    } else if has(&["structur", "json", "extract", "pars", "schema"]) {
+        "structured"
+    } else if has(&[
+        "analy", "reason", "statist", "evaluat", "validat", "assess", "fact",
+    ]) {
+        "reasoning"
+    } else {
+        "generate"
+    }
+    .to_string()
+}
+
+/// A model slot's tag answered from the registry, as selection does for a
+/// step's requirements (tasks, cost, the routing strategy): no model call.
+/// The default model stands in when none has the task.
+pub async fn select_for_slot(
+    models: &Models,
+    tag: &orchestrator_core::AutoTag,
+) -> Result<(String, String), String> {
+    let wanted = Requirements {
+        tasks: vec![slot_task(tag)],
+        ..Requirements::default()
+    };
+    let (spec, why) = match models.resolve(None, Some(&wanted)).await {
+        Ok(found) => found,
+        Err(SelectError::NoEligible(_)) => models
+            .resolve(None, None)
+            .await
+            .map_err(|e| e.to_string())?,
+        Err(e) => return Err(e.to_string()),
+    };
+    Ok((spec.id, why))
+}
+
 pub async fn answer_tag(
     models: &Models,
     tag: &orchestrator_core::AutoTag,

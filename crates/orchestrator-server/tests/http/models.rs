@@ -286,6 +286,33 @@ async fn models_run_against_a_local_provider(database_url: String) {
         .send_json(reqwest::Method::DELETE, "/models/pricey", None)
         .await;
     assert_eq!(status, 404);
+
+    // An <AUTO> tag in a model slot picks a registered model by the task its
+    // words name, without asking a model.
+    let (status, created) = s
+        .send_json(
+            reqwest::Method::POST,
+            "/models",
+            Some(model("local-coder", 0.004, &["generate", "code"])),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let before = provider.requests().len();
+    let done = s
+        .run_yaml(
+            "name: slots\nsteps:\n  - id: tune\n    action: generate\n    model: <AUTO>Select a model for code optimization</AUTO>\n    parameters: {prompt: '[answer:ok] make it faster'}\n  - id: chat\n    action: generate\n    model: <AUTO>Simple text generation</AUTO>\n    parameters: {prompt: '[answer:hi] hello'}\n",
+            "",
+        )
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["auto_answers"][0]["answer"], "local-coder", "{done:#}");
+    assert_eq!(done["auto_answers"][1]["answer"], "local-mini", "{done:#}");
+    assert!(done["auto_answers"][0]["selected"].is_string(), "{done:#}");
+    assert_eq!(
+        provider.requests().len(),
+        before + 2,
+        "the two steps called their models; the tags did not"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
