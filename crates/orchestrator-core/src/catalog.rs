@@ -115,7 +115,7 @@ pub fn builtin_catalog() -> StaticCatalog {
         .with_tool("report-generator", &["generate"])
         .with_tool(
             "data-processing",
-            &["filter", "convert", "aggregate", "transform"],
+            &["filter", "convert", "aggregate", "transform", "profile"],
         )
         .with_tool("validation", &["validate", "infer_schema"])
         .with_tool("web-search", &["search"])

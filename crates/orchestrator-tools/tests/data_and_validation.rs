@@ -234,3 +234,42 @@ async fn settings_nested_under_operation_apply_and_rows_come_back_in_their_forma
         .is_err()
     );
 }
+
+/// `profile`: per column missing values, type, numeric summary, outliers
+/// and unique values; duplicate rows; the same under `processed_data`.
+#[tokio::test]
+async fn profiles_describe_each_column_and_the_duplicates() {
+    let (ctx, _ws) = ctx();
+    let csv = "name,score,joined\nann,10,2024-01-01\nbob,12,2024-02-01\ncid,,2024-03-01\nann,10,2024-01-01\ndan,1000,2024-04-01\neve,11,2024-05-01\nfay,13,2024-06-01\n";
+    let out = data(&ctx, "profile", json!({"data": csv, "format": "csv"}))
+        .await
+        .expect("profiles");
+    assert_eq!(
+        (out["row_count"].clone(), out["column_count"].clone()),
+        (json!(7), json!(3))
+    );
+    assert_eq!(out["duplicate_rows"], 1);
+    let score = &out["columns"]["score"];
+    assert_eq!(score["missing_count"], 1);
+    assert_eq!(score["data_type"], "numeric", "6 of 7 are numbers");
+    assert_eq!(score["min"], 10.0);
+    assert_eq!(score["max"], 1000.0);
+    assert_eq!(score["median"], 11.5);
+    assert_eq!(score["outlier_count"], 1);
+    assert_eq!(score["unique_count"], 5);
+    assert_eq!(out["columns"]["joined"]["data_type"], "date");
+    assert_eq!(out["processed_data"]["row_count"], 7);
+    let only = data(
+        &ctx,
+        "profile",
+        json!({"data": csv, "profiling_options": ["missing_values"]}),
+    )
+    .await
+    .expect("profiles");
+    assert!(only["columns"]["score"].get("data_type").is_none());
+    assert!(only.get("duplicate_rows").is_none());
+    let empty = data(&ctx, "profile", json!({"data": []}))
+        .await
+        .expect("empty");
+    assert_eq!(empty["row_count"], 0);
+}
