@@ -18,6 +18,10 @@ pub const MODEL_ACTIONS: &[&str] = &[
     "analyze_text",
 ];
 
+/// `validation`'s action that runs on a model: the data a JSON Schema
+/// describes, extracted from text.
+pub const EXTRACT_STRUCTURED: &str = "extract_structured";
+
 /// The action that evaluates a step's condition and needs no tool.
 pub const EVALUATE_CONDITION: &str = "evaluate_condition";
 
@@ -117,7 +121,10 @@ pub fn builtin_catalog() -> StaticCatalog {
             "data-processing",
             &["filter", "convert", "aggregate", "transform", "profile"],
         )
-        .with_tool("validation", &["validate", "infer_schema"])
+        .with_tool(
+            "validation",
+            &["validate", "infer_schema", EXTRACT_STRUCTURED],
+        )
         .with_tool("web-search", &["search"])
         .with_tool("http", &["request"])
         .with_tool(LLM_TOOL, MODEL_ACTIONS)

@@ -257,10 +257,12 @@ pub struct Step {
 impl Step {
     /// Whether this step is a runtime model action (needs a model, not a tool).
     pub fn is_model_action(&self) -> bool {
-        crate::catalog::MODEL_ACTIONS.contains(&self.action.as_str())
+        (crate::catalog::MODEL_ACTIONS.contains(&self.action.as_str())
             && self
                 .tool
                 .as_deref()
-                .is_none_or(|t| t == crate::catalog::LLM_TOOL)
+                .is_none_or(|t| t == crate::catalog::LLM_TOOL))
+            || (self.tool.as_deref() == Some("validation")
+                && self.action == crate::catalog::EXTRACT_STRUCTURED)
     }
 }

@@ -149,6 +149,18 @@ impl Tool for Validation {
                 "Infer a JSON Schema from data: {schema}",
                 json!({"type": "object", "properties": {"data": {}, "path": {"type": "string"}, "parse": {"type": "boolean"}}}),
             ),
+            action(
+                "extract_structured",
+                "Extract from text, with a model, the data a JSON Schema describes; the answer is checked against the schema: the extracted value",
+                json!({"type": "object", "required": ["text", "schema"], "properties": {
+                    "text": {"type": "string"},
+                    "schema": {"type": "object"},
+                    "instructions": {"type": "string"},
+                    "model": {"type": "string", "description": "a registered model id (default: chosen by the registry)"},
+                    "temperature": {"type": "number"},
+                    "max_tokens": {"type": "integer", "minimum": 1}
+                }}),
+            ),
         ]
     }
 
@@ -158,6 +170,12 @@ impl Tool for Validation {
         params: &Map<String, Value>,
         ctx: &ToolContext,
     ) -> Result<Value, ToolError> {
+        if action == "extract_structured" {
+            // The engine runs it on a model; the tool alone cannot.
+            return Err(ToolError::invalid(
+                "extract_structured runs on a model: run it in a pipeline step",
+            ));
+        }
         let data = data_of(params, ctx).await?;
         match action {
             "validate" => {

@@ -84,6 +84,16 @@ impl ModelStepRequest {
                     .unwrap_or_else(|| format!("Give a {kind} analysis of the text below."));
                 Some(format!("{instructions}\n\nText:\n{text}"))
             }
+            "extract_structured" => {
+                let text = text_param(params, "text")?
+                    .ok_or_else(|| ToolError::invalid("extract_structured needs 'text'"))?;
+                let instructions = text_param(params, "instructions")?.unwrap_or_else(|| {
+                    "Extract from the text below the data the JSON Schema describes. \
+                     Leave out what the text does not say."
+                        .into()
+                });
+                Some(format!("{instructions}\n\nText:\n{text}"))
+            }
             _ => text_param(params, "prompt")?,
         };
         if let Some(p) = prompt {
@@ -114,13 +124,13 @@ impl ModelStepRequest {
             None => None,
         };
         let schema = match action {
-            "generate_structured" => Some(
+            "generate_structured" | "extract_structured" => Some(
                 params
                     .get("schema")
                     .filter(|s| s.is_object())
                     .cloned()
                     .ok_or_else(|| {
-                        ToolError::invalid("generate_structured needs a JSON Schema in 'schema'")
+                        ToolError::invalid(format!("{action} needs a JSON Schema in 'schema'"))
                     })?,
             ),
             _ => None,

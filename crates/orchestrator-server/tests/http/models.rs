@@ -161,6 +161,17 @@ async fn models_run_against_a_local_provider(database_url: String) {
     assert_eq!(done["outputs"]["score"], 7);
     assert_eq!(step(&done, "report")["usage"]["calls"], 2);
 
+    // validation's extract_structured runs on a model and checks its answer
+    // against the schema, as generate_structured does.
+    let yaml = "name: extract\nsteps:\n  - id: extract_info\n    tool: validation\n    action: extract_structured\n    parameters:\n      text: \"[json] The report is titled Report and scores 7.\"\n      schema: {type: object, required: [title, score], properties: {title: {type: string}, score: {type: integer}}}\n      model: local-mini\n";
+    let done = s.run_yaml(yaml, "").await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(
+        step(&done, "extract_info")["result"]["result"],
+        json!({"title": "Report", "score": 7}),
+        "{done:#}"
+    );
+
     // The llm-generate tool with chat messages, on the pipeline's model.
     let yaml = "name: chat\nmodel: openai:local-mini-v1\nsteps:\n  - id: talk\n    tool: llm-generate\n    action: chat\n    parameters:\n      messages:\n        - {role: system, content: Be kind.}\n        - {role: user, content: hello there}\n";
     let done = s.run_yaml(yaml, "").await;
@@ -273,7 +284,8 @@ async fn models_run_against_a_local_provider(database_url: String) {
         .unwrap_or_default();
     assert_eq!(
         (mini["calls"].clone(), mini["successes"].clone()),
-        (json!(7), json!(7)),
+        // Seven calls above, and the extraction.
+        (json!(8), json!(8)),
         "{metrics}"
     );
     assert!(mini["latency_p95_ms"].as_f64().is_some());
