@@ -72,6 +72,7 @@ impl Engine {
                 Some(answers),
             )
             .await?;
+        let warnings = compiled.warnings;
         let mut plan = compiled.plan;
         // A model step that names neither a model nor requirements runs on
         // the pipeline's model, when it has one.
@@ -136,6 +137,16 @@ impl Engine {
                     && let Some(obj) = value.as_object_mut()
                 {
                     obj.insert("auto_answers".into(), Value::Array(answered));
+                }
+                // What the compiler warned about (keys it ignored, …), kept
+                // with the execution so every reader sees it.
+                if !warnings.is_empty()
+                    && let Some(obj) = value.as_object_mut()
+                {
+                    obj.insert(
+                        "warnings".into(),
+                        serde_json::to_value(&warnings).unwrap_or_default(),
+                    );
                 }
                 value
             },

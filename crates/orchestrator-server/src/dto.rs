@@ -234,6 +234,10 @@ pub struct ExecutionView {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<Object>)]
     pub auto_answers: Vec<Value>,
+    /// What the compiler warned about when the pipeline was submitted (keys
+    /// it ignores, declarations it read generously), each with its place.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<ProblemItem>,
     /// The number of the execution's newest event: stream
     /// `/executions/{id}/events` with `Last-Event-ID` set to it to follow on
     /// from this snapshot.
@@ -438,6 +442,14 @@ impl ExecutionView {
                 .get("auto_answers")
                 .and_then(Value::as_array)
                 .cloned()
+                .unwrap_or_default(),
+            warnings: r
+                .plan
+                .get("warnings")
+                .and_then(|w| {
+                    serde_json::from_value::<Vec<orchestrator_core::Diagnostic>>(w.clone()).ok()
+                })
+                .map(|ws| ws.iter().map(ProblemItem::from).collect())
                 .unwrap_or_default(),
         }
     }

@@ -14,6 +14,7 @@ orchestrator_store::for_each_backend!(
     bad_requests_get_problems,
     listing_filters_and_pages,
     idempotent_submissions_replay,
+    keys_the_compiler_ignores_are_reported_on_the_execution,
 );
 
 async fn hello_runs_through_the_api(s: Server) {
@@ -457,4 +458,31 @@ async fn problem_bodies_keep_their_shape() {
     )
     .await;
     insta::assert_json_snapshot!("invalid_json", bad_json, {".body.instance" => "[instance]"});
+}
+
+/// A key the language does not know is not silently dropped: the submit
+/// answer and the execution carry a warning naming it and its place.
+async fn keys_the_compiler_ignores_are_reported_on_the_execution(s: Server) {
+    let yaml = "name: w\nsteps:\n  - id: a\n    tool: echo\n    retry_forever: true\n";
+    let (status, created) = s.post_yaml(yaml, "").await;
+    assert_eq!(status, 201, "{created}");
+    let warning = &created["warnings"][0];
+    assert_eq!(warning["step"], "a", "{created}");
+    assert_eq!(warning["pointer"], "/steps/0/retry_forever", "{created}");
+    assert_eq!(warning["line"], 5, "{created}");
+    assert!(
+        warning["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unknown step key 'retry_forever'")),
+        "{created}"
+    );
+    let id = created["id"].as_str().expect("id");
+    let done = s.finished(id).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["warnings"], created["warnings"]);
+    // Without anything to warn about, there is no list.
+    let (_, clean) = s
+        .post_yaml("name: c\nsteps:\n  - id: a\n    tool: echo\n", "")
+        .await;
+    assert!(clean.get("warnings").is_none(), "{clean}");
 }
