@@ -1,5 +1,6 @@
 //! `web-search`: `search` through the configured backends, tried in order:
-//! a SearXNG instance (its JSON API), the Brave Search API, Tavily.
+//! a SearXNG instance (its JSON API), the Brave Search API, Tavily, and
+//! DuckDuckGo's HTML page (no key: the default when nothing is configured).
 
 use std::time::Duration;
 
@@ -19,6 +20,9 @@ pub enum SearchBackend {
     Brave { url: String, api_key: String },
     /// `POST {url}` with a bearer token and `{query, max_results}`.
     Tavily { url: String, api_key: String },
+    /// `GET {url}?q=…`: DuckDuckGo's HTML results page, read from its markup
+    /// (no key, no account).
+    DuckDuckGo { url: String },
 }
 
 /// Keys stay out of logs and debug output.
@@ -30,6 +34,7 @@ impl std::fmt::Debug for SearchBackend {
 
 pub const BRAVE_URL: &str = "https://api.search.brave.com/res/v1/web/search";
 pub const TAVILY_URL: &str = "https://api.tavily.com/search";
+pub const DUCKDUCKGO_URL: &str = "https://html.duckduckgo.com/html/";
 
 impl SearchBackend {
     pub fn name(&self) -> &'static str {
@@ -37,12 +42,14 @@ impl SearchBackend {
             SearchBackend::Searxng { .. } => "searxng",
             SearchBackend::Brave { .. } => "brave",
             SearchBackend::Tavily { .. } => "tavily",
+            SearchBackend::DuckDuckGo { .. } => "duckduckgo",
         }
     }
 
     pub fn url(&self) -> &str {
         match self {
             SearchBackend::Searxng { url }
+            | SearchBackend::DuckDuckGo { url }
             | SearchBackend::Brave { url, .. }
             | SearchBackend::Tavily { url, .. } => url,
         }
@@ -70,6 +77,10 @@ impl SearchBackend {
                 .post(url)
                 .bearer_auth(api_key)
                 .json(&json!({"query": query, "max_results": max_results.min(20), "search_depth": "basic"})),
+            SearchBackend::DuckDuckGo { url } => client
+                .get(url)
+                .header("Accept", "text/html")
+                .query(&[("q", query)]),
         };
         let response = tokio::select! {
             r = request.timeout(timeout).send() => r.map_err(|e| request_error(&e, &what))?,
@@ -84,6 +95,20 @@ impl SearchBackend {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let bytes = read_capped(response, 5 * 1024 * 1024, &ctx.cancel, &what).await?;
+        if matches!(self, SearchBackend::DuckDuckGo { .. }) && status.is_success() {
+            let page = String::from_utf8_lossy(&bytes);
+            let results = duckduckgo_results(&page, max_results);
+            // A challenge page instead of results: asked too often.
+            if results.is_empty() && page.contains("anomaly") {
+                return Err(ToolError::new(
+                    ErrorKind::SearchError,
+                    format!(
+                        "{what} asked for a challenge instead of answering (too many searches)"
+                    ),
+                ));
+            }
+            return Ok(results);
+        }
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if !status.is_success() {
             let detail = error_detail(&body)
@@ -144,6 +169,73 @@ impl SearchBackend {
             .take(max_results)
             .collect())
     }
+}
+
+/// Results read from DuckDuckGo's HTML page: each `result__a` link (its
+/// target behind DuckDuckGo's redirect) with the `result__snippet` after it;
+/// ads (links back into duckduckgo.com) left out.
+pub fn duckduckgo_results(page: &str, max_results: usize) -> Vec<Value> {
+    use std::sync::OnceLock;
+    static ANCHOR: OnceLock<regex::Regex> = OnceLock::new();
+    static HREF: OnceLock<regex::Regex> = OnceLock::new();
+    let anchor = ANCHOR.get_or_init(|| {
+        regex::Regex::new(r#"(?s)<a\s([^>]*)>(.*?)</a>"#).unwrap_or_else(|e| unreachable!("{e}"))
+    });
+    let href = HREF.get_or_init(|| {
+        regex::Regex::new(r#"href="([^"]*)""#).unwrap_or_else(|e| unreachable!("{e}"))
+    });
+    let mut results: Vec<Value> = Vec::new();
+    let mut pending: Option<(String, String)> = None;
+    let flush = |pending: &mut Option<(String, String)>, snippet: String, out: &mut Vec<Value>| {
+        if let Some((title, url)) = pending.take() {
+            out.push(json!({"title": title, "url": url, "snippet": snippet}));
+        }
+    };
+    for cap in anchor.captures_iter(page) {
+        let attrs = &cap[1];
+        let class_of = |name: &str| {
+            attrs.contains(&format!("class=\"{name}\""))
+                || attrs.contains(&format!("class=\"{name} "))
+        };
+        if class_of("result__a") {
+            flush(&mut pending, String::new(), &mut results);
+            let Some(link) = href.captures(attrs).map(|h| plain_text(&h[1])) else {
+                continue;
+            };
+            let Some(target) = duckduckgo_target(&link) else {
+                continue;
+            };
+            pending = Some((plain_text(&cap[2]).trim().to_string(), target));
+        } else if class_of("result__snippet") {
+            flush(
+                &mut pending,
+                plain_text(&cap[2]).trim().to_string(),
+                &mut results,
+            );
+        }
+        if results.len() >= max_results {
+            break;
+        }
+    }
+    flush(&mut pending, String::new(), &mut results);
+    results.truncate(max_results);
+    results
+}
+
+/// Where a result link leads: the `uddg` target of DuckDuckGo's redirect, or
+/// the link itself; `None` for links into DuckDuckGo (ads).
+fn duckduckgo_target(link: &str) -> Option<String> {
+    let absolute = if link.starts_with("//") {
+        format!("https:{link}")
+    } else {
+        link.to_string()
+    };
+    let parsed = url::Url::parse(&absolute).ok()?;
+    if let Some((_, target)) = parsed.query_pairs().find(|(k, _)| k == "uddg") {
+        return Some(target.into_owned());
+    }
+    let host = parsed.host_str().unwrap_or_default();
+    (host != "duckduckgo.com" && !host.ends_with(".duckduckgo.com")).then_some(absolute)
 }
 
 /// The message in a backend's error body: Brave `{error: {detail}}`,

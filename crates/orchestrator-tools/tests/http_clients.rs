@@ -485,3 +485,39 @@ async fn tools_over_http_follow_the_protocol() {
         .expect_err("gone");
     assert_eq!(e.kind, "ConnectionError");
 }
+
+/// DuckDuckGo needs no key: its HTML page is read for the results, ads
+/// left out and redirect links followed to their targets; a challenge page
+/// is a search error, not an empty answer.
+#[tokio::test]
+async fn web_search_reads_duckduckgo_without_a_key() {
+    let (ctx, _ws) = ctx();
+    let ddg = Service::start(services::duckduckgo()).await;
+    let tool = search_tool(vec![SearchBackend::DuckDuckGo {
+        url: ddg.url("/html/"),
+    }]);
+    let r = search(
+        &tool,
+        &ctx,
+        json!({"query": "rust & tokio", "max_results": 2}),
+    )
+    .await
+    .expect("duckduckgo");
+    assert_eq!(r["backend"], "duckduckgo");
+    assert_eq!(
+        r["results"],
+        json!([
+            {"title": "Result 1 for rust & tokio", "url": "https://example.org/rust-&-tokio/1", "snippet": "About rust & tokio, part 1."},
+            {"title": "Result 2 for rust & tokio", "url": "https://example.org/rust-&-tokio/2", "snippet": "About rust & tokio, part 2."}
+        ])
+    );
+    assert_eq!(
+        ddg.requests()[0].query.get("q").map(String::as_str),
+        Some("rust & tokio")
+    );
+    let e = search(&tool, &ctx, json!({"query": "challenge"}))
+        .await
+        .expect_err("challenged");
+    assert_eq!(e.kind, "SearchError");
+    assert!(e.message.contains("challenge"), "{}", e.message);
+}

@@ -74,7 +74,17 @@ fn search_backends_take_their_keys_from_the_environment() {
     )
     .expect("env");
     let names: Vec<&str> = s.search_backends.iter().map(|b| b.name()).collect();
-    assert_eq!(names, ["searxng", "tavily"]);
+    // DuckDuckGo, which needs no key, comes last (and alone without keys).
+    assert_eq!(names, ["searxng", "tavily", "duckduckgo"]);
+    let s = load_text("", &[]).expect("nothing");
+    let names: Vec<&str> = s.search_backends.iter().map(|b| b.name()).collect();
+    assert_eq!(names, ["duckduckgo"]);
+    let s = load_text(
+        "tools:\n  web_search:\n    backends: [{kind: duckduckgo, url: 'http://127.0.0.1:9/html/'}]\n",
+        &[],
+    )
+    .expect("configured");
+    assert_eq!(s.search_backends[0].url(), "http://127.0.0.1:9/html/");
     let s = load_text(
         "tools:\n  enable_web_search: false\n",
         &[("TAVILY_API_KEY", "t")],

@@ -88,9 +88,15 @@ pub(super) fn resolve_tools(
                     i,
                 )?,
             },
+            "duckduckgo" => SearchBackend::DuckDuckGo {
+                url: b
+                    .url
+                    .clone()
+                    .unwrap_or_else(|| search::DUCKDUCKGO_URL.into()),
+            },
             other => {
                 return Err(tools_error(format!(
-                    "web_search.backends[{i}]: kind '{other}' is not searxng, brave or tavily"
+                    "web_search.backends[{i}]: kind '{other}' is not searxng, brave, tavily or duckduckgo"
                 )));
             }
         };
@@ -120,6 +126,10 @@ pub(super) fn resolve_tools(
                 api_key,
             });
         }
+        // Last, and alone without keys: DuckDuckGo needs none.
+        backends.push(SearchBackend::DuckDuckGo {
+            url: search::DUCKDUCKGO_URL.into(),
+        });
     }
     if t.enable_web_search == Some(false) {
         backends.clear();

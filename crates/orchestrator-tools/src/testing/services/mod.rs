@@ -171,6 +171,41 @@ pub fn searxng() -> Router {
     )
 }
 
+/// DuckDuckGo's HTML page: `GET /html/?q=…` answers the results page's
+/// markup (an ad first, then 12 results behind its redirect links, titles
+/// and snippets with `<b>` markup); the query `challenge` gets the page it
+/// shows to clients that search too often.
+pub fn duckduckgo() -> Router {
+    Router::new().route(
+        "/html/",
+        get(|Query(q): Query<BTreeMap<String, String>>| async move {
+            let query = q.get("q").cloned().unwrap_or_default();
+            if query == "challenge" {
+                return axum::response::Html(
+                    "<html><body><div class=\"anomaly-modal\">Unfortunately, bots use DuckDuckGo too.</div></body></html>".to_string(),
+                );
+            }
+            let mut page = String::from(
+                "<html><body><div class=\"result results_links result--ad\"><h2 class=\"result__title\">\
+                 <a rel=\"nofollow\" class=\"result__a\" href=\"https://duckduckgo.com/y.js?ad_domain=shop.example\">Buy now</a></h2>\
+                 <a class=\"result__snippet\" href=\"https://duckduckgo.com/y.js?ad\">An ad</a></div>\n",
+            );
+            for (title, url, snippet) in hits(&query, 12) {
+                let encoded: String = url::form_urlencoded::byte_serialize(url.as_bytes()).collect();
+                page.push_str(&format!(
+                    "<div class=\"result results_links results_links_deep web-result \"><div class=\"links_main links_deep result__body\">\
+                     <h2 class=\"result__title\"><a rel=\"nofollow\" class=\"result__a\" href=\"//duckduckgo.com/l/?uddg={encoded}&amp;rut=abc\">{}</a></h2>\
+                     <a class=\"result__snippet\" href=\"//duckduckgo.com/l/?uddg={encoded}\">{}</a></div></div>\n",
+                    title.replacen("Result", "<b>Result</b>", 1),
+                    snippet.replace('&', "&amp;"),
+                ));
+            }
+            page.push_str("</body></html>");
+            axum::response::Html(page)
+        }),
+    )
+}
+
 /// Brave Search: `GET /res/v1/web/search?q=…&count=…` with
 /// `X-Subscription-Token: {key}`; descriptions carry `<strong>` markup.
 /// A wrong token gets Brave's 422 error document; the query `rate-limited`
