@@ -434,7 +434,17 @@ pub(crate) async fn run_model(
         (None, Some(v)) => Some(models::requirements_from(v)?),
         (None, None) => None,
     };
-    let named = request.model.as_deref().or(step.model.as_deref());
+    // `model: <AUTO>` (or `auto`) with nothing to ask: the registry chooses.
+    let named = request
+        .model
+        .as_deref()
+        .or(step.model.as_deref())
+        .filter(|m| {
+            !matches!(
+                m.trim().to_ascii_lowercase().as_str(),
+                "<auto>" | "auto" | "<auto></auto>"
+            )
+        });
     let (spec, why) = inner
         .models
         .resolve(named, requirements.as_ref())

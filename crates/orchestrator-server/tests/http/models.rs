@@ -325,6 +325,15 @@ async fn models_run_against_a_local_provider(database_url: String) {
         before + 2,
         "the two steps called their models; the tags did not"
     );
+    // `model: <AUTO>` with nothing to ask: the registry chooses.
+    let done = s
+        .run_yaml(
+            "name: any\nsteps:\n  - id: any\n    action: generate_text\n    parameters: {prompt: '[answer:fine] anything', model: <AUTO>}\n",
+            "",
+        )
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(step(&done, "any")["result"]["result"], "fine", "{done:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
