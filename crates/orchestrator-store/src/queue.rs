@@ -242,31 +242,11 @@ pub(crate) async fn heartbeat<D: Dialect>(
 pub(crate) async fn reap_expired_leases<D: Dialect>(s: &D) -> crate::Result<u64> {
     let now = crate::now_ms();
     let mut tx = Tx::begin(s).await?;
-    let mut reaped: Vec<(String, String)> = D::q(D::REAP).bind(now).fetch_all(&mut tx).await?;
-    reaped.sort();
-    for (execution_id, step_id) in &reaped {
-        D::q(BACK_TO_READY)
-            .bind(execution_id)
-            .bind(step_id)
-            .execute(&mut tx)
-            .await?;
-        emit(
-            &mut tx,
-            execution_id,
-            "step.ready",
-            Some(step_id),
-            serde_json::json!({"reason": "worker_lost"}),
-            now,
-        )
-        .await?;
-    }
-    if !reaped.is_empty()
-        && let Some(sql) = D::NOTIFY_WORK
-    {
-        D::q(sql).execute(&mut tx).await?;
-    }
+    let reaped: Vec<(String, String)> = D::q(D::REAP).bind(now).fetch_all(&mut tx).await?;
+    // A lost worker's attempt counts.
+    let n = back_to_ready(&mut tx, reaped, BACK_TO_READY, "worker_lost", now).await?;
     tx.commit().await?;
-    Ok(reaped.len() as u64)
+    Ok(n)
 }
 
 pub(crate) async fn release_leases<D: Dialect>(s: &D, tokens: &[String]) -> crate::Result<u64> {
@@ -275,35 +255,54 @@ pub(crate) async fn release_leases<D: Dialect>(s: &D, tokens: &[String]) -> crat
     }
     let now = crate::now_ms();
     let mut tx = Tx::begin(s).await?;
-    let mut released: Vec<(String, String)> = D::q(D::RELEASE)
+    let released: Vec<(String, String)> = D::q(D::RELEASE)
         .bind(TextList(tokens))
         .bind(now)
         .fetch_all(&mut tx)
         .await?;
-    released.sort();
-    for (execution_id, step_id) in &released {
-        D::q(BACK_TO_READY_UNCOUNTED)
+    // Handed back at shutdown: the attempt did not really happen.
+    let n = back_to_ready(
+        &mut tx,
+        released,
+        BACK_TO_READY_UNCOUNTED,
+        "worker_stopped",
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Makes steps whose leases were handed back ready again (`mark`: the
+/// statement that does it), with their events, and wakes workers at commit.
+async fn back_to_ready<D: Dialect>(
+    tx: &mut Tx<'_, D>,
+    mut steps: Vec<(String, String)>,
+    mark: &'static str,
+    reason: &str,
+    now: i64,
+) -> crate::Result<u64> {
+    steps.sort();
+    for (execution_id, step_id) in &steps {
+        D::q(mark)
             .bind(execution_id)
             .bind(step_id)
-            .execute(&mut tx)
+            .execute(&mut *tx)
             .await?;
         emit(
-            &mut tx,
+            tx,
             execution_id,
             "step.ready",
             Some(step_id),
-            serde_json::json!({"reason": "worker_stopped"}),
+            serde_json::json!({"reason": reason}),
             now,
         )
         .await?;
     }
-    if !released.is_empty()
-        && let Some(sql) = D::NOTIFY_WORK
-    {
-        D::q(sql).execute(&mut tx).await?;
+    if !steps.is_empty() {
+        tx.notify_work().await?;
     }
-    tx.commit().await?;
-    Ok(released.len() as u64)
+    Ok(steps.len() as u64)
 }
 
 pub(crate) async fn queue_depth<D: Dialect>(s: &D) -> crate::Result<i64> {

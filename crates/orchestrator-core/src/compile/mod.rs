@@ -168,6 +168,19 @@ struct LoopScope {
     siblings: BTreeSet<String>,
 }
 
+fn diagnostic(
+    kind: ErrorKind,
+    message: impl Into<String>,
+    pos: Pos,
+    step: Option<&str>,
+    pointer: &str,
+) -> Diagnostic {
+    Diagnostic::new(kind, message)
+        .at(pos)
+        .step(step)
+        .pointer(pointer.to_string())
+}
+
 impl Cx {
     fn error(
         &mut self,
@@ -177,12 +190,8 @@ impl Cx {
         step: Option<&str>,
         pointer: &str,
     ) {
-        self.errors.push(
-            Diagnostic::new(kind, message)
-                .at(pos)
-                .step(step)
-                .pointer(pointer.to_string()),
-        );
+        self.errors
+            .push(diagnostic(kind, message, pos, step, pointer));
     }
 
     fn warn(
@@ -193,12 +202,8 @@ impl Cx {
         step: Option<&str>,
         pointer: &str,
     ) {
-        self.warnings.push(
-            Diagnostic::new(kind, message)
-                .at(pos)
-                .step(step)
-                .pointer(pointer.to_string()),
-        );
+        self.warnings
+            .push(diagnostic(kind, message, pos, step, pointer));
     }
 }
 
