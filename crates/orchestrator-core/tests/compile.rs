@@ -778,3 +778,31 @@ fn an_input_declared_twice_through_an_alias_takes_the_declared_default() {
         err.errors[0].message
     );
 }
+
+/// Diagnostics are listed up to a bound, then counted: a pipeline full of
+/// unknown keys (or mistakes) cannot make an answer, or a stored execution,
+/// hundreds of times its own size.
+#[test]
+fn diagnostics_are_listed_up_to_a_bound_then_counted() {
+    let mut yaml = String::from("name: many\nsteps:\n  - id: a\n    tool: echo\n");
+    for i in 0..500 {
+        yaml.push_str(&format!("    unknown_{i}: 1\n"));
+    }
+    let compiled = validate(&yaml).expect("compiles");
+    assert_eq!(compiled.warnings.len(), 101);
+    assert_eq!(
+        compiled.warnings[100].message,
+        "400 more warnings like these are not listed"
+    );
+    let mut yaml = String::from("name: bad\nsteps:\n");
+    for i in 0..300 {
+        yaml.push_str(&format!("  - id: s{i}\n    tool: nope\n"));
+    }
+    let err = validate(&yaml).expect_err("unknown tools");
+    assert_eq!(err.errors.len(), 101);
+    assert!(
+        err.errors[100].message.starts_with("200 more errors"),
+        "{}",
+        err.errors[100].message
+    );
+}

@@ -129,17 +129,37 @@ pub fn compile_node(mut root: Node, options: CompileOptions<'_>) -> Result<Compi
     match plan {
         Some(plan) if cx.errors.is_empty() => Ok(Compiled {
             plan,
-            warnings: cx.warnings,
+            warnings: capped(cx.warnings, "warnings"),
         }),
         _ => {
             cx.errors
                 .sort_by_key(|d| (d.line.unwrap_or(u32::MAX), d.column.unwrap_or(0)));
             Err(CompileError {
-                errors: cx.errors,
-                warnings: cx.warnings,
+                errors: capped(cx.errors, "errors"),
+                warnings: capped(cx.warnings, "warnings"),
             })
         }
     }
+}
+
+/// Diagnostics listed per compile: a pipeline of 300,000 unknown keys must
+/// not make 300,000 warnings to store with its execution and send back on
+/// every read.
+pub const MAX_DIAGNOSTICS: usize = 100;
+
+/// The first [`MAX_DIAGNOSTICS`], and one more saying how many were left out.
+fn capped(mut list: Vec<Diagnostic>, what: &str) -> Vec<Diagnostic> {
+    if list.len() <= MAX_DIAGNOSTICS {
+        return list;
+    }
+    let more = list.len() - MAX_DIAGNOSTICS;
+    let kind = list[MAX_DIAGNOSTICS].kind;
+    list.truncate(MAX_DIAGNOSTICS);
+    list.push(Diagnostic::new(
+        kind,
+        format!("{more} more {what} like these are not listed"),
+    ));
+    list
 }
 
 #[derive(Default)]
