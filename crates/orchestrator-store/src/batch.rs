@@ -4,7 +4,7 @@
 
 use crate::dialect::{Dialect, Tx};
 use crate::events::insert_events;
-use crate::executions::RECOUNT_OPEN;
+use crate::executions::{RECOUNT_OPEN, has_ended};
 use crate::finish::{complete_execution, settled_status};
 use crate::queue::ready_step;
 use crate::sql::Values;
@@ -109,7 +109,7 @@ pub(crate) async fn finish_set_in<D: Dialect>(
         let mut ready: Vec<Vec<String>> = vec![Vec::new(); idxs.len()];
         let mut next: Vec<Option<crate::ClaimedStep>> = vec![None; idxs.len()];
         let mut finished = None;
-        if matches!(status.as_str(), "cancelled" | "failed" | "succeeded") {
+        if has_ended(&status) {
             // Cancelled while these steps ran: keep their
             // results, start nothing new.
             insert_events(

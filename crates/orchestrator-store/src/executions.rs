@@ -1,6 +1,8 @@
 //! Executions: creating one with its steps (one transaction), reading them
 //! back, cancelling, deadlines and idempotency keys.
 
+use orchestrator_core::flow::ExecutionStatus;
+
 use crate::dialect::{Dialect, Tx, conn};
 use crate::events::emit;
 use crate::rows::{CheckpointRow, ContextRow, ExecutionRow, ResultRow, StepRow};
@@ -52,6 +54,31 @@ const SELECT_CHECKPOINTS: &str = "SELECT id, execution_id, step_id, attempt, sta
 /// never race (PostgreSQL row lock; SQLite write lock).
 pub(crate) const LOCK_EXECUTION: &str =
     "UPDATE executions SET updated_at = $2 WHERE id = $1 RETURNING status";
+
+/// Takes the execution's row lock ([`LOCK_EXECUTION`]); its status, `None`
+/// when there is no such execution.
+pub(crate) async fn lock_execution<D: Dialect>(
+    tx: &mut Tx<'_, D>,
+    id: &str,
+    now: i64,
+) -> crate::Result<Option<ExecutionStatus>> {
+    let status: Option<String> = D::q(LOCK_EXECUTION)
+        .bind(id)
+        .bind(now)
+        .scalar_optional(tx)
+        .await?;
+    status.as_deref().map(parse_status).transpose()
+}
+
+/// Whether a stored execution status is a final one.
+pub(crate) fn has_ended(status: &str) -> bool {
+    ExecutionStatus::parse(status).is_some_and(ExecutionStatus::is_terminal)
+}
+
+fn parse_status(s: &str) -> crate::Result<ExecutionStatus> {
+    ExecutionStatus::parse(s)
+        .ok_or_else(|| crate::StoreError::Corrupt(format!("execution status '{s}'")))
+}
 
 pub(crate) const SELECT_CONTEXT: &str = "SELECT status, pipeline_id, inputs, options, created_at, started_at FROM executions WHERE id = $1";
 
@@ -315,16 +342,11 @@ pub(crate) async fn cancel_execution<D: Dialect>(
 ) -> crate::Result<Option<crate::ExecutionRecord>> {
     let now = crate::now_ms();
     let mut tx = Tx::begin(s).await?;
-    let status: Option<String> = D::q(LOCK_EXECUTION)
-        .bind(id)
-        .bind(now)
-        .scalar_optional(&mut tx)
-        .await?;
-    let Some(status) = status else {
+    let Some(status) = lock_execution(&mut tx, id, now).await? else {
         tx.rollback().await?;
         return Ok(None);
     };
-    if !matches!(status.as_str(), "succeeded" | "failed" | "cancelled") {
+    if !status.is_terminal() {
         stop_execution(&mut tx, id, "cancelled", "cancelled by request", now).await?;
     }
     let row: ExecutionRow = D::q(SELECT_EXECUTION).bind(id).fetch_one(&mut tx).await?;
@@ -394,11 +416,7 @@ pub(crate) async fn expire_deadlines<D: Dialect>(s: &D) -> crate::Result<Vec<Str
         .fetch_all(&mut tx)
         .await?;
     for (id, created_at, deadline) in &overdue {
-        D::q(LOCK_EXECUTION)
-            .bind(id)
-            .bind(now)
-            .execute(&mut tx)
-            .await?;
+        lock_execution(&mut tx, id, now).await?;
         let error = format!(
             "execution timed out after {} s",
             (deadline - created_at) / 1000

@@ -8,7 +8,7 @@ use orchestrator_core::flow::StepStatus;
 use crate::batch::{finish_set_in, record_results};
 use crate::dialect::{Dialect, Tx};
 use crate::events::{emit, emit_steps};
-use crate::executions::{LOCK_EXECUTION, RECOUNT_OPEN, SELECT_EXECUTION, SELECT_STEPS};
+use crate::executions::{RECOUNT_OPEN, SELECT_EXECUTION, SELECT_STEPS, lock_execution};
 use crate::queue::ready_step;
 use crate::rows::{ExecutionRow, FlowRow, StepRow};
 
@@ -126,15 +126,8 @@ pub(crate) async fn end_lease<D: Dialect>(
             step: step.step_id.clone(),
         });
     }
-    let status: Option<String> = D::q(LOCK_EXECUTION)
-        .bind(&step.execution_id)
-        .bind(now)
-        .scalar_optional(tx)
-        .await?;
-    Ok(matches!(
-        status.as_deref(),
-        Some("cancelled" | "failed" | "succeeded")
-    ))
+    let status = lock_execution(tx, &step.execution_id, now).await?;
+    Ok(status.is_some_and(|s| s.is_terminal()))
 }
 
 /// Records a step's final result and advances its execution's
@@ -163,13 +156,8 @@ pub(crate) async fn finish_in<D: Dialect>(
     // again below), and whether it was cancelled or timed out
     // while this step ran. Whoever takes it next sees this step's
     // rows committed: statuses read from here on are current.
-    let status: String = D::q(LOCK_EXECUTION)
-        .bind(&step.execution_id)
-        .bind(now)
-        .scalar_optional(tx)
-        .await?
-        .unwrap_or_default();
-    let cancelled = matches!(status.as_str(), "cancelled" | "failed" | "succeeded");
+    let status = lock_execution(tx, &step.execution_id, now).await?;
+    let cancelled = status.is_some_and(|s| s.is_terminal());
     emit(
         tx,
         &step.execution_id,

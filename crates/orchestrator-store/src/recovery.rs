@@ -9,7 +9,7 @@ use crate::batch::insert_checkpoint;
 use crate::dialect::{Dialect, Tx};
 use crate::events::{emit, emit_steps};
 use crate::executions::{
-    LOCK_EXECUTION, RECOUNT_OPEN, SELECT_EXECUTION, SELECT_STEPS, insert_steps,
+    RECOUNT_OPEN, SELECT_EXECUTION, SELECT_STEPS, insert_steps, lock_execution,
 };
 use crate::finish::{DEQUEUE, SELECT_FLOW, SET_STEP_STATUS, end_lease};
 use crate::queue::ready_step;
@@ -182,19 +182,15 @@ pub(crate) async fn recover_execution<D: Dialect>(
     use orchestrator_core::flow::{self, FlowStep};
     let now = crate::now_ms();
     let mut tx = Tx::begin(s).await?;
-    let status: Option<String> = D::q(LOCK_EXECUTION)
-        .bind(id)
-        .bind(now)
-        .scalar_optional(&mut tx)
-        .await?;
-    let Some(status) = status else {
+    let Some(status) = lock_execution(&mut tx, id, now).await? else {
         tx.rollback().await?;
         return Ok(None);
     };
-    if !matches!(status.as_str(), "succeeded" | "failed" | "cancelled") {
+    if !status.is_terminal() {
         tx.rollback().await?;
         return Err(crate::StoreError::Conflict(format!(
-            "execution '{id}' is {status}; only a finished execution can be recovered"
+            "execution '{id}' is {}; only a finished execution can be recovered",
+            status.as_str()
         )));
     }
     let exec_row: ExecutionRow = D::q(SELECT_EXECUTION).bind(id).fetch_one(&mut tx).await?;
