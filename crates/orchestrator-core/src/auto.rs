@@ -27,12 +27,57 @@ pub struct AutoTag {
 pub trait AutoResolver {
     /// Returns the value to put in place of the tag, or why it could not.
     fn resolve(&self, tag: &AutoTag) -> Result<Value, String>;
+
+    /// Whether tags are left in place, unanswered and unreported: the
+    /// pipeline is checked now and its tags answered later (see [`Deferred`]).
+    fn defers(&self) -> bool {
+        false
+    }
+
+    /// Whether this tag stays in the plan, to be answered when its step
+    /// runs (its question reads what earlier steps produce).
+    fn at_run_time(&self, _tag: &AutoTag) -> bool {
+        false
+    }
+}
+
+/// Leaves every tag as it is: compiling with it checks everything but the
+/// tags, which are answered later (the engine's resolving phase). Problems
+/// at a tag's place may go away once it is answered; see [`Deferred::at_tag`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Deferred;
+
+impl AutoResolver for Deferred {
+    fn resolve(&self, _tag: &AutoTag) -> Result<Value, String> {
+        Err("it is answered later".to_string())
+    }
+
+    fn defers(&self) -> bool {
+        true
+    }
+}
+
+impl Deferred {
+    /// Whether a problem lies at (or inside) the value of one of `tags`.
+    pub fn at_tag(tags: &[AutoTag], pointer: Option<&str>) -> bool {
+        let Some(pointer) = pointer else { return false };
+        tags.iter().any(|t| {
+            pointer == t.pointer
+                || pointer
+                    .strip_prefix(t.pointer.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
 }
 
 /// Answers (or why there is none) found ahead of compilation, by a model,
-/// asynchronously; looked up by the tag's place and question.
+/// asynchronously; looked up by the tag's place and question. Tags marked
+/// with [`Answers::later`] stay in the plan for their step to answer.
 #[derive(Debug, Clone, Default)]
-pub struct Answers(pub BTreeMap<(String, String), Result<Value, String>>);
+pub struct Answers(
+    pub BTreeMap<(String, String), Result<Value, String>>,
+    pub std::collections::BTreeSet<(String, String)>,
+);
 
 impl Answers {
     pub fn insert(&mut self, tag: &AutoTag, answer: Result<Value, String>) {
@@ -40,9 +85,14 @@ impl Answers {
             .insert((tag.pointer.clone(), tag.question.clone()), answer);
     }
 
+    /// Leaves a tag for its step to answer when it runs.
+    pub fn later(&mut self, tag: &AutoTag) {
+        self.1.insert((tag.pointer.clone(), tag.question.clone()));
+    }
+
     pub fn contains(&self, tag: &AutoTag) -> bool {
-        self.0
-            .contains_key(&(tag.pointer.clone(), tag.question.clone()))
+        let key = (tag.pointer.clone(), tag.question.clone());
+        self.0.contains_key(&key) || self.1.contains(&key)
     }
 }
 
@@ -52,6 +102,81 @@ impl AutoResolver for Answers {
             .get(&(tag.pointer.clone(), tag.question.clone()))
             .cloned()
             .unwrap_or_else(|| Err("it has no answer".to_string()))
+    }
+
+    fn at_run_time(&self, tag: &AutoTag) -> bool {
+        self.1
+            .contains(&(tag.pointer.clone(), tag.question.clone()))
+    }
+}
+
+/// Whether a tag's question reads one of `steps` (`{{ step.result }}`,
+/// `{{ step }}`): it can only be asked once those have run.
+pub fn reads_steps(tag: &AutoTag, steps: &std::collections::BTreeSet<String>) -> bool {
+    crate::template::is_template(&tag.question)
+        && crate::template::referenced_names(&tag.question)
+            .map(|names| names.iter().any(|n| steps.contains(n)))
+            .unwrap_or(false)
+}
+
+/// Whether a tag sits where its step answers it when it runs: in a step's
+/// `parameters` or its `condition`.
+pub fn answerable_by_step(tag: &AutoTag) -> bool {
+    let mut parts = tag.pointer.split('/').skip(1);
+    matches!(
+        (parts.next(), parts.next(), parts.next()),
+        (
+            Some("steps"),
+            Some(_),
+            Some("parameters" | "condition" | "if")
+        )
+    )
+}
+
+/// Quotes a one-line `<AUTO>` tag written as a plain YAML value that YAML
+/// would misread: with `": "` inside (a mapping) or `" #"` (a comment). The
+/// seed's reader accepts those (it hides tags from YAML); here the value
+/// becomes a single-quoted scalar on the same line, so lines stay where
+/// they were. Anything else is left alone.
+pub fn quote_plain_tags(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("</AUTO>") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    static LEAD: OnceLock<Regex> = OnceLock::new();
+    let lead = LEAD.get_or_init(|| {
+        Regex::new(r"^(\s*(?:-\s+)?(?:[A-Za-z0-9_.$-]+:\s+)?)(.*?)\s*$").expect("valid regex")
+    });
+    let mut changed = false;
+    let mut out = String::with_capacity(text.len() + 16);
+    for line in text.split_inclusive('\n') {
+        let (body, end) = match line.strip_suffix('\n') {
+            Some(b) => match b.strip_suffix('\r') {
+                Some(b) => (b, "\r\n"),
+                None => (b, "\n"),
+            },
+            None => (line, ""),
+        };
+        let quoted = lead.captures(body).and_then(|c| {
+            let (prefix, value) = (c.get(1)?.as_str(), c.get(2)?.as_str());
+            let misread = value.starts_with("<AUTO")
+                && value.ends_with("</AUTO>")
+                && value.matches("<AUTO").count() == 1
+                && (value.contains(": ") || value.contains(" #"));
+            misread.then(|| format!("{prefix}'{}'", value.replace('\'', "''")))
+        });
+        match quoted {
+            Some(q) => {
+                changed = true;
+                out.push_str(&q);
+            }
+            None => out.push_str(body),
+        }
+        out.push_str(end);
+    }
+    if changed {
+        std::borrow::Cow::Owned(out)
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }
 
@@ -178,6 +303,19 @@ mod tests {
                 format!("[{}]", tag.question)
             }))
         }
+    }
+
+    #[test]
+    fn plain_tags_that_yaml_would_misread_are_quoted() {
+        let text = "steps:\n  - id: a\n    parameters:\n      pick: <AUTO>choose: \"x\" or 'y'</AUTO>\n      kept: <AUTO>plain</AUTO>\n      note: '<AUTO>a: b</AUTO>'\n      - <AUTO>list: item</AUTO>\r\n";
+        assert_eq!(
+            quote_plain_tags(text),
+            "steps:\n  - id: a\n    parameters:\n      pick: '<AUTO>choose: \"x\" or ''y''</AUTO>'\n      kept: <AUTO>plain</AUTO>\n      note: '<AUTO>a: b</AUTO>'\n      - '<AUTO>list: item</AUTO>'\r\n"
+        );
+        assert!(matches!(
+            quote_plain_tags("a: b\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -78,6 +78,8 @@ impl StepStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionStatus {
+    /// Its `<AUTO>` tags are being answered; its steps do not exist yet.
+    Resolving,
     Queued,
     Running,
     Succeeded,
@@ -88,6 +90,7 @@ pub enum ExecutionStatus {
 impl ExecutionStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            ExecutionStatus::Resolving => "resolving",
             ExecutionStatus::Queued => "queued",
             ExecutionStatus::Running => "running",
             ExecutionStatus::Succeeded => "succeeded",
@@ -98,6 +101,7 @@ impl ExecutionStatus {
 
     pub fn parse(s: &str) -> Option<ExecutionStatus> {
         Some(match s {
+            "resolving" => ExecutionStatus::Resolving,
             "queued" => ExecutionStatus::Queued,
             "running" => ExecutionStatus::Running,
             "succeeded" => ExecutionStatus::Succeeded,

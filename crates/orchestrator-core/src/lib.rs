@@ -26,6 +26,7 @@ pub use auto::{AutoResolver, AutoTag};
 pub use catalog::{StaticCatalog, ToolCatalog, builtin_catalog};
 pub use compile::{
     CompileOptions, Compiled, compile_json, compile_node, compile_yaml, find_auto_tags,
+    parse_pipeline,
 };
 pub use error::{CompileError, Diagnostic, ErrorKind};
 pub use model::{InputSpec, InputType, LoopSpec, OnFailure, Pipeline, RetryPolicy, Step};

@@ -44,8 +44,10 @@ pub mod metrics;
 pub mod models;
 mod outputs;
 mod pool;
+mod resolve;
 mod scope;
 mod step;
+mod step_tags;
 mod submit;
 pub mod webhooks;
 
@@ -203,6 +205,10 @@ struct Inner {
     finisher: Finisher,
     /// The worker pool runs and takes new steps (not stopping).
     taking: std::sync::atomic::AtomicBool,
+    /// Executions in the resolving phase may be waiting.
+    resolve_wake: Notify,
+    /// Execution id → cancellation of each execution this process resolves.
+    resolving: Mutex<HashMap<String, CancellationToken>>,
 }
 
 impl Inner {
@@ -261,6 +267,8 @@ impl Engine {
                 webhook_wake: Notify::new(),
                 finisher: Finisher::default(),
                 taking: std::sync::atomic::AtomicBool::new(false),
+                resolve_wake: Notify::new(),
+                resolving: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -299,6 +307,9 @@ impl Engine {
                     token.cancel();
                 }
             }
+            if let Some(token) = lock(&self.inner.resolving).get(id) {
+                token.cancel();
+            }
             info!(execution.id = %id, "execution {id} cancelled");
         }
         Ok(record)
@@ -316,6 +327,7 @@ impl Engine {
             self.inner.touched(id);
             info!(execution.id = %id, steps = steps.len(), "execution {id} recovering");
             self.inner.wake.notify_one();
+            self.inner.resolve_wake.notify_one();
         }
         Ok(reset)
     }

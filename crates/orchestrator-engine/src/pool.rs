@@ -3,7 +3,7 @@
 //! takes back steps of dead workers and expires executions past their deadline.
 
 use crate::step::run_step;
-use crate::{Engine, Inner, lock, webhooks};
+use crate::{Engine, Inner, lock, resolve, webhooks};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -28,8 +28,12 @@ impl Engine {
         let heartbeat = tokio::spawn(heartbeat_loop(self.inner.clone(), shutdown.clone()));
         let reaper = tokio::spawn(reap_loop(self.inner.clone(), shutdown.clone()));
         let deliveries = tokio::spawn(webhooks::deliver_loop(self.inner.clone(), shutdown.clone()));
+        let resolver = tokio::spawn(resolve::resolve_loop(self.clone(), shutdown.clone()));
         let waker = self.inner.clone();
-        let on_work: Arc<dyn Fn() + Send + Sync> = Arc::new(move || waker.wake.notify_one());
+        let on_work: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            waker.wake.notify_one();
+            waker.resolve_wake.notify_one();
+        });
         match inner.store.listen_for_work(on_work, shutdown.clone()).await {
             Ok(true) => debug!("listening for work from other processes"),
             Ok(false) => {}
@@ -157,6 +161,13 @@ impl Engine {
         heartbeat.abort();
         reaper.abort();
         deliveries.abort();
+        // Hands back the leases of executions it was resolving.
+        if tokio::time::timeout(Duration::from_secs(5), resolver)
+            .await
+            .is_err()
+        {
+            warn!("handing back executions being resolved took too long; their leases will expire");
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::expand::{expand_for_each, expand_while, join_result};
 use crate::finisher::finish_grouped;
 use crate::scope::{build_scope, check_parameters, referenced_ids};
-use crate::{ExecutionOptions, Inner, WorkspaceMode, models};
+use crate::{ExecutionOptions, Inner, WorkspaceMode, models, step_tags};
 use orchestrator_core::flow::StepStatus;
 use orchestrator_core::plan::{PlannedStep, StepKind};
 use orchestrator_core::template::Scope;
@@ -268,10 +268,50 @@ pub(crate) async fn run_task(
     let step = &planned.step;
 
     let is_gate = step.action == catalog::EVALUATE_CONDITION && step.tool.is_none();
+    // A condition that is an <AUTO> question: rendered, asked, its answer
+    // read as a boolean.
+    let asked_condition = match &step.condition {
+        Some(condition) if orchestrator_core::auto::contains_tag(condition) => {
+            let answer = match template::render_str(condition, &scope) {
+                Ok(text) => {
+                    step_tags::answer_in_text(
+                        inner,
+                        &claimed.execution_id,
+                        &claimed.step_id,
+                        &text,
+                        &cancel,
+                    )
+                    .await
+                }
+                Err(e) => Err(e.message),
+            };
+            match answer {
+                Ok(value) => Some(
+                    template::truthy(&match value {
+                        Value::String(s) => template::parse_literal(s.trim()),
+                        other => other,
+                    })
+                    .unwrap_or(false),
+                ),
+                Err(message) => {
+                    return Attempt::failed(
+                        ErrorKind::ConditionError,
+                        format!("condition cannot be evaluated: {message}"),
+                        None,
+                    );
+                }
+            }
+        }
+        _ => None,
+    };
+    let eval = |condition: &str| match asked_condition {
+        Some(value) => Ok(value),
+        None => template::eval_condition(condition, &scope),
+    };
     if let Some(condition) = &step.condition
         && !is_gate
     {
-        match template::eval_condition(condition, &scope) {
+        match eval(condition) {
             Ok(true) => {}
             Ok(false) => {
                 let jump = step
@@ -287,7 +327,7 @@ pub(crate) async fn run_task(
     }
     if is_gate {
         let condition = step.condition.as_deref().unwrap_or("false");
-        return match template::eval_condition(condition, &scope) {
+        return match eval(condition) {
             Ok(value) => {
                 let jump = if value {
                     None
@@ -306,17 +346,33 @@ pub(crate) async fn run_task(
         };
     }
 
-    let parameters = match template::render_value(&Value::Object(step.parameters.clone()), &scope) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => Map::new(),
-        Err(e) => {
-            return Attempt::failed(
-                ErrorKind::TemplateError,
-                format!("parameters cannot be rendered: {}", e.message),
-                None,
-            );
-        }
-    };
+    let mut parameters =
+        match template::render_value(&Value::Object(step.parameters.clone()), &scope) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => Map::new(),
+            Err(e) => {
+                return Attempt::failed(
+                    ErrorKind::TemplateError,
+                    format!("parameters cannot be rendered: {}", e.message),
+                    None,
+                );
+            }
+        };
+    if let Err(message) = step_tags::answer_in_parameters(
+        inner,
+        &claimed.execution_id,
+        &claimed.step_id,
+        &mut parameters,
+        &cancel,
+    )
+    .await
+    {
+        return Attempt::failed(
+            ErrorKind::ModelResponseError,
+            message,
+            Some(Value::Object(parameters)),
+        );
+    }
     let rendered = Value::Object(parameters.clone());
 
     if step.is_model_action() {

@@ -78,6 +78,7 @@ fn new_execution(name: &str, yaml: &str) -> NewExecution {
         token_id: None,
         request_hash: None,
         timeout_ms: None,
+        resolving: false,
         steps: plan
             .steps
             .iter()

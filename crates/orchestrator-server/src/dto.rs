@@ -57,8 +57,8 @@ pub struct OptionsDto {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only executions with this status (`queued`, `running`, `succeeded`, `failed`, `cancelled`).
-    #[param(pattern = "^(queued|running|succeeded|failed|cancelled)$")]
+    /// Only executions with this status (`resolving`, `queued`, `running`, `succeeded`, `failed`, `cancelled`).
+    #[param(pattern = "^(resolving|queued|running|succeeded|failed|cancelled)$")]
     pub status: Option<String>,
     /// Only executions of this pipeline name.
     pub pipeline: Option<String>,
@@ -107,6 +107,7 @@ pub struct ExecutionSummary {
     pub id: String,
     pub pipeline_id: String,
     pub pipeline_name: String,
+    /// `resolving`, `queued`, `running`, `succeeded`, `failed` or `cancelled`.
     #[schema(example = "running")]
     pub status: String,
     pub created_at: String,
@@ -203,6 +204,8 @@ pub struct ExecutionView {
     pub id: String,
     pub pipeline_id: String,
     pub pipeline_name: String,
+    /// `resolving` (its `<AUTO>` tags are being answered; no steps yet),
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
     #[schema(example = "succeeded")]
     pub status: String,
     pub created_at: String,
@@ -405,7 +408,8 @@ impl ExecutionView {
         }
         let done = progress.succeeded + progress.failed + progress.skipped + progress.cancelled;
         progress.percent = if steps.is_empty() {
-            100.0
+            // No steps yet (resolving), or none ever (it ended resolving).
+            if r.status.is_terminal() { 100.0 } else { 0.0 }
         } else {
             (done as f64 * 1000.0 / steps.len() as f64).round() / 10.0
         };

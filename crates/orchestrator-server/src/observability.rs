@@ -110,7 +110,14 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         "Executions in the database, by status",
         &by_status(
             &overview.executions_by_status,
-            &["queued", "running", "succeeded", "failed", "cancelled"],
+            &[
+                "resolving",
+                "queued",
+                "running",
+                "succeeded",
+                "failed",
+                "cancelled",
+            ],
         ),
     );
     gauge(

@@ -24,8 +24,19 @@ impl Drop for Proc {
 
 /// Starts `orchestrator serve` on a free port and waits until it listens.
 fn start(database_url: &str, workspace: &Path, grace_seconds: u64) -> Proc {
+    start_with(database_url, workspace, grace_seconds, &[])
+}
+
+/// [`start`] with more environment variables.
+fn start_with(
+    database_url: &str,
+    workspace: &Path,
+    grace_seconds: u64,
+    env: &[(&str, &str)],
+) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
         .arg("serve")
+        .envs(env.iter().copied())
         .env("ORCHESTRATOR_BIND", "127.0.0.1:0")
         .env("ORCHESTRATOR_DATABASE_URL", database_url)
         .env("ORCHESTRATOR_WORKSPACE_ROOT", workspace)
@@ -459,5 +470,79 @@ async fn sqlite_pending_webhook_delivery_survives_a_kill() {
 async fn postgres_pending_webhook_delivery_survives_a_kill() {
     if let Some(url) = postgres_url().await {
         a_pending_webhook_delivery_survives_a_kill(url).await;
+    }
+}
+
+/// An execution whose <AUTO> tag is being answered when its server is
+/// killed: the next server asks again and runs it; it was answered at once
+/// (201, `resolving`), never while the client waited.
+async fn a_resolving_execution_survives_a_kill(database_url: String) {
+    use orchestrator_tools::testing::services::{self, Service, Wire};
+    let provider = Service::start(services::provider(Wire::OpenAi, None)).await;
+    let ws = TempDir::new("orch-resolve-ws");
+    let models = ws.path().join("models.yaml");
+    std::fs::write(
+        &models,
+        format!(
+            "models:\n  - id: local\n    provider: openai\n    model: m\n    base_url: {}\n    capabilities: [generate]\n",
+            provider.url("/v1")
+        ),
+    )
+    .expect("models file");
+    let models = models.to_string_lossy().to_string();
+    let env = [("ORCHESTRATOR_MODELS_FILE", models.as_str())];
+    let first = start_with(&database_url, ws.path(), 30, &env);
+    let started = Instant::now();
+    let r = orchestrator_tools::net::default_client()
+        .post(format!("{}/executions", first.base))
+        .header("content-type", "application/yaml")
+        .body("name: slow-tag\nparameters:\n  topic: {type: string, default: rivers}\nsteps:\n  - id: say\n    tool: echo\n    parameters:\n      word: <AUTO>[slow:1500][answer:delta] one word about {{ topic }}</AUTO>\n")
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.status().as_u16(), 201);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the submit waited for the model"
+    );
+    let created: Value = r.json().await.expect("json");
+    assert_eq!(created["status"], "resolving", "{created:#}");
+    let id = created["id"].as_str().expect("id").to_string();
+    // The question reached the model, rendered: kill the server before it answers.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while provider.requests().is_empty() {
+        assert!(Instant::now() < deadline, "the tag was never asked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(String::from_utf8_lossy(&provider.requests()[0].body).contains("about rivers"));
+    drop(first);
+    let second = start_with(&database_url, ws.path(), 30, &env);
+    let done = wait_for(
+        &second.base,
+        &id,
+        |e| e["status"] == "succeeded" || e["status"] == "failed",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let say = done["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|x| x["id"] == "say"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(say["result"]["result"]["word"], "delta", "{done:#}");
+    assert_eq!(provider.requests().len(), 2, "asked once by each server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_resolving_execution_survives_a_kill() {
+    let dir = TempDir::new("orch-resolve-db");
+    a_resolving_execution_survives_a_kill(sqlite_url(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_resolving_execution_survives_a_kill() {
+    if let Some(url) = postgres_url().await {
+        a_resolving_execution_survives_a_kill(url).await;
     }
 }

@@ -10,7 +10,7 @@ const LIST_REFRESH_MS = 3000;
 const GRAPH_LIMIT = 400;
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 const STEP_STATES = ["pending", "ready", "running", "retrying", "succeeded", "failed", "skipped", "cancelled"];
-const EXECUTION_STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
+const EXECUTION_STATES = ["resolving", "queued", "running", "succeeded", "failed", "cancelled"];
 
 const view = document.getElementById("view");
 const notice = document.getElementById("notice");

@@ -10,7 +10,7 @@ use crate::sql::Values;
 
 const INSERT_EXECUTION: &str = "INSERT INTO executions \
     (id, pipeline_id, pipeline_name, status, inputs, options, idempotency_key, request_hash, created_at, updated_at, deadline, token_id) \
-    VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $8, $9, $10) \
+    VALUES ($1, $2, $3, $11, $4, $5, $6, $7, $8, $8, $9, $10) \
     ON CONFLICT (idempotency_key) DO NOTHING";
 
 /// The pipeline text and plan, in their own table: written once, and kept
@@ -97,7 +97,7 @@ const STOP_EXECUTION: &str = "UPDATE executions SET status = $2, error = $3, \
     finished_at = $4, updated_at = $4 WHERE id = $1";
 
 const OVERDUE_EXECUTIONS: &str = "SELECT id, created_at, deadline FROM executions \
-    WHERE deadline IS NOT NULL AND deadline < $1 AND status IN ('queued', 'running') ORDER BY id LIMIT 100";
+    WHERE deadline IS NOT NULL AND deadline < $1 AND status IN ('resolving', 'queued', 'running') ORDER BY id LIMIT 100";
 
 const EXPIRE_KEYS: &str = "UPDATE executions SET idempotency_key = NULL WHERE idempotency_key IS NOT NULL AND created_at < $1";
 
@@ -125,6 +125,7 @@ pub(crate) async fn create_execution<D: Dialect>(
         .bind(now)
         .bind(new.timeout_ms.map(|t| now.saturating_add(t)))
         .bind(&new.token_id)
+        .bind(if new.resolving { "resolving" } else { "queued" })
         .execute(&mut tx)
         .await?;
     if inserted == 0 {
@@ -148,16 +149,30 @@ pub(crate) async fn create_execution<D: Dialect>(
         .json(&new.plan)
         .execute(&mut tx)
         .await?;
-    insert_steps(&mut tx, &new.id, &new.steps, 0, now).await?;
-    emit(
-        &mut tx,
-        &new.id,
-        "execution.queued",
-        None,
-        serde_json::json!({"pipeline": new.pipeline_name, "steps": new.steps.len()}),
-        now,
-    )
-    .await?;
+    if new.resolving {
+        // Its steps are stored once its <AUTO> tags are answered.
+        crate::resolve::enqueue(&mut tx, &new.id, now).await?;
+        emit(
+            &mut tx,
+            &new.id,
+            "execution.resolving",
+            None,
+            serde_json::json!({"pipeline": new.pipeline_name}),
+            now,
+        )
+        .await?;
+    } else {
+        insert_steps(&mut tx, &new.id, &new.steps, 0, now).await?;
+        emit(
+            &mut tx,
+            &new.id,
+            "execution.queued",
+            None,
+            serde_json::json!({"pipeline": new.pipeline_name, "steps": new.steps.len()}),
+            now,
+        )
+        .await?;
+    }
     tx.notify_work().await?;
     let row: ExecutionRow = D::q(SELECT_EXECUTION)
         .bind(&new.id)
@@ -380,6 +395,7 @@ pub(crate) async fn stop_execution<D: Dialect>(
         .await?;
     }
     D::q(DEQUEUE_UNLEASED).bind(id).execute(tx).await?;
+    D::q(crate::resolve::DEQUEUE).bind(id).execute(tx).await?;
     D::q(RECOUNT_OPEN).bind(id).execute(tx).await?;
     D::q(STOP_EXECUTION)
         .bind(id)

@@ -35,6 +35,7 @@ mod overview;
 mod postgres;
 mod queue;
 mod recovery;
+mod resolve;
 mod rows;
 mod sql;
 mod sqlite;
@@ -119,6 +120,34 @@ pub struct NewExecution {
     pub steps: Vec<NewStep>,
     /// Execution-wide timeout: past it the execution fails and its steps stop.
     pub timeout_ms: Option<i64>,
+    /// Its `<AUTO>` tags are still to be answered: stored as `resolving`,
+    /// without steps, in the resolve queue (see [`Store::claim_resolving`]).
+    pub resolving: bool,
+}
+
+/// An execution in the resolving phase, leased to one process.
+#[derive(Debug, Clone)]
+pub struct ResolveJob {
+    pub execution: ExecutionRecord,
+    pub lease_token: String,
+    /// How often it was leased (1 the first time): more than once means
+    /// the processes before lost it.
+    pub attempts: i64,
+}
+
+/// How the resolving phase ended.
+#[derive(Debug, Clone)]
+pub enum Resolved {
+    /// The answered pipeline, compiled: its steps are stored and queued.
+    Planned {
+        pipeline_id: String,
+        pipeline_name: String,
+        plan: Value,
+        inputs: Value,
+        steps: Vec<NewStep>,
+    },
+    /// A tag could not be answered (or the answered pipeline is invalid).
+    Failed(String),
 }
 
 /// A step row of a new execution.
@@ -386,6 +415,37 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// (their results are kept) but start nothing new. Idempotent. `None` when
     /// the execution does not exist.
     async fn cancel_execution(&self, id: &str) -> Result<Option<ExecutionRecord>>;
+
+    /// Leases up to `limit` executions in the resolving phase that are due
+    /// (new, or whose lease expired) for `lease_ms`.
+    async fn claim_resolving(
+        &self,
+        worker: &str,
+        limit: u32,
+        lease_ms: i64,
+    ) -> Result<Vec<ResolveJob>>;
+
+    /// Extends a resolving lease; `false` when it is no longer held (the
+    /// execution was cancelled or timed out, or another process took it).
+    async fn renew_resolving(
+        &self,
+        execution_id: &str,
+        lease_token: &str,
+        lease_ms: i64,
+    ) -> Result<bool>;
+
+    /// Hands a resolving lease back (shutdown): another process takes it at once.
+    async fn release_resolving(&self, execution_id: &str, lease_token: &str) -> Result<()>;
+
+    /// Ends the resolving phase (fenced by the lease): stores and queues the
+    /// steps, or fails the execution. `false` when the lease was no longer
+    /// held, and then nothing was written.
+    async fn finish_resolving(
+        &self,
+        execution_id: &str,
+        lease_token: &str,
+        outcome: Resolved,
+    ) -> Result<bool>;
 
     /// Runs a finished execution again from its checkpoints. Without `from`:
     /// failed, cancelled and never-run steps (and steps skipped because a

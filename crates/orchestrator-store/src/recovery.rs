@@ -174,6 +174,9 @@ pub(crate) async fn expand_step<D: Dialect>(
     Ok(ready)
 }
 
+const RESOLVE_AGAIN: &str = "UPDATE executions SET status = 'resolving', error = NULL, outputs = NULL, \
+    finished_at = NULL, updated_at = $2 WHERE id = $1";
+
 pub(crate) async fn recover_execution<D: Dialect>(
     s: &D,
     id: &str,
@@ -200,6 +203,28 @@ pub(crate) async fn recover_execution<D: Dialect>(
         .into_iter()
         .map(crate::StepRecord::try_from)
         .collect::<crate::Result<Vec<_>>>()?;
+    if steps.is_empty() && from.is_none() {
+        // It ended while resolving its <AUTO> tags (no step was stored):
+        // the tags are asked again.
+        D::q(RESOLVE_AGAIN)
+            .bind(id)
+            .bind(now)
+            .execute(&mut tx)
+            .await?;
+        crate::resolve::enqueue(&mut tx, id, now).await?;
+        emit(
+            &mut tx,
+            id,
+            "execution.resolving",
+            None,
+            serde_json::json!({"pipeline": execution.pipeline_name, "recovered": true}),
+            now,
+        )
+        .await?;
+        tx.notify_work().await?;
+        tx.commit().await?;
+        return Ok(Some(Vec::new()));
+    }
     let plan = plan_steps(&execution.plan)?;
     let reset = steps_to_rerun(&steps, from)?;
     if reset.is_empty() {

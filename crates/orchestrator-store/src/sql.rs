@@ -174,9 +174,6 @@ impl<R> Rows for R where
         + Decodes<crate::rows::ModelTotalsRow>
         + Decodes<crate::rows::UsageRow>
         + Decodes<crate::rows::ModelRow>
-        + Decodes<crate::rows::ModelRow>
-        + Decodes<crate::rows::EventRow>
-        + Decodes<crate::rows::WebhookRow>
         + Decodes<crate::rows::EventRow>
         + Decodes<crate::rows::WebhookRow>
 {

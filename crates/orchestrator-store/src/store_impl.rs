@@ -12,7 +12,10 @@ use crate::{
     ModelRecord, NewExecution, NewStep, OutputRenderer, Overview, Result, StepContext, StepRecord,
     StepResult, StepUsage, Store, TokenRecord, WebhookRecord,
 };
-use crate::{events, executions, finish, models, overview, queue, recovery, tokens, webhooks};
+use crate::{ResolveJob, Resolved};
+use crate::{
+    events, executions, finish, models, overview, queue, recovery, resolve, tokens, webhooks,
+};
 
 #[async_trait]
 impl<D: Dialect> Store for D {
@@ -112,6 +115,37 @@ impl<D: Dialect> Store for D {
 
     async fn cancel_execution(&self, id: &str) -> Result<Option<ExecutionRecord>> {
         executions::cancel_execution(self, id).await
+    }
+
+    async fn claim_resolving(
+        &self,
+        worker: &str,
+        limit: u32,
+        lease_ms: i64,
+    ) -> Result<Vec<ResolveJob>> {
+        resolve::claim_resolving(self, worker, limit, lease_ms).await
+    }
+
+    async fn renew_resolving(
+        &self,
+        execution_id: &str,
+        lease_token: &str,
+        lease_ms: i64,
+    ) -> Result<bool> {
+        resolve::renew_resolving(self, execution_id, lease_token, lease_ms).await
+    }
+
+    async fn release_resolving(&self, execution_id: &str, lease_token: &str) -> Result<()> {
+        resolve::release_resolving(self, execution_id, lease_token).await
+    }
+
+    async fn finish_resolving(
+        &self,
+        execution_id: &str,
+        lease_token: &str,
+        outcome: Resolved,
+    ) -> Result<bool> {
+        resolve::finish_resolving(self, execution_id, lease_token, outcome).await
     }
 
     async fn recover_execution(&self, id: &str, from: Option<&str>) -> Result<Option<Vec<String>>> {

@@ -81,7 +81,7 @@ pub(crate) async fn active_executions_of_token<D: Dialect>(
     s: &D,
     token_id: &str,
 ) -> crate::Result<i64> {
-    D::q("SELECT COUNT(*) FROM executions WHERE token_id = $1 AND status IN ('queued', 'running')")
+    D::q("SELECT COUNT(*) FROM executions WHERE token_id = $1 AND status IN ('resolving', 'queued', 'running')")
         .bind(token_id)
         .scalar(&mut *conn(s).await?)
         .await

@@ -55,6 +55,18 @@ pub(super) fn resolve_auto_tags(root: &mut Node, options: &CompileOptions<'_>, c
                     return;
                 }
                 match options.auto_resolver {
+                    // Checked now, answered later: a whole-value tag
+                    // counts as absent (its slot may want a number), one
+                    // inside a text stays as it is.
+                    // Answered by its step when it runs.
+                    Some(resolver) if tags.iter().any(|t| resolver.at_run_time(t)) => {}
+                    Some(resolver) if resolver.defers() => {
+                        if tags.len() == 1 && tags[0].whole_value {
+                            let pos = node.pos;
+                            *node = Node::from_json(&Value::Null);
+                            node.pos = pos;
+                        }
+                    }
                     // Only validating: the tags are answered when the
                     // pipeline is executed.
                     None if options.context.is_none() => {

@@ -85,9 +85,15 @@ pub fn is_valid_id(id: &str) -> bool {
     id_regex().is_match(id)
 }
 
+/// Reads a pipeline's YAML text (with the seed's unquoted `<AUTO>` tags,
+/// see [`auto::quote_plain_tags`]).
+pub fn parse_pipeline(text: &str) -> Result<Node, yaml::YamlError> {
+    yaml::parse(&auto::quote_plain_tags(text))
+}
+
 /// Compiles YAML text.
 pub fn compile_yaml(text: &str, options: CompileOptions<'_>) -> Result<Compiled, CompileError> {
-    match yaml::parse(text) {
+    match parse_pipeline(text) {
         Ok(node) => compile_node(node, options),
         Err(e) => Err(CompileError {
             errors: vec![

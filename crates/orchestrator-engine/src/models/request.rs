@@ -270,9 +270,6 @@ pub fn worst_case_cost(spec: &ModelSpec, request: &ChatRequest) -> f64 {
     spec.cost_per_1k_tokens.of(input, output)
 }
 
-/// Asks a model for one `<AUTO>` tag: a model with the tag's `task` as a
-/// capability when there is one (else any), or the tag's `model`. Returns
-/// the answer's text and the model's id.
 /// Whether a tag stands for a model: the whole value of a `model` key (a
 /// step's, the pipeline's, or a model step's parameter).
 pub fn is_model_slot(tag: &orchestrator_core::AutoTag) -> bool {
@@ -326,10 +323,15 @@ pub async fn select_for_slot(
     Ok((spec.id, why))
 }
 
+/// Asks a model for one `<AUTO>` tag (`question`: its text, rendered): a
+/// model with the tag's `task` as a capability when there is one (else
+/// any), or the tag's `model`. Returns the answer's text and the model's id.
 pub async fn answer_tag(
     models: &Models,
     tag: &orchestrator_core::AutoTag,
+    question: &str,
     execution_id: &str,
+    cancel: &CancellationToken,
 ) -> Result<(String, String), String> {
     let named = tag.attributes.get("model").map(String::as_str);
     let wanted = tag.attributes.get("task").map(|t| Requirements {
@@ -360,7 +362,7 @@ pub async fn answer_tag(
         system: Some(system),
         messages: vec![Message {
             role: "user".into(),
-            content: tag.question.clone(),
+            content: question.to_string(),
         }],
         temperature: Some(0.0),
         max_tokens: Some(512),
@@ -372,7 +374,7 @@ pub async fn answer_tag(
         attempt: 0,
     };
     let answer = models
-        .call(&spec, &request, &site, &CancellationToken::new())
+        .call(&spec, &request, &site, cancel)
         .await
         .map_err(|e| e.message)?;
     let mut text = answer.response.text.trim();

@@ -85,7 +85,7 @@ pub(super) async fn load_view(state: &AppState, id: &str) -> Result<ExecutionVie
     )),
     params(("Idempotency-Key" = Option<String>, Header, description = "De-duplicates retried submissions")),
     responses(
-        (status = 201, description = "Execution queued", body = ExecutionView,
+        (status = 201, description = "Execution accepted: `queued`, or `resolving` while its `<AUTO>` tags are answered", body = ExecutionView,
             headers(("Location" = String, description = "URL of the new execution"))),
         (status = 200, description = "Idempotent replay: the original execution", body = ExecutionView,
             headers(("Idempotent-Replayed" = String, description = "`true`"))),
@@ -181,7 +181,7 @@ pub async fn list_executions(
         .map(|s| {
             ExecutionStatus::parse(s).ok_or_else(|| {
                 ApiError::BadRequest(format!(
-                    "status '{s}' is not one of queued, running, succeeded, failed, cancelled"
+                    "status '{s}' is not one of resolving, queued, running, succeeded, failed, cancelled"
                 ))
             })
         })

@@ -3,7 +3,7 @@
 
 use crate::support::*;
 
-orchestrator_store::for_each_backend!(with database; models_run_against_a_local_provider);
+orchestrator_store::for_each_backend!(with database; models_run_against_a_local_provider, auto_tags_are_answered_after_the_submit);
 
 async fn models_run_against_a_local_provider(database_url: String) {
     use orchestrator_tools::testing::services::{self, Service, Wire};
@@ -259,22 +259,23 @@ async fn models_run_against_a_local_provider(database_url: String) {
         before + 2,
         "a recovery never asks again"
     );
-    let (status, problem) = s
+    // A tag answered with what its type refuses: accepted (the tags are
+    // answered after the answer), then failed naming the tag's line.
+    let (status, created) = s
         .post_yaml("name: bad\nsteps:\n  - id: pick\n    tool: echo\n    parameters:\n      n: <AUTO type=\"integer\">[answer:many] how many?</AUTO>\n", "")
         .await;
-    assert_eq!(status, 422, "{problem}");
-    let e = &problem["errors"][0];
-    assert_eq!(
-        (e["step"].clone(), e["line"].clone()),
-        (json!("pick"), json!(6)),
-        "{problem}"
-    );
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["status"], "resolving", "{created}");
+    let failed = s.finished(created["id"].as_str().expect("id")).await;
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    let error = failed["error"].as_str().unwrap_or_default();
     assert!(
-        e["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("not a valid integer")),
-        "{problem}"
+        error.contains("line 6")
+            && error.contains("step 'pick'")
+            && error.contains("not a valid integer"),
+        "{failed:#}"
     );
+    assert_eq!(failed["steps"], json!([]), "{failed:#}");
 
     let (_, metrics) = s.get("/models/metrics").await;
     let mini = metrics["items"]
@@ -428,5 +429,147 @@ async fn model_endpoints_and_webhooks_obey_the_egress_policy() {
             .as_str()
             .is_some_and(|d| d.contains("is refused") && d.contains("loopback")),
         "{problem}"
+    );
+}
+
+/// `<AUTO>` tags that ask a model are answered after the submit's answer:
+/// the execution is `resolving` meanwhile, can be cancelled, and what is
+/// wrong outside the tags is still refused at once.
+async fn auto_tags_are_answered_after_the_submit(database_url: String) {
+    use orchestrator_tools::testing::services::{self, Service, Wire};
+    let provider = Service::start(services::provider(Wire::OpenAi, None)).await;
+    let s = Server::start(database_url).await;
+    let (status, created) = s
+        .send_json(
+            reqwest::Method::POST,
+            "/models",
+            Some(json!({"id": "local", "provider": "openai", "model": "m",
+                        "base_url": provider.url("/v1"), "capabilities": ["generate"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+
+    // Wrong outside its tags: refused at once, no model asked.
+    let (status, problem) = s
+        .post_yaml("name: wrong\nsteps:\n  - id: a\n    tool: no-such-tool\n    parameters: {x: '<AUTO>[answer:1] pick</AUTO>'}\n", "")
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(problem.to_string().contains("no-such-tool"), "{problem}");
+    assert!(provider.requests().is_empty());
+
+    // A tag in a typed slot is checked once answered: the submit accepts it.
+    let (status, created) = s
+        .post_yaml("name: typed\nparameters:\n  who: {type: string, default: ada}\nsteps:\n  - id: a\n    tool: echo\n    timeout: <AUTO type=\"integer\">[answer:7] seconds for {{ who }}?</AUTO>\n    parameters: {name: '{{ who }}'}\n", "")
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["status"], "resolving", "{created}");
+    assert_eq!(created["progress"]["percent"], 0.0, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let done = s.finished(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["auto_answers"][0]["answer"], "7", "{done:#}");
+    assert_eq!(
+        done["auto_answers"][0]["asked"], "[answer:7] seconds for ada?",
+        "the question was rendered over the inputs: {done:#}"
+    );
+    let kinds: Vec<String> = s
+        .store()
+        .list_events(&id, 0, 100)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds[..2],
+        ["execution.resolving", "execution.queued"],
+        "{kinds:?}"
+    );
+    let (_, listed) = s.get("/executions?status=resolving").await;
+    assert_eq!(listed["items"], json!([]), "{listed}");
+
+    // A tag that reads an earlier step's result is asked by its step, when
+    // it runs, with the result in the question; in a condition too.
+    let done = s
+        .run_yaml("name: later\nsteps:\n  - id: first\n    tool: echo\n    parameters: {kind: poem}\n  - id: second\n    tool: echo\n    parameters:\n      fmt: '<AUTO>[answer:markdown] best format for {{ first.result.kind }}?</AUTO>'\n  - id: third\n    tool: echo\n    condition: '<AUTO>[answer:false] is {{ first.kind }} prose?</AUTO>'\n  - id: fourth\n    tool: echo\n    condition: '<AUTO>[answer:yes] is {{ first.kind }} verse?</AUTO>'\n", "")
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(
+        step(&done, "second")["result"]["result"]["fmt"],
+        "markdown",
+        "{done:#}"
+    );
+    assert_eq!(step(&done, "third")["status"], "skipped", "{done:#}");
+    assert_eq!(step(&done, "fourth")["status"], "succeeded", "{done:#}");
+    assert_eq!(
+        done["auto_answers"][0]["answered_by_step"], true,
+        "{done:#}"
+    );
+    let asked: Vec<String> = provider
+        .requests()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).to_string())
+        .collect();
+    assert!(
+        asked.iter().any(|b| b.contains("best format for poem?"))
+            && asked.iter().any(|b| b.contains("is poem prose?")),
+        "{asked:?}"
+    );
+
+    // Cancelled while the model thinks: it ends at once, no step is stored,
+    // and the late answer changes nothing.
+    let (status, created) = s
+        .post_yaml("name: slow\nsteps:\n  - id: a\n    tool: echo\n    parameters: {x: '<AUTO>[slow:1500][answer:late] pick</AUTO>'}\n", "")
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let (_, listed) = s.get("/executions?status=resolving").await;
+    assert_eq!(listed["items"][0]["id"], id.as_str(), "{listed}");
+    let (status, cancelled) = s
+        .send_json(
+            reqwest::Method::POST,
+            &format!("/executions/{id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let (_, after) = s.get(&format!("/executions/{id}")).await;
+    assert_eq!(after["status"], "cancelled", "{after:#}");
+    assert_eq!(after["steps"], json!([]), "{after:#}");
+
+    // Recovering it asks again.
+    let (status, body) = s
+        .send_json(
+            reqwest::Method::POST,
+            &format!("/executions/{id}/recover"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = s.finished(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(
+        step(&done, "a")["result"]["result"]["x"],
+        "late",
+        "{done:#}"
+    );
+
+    // No model can answer: the execution fails naming the tag.
+    let (status, _) = s
+        .send_json(reqwest::Method::DELETE, "/models/local", None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, created) = s
+        .post_yaml("name: none\nsteps:\n  - id: a\n    tool: echo\n    parameters:\n      x: <AUTO>pick one</AUTO>\n", "")
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let failed = s.finished(created["id"].as_str().expect("id")).await;
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("line 6") && error.contains("pick one"),
+        "{failed:#}"
     );
 }

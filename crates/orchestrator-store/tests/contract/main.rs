@@ -7,6 +7,7 @@ mod models;
 mod overview;
 mod queue;
 mod recovery;
+mod resolve;
 mod support;
 mod tokens;
 mod webhooks;

@@ -18,7 +18,8 @@ pub enum Wire {
 /// `[rate-limit]` gets 429 with `Retry-After: 1` the first time,
 /// `[overloaded]` always a 5xx (529 for Anthropic), `[bad]` always a 400,
 /// `[json]` a JSON object, `[bad-json-once]` prose first and JSON after,
-/// `[answer:TEXT]` exactly TEXT;
+/// `[answer:TEXT]` exactly TEXT (after `[slow:MS]` milliseconds, when
+/// the request says so anywhere);
 /// anything else `Summary: ` and the message's first line. Token counts
 /// are word counts.
 pub fn provider(wire: Wire, key: Option<&'static str>) -> Router {
@@ -27,13 +28,25 @@ pub fn provider(wire: Wire, key: Option<&'static str>) -> Router {
                         headers: HeaderMap,
                         body: Bytes| {
         let seen = Arc::clone(&seen);
-        async move { fake_model(wire, key, &path.0, &headers, &body, &seen) }
+        async move {
+            if let Some(ms) = slow_ms(&body) {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+            fake_model(wire, key, &path.0, &headers, &body, &seen)
+        }
     };
     match wire {
         Wire::OpenAi => Router::new().route("/v1/chat/completions", post(handler)),
         Wire::Anthropic => Router::new().route("/v1/messages", post(handler)),
         Wire::Gemini => Router::new().route("/v1beta/models/{call}", post(handler)),
     }
+}
+
+/// The `[slow:MS]` marker of a request body.
+fn slow_ms(body: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(body).ok()?;
+    let rest = text.split("[slow:").nth(1)?;
+    rest.split(']').next()?.parse().ok()
 }
 
 fn model_error(wire: Wire, status: StatusCode, kind: &str, message: &str) -> Response {

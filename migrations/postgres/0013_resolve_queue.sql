@@ -1,0 +1,12 @@
+-- Executions whose <AUTO> tags are answered before their steps exist
+-- (status 'resolving'). A process leases a row while it asks the models;
+-- an expired lease (the process died) lets another one take it over.
+CREATE TABLE resolve_queue (
+    execution_id TEXT PRIMARY KEY NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+    run_after    BIGINT NOT NULL,
+    locked_by    TEXT,
+    lease_token  TEXT,
+    locked_until BIGINT,
+    attempts     BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX resolve_queue_by_run_after ON resolve_queue (run_after);
