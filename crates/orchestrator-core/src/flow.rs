@@ -12,7 +12,8 @@
 //! - A jump (`on_success`, `on_false`, `on_failure: <id>`) skips the steps of
 //!   the same scope strictly between the step and its target.
 //! - The execution ends when no step is pending, ready, running or retrying:
-//!   `failed` if any step failed, `cancelled` if it was cancelled, else `succeeded`.
+//!   `failed` if any step failed (but for failures an `on_error` handler
+//!   took), `cancelled` if it was cancelled, else `succeeded`.
 
 use std::collections::HashMap;
 
@@ -170,7 +171,7 @@ pub fn advance(steps: &mut [FlowStep], id: &str, outcome: &Outcome) -> Advance {
     let jump = match outcome {
         Outcome::Succeeded { jump_to } | Outcome::Skipped { jump_to } => jump_to.clone(),
         Outcome::Failed => match &steps[me].on_failure {
-            OnFailure::Goto(t) => Some(t.clone()),
+            OnFailure::Goto(t) | OnFailure::Handled(Some(t)) => Some(t.clone()),
             _ => None,
         },
     };
@@ -229,7 +230,7 @@ pub fn advance(steps: &mut [FlowStep], id: &str, outcome: &Outcome) -> Advance {
                     }
                 }
             }
-            OnFailure::Continue | OnFailure::Goto(_) => {}
+            OnFailure::Continue | OnFailure::Goto(_) | OnFailure::Handled(_) => {}
         }
     }
 
@@ -239,7 +240,7 @@ pub fn advance(steps: &mut [FlowStep], id: &str, outcome: &Outcome) -> Advance {
             StepStatus::Succeeded | StepStatus::Skipped => true,
             StepStatus::Failed => matches!(
                 s.on_failure,
-                OnFailure::Continue | OnFailure::Goto(_) | OnFailure::Skip
+                OnFailure::Continue | OnFailure::Goto(_) | OnFailure::Skip | OnFailure::Handled(_)
             ),
             _ => false,
         };
@@ -282,7 +283,10 @@ pub fn runnable(steps: &[FlowStep]) -> Vec<String> {
                     StepStatus::Failed => {
                         matches!(
                             dep.on_failure,
-                            OnFailure::Continue | OnFailure::Goto(_) | OnFailure::Skip
+                            OnFailure::Continue
+                                | OnFailure::Goto(_)
+                                | OnFailure::Skip
+                                | OnFailure::Handled(_)
                         )
                     }
                     _ => false,
@@ -298,13 +302,18 @@ pub fn finished_status(steps: &[FlowStep]) -> Option<ExecutionStatus> {
     if steps.iter().any(|s| !s.status.is_terminal()) {
         return None;
     }
-    Some(if steps.iter().any(|s| s.status == StepStatus::Failed) {
-        ExecutionStatus::Failed
-    } else if steps.iter().any(|s| s.status == StepStatus::Cancelled) {
-        ExecutionStatus::Cancelled
-    } else {
-        ExecutionStatus::Succeeded
-    })
+    // A failure an `on_error` handler took does not fail the execution.
+    Some(
+        if steps.iter().any(|s| {
+            s.status == StepStatus::Failed && !matches!(s.on_failure, OnFailure::Handled(_))
+        }) {
+            ExecutionStatus::Failed
+        } else if steps.iter().any(|s| s.status == StepStatus::Cancelled) {
+            ExecutionStatus::Cancelled
+        } else {
+            ExecutionStatus::Succeeded
+        },
+    )
 }
 
 #[cfg(test)]

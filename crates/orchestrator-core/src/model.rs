@@ -96,6 +96,70 @@ pub struct InputSpec {
     pub required: bool,
 }
 
+/// One of a step's `on_error` handlers (the seed's error handlers): which
+/// failures it takes, and what it makes of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ErrorHandler {
+    /// `handler_action` (or the string form): what to do, in words; kept
+    /// in the step's `reason`. The execution goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// `handler_task_id`: a later step to go to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// `fallback_value`: the step succeeds with this result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Value>,
+    /// `error_types`: error kinds it takes (`*` or `Exception`: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_types: Vec<String>,
+    /// `error_patterns`: regular expressions, one of which the error
+    /// message must match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_patterns: Vec<String>,
+    /// `error_codes`: codes (HTTP statuses, exit codes) the error message
+    /// must name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_codes: Vec<String>,
+    /// Lower first; equal ones in written order.
+    #[serde(default)]
+    pub priority: i64,
+    /// `propagate_error: true`: the step still fails the execution.
+    #[serde(default)]
+    pub propagate: bool,
+}
+
+impl ErrorHandler {
+    /// Whether it takes a failure of this kind with this message.
+    pub fn takes(&self, error_type: &str, message: &str) -> bool {
+        let kind = |wanted: &str| {
+            let wanted = wanted.trim();
+            wanted == "*"
+                || wanted.eq_ignore_ascii_case("Exception")
+                || wanted.eq_ignore_ascii_case(error_type)
+                // The seed's families: `HTTPError` takes `HttpClientError`,
+                // `ModelError` every `Model…Error`.
+                || (wanted.len() > 5
+                    && wanted.to_ascii_lowercase().ends_with("error")
+                    && error_type
+                        .to_ascii_lowercase()
+                        .starts_with(&wanted.to_ascii_lowercase()[..wanted.len() - 5]))
+        };
+        (self.error_types.is_empty() || self.error_types.iter().any(|t| kind(t)))
+            && (self.error_patterns.is_empty()
+                || self
+                    .error_patterns
+                    .iter()
+                    .any(|p| regex::Regex::new(p).is_ok_and(|re| re.is_match(message))))
+            && (self.error_codes.is_empty()
+                || self.error_codes.iter().any(|c| {
+                    message
+                        .split(|ch: char| !ch.is_ascii_alphanumeric())
+                        .any(|word| word == c)
+                }))
+    }
+}
+
 /// What happens when a step fails.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case", tag = "mode", content = "target")]
@@ -111,6 +175,10 @@ pub enum OnFailure {
     Retry,
     /// Jump forward to this step.
     Goto(String),
+    /// Set by an `on_error` handler that took the failure: dependents run
+    /// (or the flow goes to the handler's step) and the failure does not
+    /// fail the execution.
+    Handled(Option<String>),
 }
 
 /// Backoff between attempts.
@@ -189,6 +257,10 @@ pub enum LoopSpec {
     },
     While {
         condition: String,
+        /// The seed's `until`: the loop also ends once this holds, looked
+        /// at after each iteration (so the body runs at least once).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<String>,
         max_iterations: u32,
         steps: Vec<Step>,
     },
@@ -225,6 +297,9 @@ pub struct Step {
     pub on_success: Option<String>,
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// The seed's `on_error` handlers, in the order they are tried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_error: Vec<ErrorHandler>,
     /// Seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,

@@ -266,13 +266,6 @@ const BROKEN: &[(&str, &str, ErrorKind, Option<&str>, u32)] = &[
         None,
         2,
     ),
-    (
-        "duplicate yaml key",
-        "name: p\nname: q\nsteps: []\n",
-        ErrorKind::YamlSyntax,
-        None,
-        2,
-    ),
     ("empty document", "", ErrorKind::NotAMapping, None, 1),
     (
         "document is a list",
@@ -432,6 +425,55 @@ const BROKEN: &[(&str, &str, ErrorKind, Option<&str>, u32)] = &[
         "jump to unknown step",
         "name: p\nsteps:\n  - id: a\n    tool: echo\n    on_success: zzz\n",
         ErrorKind::UnknownJumpTarget,
+        Some("a"),
+        5,
+    ),
+    (
+        "goto to unknown step",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    goto: zzz\n",
+        ErrorKind::UnknownJumpTarget,
+        Some("a"),
+        5,
+    ),
+    (
+        "goto and on_success together",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    on_success: b\n    goto: b\n  - id: b\n    tool: echo\n",
+        ErrorKind::InvalidValue,
+        Some("a"),
+        6,
+    ),
+    (
+        "on_error handler step unknown",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    on_error:\n      handler_task_id: nowhere\n",
+        ErrorKind::UnknownJumpTarget,
+        Some("a"),
+        6,
+    ),
+    (
+        "on_error handler with nothing to do",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    on_error:\n      error_types: [ValueError]\n",
+        ErrorKind::InvalidValue,
+        Some("a"),
+        6,
+    ),
+    (
+        "on_error handler with a bad pattern",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    on_error:\n      fallback_value: 1\n      error_patterns: ['(']\n",
+        ErrorKind::InvalidValue,
+        Some("a"),
+        7,
+    ),
+    (
+        "on_error as a number",
+        "name: p\nsteps:\n  - id: a\n    tool: echo\n    on_error: 3\n",
+        ErrorKind::InvalidValue,
+        Some("a"),
+        5,
+    ),
+    (
+        "until on a for_each loop",
+        "name: p\nsteps:\n  - id: a\n    for_each: [1, 2]\n    until: 'true'\n    steps:\n      - id: b\n        tool: echo\n",
+        ErrorKind::InvalidLoop,
         Some("a"),
         5,
     ),
@@ -804,5 +846,38 @@ fn diagnostics_are_listed_up_to_a_bound_then_counted() {
         err.errors[100].message.starts_with("200 more errors"),
         "{}",
         err.errors[100].message
+    );
+}
+
+/// A key written twice keeps its last value, as the seed's YAML loader
+/// does, with a warning at the second place naming the first.
+#[test]
+fn a_key_written_twice_keeps_its_last_value_with_a_warning() {
+    let compiled = validate(
+        "name: first\nsteps:\n  - id: a\n    tool: echo\n    parameters:\n      mode: strict\n      n: 1\n      mode: lenient\nname: last\n",
+    )
+    .expect("compiles");
+    assert_eq!(compiled.plan.pipeline.name, "last");
+    assert_eq!(
+        compiled.plan.steps[0].step.parameters["mode"],
+        serde_json::json!("lenient")
+    );
+    let found: Vec<(Option<u32>, &str)> = compiled
+        .warnings
+        .iter()
+        .map(|w| (w.line, w.message.as_str()))
+        .collect();
+    assert_eq!(
+        found[..2],
+        [
+            (
+                Some(8),
+                "duplicate key 'mode' (first at line 6): the last value is used"
+            ),
+            (
+                Some(9),
+                "duplicate key 'name' (first at line 1): the last value is used"
+            ),
+        ]
     );
 }

@@ -175,6 +175,7 @@ pub(crate) async fn expand_while(
 ) -> Result<Option<Attempt>, StoreError> {
     let Some(LoopSpec::While {
         condition,
+        until,
         max_iterations,
         steps: body,
     }) = &planned.step.loop_spec
@@ -220,22 +221,45 @@ pub(crate) async fn expand_while(
             }
         }
     }
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let eval = |key: &'static str, condition: &str| {
+        let (inner, scope, cancel) = (inner, &scope, &cancel);
+        let condition = condition.to_string();
+        async move {
+            crate::step_tags::eval_condition(
+                inner,
+                &claimed.execution_id,
+                &claimed.step_id,
+                &condition,
+                scope,
+                cancel,
+            )
+            .await
+            .map_err(|e| {
+                Attempt::failed(
+                    ErrorKind::ConditionError,
+                    format!("{key} condition cannot be evaluated at iteration {n}: {e}"),
+                    None,
+                )
+            })
+        }
+    };
+    // `until` is looked at after each iteration, `while` before each.
     let go_on = if n >= *max_iterations {
         false
     } else {
-        match template::eval_condition(condition, &scope) {
-            Ok(b) => b,
-            Err(e) => {
-                return Ok(Some(Attempt::failed(
-                    ErrorKind::ConditionError,
-                    format!(
-                        "while condition cannot be evaluated at iteration {n}: {}",
-                        e.message
-                    ),
-                    None,
-                )));
+        let done = match (until, n) {
+            (Some(until), 1..) => match eval("until", until).await {
+                Ok(b) => b,
+                Err(failed) => return Ok(Some(failed)),
+            },
+            _ => false,
+        };
+        !done
+            && match eval("while", condition).await {
+                Ok(b) => b,
+                Err(failed) => return Ok(Some(failed)),
             }
-        }
     };
     if !go_on {
         return Ok(Some(Attempt::succeeded(

@@ -129,12 +129,18 @@ pub(crate) async fn run_step(
         reason: attempt.reason,
         timed_out: attempt.timed_out,
         jump_to: attempt.jump_to,
+        on_failure: None,
         started_at,
         finished_at,
     };
     let retry = result.status == StepStatus::Failed
         && claimed.attempt < claimed.max_attempts
         && attempt_retryable(attempt_kind.as_ref());
+    let result = if retry {
+        result
+    } else {
+        handle_error(&planned, result)
+    };
     inner
         .metrics
         .steps_finished
@@ -182,6 +188,44 @@ pub(crate) async fn run_step(
             None
         }
     }
+}
+
+/// A step's last failure meets its `on_error` handlers: the first that
+/// takes it decides. `fallback_value`: the step succeeds with it;
+/// `handler_task_id`: the flow goes to that step; `handler_action` alone:
+/// the step stays failed but its dependents run and the execution does not
+/// fail for it (the words are kept in `reason`); with
+/// `propagate_error`, the failure still counts. No handler takes it: the
+/// step's `on_failure` applies.
+fn handle_error(planned: &PlannedStep, mut result: StepResult) -> StepResult {
+    let step = &planned.step;
+    if result.status != StepStatus::Failed || step.on_error.is_empty() {
+        return result;
+    }
+    let kind = result.error_type.clone().unwrap_or_default();
+    let message = result.error.clone().unwrap_or_default();
+    let Some(handler) = step.on_error.iter().find(|h| h.takes(&kind, &message)) else {
+        result.on_failure = Some(step.on_failure.clone());
+        return result;
+    };
+    let what = handler
+        .action
+        .as_deref()
+        .map(|a| format!(": {a}"))
+        .unwrap_or_default();
+    result.reason = Some(format!("on_error{what} (after {kind}: {message})"));
+    if handler.propagate {
+        result.on_failure = Some(orchestrator_core::OnFailure::Fail);
+        return result;
+    }
+    if let Some(fallback) = &handler.fallback {
+        result.status = StepStatus::Succeeded;
+        result.envelope = Some(json!({"result": fallback, "success": true, "error": message}));
+        result.on_failure = None;
+        return result;
+    }
+    result.on_failure = Some(orchestrator_core::OnFailure::Handled(handler.task.clone()));
+    result
 }
 
 /// Errors that another attempt cannot fix are not retried: the input or the
@@ -268,46 +312,22 @@ pub(crate) async fn run_task(
     let step = &planned.step;
 
     let is_gate = step.action == catalog::EVALUATE_CONDITION && step.tool.is_none();
-    // A condition that is an <AUTO> question: rendered, asked, its answer
-    // read as a boolean.
-    let asked_condition = match &step.condition {
-        Some(condition) if orchestrator_core::auto::contains_tag(condition) => {
-            let answer = match template::render_str(condition, &scope) {
-                Ok(text) => {
-                    step_tags::answer_in_text(
-                        inner,
-                        &claimed.execution_id,
-                        &claimed.step_id,
-                        &text,
-                        &cancel,
-                    )
-                    .await
-                }
-                Err(e) => Err(e.message),
-            };
-            match answer {
-                Ok(value) => Some(
-                    template::truthy(&match value {
-                        Value::String(s) => template::parse_literal(s.trim()),
-                        other => other,
-                    })
-                    .unwrap_or(false),
-                ),
-                Err(message) => {
-                    return Attempt::failed(
-                        ErrorKind::ConditionError,
-                        format!("condition cannot be evaluated: {message}"),
-                        None,
-                    );
-                }
-            }
-        }
-        _ => None,
+    // A condition holding an <AUTO> question is asked (once) here.
+    let evaluated = match &step.condition {
+        Some(condition) => Some(
+            step_tags::eval_condition(
+                inner,
+                &claimed.execution_id,
+                &claimed.step_id,
+                condition,
+                &scope,
+                &cancel,
+            )
+            .await,
+        ),
+        None => None,
     };
-    let eval = |condition: &str| match asked_condition {
-        Some(value) => Ok(value),
-        None => template::eval_condition(condition, &scope),
-    };
+    let eval = |_: &str| evaluated.clone().unwrap_or(Ok(false));
     if let Some(condition) = &step.condition
         && !is_gate
     {
@@ -321,7 +341,7 @@ pub(crate) async fn run_task(
                 return Attempt::skipped("condition_false".into(), jump);
             }
             Err(e) => {
-                return Attempt::skipped(format!("condition_error: {}", e.message), None);
+                return Attempt::skipped(format!("condition_error: {e}"), None);
             }
         }
     }
@@ -340,7 +360,7 @@ pub(crate) async fn run_task(
             }
             Err(e) => Attempt::failed(
                 ErrorKind::ConditionError,
-                format!("condition cannot be evaluated: {}", e.message),
+                format!("condition cannot be evaluated: {e}"),
                 None,
             ),
         };

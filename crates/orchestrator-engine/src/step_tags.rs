@@ -50,6 +50,35 @@ pub(crate) async fn answer_in_text(
     })
 }
 
+/// Evaluates a condition; one holding an `<AUTO>` question is rendered,
+/// asked, and its answer read as a boolean (`true`/`yes`/`1` …).
+pub(crate) async fn eval_condition(
+    inner: &Arc<Inner>,
+    execution_id: &str,
+    step_id: &str,
+    condition: &str,
+    scope: &orchestrator_core::template::Scope,
+    cancel: &CancellationToken,
+) -> Result<bool, String> {
+    use orchestrator_core::template;
+    if !auto::contains_tag(condition) {
+        return template::eval_condition(condition, scope).map_err(|e| e.message);
+    }
+    let text = template::render_str(condition, scope).map_err(|e| e.message)?;
+    let answer = answer_in_text(inner, execution_id, step_id, &text, cancel).await?;
+    let value = match answer {
+        Value::String(s) => match s.trim().to_ascii_lowercase().trim_end_matches('.') {
+            "yes" | "y" => Value::Bool(true),
+            "no" | "n" => Value::Bool(false),
+            other => template::parse_literal(other),
+        },
+        other => other,
+    };
+    template::truthy(&value).ok_or_else(|| {
+        format!("the answer {value} to the condition's <AUTO> question is not true or false")
+    })
+}
+
 /// Answers the tags left in rendered parameters, in place.
 pub(crate) async fn answer_in_parameters(
     inner: &Arc<Inner>,

@@ -24,6 +24,8 @@ orchestrator_store::for_each_backend!(
     nested_loops_expanding_at_run_time_stop_at_the_step_limit,
     parameters_that_do_not_fit_the_schema_fail_before_the_tool_runs,
     seed_template_forms_render_as_the_seed_renders_them,
+    until_ends_a_loop_after_an_iteration_and_goto_jumps,
+    on_error_handlers_take_the_failures_they_name,
 );
 
 struct Harness {
@@ -453,4 +455,79 @@ steps:
         .expect("whole ran");
     assert!(whole["value"]["path"].is_string(), "{whole}");
     assert!(whole["value"].get("success").is_none(), "{whole}");
+}
+
+/// The seed's `until` (alone: the body runs until it holds, at least once;
+/// with `while`: whichever ends first) and `goto` (a jump once the step
+/// succeeds, skipping what lies between).
+async fn until_ends_a_loop_after_an_iteration_and_goto_jumps(store: Arc<dyn Store>) {
+    let h = harness(store);
+    let yaml = "name: u\nsteps:\n  - id: retry_until\n    until: '{{ t.result.i >= 2 }}'\n    steps:\n      - id: t\n        tool: echo\n        parameters: {i: '{{ iteration }}'}\n  - id: at_once\n    until: 'true'\n    steps:\n      - id: once\n        tool: echo\n        parameters: {i: '{{ iteration }}'}\n  - id: both\n    while: '{{ iteration < 1 }}'\n    until: 'false'\n    steps:\n      - id: b\n        tool: echo\n  - id: jump\n    tool: echo\n    goto: landing\n    depends_on: [retry_until]\n  - id: jumped_over\n    tool: echo\n    depends_on: [jump]\n  - id: landing\n    tool: echo\n    depends_on: [jumped_over]\n";
+    let done = run(&h, yaml, json!({})).await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    let steps = h.engine.store().list_steps(&done.id).await.expect("steps");
+    let of = |id: &str| steps.iter().find(|s| s.step_id == id).cloned();
+    let iterations = |id: &str| {
+        of(id)
+            .and_then(|s| s.result)
+            .and_then(|r| r["result"].as_array().map(Vec::len))
+    };
+    assert_eq!(iterations("retry_until"), Some(3), "{steps:#?}");
+    assert_eq!(iterations("at_once"), Some(1));
+    assert_eq!(iterations("both"), Some(1));
+    assert_eq!(
+        of("jumped_over").map(|s| s.status),
+        Some(StepStatus::Skipped)
+    );
+    assert_eq!(of("landing").map(|s| s.status), Some(StepStatus::Succeeded));
+}
+
+/// The seed's `on_error`: a fallback value, words alone (the failure is
+/// taken: dependents run, the execution does not fail for it), a handler
+/// step to go to, handlers that do not match, and `propagate_error`.
+async fn on_error_handlers_take_the_failures_they_name(store: Arc<dyn Store>) {
+    let h = harness(store);
+    let yaml = "name: handled\nsteps:\n  - id: missing\n    tool: filesystem\n    action: read\n    max_retries: 1\n    parameters: {path: nope/1.txt}\n    on_error:\n      fallback_value: {content: default}\n      error_types: [FileNotFoundError]\n  - id: uses\n    tool: echo\n    parameters: {got: '{{ missing.content }}'}\n  - id: words\n    tool: filesystem\n    action: read\n    max_retries: 1\n    parameters: {path: nope/2.txt}\n    on_error: Use cached data\n  - id: after_words\n    tool: echo\n    depends_on: [words]\n  - id: jumper\n    tool: filesystem\n    action: read\n    max_retries: 1\n    parameters: {path: nope/3.txt}\n    on_error:\n      - handler_action: never taken\n        error_types: [HTTPError]\n      - handler_task_id: rescue\n        error_types: ['*']\n        priority: 5\n  - id: jumped_over\n    tool: echo\n    depends_on: [jumper]\n  - id: rescue\n    tool: echo\n    depends_on: [jumped_over]\n";
+    let done = run(&h, yaml, json!({})).await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    let steps = h.engine.store().list_steps(&done.id).await.expect("steps");
+    let of = |id: &str| {
+        steps
+            .iter()
+            .find(|s| s.step_id == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no step {id}"))
+    };
+    assert_eq!(of("missing").status, StepStatus::Succeeded);
+    assert_eq!(
+        of("missing").result.map(|r| r["result"].clone()),
+        Some(json!({"content": "default"}))
+    );
+    assert_eq!(
+        of("uses").result.map(|r| r["result"]["got"].clone()),
+        Some(json!("default"))
+    );
+    assert_eq!(of("words").status, StepStatus::Failed);
+    assert!(
+        of("words")
+            .reason
+            .is_some_and(|r| r.contains("Use cached data") && r.contains("FileNotFoundError")),
+        "{:?}",
+        of("words")
+    );
+    assert_eq!(of("after_words").status, StepStatus::Succeeded);
+    assert_eq!(of("jumper").status, StepStatus::Failed);
+    assert_eq!(of("jumped_over").status, StepStatus::Skipped);
+    assert_eq!(of("rescue").status, StepStatus::Succeeded);
+
+    // A handler that passes the error on, and one that does not match.
+    let yaml = "name: passed-on\nsteps:\n  - id: a\n    tool: filesystem\n    action: read\n    max_retries: 1\n    parameters: {path: nope/4.txt}\n    on_error:\n      handler_action: tell someone\n      propagate_error: true\n  - id: b\n    tool: filesystem\n    action: read\n    max_retries: 1\n    on_failure: continue\n    parameters: {path: nope/5.txt}\n    on_error:\n      fallback_value: x\n      error_patterns: ['^never$']\n";
+    let done = run(&h, yaml, json!({})).await;
+    assert_eq!(done.status, ExecutionStatus::Failed, "{done:?}");
+    let steps = h.engine.store().list_steps(&done.id).await.expect("steps");
+    let b = steps.iter().find(|s| s.step_id == "b").expect("b");
+    assert!(
+        b.status == StepStatus::Failed || b.status == StepStatus::Cancelled,
+        "{b:?}"
+    );
 }

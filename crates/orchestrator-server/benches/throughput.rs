@@ -115,6 +115,7 @@ async fn one_step(ops: &Arc<dyn Store>, limit: u32) -> [f64; 3] {
         reason: None,
         timed_out: false,
         jump_to: None,
+        on_failure: None,
         started_at: 0,
         finished_at: 0,
     };

@@ -18,6 +18,10 @@ pub(crate) const SELECT_FLOW: &str = "SELECT step_id, status, depends_on, on_fai
 const RELEASE_LEASE: &str =
     "DELETE FROM step_queue WHERE execution_id = $1 AND step_id = $2 AND lease_token = $3";
 
+/// An `on_error` handler's decision for this failure (read by the flow).
+const SET_ON_FAILURE: &str =
+    "UPDATE steps SET on_failure = $3 WHERE execution_id = $1 AND step_id = $2";
+
 pub(crate) const SET_STEP_STATUS: &str = "UPDATE steps SET status = $3, reason = $4, finished_at = $5 WHERE execution_id = $1 AND step_id = $2";
 
 /// Whether a step runnable now waits unleased in the queue (`$1` now).
@@ -185,6 +189,14 @@ pub(crate) async fn finish_in<D: Dialect>(
             next: None,
             execution_finished: None,
         });
+    }
+    if let Some(on_failure) = &result.on_failure {
+        D::q(SET_ON_FAILURE)
+            .bind(&step.execution_id)
+            .bind(&step.step_id)
+            .json(on_failure)
+            .execute(tx)
+            .await?;
     }
     let mut handoff = handoff;
     let mut next = None;

@@ -260,6 +260,9 @@ pub struct StepResult {
     pub timed_out: bool,
     /// A jump to take (`on_success`, `on_false`), already resolved to this scope's id.
     pub jump_to: Option<String>,
+    /// What this failure does to the flow, when an `on_error` handler
+    /// decided it (instead of the step's `on_failure`).
+    pub on_failure: Option<orchestrator_core::OnFailure>,
     pub started_at: i64,
     pub finished_at: i64,
 }

@@ -13,6 +13,15 @@ pub(super) fn read_loop(
     add: &mut AddTemplate<'_>,
 ) -> Option<LoopSpec> {
     let is_for_each = node.get("for_each").is_some();
+    if is_for_each && let Some(u) = node.get("until") {
+        cx.error(
+            ErrorKind::InvalidLoop,
+            "'until' ends a 'while' loop; a 'for_each' loop ends with its items",
+            u.pos,
+            sid,
+            &format!("{pointer}/until"),
+        );
+    }
     let bindings: &'static [&'static str] = if is_for_each {
         template::FOR_EACH_NAMES
     } else {
@@ -121,46 +130,56 @@ pub(super) fn read_loop(
             steps: body?,
         })
     } else {
-        let w = node.get("while")?;
-        let condition = match &w.value {
-            NodeValue::Str(s) => s.clone(),
-            NodeValue::Bool(b) => b.to_string(),
-            _ => {
+        // `while` alone, `until` alone (a loop that runs until it holds),
+        // or both.
+        let mut read_condition = |key: &str, cx: &mut Cx| -> Option<Option<String>> {
+            let Some(w) = node.get(key) else {
+                return Some(None);
+            };
+            let condition = match &w.value {
+                NodeValue::Str(s) => s.clone(),
+                NodeValue::Bool(b) => b.to_string(),
+                _ => {
+                    cx.error(
+                        ErrorKind::InvalidType,
+                        format!("'{key}' must be a condition"),
+                        w.pos,
+                        sid,
+                        &format!("{pointer}/{key}"),
+                    );
+                    return None;
+                }
+            };
+            let extra = LoopScope {
+                bindings: template::WHILE_NAMES,
+                // The condition sees the previous iteration's body steps.
+                siblings: body_ids.clone(),
+            };
+            let cond_ptr = format!("{pointer}/{key}");
+            if template::is_template(&condition) || crate::auto::contains_tag(&condition) {
+                // An <AUTO> question is asked each time it is looked at.
+                add(cx, &condition, cond_ptr, w.pos, Some(extra));
+            } else if let Err(e) = template::expression_names(&condition) {
                 cx.error(
-                    ErrorKind::InvalidType,
-                    "'while' must be a condition",
+                    ErrorKind::TemplateSyntax,
+                    format!("condition '{condition}' does not parse: {}", e.message),
                     w.pos,
                     sid,
-                    &format!("{pointer}/while"),
+                    &cond_ptr,
                 );
-                return None;
+            } else {
+                add(
+                    cx,
+                    &format!("{{{{ {condition} }}}}"),
+                    cond_ptr,
+                    w.pos,
+                    Some(extra),
+                );
             }
+            Some(Some(condition))
         };
-        let extra = LoopScope {
-            bindings: template::WHILE_NAMES,
-            // The condition sees the previous iteration's body steps.
-            siblings: body_ids,
-        };
-        let cond_ptr = format!("{pointer}/while");
-        if template::is_template(&condition) {
-            add(cx, &condition, cond_ptr, w.pos, Some(extra));
-        } else if let Err(e) = template::expression_names(&condition) {
-            cx.error(
-                ErrorKind::TemplateSyntax,
-                format!("condition '{condition}' does not parse: {}", e.message),
-                w.pos,
-                sid,
-                &cond_ptr,
-            );
-        } else {
-            add(
-                cx,
-                &format!("{{{{ {condition} }}}}"),
-                cond_ptr,
-                w.pos,
-                Some(extra),
-            );
-        }
+        let condition = read_condition("while", cx)?.unwrap_or_else(|| "true".to_string());
+        let until = read_condition("until", cx)?;
         let max_iterations = match node.get("max_iterations") {
             None => 10,
             Some(n)
@@ -191,6 +210,7 @@ pub(super) fn read_loop(
         };
         Some(LoopSpec::While {
             condition,
+            until,
             max_iterations,
             steps: body?,
         })

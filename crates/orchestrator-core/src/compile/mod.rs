@@ -20,6 +20,7 @@ use crate::yaml::{self, Key, Node, NodeValue, Pos};
 
 mod auto_tags;
 mod loops;
+mod on_error;
 mod pipeline;
 mod resolve;
 mod step;
@@ -85,16 +86,45 @@ pub fn is_valid_id(id: &str) -> bool {
     id_regex().is_match(id)
 }
 
-/// Reads a pipeline's YAML text (with the seed's unquoted `<AUTO>` tags,
-/// see [`auto::quote_plain_tags`]).
+/// Reads a pipeline's YAML text as the seed does: its unquoted `<AUTO>`
+/// tags (see [`auto::quote_plain_tags`]), and a key written twice keeps its
+/// last value.
 pub fn parse_pipeline(text: &str) -> Result<Node, yaml::YamlError> {
-    yaml::parse(&auto::quote_plain_tags(text))
+    read_text(text).map(|(node, _)| node)
 }
 
-/// Compiles YAML text.
+/// [`parse_pipeline`], with the keys written twice.
+fn read_text(text: &str) -> Result<(Node, Vec<yaml::YamlError>), yaml::YamlError> {
+    yaml::parse_lenient(&auto::quote_plain_tags(text))
+}
+
+/// Compiles YAML text. A key written twice in one mapping keeps its last
+/// value, as in the seed, with a warning at both places.
 pub fn compile_yaml(text: &str, options: CompileOptions<'_>) -> Result<Compiled, CompileError> {
-    match parse_pipeline(text) {
-        Ok(node) => compile_node(node, options),
+    match read_text(text) {
+        Ok((node, duplicates)) => {
+            let warnings = duplicates.into_iter().map(|d| {
+                Diagnostic::new(
+                    ErrorKind::YamlSyntax,
+                    format!("{}: the last value is used", d.message),
+                )
+                .at(d.pos)
+            });
+            match compile_node(node, options) {
+                Ok(mut compiled) => {
+                    let mut all: Vec<Diagnostic> = warnings.collect();
+                    all.append(&mut compiled.warnings);
+                    compiled.warnings = all;
+                    Ok(compiled)
+                }
+                Err(mut e) => {
+                    let mut all: Vec<Diagnostic> = warnings.collect();
+                    all.append(&mut e.warnings);
+                    e.warnings = all;
+                    Err(e)
+                }
+            }
+        }
         Err(e) => Err(CompileError {
             errors: vec![
                 Diagnostic::new(

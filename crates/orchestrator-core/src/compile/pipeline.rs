@@ -414,9 +414,15 @@ pub(super) fn check_jumps(steps: &[Step], nodes: &[(usize, &Node)], base: &str, 
         .collect();
     for (i, step) in steps.iter().enumerate() {
         let (item_index, node) = nodes[i];
-        let targets = [
+        // The seed's `goto` is `on_success` written another way.
+        let success_key = if node.get("on_success").is_none() && node.get("goto").is_some() {
+            "goto"
+        } else {
+            "on_success"
+        };
+        let mut targets = vec![
             ("on_false", step.on_false.as_deref()),
-            ("on_success", step.on_success.as_deref()),
+            (success_key, step.on_success.as_deref()),
             (
                 "on_failure",
                 match &step.on_failure {
@@ -425,6 +431,12 @@ pub(super) fn check_jumps(steps: &[Step], nodes: &[(usize, &Node)], base: &str, 
                 },
             ),
         ];
+        targets.extend(
+            step.on_error
+                .iter()
+                .filter_map(|h| h.task.as_deref())
+                .map(|t| ("on_error", Some(t))),
+        );
         for (key, target) in targets {
             let Some(target) = target else { continue };
             let pos = node.get(key).map_or(node.pos, |n| n.pos);

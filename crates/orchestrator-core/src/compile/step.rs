@@ -15,12 +15,15 @@ pub(super) const STEP_KEYS: &[&str] = &[
     "if",
     "on_false",
     "on_success",
+    "goto",
     "on_failure",
+    "on_error",
     "timeout",
     "max_retries",
     "retry",
     "for_each",
     "while",
+    "until",
     "steps",
     "max_parallel",
     "max_iterations",
@@ -66,11 +69,19 @@ pub(super) fn read_step(
     let (depends_on, depends_on_pos) = r.depends_on(cx);
     let condition = r.condition(cx);
     let on_false = r.string(cx, "on_false");
-    let on_success = r.string(cx, "on_success");
+    let on_success = r.on_success(cx);
     let on_failure = r.on_failure(cx);
     let timeout = r.timeout(cx);
-    let (retry, retry_explicit) = r.retry(cx, &on_failure);
-    let is_loop = r.node.get("for_each").is_some() || r.node.get("while").is_some();
+    let (on_error, handler_retries) = r.on_error(cx);
+    let (mut retry, retry_explicit) = r.retry(cx, &on_failure);
+    // `retry_with_handler`: the step is tried again before a handler takes
+    // its failure.
+    if handler_retries > 0 && !retry_explicit {
+        retry.max_attempts = retry.max_attempts.max(1 + handler_retries);
+    }
+    let is_loop = ["for_each", "while", "until"]
+        .iter()
+        .any(|k| r.node.get(k).is_some());
     let loop_spec = r.loop_spec(cx);
     let (tool, action) = r.tool_and_action(cx, is_loop);
     let location = r.location(cx);
@@ -89,6 +100,7 @@ pub(super) fn read_step(
         on_false,
         on_success,
         on_failure,
+        on_error,
         timeout,
         retry,
         retry_explicit,
@@ -153,8 +165,8 @@ pub(super) fn read_step_id(node: &Node, pointer: &str, cx: &mut Cx) -> Option<St
 /// Reads one step mapping, one key (or family of keys) per method; each
 /// reports its own problems at its own place.
 pub(super) struct StepReader<'a, 'o> {
-    node: &'a Node,
-    pointer: &'a str,
+    pub(super) node: &'a Node,
+    pub(super) pointer: &'a str,
     id: Option<String>,
     /// Enclosing loops (their bindings and body siblings).
     scope: &'a [LoopScope],
@@ -163,11 +175,11 @@ pub(super) struct StepReader<'a, 'o> {
     options: &'a CompileOptions<'o>,
 }
 impl StepReader<'_, '_> {
-    fn sid(&self) -> Option<&str> {
+    pub(super) fn sid(&self) -> Option<&str> {
         self.id.as_deref()
     }
 
-    fn at(&self, key: &str) -> String {
+    pub(super) fn at(&self, key: &str) -> String {
         format!("{}/{key}", self.pointer)
     }
 
@@ -330,6 +342,23 @@ impl StepReader<'_, '_> {
         Some(text)
     }
 
+    /// `on_success`, or the seed's `goto` (the same jump: once the step
+    /// succeeds, go to that step).
+    fn on_success(&self, cx: &mut Cx) -> Option<String> {
+        let on_success = self.string(cx, "on_success");
+        let goto = self.string(cx, "goto");
+        if let (Some(_), Some(_), Some(n)) = (&on_success, &goto, self.node.get("goto")) {
+            cx.error(
+                ErrorKind::InvalidValue,
+                "'goto' and 'on_success' are the same jump: write one",
+                n.pos,
+                self.sid(),
+                &self.at("goto"),
+            );
+        }
+        on_success.or(goto)
+    }
+
     /// `on_failure`: a mode, or the id of a step to go to. The seed's
     /// `continue_on_error: true` is `on_failure: continue`.
     fn on_failure(&self, cx: &mut Cx) -> OnFailure {
@@ -421,7 +450,9 @@ impl StepReader<'_, '_> {
     fn loop_spec(&self, cx: &mut Cx) -> Option<LoopSpec> {
         let node = self.node;
         let has_for_each = node.get("for_each").is_some();
-        let has_while = node.get("while").is_some();
+        // `until` on a `for_each` is reported by the loop reader.
+        let has_while =
+            node.get("while").is_some() || (node.get("until").is_some() && !has_for_each);
         if has_for_each && has_while {
             cx.error(
                 ErrorKind::InvalidLoop,

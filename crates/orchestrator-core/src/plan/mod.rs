@@ -363,9 +363,15 @@ pub fn step_references(step: &Step) -> BTreeSet<String> {
             }
         }
         Some(LoopSpec::While {
-            condition, steps, ..
+            condition,
+            until,
+            steps,
+            ..
         }) => {
             add(&condition_template(condition), &mut names);
+            if let Some(until) = until {
+                add(&condition_template(until), &mut names);
+            }
             let body_ids: HashSet<&str> = steps.iter().map(|s| s.id.as_str()).collect();
             for s in steps {
                 names.extend(
@@ -382,7 +388,7 @@ pub fn step_references(step: &Step) -> BTreeSet<String> {
 
 /// A condition as a template (a bare expression gets braces).
 pub fn condition_template(condition: &str) -> String {
-    if template::is_template(condition) {
+    if template::is_template(condition) || crate::auto::contains_tag(condition) {
         condition.to_string()
     } else {
         format!("{{{{ {condition} }}}}")

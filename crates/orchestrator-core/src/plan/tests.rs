@@ -18,6 +18,7 @@ fn step(id: &str, deps: &[&str]) -> PlannedStep {
             on_false: None,
             on_success: None,
             on_failure: OnFailure::Fail,
+            on_error: Vec::new(),
             timeout: None,
             retry: Default::default(),
             retry_explicit: false,

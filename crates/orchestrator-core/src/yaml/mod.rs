@@ -198,6 +198,23 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
 /// [`parse`] under the given limits: for text read before the limits are
 /// configured (the configuration itself), which must not fix them early.
 pub fn parse_with(text: &str, limits: &crate::limits::Limits) -> Result<Node, YamlError> {
+    read(text, limits, None)
+}
+
+/// [`parse`], but a key written twice in one mapping keeps its last value
+/// (as the seed's YAML loader does) instead of being an error; each such
+/// key is returned, at its second place, with the line of the first.
+pub fn parse_lenient(text: &str) -> Result<(Node, Vec<YamlError>), YamlError> {
+    let mut duplicates = Vec::new();
+    let node = read(text, &crate::limits::get(), Some(&mut duplicates))?;
+    Ok((node, duplicates))
+}
+
+fn read(
+    text: &str,
+    limits: &crate::limits::Limits,
+    mut duplicates: Option<&mut Vec<YamlError>>,
+) -> Result<Node, YamlError> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: HashMap<usize, Node> = HashMap::new();
@@ -371,16 +388,20 @@ pub fn parse_with(text: &str, limits: &crate::limits::Limits) -> Result<Node, Ya
                     if key.name == "<<" {
                         merge_into(entries, index, merged, node)?;
                     } else if let Some(&i) = index.get(&key.name) {
+                        let duplicate = YamlError {
+                            message: format!(
+                                "duplicate key '{}' (first at line {})",
+                                key.name, entries[i].0.pos.line
+                            ),
+                            pos: key.pos,
+                        };
                         if merged.remove(&key.name) {
                             entries[i] = (key, node);
+                        } else if let Some(found) = duplicates.as_deref_mut() {
+                            found.push(duplicate);
+                            entries[i] = (key, node);
                         } else {
-                            return Err(YamlError {
-                                message: format!(
-                                    "duplicate key '{}' (first at line {})",
-                                    key.name, entries[i].0.pos.line
-                                ),
-                                pos: key.pos,
-                            });
+                            return Err(duplicate);
                         }
                     } else {
                         index.insert(key.name.clone(), entries.len());

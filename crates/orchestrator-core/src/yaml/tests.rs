@@ -29,6 +29,24 @@ fn keys_and_values_keep_their_positions() {
 }
 
 #[test]
+fn duplicate_keys_keep_the_last_value_when_lenient() {
+    let (node, duplicates) =
+        super::parse_lenient("a: 1\nb: {c: 2, c: 3}\na: 4\n").expect("lenient");
+    assert_eq!(node.to_json(), serde_json::json!({"a": 4, "b": {"c": 3}}));
+    let found: Vec<(String, u32)> = duplicates
+        .iter()
+        .map(|d| (d.message.clone(), d.pos.line))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("duplicate key 'c' (first at line 2)".to_string(), 2),
+            ("duplicate key 'a' (first at line 1)".to_string(), 3)
+        ]
+    );
+}
+
+#[test]
 fn duplicate_keys_are_rejected_with_both_lines() {
     let err = parse("a: 1\nb: 2\na: 3\n").expect_err("duplicate");
     assert_eq!(err.pos.line, 3);

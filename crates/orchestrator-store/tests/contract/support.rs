@@ -63,6 +63,7 @@ pub fn done(status: StepStatus, result: Value) -> StepResult {
         reason: None,
         timed_out: false,
         jump_to: None,
+        on_failure: None,
         started_at: now_ms(),
         finished_at: now_ms(),
     }
