@@ -127,5 +127,8 @@ pub fn builtin_catalog() -> StaticCatalog {
         )
         .with_tool("web-search", &["search"])
         .with_tool("http", &["request"])
+        .with_tool("user-prompt", &["execute"])
+        .with_tool("approval-gate", &["execute"])
+        .with_tool("feedback-collection", &["execute"])
         .with_tool(LLM_TOOL, MODEL_ACTIONS)
 }

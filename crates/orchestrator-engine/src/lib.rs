@@ -40,6 +40,7 @@ use tracing::info;
 
 mod expand;
 mod finisher;
+mod human;
 pub mod metrics;
 pub mod models;
 mod outputs;
@@ -52,6 +53,7 @@ mod submit;
 pub mod webhooks;
 
 use finisher::Finisher;
+pub use human::AnswerError;
 pub use step::is_retryable;
 
 /// How the worker pool of one process behaves.

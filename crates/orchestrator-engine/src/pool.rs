@@ -234,6 +234,14 @@ pub(crate) async fn reap_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
             }
             Err(e) => warn!(error = ?e, "looking for timed-out executions failed"),
         }
+        match inner.store.expire_waits().await {
+            Ok(0) => {}
+            Ok(n) => {
+                info!(steps = n, "{n} waiting steps passed their deadline");
+                inner.wake.notify_one();
+            }
+            Err(e) => warn!(error = ?e, "looking for waits past their deadline failed"),
+        }
         ticks += 1;
         if ticks % every != 1 % every {
             continue;

@@ -65,6 +65,14 @@ impl Attempt {
         }
     }
 
+    /// The step asked a person and waits (its question is stored).
+    pub(crate) fn waiting() -> Attempt {
+        Attempt {
+            status: StepStatus::Waiting,
+            ..Attempt::succeeded(Value::Null, None, None)
+        }
+    }
+
     pub(crate) fn skipped(reason: String, jump_to: Option<String>) -> Attempt {
         Attempt {
             status: StepStatus::Skipped,
@@ -95,8 +103,9 @@ pub(crate) async fn run_step(
     );
     debug!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, attempt = claimed.attempt, "step {} started", claimed.step_id);
     let attempt = match attempt_step(inner, &claimed, &planned, cancel).await {
-        Ok(Some(a)) => a,
-        Ok(None) => {
+        Ok(Some(a)) if a.status != StepStatus::Waiting => a,
+        // Waiting for its iterations, or for a person.
+        Ok(_) => {
             // A loop expanded its iterations and now waits for them.
             inner.touched(&claimed.execution_id);
             inner.wake.notify_one();
@@ -423,6 +432,7 @@ pub(crate) async fn run_task(
     if let Err(message) = check_parameters(inner, tool.as_ref(), &step.action, &rendered) {
         return Attempt::failed(ErrorKind::ValidationError, message, Some(rendered));
     }
+
     let shown = Some(rendered);
     let workspace = match options.workspace {
         WorkspaceMode::Shared => inner.config.workspace_root.clone(),
@@ -436,6 +446,9 @@ pub(crate) async fn run_task(
         attempt: claimed.attempt,
         http: inner.tools.http_client().clone(),
     };
+    if let Some(human) = tool.human() {
+        return crate::human::run(inner, claimed, tool_id, human, &parameters, &tool_ctx).await;
+    }
     let run = Box::pin(tool.execute(&step.action, &parameters, &tool_ctx));
     finish_run(run, step, planned, &cancel, shown).await
 }

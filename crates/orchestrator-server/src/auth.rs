@@ -87,6 +87,8 @@ pub struct AuthSettings {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub token_id: String,
+    /// The token's name (recorded with what it does, such as answers).
+    pub name: String,
     pub scope: Scope,
 }
 
@@ -223,6 +225,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     }
     req.extensions_mut().insert(Caller {
         token_id: record.id.clone(),
+        name: record.name.clone(),
         scope,
     });
     next.run(req).await

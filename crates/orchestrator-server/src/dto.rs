@@ -127,6 +127,8 @@ pub struct Progress {
     pub ready: usize,
     pub running: usize,
     pub retrying: usize,
+    /// Waiting for a person's answer.
+    pub waiting: usize,
     pub succeeded: usize,
     pub failed: usize,
     pub skipped: usize,
@@ -172,6 +174,72 @@ pub struct StepView {
     /// Model calls of a model step (every attempt).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageView>,
+    /// What a `waiting` step asks, and how to answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<WaitView>,
+}
+
+/// A step's question to a person (`user-prompt`, `approval-gate`,
+/// `feedback-collection`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WaitView {
+    pub execution_id: String,
+    pub step_id: String,
+    /// The tool asking.
+    #[schema(example = "approval-gate")]
+    pub kind: String,
+    /// What is asked; `request.schema` is the JSON Schema of the answer.
+    #[schema(value_type = Object)]
+    pub request: Value,
+    /// When the question was asked.
+    pub asked_at: String,
+    /// After this the step goes on without an answer (its default, or it fails).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    /// Where to `POST` the answer.
+    #[schema(example = "/executions/0199a1f0-0000-7000-8000-000000000000/steps/approve/answer")]
+    pub answer_url: String,
+    /// The answer as recorded, once given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub answer: Option<Value>,
+    /// The name of the token that answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<String>,
+}
+
+impl From<&orchestrator_store::WaitRecord> for WaitView {
+    fn from(w: &orchestrator_store::WaitRecord) -> Self {
+        WaitView {
+            execution_id: w.execution_id.clone(),
+            step_id: w.step_id.clone(),
+            kind: w.kind.clone(),
+            request: w.request.clone(),
+            asked_at: time(w.created_at),
+            deadline: w.deadline.map(time),
+            answer_url: format!("/executions/{}/steps/{}/answer", w.execution_id, w.step_id),
+            answer: w.answer.clone(),
+            answered_by: w.answered_by.clone(),
+            answered_at: w.answered_at.map(time),
+        }
+    }
+}
+
+/// Query of `GET /waiting`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WaitingQuery {
+    /// At most this many (1–1000, default 100).
+    pub limit: Option<u32>,
+}
+
+/// Open questions, oldest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WaitPage {
+    pub items: Vec<WaitView>,
 }
 
 /// What model calls used.
@@ -384,6 +452,7 @@ impl From<&StepRecord> for StepView {
                 _ => None,
             },
             usage: None,
+            waiting: None,
         }
     }
 }
@@ -400,6 +469,7 @@ impl ExecutionView {
                 StepStatus::Ready => progress.ready += 1,
                 StepStatus::Running => progress.running += 1,
                 StepStatus::Retrying => progress.retrying += 1,
+                StepStatus::Waiting => progress.waiting += 1,
                 StepStatus::Succeeded => progress.succeeded += 1,
                 StepStatus::Failed => progress.failed += 1,
                 StepStatus::Skipped => progress.skipped += 1,
@@ -459,6 +529,16 @@ impl ExecutionView {
     }
 
     /// Adds model usage, per step and in total.
+    /// The questions of its waiting steps.
+    pub fn with_waits(mut self, waits: &[orchestrator_store::WaitRecord]) -> Self {
+        for w in waits {
+            if let Some(step) = self.steps.iter_mut().find(|s| s.id == w.step_id) {
+                step.waiting = Some(WaitView::from(w));
+            }
+        }
+        self
+    }
+
     pub fn with_usage(mut self, usage: &[orchestrator_store::StepUsage]) -> Self {
         if usage.is_empty() {
             return self;

@@ -107,10 +107,11 @@ impl Cursor {
 /// Stream an execution's events (Server-Sent Events).
 ///
 /// Each event has `id` (its number, from 1, without gaps), `event` (its kind:
-/// `execution.queued`, `execution.started`, `execution.succeeded|failed|cancelled`,
-/// `execution.recovered`, `step.ready`, `step.started`, `step.succeeded`,
-/// `step.failed`, `step.retrying`, `step.skipped`, `step.cancelled`,
-/// `step.expanded`) and JSON `data` `{seq, kind, step_id, data, created_at}`.
+/// `execution.resolving`, `execution.queued`, `execution.started`,
+/// `execution.succeeded|failed|cancelled`, `execution.recovered`,
+/// `step.ready`, `step.started`, `step.succeeded`, `step.failed`,
+/// `step.retrying`, `step.skipped`, `step.cancelled`, `step.expanded`,
+/// `step.waiting` (with the question), `step.answered`, `step.wait_expired`) and JSON `data` `{seq, kind, step_id, data, created_at}`.
 /// Events already written come first; the stream ends after the execution's
 /// last event. Reconnect with `Last-Event-ID` (or `?after=`) to resume with no
 /// gap and no duplicate; `GET /executions/{id}` gives `last_event_seq` for a

@@ -10,6 +10,7 @@ fn colour(status: StepStatus) -> &'static str {
         StepStatus::Ready => "#dbe9f6",
         StepStatus::Running => "#fff3cd",
         StepStatus::Retrying => "#ffe0b2",
+        StepStatus::Waiting => "#e1d5f5",
         StepStatus::Succeeded => "#d4edda",
         StepStatus::Failed => "#f8d7da",
         StepStatus::Skipped => "#e2e3e5",
@@ -17,11 +18,12 @@ fn colour(status: StepStatus) -> &'static str {
     }
 }
 
-const STATUSES: [StepStatus; 8] = [
+const STATUSES: [StepStatus; 9] = [
     StepStatus::Pending,
     StepStatus::Ready,
     StepStatus::Running,
     StepStatus::Retrying,
+    StepStatus::Waiting,
     StepStatus::Succeeded,
     StepStatus::Failed,
     StepStatus::Skipped,

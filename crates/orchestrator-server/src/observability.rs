@@ -131,6 +131,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
                 "ready",
                 "running",
                 "retrying",
+                "waiting",
                 "succeeded",
                 "failed",
                 "skipped",

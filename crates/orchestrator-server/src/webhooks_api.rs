@@ -25,6 +25,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Event kinds a webhook may name.
 pub const EVENT_KINDS: &[&str] = &[
+    "execution.resolving",
     "execution.queued",
     "execution.started",
     "execution.succeeded",
@@ -39,6 +40,9 @@ pub const EVENT_KINDS: &[&str] = &[
     "step.skipped",
     "step.cancelled",
     "step.expanded",
+    "step.waiting",
+    "step.answered",
+    "step.wait_expired",
 ];
 
 /// The stored kinds for what a subscriber wrote: aliases expanded,

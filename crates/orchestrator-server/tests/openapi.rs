@@ -32,6 +32,8 @@ fn every_route_is_documented_with_an_operation_id_and_tag() {
         "/executions/{id}/checkpoints",
         "/executions/{id}/cancel",
         "/executions/{id}/recover",
+        "/executions/{id}/steps/{step}/answer",
+        "/waiting",
         "/pipelines/validate",
         "/tools",
         "/models",

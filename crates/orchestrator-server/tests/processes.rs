@@ -546,3 +546,62 @@ async fn postgres_resolving_execution_survives_a_kill() {
         a_resolving_execution_survives_a_kill(url).await;
     }
 }
+
+/// A step waiting for a person holds nothing: the server is killed, the
+/// next one lists the question, takes the answer and finishes the run.
+async fn a_waiting_step_survives_a_kill(database_url: String) {
+    let ws = TempDir::new("orch-wait-ws");
+    let client = orchestrator_tools::net::default_client();
+    let first = start(&database_url, ws.path(), 30);
+    let r = client
+        .post(format!("{}/executions", first.base))
+        .header("content-type", "application/yaml")
+        .body("name: ask\nsteps:\n  - id: gate\n    tool: approval-gate\n    action: execute\n    parameters: {title: Deploy?, content: v2}\n  - id: after\n    tool: echo\n    parameters: {approved: '{{ gate.approved }}'}\n")
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    wait_for(
+        &first.base,
+        &id,
+        |e| step_status(e, "gate") == "waiting",
+        Duration::from_secs(20),
+    )
+    .await;
+    drop(first); // SIGKILL
+    let second = start(&database_url, ws.path(), 30);
+    let open = get(&second.base, "/waiting").await;
+    assert_eq!(open["items"][0]["execution_id"], id.as_str(), "{open:#}");
+    let r = client
+        .post(format!("{}/executions/{id}/steps/gate/answer", second.base))
+        .json(&serde_json::json!({"action": "approve"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status().as_u16(), 200);
+    let done = wait_for(
+        &second.base,
+        &id,
+        |e| e["status"] == "succeeded" || e["status"] == "failed",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_waiting_step_survives_a_kill() {
+    let dir = TempDir::new("orch-wait-db");
+    a_waiting_step_survives_a_kill(sqlite_url(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_waiting_step_survives_a_kill() {
+    if let Some(url) = postgres_url().await {
+        a_waiting_step_survives_a_kill(url).await;
+    }
+}

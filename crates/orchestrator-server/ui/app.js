@@ -9,7 +9,7 @@ const REFRESH_KEY = "orchestrator.autorefresh";
 const LIST_REFRESH_MS = 3000;
 const GRAPH_LIMIT = 400;
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
-const STEP_STATES = ["pending", "ready", "running", "retrying", "succeeded", "failed", "skipped", "cancelled"];
+const STEP_STATES = ["pending", "ready", "running", "retrying", "waiting", "succeeded", "failed", "skipped", "cancelled"];
 const EXECUTION_STATES = ["resolving", "queued", "running", "succeeded", "failed", "cancelled"];
 
 const view = document.getElementById("view");
@@ -412,6 +412,9 @@ const STEP_EVENT = {
   "step.succeeded": "succeeded",
   "step.failed": "failed",
   "step.retrying": "retrying",
+  "step.waiting": "waiting",
+  "step.answered": "ready",
+  "step.wait_expired": "ready",
   "step.skipped": "skipped",
   "step.cancelled": "cancelled",
 };
@@ -670,6 +673,57 @@ function executionPage(id) {
     }
   }
 
+  // A waiting step's question, and a form to answer it (a JSON body,
+  // prefilled from the answer's schema; what was typed survives re-renders).
+  function waitingForm(s) {
+    const w = s.waiting;
+    const r = w.request || {};
+    const previous = detail.querySelector(`#answer-body[data-step="${CSS.escape(s.id)}"]`);
+    let template;
+    if (w.kind === "user-prompt") template = { value: r.default ?? (r.choices ? r.choices[0] : "") };
+    else if (w.kind === "approval-gate") template = { action: "approve", reason: "" };
+    else template = { responses: Object.fromEntries((r.questions || []).map((q) => [q.id, null])) };
+    const body = el("textarea", { id: "answer-body", rows: "6", spellcheck: "false" });
+    body.dataset.step = s.id;
+    body.value = previous ? previous.value : JSON.stringify(template, null, 2);
+    const error = el("p", { class: "step-error", id: "answer-error", hidden: true });
+    const send = el("button", { id: "answer-send", type: "button", text: "Send answer" });
+    send.addEventListener("click", async () => {
+      error.hidden = true;
+      let answer;
+      try {
+        answer = JSON.parse(body.value);
+      } catch (e) {
+        error.textContent = `Not JSON: ${e.message}`;
+        error.hidden = false;
+        return;
+      }
+      send.disabled = true;
+      try {
+        await api("POST", w.answer_url, answer);
+        await refresh();
+      } catch (e) {
+        error.textContent = e.message;
+        error.hidden = false;
+      } finally {
+        send.disabled = false;
+      }
+    });
+    const asked = [r.prompt, r.title, r.content].filter(Boolean).join("\n\n");
+    const meta = [["Asks", w.kind], ["Asked", when(w.asked_at)]];
+    if (w.deadline) meta.push(["Deadline", when(w.deadline)]);
+    return [
+      el("h2", { text: "Waiting for an answer" }),
+      el("p", { class: "question", id: "answer-question", text: asked }),
+      el("dl", { class: "meta" }, meta.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v })))),
+      el("details", {}, el("summary", { text: "Answer schema" }), json(r.schema || {})),
+      el("label", { for: "answer-body", text: "Answer (JSON)" }),
+      body,
+      send,
+      error,
+    ];
+  }
+
   function showStep(fromCheckpoints = false) {
     const s = execution?.steps.find((x) => x.id === selected);
     if (!s) {
@@ -709,6 +763,7 @@ function executionPage(id) {
         el("p", { class: "step-error", id: "step-error", text: s.error }),
       );
     }
+    if (s.waiting) parts.push(...waitingForm(s));
     if (s.parameters !== null && s.parameters !== undefined) parts.push(el("h2", { text: "Parameters" }), json(s.parameters));
     if (s.result !== null && s.result !== undefined) parts.push(el("h2", { text: "Result" }), json(s.result));
     const mine = (checkpoints || []).filter((c) => c.step_id === s.id);

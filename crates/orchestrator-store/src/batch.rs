@@ -38,7 +38,7 @@ pub(crate) const READY_DEPENDENTS_MIDDLE: &str = ") FROM step_deps d \
     WHERE s.status = 'pending' AND NOT EXISTS (SELECT 1 FROM step_deps u \
         JOIN steps us ON us.execution_id = u.execution_id AND us.step_id = u.depends_on \
         WHERE u.execution_id = d.execution_id AND u.step_id = d.step_id \
-        AND us.status IN ('pending', 'ready', 'running', 'retrying')) \
+        AND us.status IN ('pending', 'ready', 'running', 'retrying', 'waiting')) \
     AND d.execution_id = ";
 
 /// Locks the execution's row and counts `$3` of its steps closed; returns

@@ -85,10 +85,10 @@ pub(crate) const SELECT_CONTEXT: &str = "SELECT status, pipeline_id, inputs, opt
 const ADD_OPEN_STEPS: &str = "UPDATE executions SET open_steps = open_steps + $2 WHERE id = $1";
 
 pub(crate) const RECOUNT_OPEN: &str = "UPDATE executions SET open_steps = (SELECT COUNT(*) FROM steps \
-    WHERE execution_id = $1 AND status IN ('pending', 'ready', 'running', 'retrying')) WHERE id = $1";
+    WHERE execution_id = $1 AND status IN ('pending', 'ready', 'running', 'retrying', 'waiting')) WHERE id = $1";
 
 const CANCEL_UNSTARTED: &str = "UPDATE steps SET status = 'cancelled', reason = 'execution_cancelled', \
-    finished_at = $2 WHERE execution_id = $1 AND status IN ('pending', 'ready', 'retrying') RETURNING step_id";
+    finished_at = $2 WHERE execution_id = $1 AND status IN ('pending', 'ready', 'retrying', 'waiting') RETURNING step_id";
 
 const DEQUEUE_UNLEASED: &str =
     "DELETE FROM step_queue WHERE execution_id = $1 AND lease_token IS NULL";

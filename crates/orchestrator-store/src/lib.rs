@@ -42,6 +42,7 @@ mod sqlite;
 mod store_impl;
 pub mod testing;
 mod tokens;
+mod waits;
 mod webhooks;
 
 pub use events::EventRecord;
@@ -50,6 +51,7 @@ pub use overview::Overview;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use tokens::TokenRecord;
+pub use waits::WaitRecord;
 pub use webhooks::{DeliveryJob, DeliveryRecord, DeliveryUpdate, WebhookRecord};
 
 /// Errors of the store.
@@ -449,6 +451,38 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         lease_token: &str,
         outcome: Resolved,
     ) -> Result<bool>;
+
+    /// A running step asks a person (fenced by its lease): it gives up the
+    /// lease and is `waiting` until [`Store::answer_step`] or `deadline`.
+    /// Any earlier question of the step is replaced. Emits `step.waiting`.
+    async fn wait_step(
+        &self,
+        step: &ClaimedStep,
+        kind: &str,
+        request: &Value,
+        parameters: Option<&Value>,
+        deadline: Option<i64>,
+    ) -> Result<()>;
+
+    /// A step's question and answer, if it asked one.
+    async fn get_wait(&self, execution_id: &str, step_id: &str) -> Result<Option<WaitRecord>>;
+
+    /// Open questions (of one execution, or all), oldest first.
+    async fn list_waits(&self, execution_id: Option<&str>, limit: u32) -> Result<Vec<WaitRecord>>;
+
+    /// Records the answer to a waiting step and queues it again. `None`
+    /// when there is no such execution or step; [`StoreError::Conflict`]
+    /// when the step is not waiting (answered already, timed out, ended).
+    async fn answer_step(
+        &self,
+        execution_id: &str,
+        step_id: &str,
+        answer: &Value,
+        answered_by: Option<&str>,
+    ) -> Result<Option<WaitRecord>>;
+
+    /// Queues again waiting steps whose deadline passed; returns how many.
+    async fn expire_waits(&self) -> Result<u64>;
 
     /// Runs a finished execution again from its checkpoints. Without `from`:
     /// failed, cancelled and never-run steps (and steps skipped because a

@@ -234,6 +234,8 @@ pub(crate) async fn recover_execution<D: Dialect>(
         )));
     }
     for step in steps.iter().filter(|s| reset.contains(&s.step_id)) {
+        // A step that asked a person asks again.
+        crate::waits::forget(&mut tx, id, &step.step_id).await?;
         // Loop steps go back to their planned form; iterations they
         // added at run time are removed and will be expanded again.
         let definition = plan

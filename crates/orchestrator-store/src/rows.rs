@@ -359,3 +359,35 @@ impl From<ModelRow> for crate::ModelRecord {
         }
     }
 }
+
+/// A waiting step's question and answer.
+#[derive(sqlx::FromRow)]
+pub(crate) struct WaitRow {
+    pub execution_id: String,
+    pub step_id: String,
+    pub kind: String,
+    pub request: Json<Value>,
+    pub deadline: Option<i64>,
+    pub created_at: i64,
+    pub answer: Option<Json<Value>>,
+    pub answered_by: Option<String>,
+    pub answered_at: Option<i64>,
+    pub expired: bool,
+}
+
+impl From<WaitRow> for crate::waits::WaitRecord {
+    fn from(r: WaitRow) -> Self {
+        crate::waits::WaitRecord {
+            execution_id: r.execution_id,
+            step_id: r.step_id,
+            kind: r.kind,
+            request: r.request.0,
+            deadline: r.deadline,
+            created_at: r.created_at,
+            answer: r.answer.map(|a| a.0),
+            answered_by: r.answered_by,
+            answered_at: r.answered_at,
+            expired: r.expired,
+        }
+    }
+}

@@ -144,6 +144,7 @@ pub(crate) trait Rows:
     + Decodes<crate::rows::ModelRow>
     + Decodes<crate::rows::EventRow>
     + Decodes<crate::rows::WebhookRow>
+    + Decodes<crate::rows::WaitRow>
 {
 }
 
@@ -176,6 +177,7 @@ impl<R> Rows for R where
         + Decodes<crate::rows::ModelRow>
         + Decodes<crate::rows::EventRow>
         + Decodes<crate::rows::WebhookRow>
+        + Decodes<crate::rows::WaitRow>
 {
 }
 

@@ -12,9 +12,9 @@ use crate::{
     ModelRecord, NewExecution, NewStep, OutputRenderer, Overview, Result, StepContext, StepRecord,
     StepResult, StepUsage, Store, TokenRecord, WebhookRecord,
 };
-use crate::{ResolveJob, Resolved};
+use crate::{ResolveJob, Resolved, WaitRecord};
 use crate::{
-    events, executions, finish, models, overview, queue, recovery, resolve, tokens, webhooks,
+    events, executions, finish, models, overview, queue, recovery, resolve, tokens, waits, webhooks,
 };
 
 #[async_trait]
@@ -146,6 +146,39 @@ impl<D: Dialect> Store for D {
         outcome: Resolved,
     ) -> Result<bool> {
         resolve::finish_resolving(self, execution_id, lease_token, outcome).await
+    }
+
+    async fn wait_step(
+        &self,
+        step: &ClaimedStep,
+        kind: &str,
+        request: &Value,
+        parameters: Option<&Value>,
+        deadline: Option<i64>,
+    ) -> Result<()> {
+        waits::wait_step(self, step, kind, request, parameters, deadline).await
+    }
+
+    async fn get_wait(&self, execution_id: &str, step_id: &str) -> Result<Option<WaitRecord>> {
+        waits::get_wait(self, execution_id, step_id).await
+    }
+
+    async fn list_waits(&self, execution_id: Option<&str>, limit: u32) -> Result<Vec<WaitRecord>> {
+        waits::list_waits(self, execution_id, limit).await
+    }
+
+    async fn answer_step(
+        &self,
+        execution_id: &str,
+        step_id: &str,
+        answer: &Value,
+        answered_by: Option<&str>,
+    ) -> Result<Option<WaitRecord>> {
+        waits::answer_step(self, execution_id, step_id, answer, answered_by).await
+    }
+
+    async fn expire_waits(&self) -> Result<u64> {
+        waits::expire_waits(self).await
     }
 
     async fn recover_execution(&self, id: &str, from: Option<&str>) -> Result<Option<Vec<String>>> {

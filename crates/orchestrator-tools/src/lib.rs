@@ -18,6 +18,7 @@ pub mod data;
 pub mod echo;
 pub mod filesystem;
 pub mod http;
+pub mod human;
 pub mod models;
 pub mod net;
 pub mod remote;
@@ -86,6 +87,11 @@ pub trait Tool: Send + Sync + std::fmt::Debug {
         parameters: &Map<String, Value>,
         ctx: &ToolContext,
     ) -> Result<Value, ToolError>;
+
+    /// A tool that asks a person (the engine makes its step wait).
+    fn human(&self) -> Option<&dyn human::Human> {
+        None
+    }
 }
 
 /// The tools a server offers, by id.
@@ -126,6 +132,9 @@ impl ToolRegistry {
         r.register(Arc::new(validation::Validation));
         r.register(Arc::new(data::DataProcessing));
         r.register(Arc::new(http::HttpTool::default()));
+        r.register(Arc::new(human::UserPrompt));
+        r.register(Arc::new(human::ApprovalGate));
+        r.register(Arc::new(human::FeedbackCollection));
         r
     }
 

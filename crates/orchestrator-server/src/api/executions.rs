@@ -65,7 +65,17 @@ pub(super) async fn load_view(state: &AppState, id: &str) -> Result<ExecutionVie
         .ok_or_else(|| ApiError::NotFound(format!("execution '{id}' does not exist")))?;
     let steps = store.list_steps(id).await?;
     let usage = store.execution_usage(id).await?;
-    Ok(ExecutionView::new(&record, &steps).with_usage(&usage))
+    let waits = if steps
+        .iter()
+        .any(|s| s.status == orchestrator_core::flow::StepStatus::Waiting)
+    {
+        store.list_waits(Some(id), 1000).await?
+    } else {
+        Vec::new()
+    };
+    Ok(ExecutionView::new(&record, &steps)
+        .with_usage(&usage)
+        .with_waits(&waits))
 }
 
 /// Submit a pipeline for execution.
@@ -432,5 +442,88 @@ pub async fn recover_execution(
     Ok(ApiJson(RecoverResult {
         rerun,
         execution: load_view(&state, &id).await?,
+    }))
+}
+
+/// Answer a step that waits for a person.
+///
+/// The body is the answer, checked against the question's schema
+/// (`steps[].waiting.request.schema` in the execution, or `GET /waiting`):
+/// `{"value": …}` for `user-prompt`; `{"action": "approve"|"reject"|"modify",
+/// "reason": …, "modified_content": …}` for `approval-gate`; `{"responses":
+/// {question id: answer}}` for `feedback-collection`. It is recorded with the
+/// name of the token that sent it, and the step goes on.
+#[utoipa::path(
+    post,
+    path = "/executions/{id}/steps/{step}/answer",
+    tag = TAG_EXECUTIONS,
+    operation_id = "answer_step",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Execution id"),
+        ("step" = String, Path, description = "Step id"),
+    ),
+    request_body(content = Object, content_type = "application/json",
+        example = json!({"action": "approve"})),
+    responses(
+        (status = 200, description = "The answer was recorded; the step goes on", body = WaitView),
+        (status = 400, description = "Not a valid id or body", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such execution, or the step asks nothing", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The step is not waiting: answered already, past its deadline, or ended", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The answer does not fit the question", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn answer_step(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
+    ApiPath((id, step)): ApiPath<(String, String)>,
+    ApiJson(answer): ApiJson<Value>,
+) -> Result<ApiJson<WaitView>, ApiError> {
+    let id = parse_execution_id(&id)?;
+    if !answer.is_object() {
+        return Err(ApiError::BadRequest(
+            "the answer is a JSON object (see the question's schema)".into(),
+        ));
+    }
+    let by = caller.map(|c| c.0.name.clone());
+    match state
+        .engine()
+        .answer(&id, &step, &answer, by.as_deref())
+        .await
+    {
+        Ok(done) => Ok(ApiJson(WaitView::from(&done))),
+        Err(orchestrator_engine::AnswerError::NotFound(m)) => Err(ApiError::NotFound(m)),
+        Err(orchestrator_engine::AnswerError::NotWaiting(m)) => Err(ApiError::Conflict(m)),
+        Err(orchestrator_engine::AnswerError::Invalid(m)) => Err(ApiError::Unprocessable(format!(
+            "the answer does not fit the question: {m}"
+        ))),
+        Err(orchestrator_engine::AnswerError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Every step waiting for a person, oldest question first.
+#[utoipa::path(
+    get,
+    path = "/waiting",
+    tag = TAG_EXECUTIONS,
+    operation_id = "list_waiting",
+    params(WaitingQuery),
+    responses(
+        (status = 200, description = "Open questions", body = WaitPage),
+        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_waiting(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<WaitingQuery>,
+) -> Result<ApiJson<WaitPage>, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and 1000, got {limit}"
+        )));
+    }
+    let waits = state.engine().waiting(None, limit).await?;
+    Ok(ApiJson(WaitPage {
+        items: waits.iter().map(WaitView::from).collect(),
     }))
 }

@@ -43,6 +43,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::events::execution_events))
         .routes(routes!(executions::cancel_execution))
         .routes(routes!(executions::recover_execution))
+        .routes(routes!(executions::answer_step))
+        .routes(routes!(executions::list_waiting))
         .routes(routes!(pipelines::validate_pipeline))
         .routes(routes!(system::list_tools))
         .routes(routes!(system::health))

@@ -6,6 +6,7 @@ mod events;
 mod executions;
 mod metrics;
 mod models;
+mod people;
 mod recovery;
 mod support;
 mod system;

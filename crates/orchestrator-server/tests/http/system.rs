@@ -56,13 +56,16 @@ async fn health_ready_and_openapi_answer() {
     assert_eq!(
         ids,
         vec![
+            "approval-gate",
             "data-processing",
             "echo",
+            "feedback-collection",
             "filesystem",
             "http",
             "llm-generate",
             "report-generator",
             "terminal",
+            "user-prompt",
             "validation"
         ]
     );

@@ -294,3 +294,41 @@ test("an execution that used a model shows its tokens and cost", async () => {
     provider.close();
   }
 });
+
+test("a step waiting for a person shows its question and takes the answer", async () => {
+  const server = await startServer();
+  const page = await chrome.page();
+  try {
+    const pipeline =
+      "name: gate\nsteps:\n  - id: gate\n    tool: approval-gate\n    action: execute\n    parameters: {title: 'Deploy 2.4?', content: 'release notes'}\n  - id: deploy\n    tool: echo\n    condition: '{{ gate.approved }}'\n";
+    const id = (await server.api("POST", "/executions", { pipeline })).body.id;
+    await page.goto(`${server.base}/ui/#/executions/${id}`);
+    await page.waitForSelector('#view[data-ready="execution"]');
+    await page.waitForSelector('#graph g.node.s-waiting[data-step="gate"]', { timeout: 20000 });
+    await page.click('#graph g.node[data-step="gate"]');
+    await page.waitForSelector("#answer-body");
+    assert.match(await page.textContent("#answer-question"), /Deploy 2\.4\?/);
+    await screenshot(page, "09-waiting-for-an-answer");
+
+    // A rejection without a reason is refused, with the reason shown.
+    await page.fill("#answer-body", '{"action": "reject"}');
+    await page.click("#answer-send");
+    await page.waitForSelector("#answer-error:not([hidden])");
+    assert.match(await page.textContent("#answer-error"), /reason/);
+
+    await page.fill("#answer-body", '{"action": "approve"}');
+    await page.click("#answer-send");
+    await page.waitForSelector('h1[data-status="succeeded"]', { timeout: 20000 });
+    const view = (await server.api("GET", `/executions/${id}`)).body;
+    assert.equal(view.steps.find((s) => s.id === "gate").result.result.approved, true);
+    assert.equal(view.steps.find((s) => s.id === "deploy").status, "succeeded");
+    // The refused answer is the only failed request.
+    assert.deepEqual(
+      page.problems.filter((p) => !p.includes("status of 422")),
+      [],
+    );
+  } finally {
+    await page.context().close();
+    await server.stop();
+  }
+});

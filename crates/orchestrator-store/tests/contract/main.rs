@@ -10,4 +10,5 @@ mod recovery;
 mod resolve;
 mod support;
 mod tokens;
+mod waits;
 mod webhooks;
