@@ -6,6 +6,16 @@
 
 use std::collections::BTreeMap;
 
+/// The tool that runs another pipeline from a step.
+pub const PIPELINE_EXECUTOR: &str = "pipeline-executor";
+
+/// Whether a step (as written) runs another pipeline whose text is its
+/// `parameters.pipeline`: that text is the child's, with its own templates
+/// and `<AUTO>` tags, neither read nor rendered for the parent.
+pub fn runs_child_pipeline(step: &crate::yaml::Node) -> bool {
+    step.get("tool").and_then(crate::yaml::Node::as_str) == Some(PIPELINE_EXECUTOR)
+}
+
 /// The tool that model actions may name explicitly.
 pub const LLM_TOOL: &str = "llm-generate";
 
@@ -130,5 +140,6 @@ pub fn builtin_catalog() -> StaticCatalog {
         .with_tool("user-prompt", &["execute"])
         .with_tool("approval-gate", &["execute"])
         .with_tool("feedback-collection", &["execute"])
+        .with_tool(PIPELINE_EXECUTOR, &["execute"])
         .with_tool(LLM_TOOL, MODEL_ACTIONS)
 }

@@ -26,6 +26,8 @@ pub struct Limits {
     pub template_output_bytes: usize,
     /// Matches one `regex_replace` may replace.
     pub regex_matches: usize,
+    /// How deep executions may nest (`pipeline-executor` children).
+    pub max_pipeline_depth: usize,
 }
 
 impl Default for Limits {
@@ -38,6 +40,7 @@ impl Default for Limits {
             template_fuel: 500_000,
             template_output_bytes: 16 * 1024 * 1024,
             regex_matches: 50_000,
+            max_pipeline_depth: 10,
         }
     }
 }

@@ -50,6 +50,7 @@ mod scope;
 mod step;
 mod step_tags;
 mod submit;
+mod subpipeline;
 pub mod webhooks;
 
 use finisher::Finisher;
@@ -313,8 +314,46 @@ impl Engine {
                 token.cancel();
             }
             info!(execution.id = %id, "execution {id} cancelled");
+            self.cancel_children(id).await?;
         }
         Ok(record)
+    }
+
+    /// Cancels the unfinished executions that steps of `id` started, and
+    /// theirs (each in its own transaction: a child is locked before its
+    /// parent everywhere, never after).
+    pub(crate) async fn cancel_children(&self, id: &str) -> Result<(), StoreError> {
+        let mut pending = vec![id.to_string()];
+        while let Some(parent) = pending.pop() {
+            let children = self
+                .inner
+                .store
+                .list_executions(&orchestrator_store::ExecutionFilter {
+                    parent: Some(parent),
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await?;
+            for child in children.into_iter().filter(|c| !c.status.is_terminal()) {
+                if self
+                    .inner
+                    .store
+                    .cancel_execution(&child.id)
+                    .await?
+                    .is_some()
+                {
+                    self.inner.touched(&child.id);
+                    for (execution, token) in lock(&self.inner.running).values() {
+                        if *execution == child.id {
+                            token.cancel();
+                        }
+                    }
+                    info!(execution.id = %child.id, "execution {} cancelled with its parent", child.id);
+                }
+                pending.push(child.id);
+            }
+        }
+        Ok(())
     }
 
     /// Runs a finished execution again from its checkpoints (see

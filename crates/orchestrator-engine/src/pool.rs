@@ -230,6 +230,12 @@ pub(crate) async fn reap_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
                             cancel.cancel();
                         }
                     }
+                    let engine = Engine {
+                        inner: Arc::clone(&inner),
+                    };
+                    if let Err(e) = engine.cancel_children(&id).await {
+                        warn!(execution.id = %id, error = ?e, "cancelling the children of a timed-out execution failed");
+                    }
                 }
             }
             Err(e) => warn!(error = ?e, "looking for timed-out executions failed"),

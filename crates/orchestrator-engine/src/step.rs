@@ -375,18 +375,24 @@ pub(crate) async fn run_task(
         };
     }
 
-    let mut parameters =
-        match template::render_value(&Value::Object(step.parameters.clone()), &scope) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => Map::new(),
-            Err(e) => {
-                return Attempt::failed(
-                    ErrorKind::TemplateError,
-                    format!("parameters cannot be rendered: {}", e.message),
-                    None,
-                );
-            }
-        };
+    // A child pipeline's text is its own: not rendered, no tags answered.
+    let mut raw = step.parameters.clone();
+    let child_text = if step.tool.as_deref() == Some(catalog::PIPELINE_EXECUTOR) {
+        raw.remove("pipeline")
+    } else {
+        None
+    };
+    let mut parameters = match template::render_value(&Value::Object(raw), &scope) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => Map::new(),
+        Err(e) => {
+            return Attempt::failed(
+                ErrorKind::TemplateError,
+                format!("parameters cannot be rendered: {}", e.message),
+                None,
+            );
+        }
+    };
     if let Err(message) = step_tags::answer_in_parameters(
         inner,
         &claimed.execution_id,
@@ -401,6 +407,25 @@ pub(crate) async fn run_task(
             message,
             Some(Value::Object(parameters)),
         );
+    }
+    if let Some(text) = child_text {
+        // A stored pipeline's name may come from a template.
+        let text = match &text {
+            Value::String(s) if !s.contains('\n') && template::is_template(s) => {
+                match template::render_string_value(s, &scope) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return Attempt::failed(
+                            ErrorKind::TemplateError,
+                            format!("parameter 'pipeline' cannot be rendered: {}", e.message),
+                            None,
+                        );
+                    }
+                }
+            }
+            _ => text,
+        };
+        parameters.insert("pipeline".into(), text);
     }
     let rendered = Value::Object(parameters.clone());
 
@@ -446,6 +471,9 @@ pub(crate) async fn run_task(
         attempt: claimed.attempt,
         http: inner.tools.http_client().clone(),
     };
+    if tool_id == catalog::PIPELINE_EXECUTOR {
+        return crate::subpipeline::run(inner, claimed, &parameters, &tool_ctx).await;
+    }
     if let Some(human) = tool.human() {
         return crate::human::run(inner, claimed, tool_id, human, &parameters, &tool_ctx).await;
     }

@@ -76,12 +76,27 @@ impl Engine {
         &self,
         submission: Submission,
     ) -> Result<(ExecutionRecord, bool), SubmitError> {
+        self.submit_linked(submission, None).await
+    }
+
+    /// [`Engine::submit`] for a child execution started by a step; the
+    /// child's id goes into its parent's wait request (`execution_id`).
+    pub(crate) async fn submit_linked(
+        &self,
+        submission: Submission,
+        mut parent: Option<orchestrator_store::ParentLink>,
+    ) -> Result<(ExecutionRecord, bool), SubmitError> {
         if submission.options.max_retries == Some(0) {
             return Err(SubmitError::InvalidOption(
                 "max_retries is the total number of attempts, at least 1".into(),
             ));
         }
         let execution_id = uuid::Uuid::now_v7().to_string();
+        if let Some(wait) = parent.as_mut().and_then(|p| p.wait.as_mut())
+            && let Some(request) = wait.request.as_object_mut()
+        {
+            request.insert("execution_id".into(), Value::String(execution_id.clone()));
+        }
         let tags = auto_tags_of(&submission.source);
         let source_text = match &submission.source {
             PipelineSource::Yaml(t) => t.clone(),
@@ -133,6 +148,7 @@ impl Engine {
                 .timeout_seconds
                 .map(|s| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)),
             resolving,
+            parent,
         };
         let (record, created) = self.inner.store.create_execution(new).await?;
         if created {

@@ -79,6 +79,7 @@ fn new_execution(name: &str, yaml: &str) -> NewExecution {
         request_hash: None,
         timeout_ms: None,
         resolving: false,
+        parent: None,
         steps: plan
             .steps
             .iter()

@@ -70,6 +70,8 @@ pub struct ListQuery {
         pattern = r"^([0-9]{1,15}\.[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
     )]
     pub cursor: Option<String>,
+    /// Only the executions started by steps of this one (its children).
+    pub parent: Option<String>,
 }
 
 /// `POST /executions/{id}/recover`.
@@ -117,6 +119,12 @@ pub struct ExecutionSummary {
     pub finished_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The execution whose step started this one (`pipeline-executor`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_execution_id: Option<String>,
+    /// That step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_step_id: Option<String>,
 }
 
 /// Step counts by status.
@@ -272,6 +280,15 @@ pub struct ExecutionView {
     pub id: String,
     pub pipeline_id: String,
     pub pipeline_name: String,
+    /// The execution whose step started this one (`pipeline-executor`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_execution_id: Option<String>,
+    /// That step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_step_id: Option<String>,
+    /// How deep it nests (0: started by a client).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub depth: i64,
     /// `resolving` (its `<AUTO>` tags are being answered; no steps yet),
     /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
     #[schema(example = "succeeded")]
@@ -418,6 +435,8 @@ impl From<&ExecutionRecord> for ExecutionSummary {
             started_at: r.started_at.map(time),
             finished_at: r.finished_at.map(time),
             error: r.error.clone(),
+            parent_execution_id: r.parent_execution_id.clone(),
+            parent_step_id: r.parent_step_id.clone(),
         }
     }
 }
@@ -494,6 +513,9 @@ impl ExecutionView {
             id: r.id.clone(),
             pipeline_id: r.pipeline_id.clone(),
             pipeline_name: r.pipeline_name.clone(),
+            parent_execution_id: r.parent_execution_id.clone(),
+            parent_step_id: r.parent_step_id.clone(),
+            depth: r.depth,
             status: r.status.as_str().to_string(),
             created_at: time(r.created_at),
             started_at: r.started_at.map(time),
@@ -594,4 +616,73 @@ pub fn inputs_from_query(query: &BTreeMap<String, String>) -> Map<String, Value>
             (k.clone(), value)
         })
         .collect()
+}
+
+/// A stored pipeline version.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StoredPipeline {
+    pub name: String,
+    pub version: i64,
+    /// `yaml`, or `json` for a pipeline sent as an object.
+    pub format: String,
+    pub created_at: String,
+    /// The name of the token that stored it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// The pipeline's own id (`id`, else `name`).
+    pub pipeline_id: String,
+    pub steps: usize,
+    /// The text as stored (not in the answer to `PUT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// What the compiler warned about.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::error::ProblemItem>,
+}
+
+/// Stored pipelines, by name.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PipelineList {
+    pub items: Vec<PipelineListItem>,
+}
+
+/// A stored pipeline and its newest version.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PipelineListItem {
+    pub name: String,
+    pub latest_version: i64,
+    /// When its first version was stored.
+    pub created_at: String,
+    /// When its newest version was stored.
+    pub updated_at: String,
+}
+
+/// Query of `GET /pipelines/{name}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct VersionQuery {
+    /// A version (default: the newest).
+    #[param(minimum = 1)]
+    pub version: Option<i64>,
+}
+
+/// `POST /pipelines/{name}/executions`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunPipelineRequest {
+    /// Inputs for the run.
+    #[serde(default, alias = "inputs")]
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub options: Option<OptionsDto>,
+    /// The version to run (default: the newest).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub version: Option<i64>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }

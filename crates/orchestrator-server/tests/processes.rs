@@ -605,3 +605,65 @@ async fn postgres_waiting_step_survives_a_kill() {
         a_waiting_step_survives_a_kill(url).await;
     }
 }
+
+/// A server killed while a child execution runs: the next server finishes
+/// the child, then its parent, and no succeeded step of either runs twice.
+async fn a_child_execution_survives_a_kill(database_url: String) {
+    let ws = TempDir::new("orch-child-ws");
+    std::fs::create_dir_all(ws.path().join("runs")).expect("runs");
+    let client = orchestrator_tools::net::default_client();
+    let first = start(&database_url, ws.path(), 30);
+    let yaml = "name: tree\nsteps:\n  - id: before\n    tool: terminal\n    parameters: {command: 'echo ran >> runs/before.txt'}\n  - id: sub\n    tool: pipeline-executor\n    action: execute\n    depends_on: [before]\n    parameters:\n      pipeline: |\n        name: leaf\n        steps:\n          - id: c1\n            tool: terminal\n            parameters: {command: 'echo ran >> runs/c1.txt'}\n          - id: c2\n            tool: terminal\n            depends_on: [c1]\n            parameters: {command: 'echo ran >> runs/c2.txt; sleep 3'}\n          - id: c3\n            tool: terminal\n            depends_on: [c2]\n            parameters: {command: 'echo ran >> runs/c3.txt'}\n  - id: after\n    tool: terminal\n    depends_on: [sub]\n    parameters: {command: 'echo ran >> runs/after.txt'}\n";
+    let r = client
+        .post(format!("{}/executions", first.base))
+        .header("content-type", "application/yaml")
+        .body(yaml)
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    wait_lines(ws.path(), "runs/c2.txt", 1).await;
+    drop(first); // SIGKILL, in the middle of c2
+    let second = start(&database_url, ws.path(), 30);
+    let done = wait_for(
+        &second.base,
+        &id,
+        |e| e["status"] == "succeeded" || e["status"] == "failed",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    for (file, runs) in [
+        ("runs/before.txt", 1),
+        ("runs/c1.txt", 1),
+        ("runs/c3.txt", 1),
+        ("runs/after.txt", 1),
+    ] {
+        assert_eq!(count_lines(ws.path(), file), runs, "{file}");
+    }
+    // c2 was interrupted: it ran again, once.
+    assert_eq!(count_lines(ws.path(), "runs/c2.txt"), 2);
+    let children = get(&second.base, &format!("/executions?parent={id}")).await;
+    assert_eq!(
+        children["items"].as_array().map(Vec::len),
+        Some(1),
+        "{children:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_child_execution_survives_a_kill() {
+    let dir = TempDir::new("orch-child-db");
+    a_child_execution_survives_a_kill(sqlite_url(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_child_execution_survives_a_kill() {
+    if let Some(url) = postgres_url().await {
+        a_child_execution_survives_a_kill(url).await;
+    }
+}

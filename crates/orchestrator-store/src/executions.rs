@@ -9,8 +9,9 @@ use crate::rows::{CheckpointRow, ContextRow, ExecutionRow, ResultRow, StepRow};
 use crate::sql::Values;
 
 const INSERT_EXECUTION: &str = "INSERT INTO executions \
-    (id, pipeline_id, pipeline_name, status, inputs, options, idempotency_key, request_hash, created_at, updated_at, deadline, token_id) \
-    VALUES ($1, $2, $3, $11, $4, $5, $6, $7, $8, $8, $9, $10) \
+    (id, pipeline_id, pipeline_name, status, inputs, options, idempotency_key, request_hash, created_at, updated_at, deadline, token_id, \
+    parent_execution_id, parent_step_id, root_execution_id, depth) \
+    VALUES ($1, $2, $3, $11, $4, $5, $6, $7, $8, $8, $9, $10, $12, $13, $14, $15) \
     ON CONFLICT (idempotency_key) DO NOTHING";
 
 /// The pipeline text and plan, in their own table: written once, and kept
@@ -27,19 +28,23 @@ const INSERT_DEPS_PREFIX: &str = "INSERT INTO step_deps (execution_id, step_id, 
 const ENQUEUE_PREFIX: &str = "INSERT INTO step_queue (execution_id, step_id, run_after) ";
 
 pub(crate) const SELECT_EXECUTION: &str = "SELECT e.id, e.pipeline_id, e.pipeline_name, e.status, x.source, x.plan, e.inputs, e.options, e.outputs, \
-    e.error, e.idempotency_key, e.request_hash, e.created_at, e.started_at, e.finished_at, e.last_event_seq \
+    e.error, e.idempotency_key, e.request_hash, e.created_at, e.started_at, e.finished_at, e.last_event_seq, \
+    e.parent_execution_id, e.parent_step_id, e.root_execution_id, e.depth \
     FROM executions e JOIN execution_sources x ON x.execution_id = e.id WHERE e.id = $1";
 
 const SELECT_EXECUTION_BY_KEY: &str = "SELECT e.id, e.pipeline_id, e.pipeline_name, e.status, x.source, x.plan, e.inputs, e.options, e.outputs, \
-    e.error, e.idempotency_key, e.request_hash, e.created_at, e.started_at, e.finished_at, e.last_event_seq \
+    e.error, e.idempotency_key, e.request_hash, e.created_at, e.started_at, e.finished_at, e.last_event_seq, \
+    e.parent_execution_id, e.parent_step_id, e.root_execution_id, e.depth \
     FROM executions e JOIN execution_sources x ON x.execution_id = e.id WHERE e.idempotency_key = $1";
 
 /// Newest first; every filter optional (`$1` status, `$2` pipeline, `$3`/`$4`
 /// cursor, `$5` limit). Without the pipeline text and plan: a page of a
 /// listing never needs them, and they can be large.
 const LIST_EXECUTIONS: &str = "SELECT id, pipeline_id, pipeline_name, status, inputs, options, outputs, \
-    error, idempotency_key, request_hash, created_at, started_at, finished_at, last_event_seq FROM executions \
+    error, idempotency_key, request_hash, created_at, started_at, finished_at, last_event_seq, \
+    parent_execution_id, parent_step_id, root_execution_id, depth FROM executions \
     WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR pipeline_name = $2) \
+    AND ($6 IS NULL OR parent_execution_id = $6) AND ($7 IS NULL OR parent_step_id = $7) \
     AND ($3 IS NULL OR created_at < $3 OR (created_at = $3 AND id < $4)) \
     ORDER BY created_at DESC, id DESC LIMIT $5";
 
@@ -79,6 +84,10 @@ fn parse_status(s: &str) -> crate::Result<ExecutionStatus> {
     ExecutionStatus::parse(s)
         .ok_or_else(|| crate::StoreError::Corrupt(format!("execution status '{s}'")))
 }
+
+/// Steps of a tree of executions (`$1` its root).
+const STEPS_IN_TREE: &str = "SELECT COUNT(*) FROM steps s JOIN executions e ON e.id = s.execution_id \
+    WHERE e.id = $1 OR e.root_execution_id = $1";
 
 pub(crate) const SELECT_CONTEXT: &str = "SELECT status, pipeline_id, inputs, options, created_at, started_at FROM executions WHERE id = $1";
 
@@ -126,6 +135,10 @@ pub(crate) async fn create_execution<D: Dialect>(
         .bind(new.timeout_ms.map(|t| now.saturating_add(t)))
         .bind(&new.token_id)
         .bind(if new.resolving { "resolving" } else { "queued" })
+        .bind(new.parent.as_ref().map(|p| p.execution_id.as_str()))
+        .bind(new.parent.as_ref().map(|p| p.step_id.as_str()))
+        .bind(new.parent.as_ref().map(|p| p.root_execution_id.as_str()))
+        .bind(new.parent.as_ref().map_or(0, |p| p.depth))
         .execute(&mut tx)
         .await?;
     if inserted == 0 {
@@ -149,6 +162,36 @@ pub(crate) async fn create_execution<D: Dialect>(
         .json(&new.plan)
         .execute(&mut tx)
         .await?;
+    if let Some(parent) = &new.parent {
+        // A tree of executions shares one step budget.
+        let in_tree: i64 = D::q(STEPS_IN_TREE)
+            .bind(&parent.root_execution_id)
+            .scalar(&mut tx)
+            .await?;
+        let max = crate::limits_max_steps();
+        if in_tree.saturating_add(new.steps.len() as i64) > max {
+            tx.rollback().await?;
+            return Err(crate::StoreError::LimitExceeded(format!(
+                "the executions started from '{}' would have more than {max} steps together (limits.max_steps)",
+                parent.root_execution_id
+            )));
+        }
+        if let Some(wait) = &parent.wait {
+            // The parent's step waits for this child, from the same commit.
+            crate::waits::wait_in_tx(
+                &mut tx,
+                &parent.execution_id,
+                &parent.step_id,
+                &wait.lease_token,
+                "pipeline-executor",
+                &wait.request,
+                wait.parameters.as_ref(),
+                None,
+                now,
+            )
+            .await?;
+        }
+    }
     if new.resolving {
         // Its steps are stored once its <AUTO> tags are answered.
         crate::resolve::enqueue(&mut tx, &new.id, now).await?;
@@ -279,6 +322,8 @@ pub(crate) async fn list_executions<D: Dialect>(
         .bind(filter.before.as_ref().map(|b| b.0))
         .bind(filter.before.as_ref().map(|b| b.1.as_str()))
         .bind(i64::from(filter.limit.max(1)))
+        .bind(filter.parent.as_deref())
+        .bind(filter.parent_step.as_deref())
         .fetch_all(&mut *conn(s).await?)
         .await?;
     rows.into_iter()
@@ -413,6 +458,8 @@ pub(crate) async fn stop_execution<D: Dialect>(
         now,
     )
     .await?;
+    // A step that waits for this execution goes on.
+    crate::waits::notify_parent(tx, id, now).await?;
     Ok(())
 }
 

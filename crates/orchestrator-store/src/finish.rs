@@ -352,5 +352,7 @@ pub(crate) async fn complete_execution<D: Dialect>(
         now,
     )
     .await?;
+    // A step that waits for this execution goes on.
+    crate::waits::notify_parent(tx, execution_id, now).await?;
     Ok(())
 }

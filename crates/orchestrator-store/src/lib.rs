@@ -32,6 +32,7 @@ mod executions;
 mod finish;
 mod models;
 mod overview;
+mod pipelines;
 mod postgres;
 mod queue;
 mod recovery;
@@ -48,6 +49,7 @@ mod webhooks;
 pub use events::EventRecord;
 pub use models::{ModelCall, ModelCallStats, ModelRecord, StepUsage};
 pub use overview::Overview;
+pub use pipelines::{PipelineRecord, PipelineSummary};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use tokens::TokenRecord;
@@ -125,6 +127,32 @@ pub struct NewExecution {
     /// Its `<AUTO>` tags are still to be answered: stored as `resolving`,
     /// without steps, in the resolve queue (see [`Store::claim_resolving`]).
     pub resolving: bool,
+    /// Started by a step of another execution (`pipeline-executor`).
+    pub parent: Option<ParentLink>,
+}
+
+/// The execution and step that start a child execution.
+#[derive(Debug, Clone)]
+pub struct ParentLink {
+    pub execution_id: String,
+    pub step_id: String,
+    /// The root of the tree (the parent's root, or the parent).
+    pub root_execution_id: String,
+    /// The child's depth (the parent's plus one).
+    pub depth: i64,
+    /// The parent's step waits for the child: made `waiting` in the
+    /// transaction that creates the child (fenced by its lease).
+    pub wait: Option<ChildWait>,
+}
+
+/// How the parent's step waits for its child.
+#[derive(Debug, Clone)]
+pub struct ChildWait {
+    pub lease_token: String,
+    /// What the step shows while it waits (the child's id among it).
+    pub request: Value,
+    /// The step's rendered parameters.
+    pub parameters: Option<Value>,
 }
 
 /// An execution in the resolving phase, leased to one process.
@@ -179,6 +207,17 @@ pub struct ExecutionRecord {
     pub finished_at: Option<i64>,
     /// The number of its newest event (0 before any).
     pub last_event_seq: i64,
+    /// The execution and step that started it (`pipeline-executor`).
+    #[serde(default)]
+    pub parent_execution_id: Option<String>,
+    #[serde(default)]
+    pub parent_step_id: Option<String>,
+    /// The execution at the top of its tree (`None` for a root).
+    #[serde(default)]
+    pub root_execution_id: Option<String>,
+    /// How deep in a tree of executions (0: started by a client).
+    #[serde(default)]
+    pub depth: i64,
 }
 
 /// A step as stored.
@@ -319,6 +358,10 @@ pub struct ExecutionFilter {
     pub limit: u32,
     /// Cursor: return executions strictly older than this (created_at, id).
     pub before: Option<(i64, String)>,
+    /// Only the children of this execution ...
+    pub parent: Option<String>,
+    /// ... started by this step.
+    pub parent_step: Option<String>,
 }
 
 /// The storage of executions.
@@ -484,6 +527,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Queues again waiting steps whose deadline passed; returns how many.
     async fn expire_waits(&self) -> Result<u64>;
 
+    /// Stores a new version of a pipeline (1 for a new name).
+    async fn put_pipeline(
+        &self,
+        name: &str,
+        source: &str,
+        format: &str,
+        created_by: Option<&str>,
+    ) -> Result<PipelineRecord>;
+
+    /// A stored pipeline: the given version, or the newest.
+    async fn get_pipeline(
+        &self,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<PipelineRecord>>;
+
+    /// Every stored pipeline, by name.
+    async fn list_pipelines(&self) -> Result<Vec<PipelineSummary>>;
+
     /// Runs a finished execution again from its checkpoints. Without `from`:
     /// failed, cancelled and never-run steps (and steps skipped because a
     /// dependency failed) run again; succeeded steps keep their results. With
@@ -596,6 +658,11 @@ pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Store>> {
     } else {
         Err(StoreError::UnsupportedUrl)
     }
+}
+
+/// `limits.max_steps` of this process.
+pub(crate) fn limits_max_steps() -> i64 {
+    i64::try_from(orchestrator_core::limits::get().max_steps).unwrap_or(i64::MAX)
 }
 
 /// Current time in Unix milliseconds.

@@ -30,6 +30,14 @@ pub(crate) struct ExecutionRow {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     last_event_seq: i64,
+    #[sqlx(default)]
+    parent_execution_id: Option<String>,
+    #[sqlx(default)]
+    parent_step_id: Option<String>,
+    #[sqlx(default)]
+    root_execution_id: Option<String>,
+    #[sqlx(default)]
+    depth: i64,
 }
 
 impl TryFrom<ExecutionRow> for ExecutionRecord {
@@ -53,6 +61,10 @@ impl TryFrom<ExecutionRow> for ExecutionRecord {
             started_at: r.started_at,
             finished_at: r.finished_at,
             last_event_seq: r.last_event_seq,
+            parent_execution_id: r.parent_execution_id,
+            parent_step_id: r.parent_step_id,
+            root_execution_id: r.root_execution_id,
+            depth: r.depth,
         })
     }
 }

@@ -145,6 +145,10 @@ pub(crate) trait Rows:
     + Decodes<crate::rows::EventRow>
     + Decodes<crate::rows::WebhookRow>
     + Decodes<crate::rows::WaitRow>
+    + Decodes<crate::pipelines::PipelineRecord>
+    + Decodes<crate::pipelines::PipelineSummary>
+    + Decodes<(Option<String>, Option<String>)>
+    + Decodes<(String, Option<Doc>, Option<String>)>
 {
 }
 
@@ -178,6 +182,10 @@ impl<R> Rows for R where
         + Decodes<crate::rows::EventRow>
         + Decodes<crate::rows::WebhookRow>
         + Decodes<crate::rows::WaitRow>
+        + Decodes<crate::pipelines::PipelineRecord>
+        + Decodes<crate::pipelines::PipelineSummary>
+        + Decodes<(Option<String>, Option<String>)>
+        + Decodes<(String, Option<Doc>, Option<String>)>
 {
 }
 

@@ -12,9 +12,10 @@ use crate::{
     ModelRecord, NewExecution, NewStep, OutputRenderer, Overview, Result, StepContext, StepRecord,
     StepResult, StepUsage, Store, TokenRecord, WebhookRecord,
 };
-use crate::{ResolveJob, Resolved, WaitRecord};
+use crate::{PipelineRecord, PipelineSummary, ResolveJob, Resolved, WaitRecord};
 use crate::{
-    events, executions, finish, models, overview, queue, recovery, resolve, tokens, waits, webhooks,
+    events, executions, finish, models, overview, pipelines, queue, recovery, resolve, tokens,
+    waits, webhooks,
 };
 
 #[async_trait]
@@ -179,6 +180,28 @@ impl<D: Dialect> Store for D {
 
     async fn expire_waits(&self) -> Result<u64> {
         waits::expire_waits(self).await
+    }
+
+    async fn put_pipeline(
+        &self,
+        name: &str,
+        source: &str,
+        format: &str,
+        created_by: Option<&str>,
+    ) -> Result<PipelineRecord> {
+        pipelines::put_pipeline(self, name, source, format, created_by).await
+    }
+
+    async fn get_pipeline(
+        &self,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<PipelineRecord>> {
+        pipelines::get_pipeline(self, name, version).await
+    }
+
+    async fn list_pipelines(&self) -> Result<Vec<PipelineSummary>> {
+        pipelines::list_pipelines(self).await
     }
 
     async fn recover_execution(&self, id: &str, from: Option<&str>) -> Result<Option<Vec<String>>> {

@@ -83,64 +83,157 @@ pub(crate) async fn wait_step<D: Dialect>(
 ) -> crate::Result<()> {
     let now = crate::now_ms();
     let mut tx = Tx::begin(s).await?;
-    let released = D::q(END_LEASE)
-        .bind(&step.execution_id)
-        .bind(&step.step_id)
-        .bind(&step.lease_token)
-        .execute(&mut tx)
-        .await?;
-    if released == 0 {
-        return Err(crate::StoreError::LeaseLost {
-            step: step.step_id.clone(),
-        });
-    }
-    let status = lock_execution(&mut tx, &step.execution_id, now).await?;
-    if status.is_none_or(ExecutionStatus::is_terminal) {
-        // Ended while the step ran: it asks nobody.
-        D::q(CANCEL_STEP)
-            .bind(&step.execution_id)
-            .bind(&step.step_id)
-            .bind(now)
-            .execute(&mut tx)
-            .await?;
-        D::q(RECOUNT_OPEN)
-            .bind(&step.execution_id)
-            .execute(&mut tx)
-            .await?;
-        tx.commit().await?;
-        return Ok(());
-    }
-    D::q(SET_WAITING)
-        .bind(&step.execution_id)
-        .bind(&step.step_id)
-        .json_opt(parameters)
-        .execute(&mut tx)
-        .await?;
-    D::q(FORGET)
-        .bind(&step.execution_id)
-        .bind(&step.step_id)
-        .execute(&mut tx)
-        .await?;
-    D::q(INSERT_WAIT)
-        .bind(&step.execution_id)
-        .bind(&step.step_id)
-        .bind(kind)
-        .json(request)
-        .bind(deadline)
-        .bind(now)
-        .execute(&mut tx)
-        .await?;
-    emit(
+    wait_in_tx(
         &mut tx,
         &step.execution_id,
-        "step.waiting",
-        Some(&step.step_id),
-        serde_json::json!({"kind": kind, "request": request, "deadline": deadline}),
+        &step.step_id,
+        &step.lease_token,
+        kind,
+        request,
+        parameters,
+        deadline,
         now,
     )
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// [`wait_step`] inside a transaction (creating a child execution makes its
+/// parent's step wait in the same commit).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn wait_in_tx<D: Dialect>(
+    tx: &mut Tx<'_, D>,
+    execution_id: &str,
+    step_id: &str,
+    lease_token: &str,
+    kind: &str,
+    request: &Value,
+    parameters: Option<&Value>,
+    deadline: Option<i64>,
+    now: i64,
+) -> crate::Result<()> {
+    let released = D::q(END_LEASE)
+        .bind(execution_id)
+        .bind(step_id)
+        .bind(lease_token)
+        .execute(tx)
+        .await?;
+    if released == 0 {
+        return Err(crate::StoreError::LeaseLost {
+            step: step_id.to_string(),
+        });
+    }
+    let status = lock_execution(tx, execution_id, now).await?;
+    if status.is_none_or(ExecutionStatus::is_terminal) {
+        // Ended while the step ran: it asks nobody.
+        D::q(CANCEL_STEP)
+            .bind(execution_id)
+            .bind(step_id)
+            .bind(now)
+            .execute(tx)
+            .await?;
+        D::q(RECOUNT_OPEN).bind(execution_id).execute(tx).await?;
+        return Ok(());
+    }
+    D::q(SET_WAITING)
+        .bind(execution_id)
+        .bind(step_id)
+        .json_opt(parameters)
+        .execute(tx)
+        .await?;
+    D::q(FORGET)
+        .bind(execution_id)
+        .bind(step_id)
+        .execute(tx)
+        .await?;
+    D::q(INSERT_WAIT)
+        .bind(execution_id)
+        .bind(step_id)
+        .bind(kind)
+        .json(request)
+        .bind(deadline)
+        .bind(now)
+        .execute(tx)
+        .await?;
+    emit(
+        tx,
+        execution_id,
+        "step.waiting",
+        Some(step_id),
+        serde_json::json!({"kind": kind, "request": request, "deadline": deadline}),
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+const PARENT_OF: &str = "SELECT parent_execution_id, parent_step_id FROM executions WHERE id = $1";
+
+const CHILD_END: &str = "SELECT status, outputs, error FROM executions WHERE id = $1";
+
+/// Waits for children that have ended (a missed notice: the parent's step
+/// waited after its child ended, or a process died between the two).
+const ENDED_CHILDREN: &str = "SELECT e.id FROM step_waits w \
+    JOIN executions e ON e.parent_execution_id = w.execution_id AND e.parent_step_id = w.step_id \
+    WHERE w.answered_at IS NULL AND w.kind = 'pipeline-executor' \
+    AND e.status IN ('succeeded', 'failed', 'cancelled') ORDER BY e.id LIMIT 100";
+
+/// When `child_id` (just ended, in this transaction) has a parent step
+/// waiting for it, records how it ended as the step's answer and queues the
+/// step again.
+pub(crate) async fn notify_parent<D: Dialect>(
+    tx: &mut Tx<'_, D>,
+    child_id: &str,
+    now: i64,
+) -> crate::Result<bool> {
+    let parent: Option<(Option<String>, Option<String>)> =
+        D::q(PARENT_OF).bind(child_id).fetch_optional(tx).await?;
+    let Some((Some(parent_id), Some(step_id))) = parent else {
+        return Ok(false);
+    };
+    let wait: Option<WaitRow> = D::q(SELECT_ONE)
+        .bind(&parent_id)
+        .bind(&step_id)
+        .fetch_optional(tx)
+        .await?;
+    let Some(wait) = wait.map(WaitRecord::from) else {
+        return Ok(false);
+    };
+    if wait.kind != "pipeline-executor"
+        || wait.answered_at.is_some()
+        || wait.request["execution_id"].as_str() != Some(child_id)
+    {
+        return Ok(false);
+    }
+    let (status, outputs, error): (String, Option<sqlx::types::Json<Value>>, Option<String>) =
+        D::q(CHILD_END).bind(child_id).fetch_one(tx).await?;
+    let answer = serde_json::json!({
+        "execution_id": child_id,
+        "status": status,
+        "outputs": outputs.map(|o| o.0),
+        "error": error,
+    });
+    D::q(RECORD_ANSWER)
+        .bind(&parent_id)
+        .bind(&step_id)
+        .json(&answer)
+        .bind(None::<&str>)
+        .bind(now)
+        .execute(tx)
+        .await?;
+    requeue(tx, &parent_id, &step_id, now).await?;
+    emit(
+        tx,
+        &parent_id,
+        "step.answered",
+        Some(&step_id),
+        serde_json::json!({"kind": "pipeline-executor", "execution_id": child_id, "status": status}),
+        now,
+    )
+    .await?;
+    tx.notify_work().await?;
+    Ok(true)
 }
 
 pub(crate) async fn get_wait<D: Dialect>(
@@ -289,13 +382,25 @@ async fn requeue<D: Dialect>(
 /// take the default or fail); returns how many.
 pub(crate) async fn expire_waits<D: Dialect>(s: &D) -> crate::Result<u64> {
     let now = crate::now_ms();
+    let ended: Vec<String> = D::q(ENDED_CHILDREN).scalars(&mut *conn(s).await?).await?;
+    let mut woken = 0;
+    if !ended.is_empty() {
+        let mut tx = Tx::begin(s).await?;
+        for child in &ended {
+            lock_execution(&mut tx, child, now).await?;
+            if notify_parent(&mut tx, child, now).await? {
+                woken += 1;
+            }
+        }
+        tx.commit().await?;
+    }
     // Looked at often: a read first, the write turn only when due.
     let due: Vec<(String, String)> = D::q(OVERDUE)
         .bind(now)
         .fetch_all(&mut *conn(s).await?)
         .await?;
     if due.is_empty() {
-        return Ok(0);
+        return Ok(woken);
     }
     let mut tx = Tx::begin(s).await?;
     let mut expired = 0;
@@ -333,7 +438,7 @@ pub(crate) async fn expire_waits<D: Dialect>(s: &D) -> crate::Result<u64> {
         tx.notify_work().await?;
     }
     tx.commit().await?;
-    Ok(expired)
+    Ok(expired + woken)
 }
 
 /// Forgets a step's question and answer (it runs again from the start).

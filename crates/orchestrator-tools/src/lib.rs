@@ -135,6 +135,7 @@ impl ToolRegistry {
         r.register(Arc::new(human::UserPrompt));
         r.register(Arc::new(human::ApprovalGate));
         r.register(Arc::new(human::FeedbackCollection));
+        r.register(Arc::new(human::PipelineExecutor));
         r
     }
 

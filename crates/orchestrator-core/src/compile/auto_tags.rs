@@ -18,7 +18,12 @@ pub fn find_auto_tags(root: &Node) -> Vec<auto::AutoTag> {
                 }
             }
             NodeValue::Map(entries) => {
+                let child = crate::catalog::runs_child_pipeline(node);
                 for (k, v) in entries {
+                    if child && k.name == "parameters" {
+                        walk_parameters(v, step.clone(), &format!("{pointer}/parameters"), out);
+                        continue;
+                    }
                     walk(
                         v,
                         step.clone(),
@@ -28,6 +33,24 @@ pub fn find_auto_tags(root: &Node) -> Vec<auto::AutoTag> {
                 }
             }
             _ => {}
+        }
+    }
+    /// A child pipeline's parameters: all but its text (its tags are its own).
+    fn walk_parameters(
+        node: &Node,
+        step: Option<String>,
+        pointer: &str,
+        out: &mut Vec<auto::AutoTag>,
+    ) {
+        if let NodeValue::Map(entries) = &node.value {
+            for (k, v) in entries.iter().filter(|(k, _)| k.name != "pipeline") {
+                walk(
+                    v,
+                    step.clone(),
+                    format!("{pointer}/{}", escape_pointer(&k.name)),
+                    out,
+                );
+            }
         }
     }
     let mut out = Vec::new();
@@ -127,7 +150,27 @@ pub(super) fn resolve_auto_tags(root: &mut Node, options: &CompileOptions<'_>, c
                 }
             }
             NodeValue::Map(entries) => {
+                let child = entries.iter().any(|(k, v)| {
+                    k.name == "tool" && v.as_str() == Some(crate::catalog::PIPELINE_EXECUTOR)
+                });
                 for (k, v) in entries.iter_mut() {
+                    if child && k.name == "parameters" {
+                        // A child pipeline's text is its own.
+                        if let NodeValue::Map(params) = &mut v.value {
+                            for (pk, pv) in
+                                params.iter_mut().filter(|(pk, _)| pk.name != "pipeline")
+                            {
+                                walk(
+                                    pv,
+                                    step.clone(),
+                                    format!("{pointer}/parameters/{}", escape_pointer(&pk.name)),
+                                    options,
+                                    cx,
+                                );
+                            }
+                        }
+                        continue;
+                    }
                     walk(
                         v,
                         step.clone(),

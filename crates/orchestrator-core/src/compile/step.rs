@@ -230,10 +230,18 @@ impl StepReader<'_, '_> {
             return Map::new();
         };
         match &p.value {
-            NodeValue::Map(_) => {
-                collect_templates(p, &self.at("parameters"), &mut |text, ptr, pos| {
-                    self.template(cx, text, ptr, pos, None);
-                });
+            NodeValue::Map(entries) => {
+                let child = crate::catalog::runs_child_pipeline(self.node);
+                for (k, v) in entries {
+                    // A child pipeline's text is its own.
+                    if child && k.name == "pipeline" {
+                        continue;
+                    }
+                    let at = format!("{}/{}", self.at("parameters"), escape_pointer(&k.name));
+                    collect_templates(v, &at, &mut |text, ptr, pos| {
+                        self.template(cx, text, ptr, pos, None);
+                    });
+                }
                 match p.to_json() {
                     Value::Object(m) => m,
                     _ => Map::new(),

@@ -115,6 +115,25 @@ pub async fn create_execution(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
+    let token_id = admit(&state, caller.as_ref().map(|c| &c.0)).await?;
+    let parsed = parse_body(&state, &headers, query, body)?;
+    let options = engine_options(&parsed.options)?;
+    let submission = Submission {
+        source: parsed.source,
+        context: parsed.context.unwrap_or_default(),
+        options,
+        idempotency_key: key,
+        token_id,
+    };
+    submitted(&state, submission).await
+}
+
+/// Refuses a submission while the queue is full or the caller's token has
+/// too many executions active (429); returns the caller's token id.
+pub(super) async fn admit(
+    state: &AppState,
+    caller: Option<&crate::auth::Caller>,
+) -> Result<Option<String>, ApiError> {
     let depth = state.engine().store().queue_depth().await?;
     let limit = state.settings().max_queued_steps;
     if u64::try_from(depth).unwrap_or(0) >= limit {
@@ -123,7 +142,7 @@ pub async fn create_execution(
             5,
         ));
     }
-    let token_id = caller.map(|c| c.0.token_id.clone());
+    let token_id = caller.map(|c| c.token_id.clone());
     let per_token = state.settings().auth.max_active_executions_per_token;
     if let Some(id) = &token_id
         && per_token > 0
@@ -143,17 +162,17 @@ pub async fn create_execution(
             ));
         }
     }
-    let parsed = parse_body(&state, &headers, query, body)?;
-    let options = engine_options(&parsed.options)?;
-    let submission = Submission {
-        source: parsed.source,
-        context: parsed.context.unwrap_or_default(),
-        options,
-        idempotency_key: key,
-        token_id,
-    };
+    Ok(token_id)
+}
+
+/// Submits and answers as `POST /executions` does: 201 with `Location`, or
+/// 200 for an idempotent replay.
+pub(super) async fn submitted(
+    state: &AppState,
+    submission: Submission,
+) -> Result<Response, ApiError> {
     let (record, created) = state.engine().submit(submission).await?;
-    let view = load_view(&state, &record.id).await?;
+    let view = load_view(state, &record.id).await?;
     let location = format!("/executions/{}", record.id);
     let mut response = if created {
         (StatusCode::CREATED, axum::Json(view)).into_response()
@@ -224,6 +243,8 @@ pub async fn list_executions(
         pipeline: query.pipeline,
         limit: limit + 1,
         before,
+        parent: query.parent,
+        parent_step: None,
     };
     let mut records = state.engine().store().list_executions(&filter).await?;
     let next_cursor = if records.len() > limit as usize {

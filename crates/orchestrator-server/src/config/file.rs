@@ -213,6 +213,8 @@ pub struct LimitsSection {
     pub template_output_bytes: Option<usize>,
     /// Matches one `regex_replace` may replace.
     pub regex_matches: Option<usize>,
+    /// How deep `pipeline-executor` children may nest.
+    pub max_pipeline_depth: Option<usize>,
 }
 
 /// Parses a config file's text.

@@ -2,12 +2,14 @@
 //! run to their documented results, and bad input always gets a problem.
 //! One file per resource; `support` holds the server and its client.
 
+mod children;
 mod events;
 mod executions;
 mod metrics;
 mod models;
 mod people;
 mod recovery;
+mod stored;
 mod support;
 mod system;
 mod tokens;

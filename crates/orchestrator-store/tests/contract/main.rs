@@ -1,6 +1,7 @@
 //! One contract, both backends: every case runs on SQLite and on PostgreSQL
 //! (`for_each_backend!`), one file per part of the store.
 
+mod children;
 mod executions;
 mod finish;
 mod models;

@@ -48,6 +48,7 @@ pub fn new_execution(yaml: &str, key: Option<&str>, hash: Option<&str>) -> NewEx
         plan: serde_json::to_value(&plan).expect("plan json"),
         timeout_ms: None,
         resolving: false,
+        parent: None,
     }
 }
 
