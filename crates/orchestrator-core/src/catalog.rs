@@ -129,7 +129,16 @@ pub fn builtin_catalog() -> StaticCatalog {
         .with_tool("report-generator", &["generate"])
         .with_tool(
             "data-processing",
-            &["filter", "convert", "aggregate", "transform", "profile"],
+            &[
+                "filter",
+                "convert",
+                "aggregate",
+                "transform",
+                "profile",
+                "pivot",
+                "clean",
+                "merge",
+            ],
         )
         .with_tool(
             "validation",

@@ -812,6 +812,21 @@ fn an_input_declared_twice_through_an_alias_takes_the_declared_default() {
         "{:?}",
         compiled.warnings
     );
+    // A number given to a text input is its text, with a warning.
+    let compiled = with_context(
+        "name: t\ninputs:\n  size:\n    type: string\n    default: 1000\nsteps:\n  - id: e\n    tool: echo\n",
+        json!({}),
+    )
+    .expect("a number default of a string input compiles");
+    assert_eq!(compiled.plan.inputs.get("size"), Some(&json!("1000")));
+    assert!(
+        compiled
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("used as \"1000\"")),
+        "{:?}",
+        compiled.warnings
+    );
     let err = validate("name: t\ninputs:\n  out:\n    type: string\n    default: {a: 1}\nsteps:\n  - id: e\n    tool: echo\n")
         .expect_err("an object is not a string");
     assert!(

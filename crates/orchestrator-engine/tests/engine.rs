@@ -80,7 +80,7 @@ async fn run(h: &Harness, yaml: &str, context: Value) -> orchestrator_store::Exe
     assert!(created);
     let done = h
         .engine
-        .wait_finished(&record.id, Duration::from_secs(20))
+        .wait_finished(&record.id, Duration::from_secs(60))
         .await
         .expect("wait")
         .expect("exists");
@@ -316,7 +316,7 @@ async fn postgres_workers_wake_for_work_queued_by_another_process() {
         .await
         .expect("submit");
     let done = api
-        .wait_finished(&record.id, Duration::from_secs(20))
+        .wait_finished(&record.id, Duration::from_secs(60))
         .await
         .expect("wait")
         .expect("exists");

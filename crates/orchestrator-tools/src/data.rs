@@ -11,6 +11,7 @@ use crate::ErrorKind;
 use crate::{ActionSpec, Tool, ToolContext, ToolError, action, type_name};
 
 mod profile;
+mod reshape;
 use profile::profile;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -382,6 +383,25 @@ impl Tool for DataProcessing {
                 "Select and rename fields: {data, count}",
                 with(json!({"select": {"type": "array"}, "rename": {"type": "object"}})),
             ),
+            action(
+                "pivot",
+                "One row per index value, one column per columns value, cells aggregated (aggfunc sum, mean, count, min, max; fill_value): {data, count, columns}",
+                with(
+                    json!({"index": {}, "columns": {}, "values": {}, "aggfunc": {"type": "string"}, "fill_value": {}}),
+                ),
+            ),
+            action(
+                "clean",
+                "Remove duplicate rows, handle missing values (drop, forward_fill, backward_fill, mean, zero, keep), remove outliers (IQR): {data, count, removed_…}",
+                with(
+                    json!({"remove_duplicates": {"type": "boolean"}, "handle_missing": {"type": "string"}, "remove_outliers": {"type": "boolean"}}),
+                ),
+            ),
+            action(
+                "merge",
+                "Combine 'datasets' (rows or CSV/JSON text): one after another, or joined on a field (join_on, join_type inner|left|outer): {data, count}",
+                json!({"type": "object", "required": ["datasets"], "properties": {"datasets": {"type": "array"}, "merge_strategy": {"type": "string", "enum": ["combine", "concat", "append", "union", "join"]}, "join_on": {"type": "string"}, "join_type": {"type": "string", "enum": ["inner", "left", "outer"]}, "operation": {"type": "object"}}}),
+            ),
         ]
     }
 
@@ -391,6 +411,10 @@ impl Tool for DataProcessing {
         params: &Map<String, Value>,
         ctx: &ToolContext,
     ) -> Result<Value, ToolError> {
+        if action == "merge" {
+            // Its datasets are in its parameters; the rows come back as JSON.
+            return with_processed_data(reshape::merge(&with_operation(params)?)?, "json");
+        }
         let (rows, input_format) = rows_of(params, ctx).await?;
         // The seed nests an action's settings under `operation`
         // (`operation: {criteria: …}`); keys given directly win.
@@ -475,6 +499,8 @@ impl Tool for DataProcessing {
                     .collect();
                 Ok(json!({"count": data.len(), "data": data}))
             }
+            "pivot" => reshape::pivot(&rows, params),
+            "clean" => reshape::clean(rows, params),
             "profile" => {
                 let options = strings(params.get("profiling_options"), "profiling_options")?;
                 let profile = profile(&rows, &options);

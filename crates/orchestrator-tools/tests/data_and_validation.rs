@@ -273,3 +273,76 @@ async fn profiles_describe_each_column_and_the_duplicates() {
         .expect("empty");
     assert_eq!(empty["row_count"], 0);
 }
+
+/// The seed's reshaping actions: pivot, clean and merge.
+#[tokio::test]
+async fn rows_are_pivoted_cleaned_and_merged() {
+    let (ctx, _ws) = ctx();
+    let sales = "region,product,amount\nnorth,a,10\nnorth,a,5\nnorth,b,7\nsouth,a,3\n";
+    let out = data(
+        &ctx,
+        "pivot",
+        json!({"data": sales, "index": "region", "columns": "product", "values": "amount", "aggfunc": "sum"}),
+    )
+    .await
+    .expect("pivot");
+    assert_eq!(
+        out["data"],
+        json!([{"region": "north", "a": 15, "b": 7}, {"region": "south", "a": 3, "b": 0}])
+    );
+    assert!(
+        out["processed_data"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("region,")),
+        "{out}"
+    );
+    let err = data(&ctx, "pivot", json!({"data": sales, "index": "region"}))
+        .await
+        .expect_err("needs columns and values");
+    assert!(err.message.contains("'columns'"), "{err}");
+
+    let messy = json!([
+        {"id": 1, "v": 10}, {"id": 1, "v": 10}, {"id": 2, "v": null},
+        {"id": 3, "v": 12}, {"id": 4, "v": 11}, {"id": 5, "v": 1000}
+    ]);
+    let out = data(
+        &ctx,
+        "clean",
+        json!({"data": messy, "handle_missing": "forward_fill", "remove_outliers": true}),
+    )
+    .await
+    .expect("clean");
+    assert_eq!(out["removed_duplicates"], 1, "{out}");
+    assert_eq!(out["filled_missing"], 1, "{out}");
+    assert_eq!(out["removed_outliers"], 1, "{out}");
+    assert_eq!(
+        out["data"],
+        json!([{"id": 1, "v": 10}, {"id": 2, "v": 10}, {"id": 3, "v": 12}, {"id": 4, "v": 11}])
+    );
+    let out = data(&ctx, "clean", json!({"data": messy}))
+        .await
+        .expect("drop");
+    assert_eq!(
+        (out["count"].clone(), out["removed_missing"].clone()),
+        (json!(4), json!(1))
+    );
+
+    let people = json!([{"id": 1, "name": "ada"}, {"id": 2, "name": "bob"}]);
+    let ages = "id,age\n1,36\n3,50\n";
+    let out = data(
+        &ctx,
+        "merge",
+        json!({"datasets": [people, ages], "merge_strategy": "join", "join_on": "id"}),
+    )
+    .await
+    .expect("inner join");
+    assert_eq!(out["data"], json!([{"id": 1, "name": "ada", "age": "36"}]));
+    let out = data(&ctx, "merge", json!({"datasets": [people, ages], "merge_strategy": "join", "join_on": "id", "join_type": "outer"}))
+        .await
+        .expect("outer join");
+    assert_eq!(out["count"], 3, "{out}");
+    let out = data(&ctx, "merge", json!({"datasets": [people, [{"id": 9}]]}))
+        .await
+        .expect("combine");
+    assert_eq!(out["count"], 3);
+}

@@ -287,6 +287,25 @@ pub(super) fn read_inputs(
                 );
                 spec.default = nested.get("default").cloned();
             }
+            // A number or boolean given as the default of a text input is
+            // that text (the seed does not check; nothing is lost).
+            if spec.kind == Some(InputType::String)
+                && let Some(d @ (Value::Number(_) | Value::Bool(_))) = &spec.default
+            {
+                let text = d.to_string();
+                cx.warn(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "the default of input '{}' is {} but the input is a string; it is used as \"{text}\"",
+                        k.name,
+                        json_type(d)
+                    ),
+                    v.get("default").map_or(v.pos, |d| d.pos),
+                    None,
+                    &format!("{pointer}/default"),
+                );
+                spec.default = Some(Value::String(text));
+            }
             if let (Some(kind), Some(default)) = (spec.kind, &spec.default)
                 && !default.is_null()
                 && !kind.accepts(default)
