@@ -490,6 +490,8 @@ pub async fn recover_execution(
         (status = 400, description = "Not a valid id or body", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such execution, or the step asks nothing", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The step is not waiting: answered already, past its deadline, or ended", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The answer does not fit the question", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -117,6 +117,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
             headers(("Location" = String, description = "URL of this version"))),
         (status = 400, description = "Malformed request or name", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Unsupported Content-Type", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Pipeline invalid", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -264,6 +265,7 @@ async fn stored(
         (status = 200, description = "Idempotent replay: the original execution", body = ExecutionView),
         (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such pipeline or version", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Inputs that do not fit the pipeline", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many steps queued", body = Problem, content_type = "application/problem+json"),
     )

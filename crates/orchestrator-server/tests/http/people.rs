@@ -145,6 +145,30 @@ async fn people_answer_waiting_steps(s: Server) {
     // Each step ran one attempt, whatever the waiting.
     assert_eq!(step(&e, "pick")["attempt"], 1, "{e:#}");
 
+    // A rejection with its reason: not approved, and the gated step skips.
+    let (_, created) = s
+        .post_yaml("name: gate\nsteps:\n  - id: gate\n    tool: approval-gate\n    action: execute\n    parameters: {title: Ship?, content: v3}\n  - id: ship\n    tool: echo\n    condition: '{{ gate.approved }}'\n", "")
+        .await;
+    let gate = created["id"].as_str().expect("id").to_string();
+    waiting_on(&s, &gate, "gate").await;
+    let (status, done) = answer(
+        &s,
+        &gate,
+        "gate",
+        json!({"action": "reject", "reason": "tests are red"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    let e = s.finished(&gate).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    let result = &step(&e, "gate")["result"]["result"];
+    assert_eq!(
+        (result["approved"].clone(), result["reason"].clone()),
+        (json!(false), json!("tests are red")),
+        "{e:#}"
+    );
+    assert_eq!(step(&e, "ship")["status"], "skipped", "{e:#}");
+
     // Cancelled while waiting: the question is withdrawn.
     let (_, created) = s.post_yaml(ASK, "").await;
     let other = created["id"].as_str().expect("id").to_string();
