@@ -262,7 +262,7 @@ pub(crate) async fn run(
                 // Another child, below.
                 return start(inner, claimed, &call, parameters, ctx, tries + 1).await;
             }
-            _ => return failed(ErrorKind::ExecutionError, error),
+            _ => return failed(ErrorKind::ChildExecutionError, error),
         }
     }
     // Run again after a recovery: a child that failed is recovered, not
@@ -283,16 +283,9 @@ pub(crate) async fn run(
         && let Some(child) =
             previous.filter(|c| c.status != orchestrator_core::flow::ExecutionStatus::Succeeded)
     {
-        let request = json!({"execution_id": child.id, "pipeline_id": child.pipeline_id, "tries": 1, "recovered": true});
-        if let Err(e) = store
-            .wait_step(claimed, "pipeline-executor", &request, shown.as_ref(), None)
-            .await
-        {
-            return match e {
-                StoreError::LeaseLost { .. } => Attempt::waiting(),
-                e => failed(ErrorKind::StoreError, e.to_string()),
-            };
-        }
+        // Recovered first, then waited for: a child that ends before the
+        // wait is stored is answered by the reconciler (never the reverse,
+        // which could answer with the child's old failure).
         if child.status.is_terminal() {
             let engine = Engine {
                 inner: Arc::clone(inner),
@@ -302,6 +295,16 @@ pub(crate) async fn run(
             if let Err(e) = engine.recover(&child.id, None).await {
                 tracing::warn!(execution.id = %child.id, error = %e, "recovering a child execution failed");
             }
+        }
+        let request = json!({"execution_id": child.id, "pipeline_id": child.pipeline_id, "tries": 1, "recovered": true});
+        if let Err(e) = store
+            .wait_step(claimed, "pipeline-executor", &request, shown.as_ref(), None)
+            .await
+        {
+            return match e {
+                StoreError::LeaseLost { .. } => Attempt::waiting(),
+                e => failed(ErrorKind::StoreError, e.to_string()),
+            };
         }
         return Attempt::waiting();
     }

@@ -208,6 +208,11 @@ pub(crate) async fn notify_parent<D: Dialect>(
     }
     let (status, outputs, error): (String, Option<sqlx::types::Json<Value>>, Option<String>) =
         D::q(CHILD_END).bind(child_id).fetch_one(tx).await?;
+    // Read under the child's lock: a child recovered since the reconciler
+    // looked is running again, and its parent goes on waiting.
+    if !crate::executions::has_ended(&status) {
+        return Ok(false);
+    }
     let answer = serde_json::json!({
         "execution_id": child_id,
         "status": status,

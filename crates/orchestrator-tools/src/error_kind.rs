@@ -66,6 +66,10 @@ error_kinds! {
     LimitExceededError => false,
     /// The execution's model budget is spent.
     BudgetExceeded => false,
+    /// A `pipeline-executor` step's child execution failed: trying the step
+    /// again would read the same outcome (`error_handling: retry` starts a
+    /// new child instead).
+    ChildExecutionError => false,
     FileNotFoundError => true,
     FileExistsError => true,
     IsADirectoryError => false,
