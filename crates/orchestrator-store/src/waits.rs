@@ -411,22 +411,16 @@ pub(crate) async fn expire_waits<D: Dialect>(s: &D) -> crate::Result<u64> {
     let mut expired = 0;
     for (execution_id, step_id) in &due {
         let status = lock_execution(&mut tx, execution_id, now).await?;
-        if status.is_none_or(ExecutionStatus::is_terminal) {
-            // The wait ends with its execution.
-            D::q(RECORD_EXPIRED)
-                .bind(execution_id)
-                .bind(step_id)
-                .bind(now)
-                .execute(&mut tx)
-                .await?;
-            continue;
-        }
         D::q(RECORD_EXPIRED)
             .bind(execution_id)
             .bind(step_id)
             .bind(now)
             .execute(&mut tx)
             .await?;
+        if status.is_none_or(ExecutionStatus::is_terminal) {
+            // The wait ends with its execution.
+            continue;
+        }
         requeue(&mut tx, execution_id, step_id, now).await?;
         emit(
             &mut tx,
