@@ -203,7 +203,7 @@ impl Tool for Terminal {
     }
 
     fn description(&self) -> &str {
-        "Runs a command in the workspace: {return_code, stdout, stderr}"
+        "Runs a command in the workspace: {return_code, stdout, stderr, command, working_dir, execution_time, success (when it exited 0)}"
     }
 
     fn actions(&self) -> Vec<ActionSpec> {
@@ -230,6 +230,7 @@ impl Tool for Terminal {
             .get("command")
             .ok_or_else(|| ToolError::invalid("missing parameter 'command'"))?;
         let (argv, program) = self.argv_of(command)?;
+        let started = std::time::Instant::now();
         tokio::fs::create_dir_all(&ctx.workspace)
             .await
             .map_err(|e| ToolError::new(ErrorKind::IOError, e.to_string()))?;
@@ -338,11 +339,21 @@ impl Tool for Terminal {
                 format!("command {how}: {}", tail.trim()),
             ));
         }
-        Ok(json!({
+        // The seed's fields too: what ran, where, how long. (No `success`
+        // field for a failed command let through by `allow_failure`: a
+        // result saying `success: false` fails its step.)
+        let mut out = json!({
             "return_code": code,
             "stdout": stdout,
             "stderr": stderr,
             "truncated": out_cut || err_cut,
-        }))
+            "command": command,
+            "working_dir": params.get("working_dir").and_then(Value::as_str).unwrap_or("."),
+            "execution_time": started.elapsed().as_secs_f64(),
+        });
+        if status.success() {
+            out["success"] = Value::Bool(true);
+        }
+        Ok(out)
     }
 }

@@ -50,6 +50,16 @@ async fn commands_run_in_the_workspace_and_report_their_output() {
     .expect("runs");
     assert_eq!(r["return_code"], 0);
     assert_eq!(r["stderr"], "err\n");
+    // The seed's fields: what ran, where, that it succeeded, how long.
+    assert_eq!(r["command"], "echo hi; echo err >&2; pwd");
+    assert_eq!(
+        (r["success"].clone(), r["working_dir"].clone()),
+        (json!(true), json!("."))
+    );
+    assert!(
+        r["execution_time"].as_f64().is_some_and(|t| t >= 0.0),
+        "{r}"
+    );
     let out = r["stdout"].as_str().unwrap_or_default();
     assert!(
         out.starts_with("hi\n")
@@ -87,6 +97,10 @@ async fn failures_are_typed() {
     .await
     .expect("allowed");
     assert_eq!(r["return_code"], 3);
+    assert!(
+        r.get("success").is_none(),
+        "a let-through failure does not fail its step: {r}"
+    );
     let e = run(&t, &ctx, json!({"command": ["no-such-program-xyz"]}))
         .await
         .expect_err("missing");
