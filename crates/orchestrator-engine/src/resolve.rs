@@ -219,10 +219,7 @@ impl Engine {
 
 /// The ids of a pipeline's steps (a tag that reads one waits for it).
 fn step_ids(source: &PipelineSource) -> std::collections::BTreeSet<String> {
-    let root = match source {
-        PipelineSource::Yaml(text) => orchestrator_core::parse_pipeline(text).ok(),
-        PipelineSource::Json(value) => Some(orchestrator_core::yaml::Node::from_json(value)),
-    };
+    let root = crate::submit::source_root(source);
     let mut ids = std::collections::BTreeSet::new();
     if let Some(orchestrator_core::yaml::NodeValue::Seq(steps)) =
         root.as_ref().and_then(|r| r.get("steps")).map(|s| &s.value)

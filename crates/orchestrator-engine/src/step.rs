@@ -321,9 +321,10 @@ pub(crate) async fn run_task(
     let step = &planned.step;
 
     let is_gate = step.action == catalog::EVALUATE_CONDITION && step.tool.is_none();
-    // A condition holding an <AUTO> question is asked (once) here.
-    let evaluated = match &step.condition {
-        Some(condition) => Some(
+    // Evaluated once (one holding an <AUTO> question asks a model); a gate
+    // without a condition is false.
+    let condition = match &step.condition {
+        Some(condition) => {
             step_tags::eval_condition(
                 inner,
                 &claimed.execution_id,
@@ -332,15 +333,12 @@ pub(crate) async fn run_task(
                 &scope,
                 &cancel,
             )
-            .await,
-        ),
-        None => None,
+            .await
+        }
+        None => Ok(false),
     };
-    let eval = |_: &str| evaluated.clone().unwrap_or(Ok(false));
-    if let Some(condition) = &step.condition
-        && !is_gate
-    {
-        match eval(condition) {
+    if step.condition.is_some() && !is_gate {
+        match condition {
             Ok(true) => {}
             Ok(false) => {
                 let jump = step
@@ -355,8 +353,7 @@ pub(crate) async fn run_task(
         }
     }
     if is_gate {
-        let condition = step.condition.as_deref().unwrap_or("false");
-        return match eval(condition) {
+        return match condition {
             Ok(value) => {
                 let jump = if value {
                     None

@@ -379,7 +379,7 @@ fn request_hash(source_text: &str, submission: &Submission) -> String {
 }
 
 /// The parsed document, when it parses (the compiler reports it otherwise).
-fn source_root(source: &PipelineSource) -> Option<orchestrator_core::yaml::Node> {
+pub(crate) fn source_root(source: &PipelineSource) -> Option<orchestrator_core::yaml::Node> {
     match source {
         PipelineSource::Yaml(text) => orchestrator_core::parse_pipeline(text).ok(),
         PipelineSource::Json(value) => Some(orchestrator_core::yaml::Node::from_json(value)),

@@ -81,10 +81,7 @@ fn read(parameters: &Map<String, Value>) -> Result<Call, String> {
 
 /// The names a pipeline declares as inputs (`parameters` and `inputs`).
 fn declared_inputs(source: &PipelineSource) -> Vec<String> {
-    let root = match source {
-        PipelineSource::Yaml(text) => orchestrator_core::parse_pipeline(text).ok(),
-        PipelineSource::Json(value) => Some(orchestrator_core::yaml::Node::from_json(value)),
-    };
+    let root = crate::submit::source_root(source);
     let mut names = Vec::new();
     for block in ["parameters", "inputs"] {
         if let Some(orchestrator_core::yaml::NodeValue::Map(entries)) =

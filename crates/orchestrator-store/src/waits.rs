@@ -32,8 +32,13 @@ pub struct WaitRecord {
     pub expired: bool,
 }
 
-const WAIT_COLUMNS: &str = "w.execution_id, w.step_id, w.kind, w.request, w.deadline, \
-    w.created_at, w.answer, w.answered_by, w.answered_at, w.expired";
+/// Open questions (`$1` one execution, or all), oldest first, at most `$2`.
+const LIST_OPEN: &str = "SELECT w.execution_id, w.step_id, w.kind, w.request, w.deadline, \
+    w.created_at, w.answer, w.answered_by, w.answered_at, w.expired FROM step_waits w \
+    JOIN steps s ON s.execution_id = w.execution_id AND s.step_id = w.step_id \
+    WHERE w.answered_at IS NULL AND s.status = 'waiting' \
+    AND ($1 IS NULL OR w.execution_id = $1) \
+    ORDER BY w.created_at, w.execution_id, w.step_id LIMIT $2";
 
 /// Ends the lease of the asking step (fenced by its token).
 const END_LEASE: &str =
@@ -260,17 +265,7 @@ pub(crate) async fn list_waits<D: Dialect>(
     execution_id: Option<&str>,
     limit: u32,
 ) -> crate::Result<Vec<WaitRecord>> {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let sql = SQL.get_or_init(|| {
-        format!(
-            "SELECT {WAIT_COLUMNS} FROM step_waits w \
-             JOIN steps s ON s.execution_id = w.execution_id AND s.step_id = w.step_id \
-             WHERE w.answered_at IS NULL AND s.status = 'waiting' \
-             AND ($1 IS NULL OR w.execution_id = $1) \
-             ORDER BY w.created_at, w.execution_id, w.step_id LIMIT $2"
-        )
-    });
-    let rows: Vec<WaitRow> = D::q(sql)
+    let rows: Vec<WaitRow> = D::q(LIST_OPEN)
         .bind(execution_id)
         .bind(i64::from(limit.max(1)))
         .fetch_all(&mut *conn(s).await?)

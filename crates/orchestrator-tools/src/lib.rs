@@ -21,6 +21,7 @@ pub mod http;
 pub mod human;
 pub mod models;
 pub mod net;
+pub mod pipeline_executor;
 pub mod remote;
 pub mod report;
 pub mod search;
@@ -135,7 +136,7 @@ impl ToolRegistry {
         r.register(Arc::new(human::UserPrompt));
         r.register(Arc::new(human::ApprovalGate));
         r.register(Arc::new(human::FeedbackCollection));
-        r.register(Arc::new(human::PipelineExecutor));
+        r.register(Arc::new(pipeline_executor::PipelineExecutor));
         r
     }
 
