@@ -150,5 +150,9 @@ pub fn builtin_catalog() -> StaticCatalog {
         .with_tool("approval-gate", &["execute"])
         .with_tool("feedback-collection", &["execute"])
         .with_tool(PIPELINE_EXECUTOR, &["execute"])
+        .with_tool(
+            "recursion-control",
+            &["check_condition", "update_state", "get_state", "reset"],
+        )
         .with_tool(LLM_TOOL, MODEL_ACTIONS)
 }

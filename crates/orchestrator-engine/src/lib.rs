@@ -41,6 +41,7 @@ use tracing::info;
 mod expand;
 mod finisher;
 mod human;
+mod memory;
 pub mod metrics;
 pub mod models;
 mod outputs;

@@ -264,6 +264,9 @@ pub(crate) async fn reap_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
         if let Err(e) = inner.store.maintain().await {
             warn!(error = ?e, "database upkeep failed");
         }
+        if let Err(e) = inner.store.purge_expired_memory().await {
+            warn!(error = ?e, "dropping expired memory entries failed");
+        }
         let cutoff = orchestrator_store::now_ms() - inner.config.idempotency_ttl_ms;
         if let Err(e) = inner.store.expire_idempotency_keys(cutoff).await {
             warn!(error = ?e, "forgetting old idempotency keys failed");

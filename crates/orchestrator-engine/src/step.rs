@@ -467,6 +467,10 @@ pub(crate) async fn run_task(
         step_id: claimed.step_id.clone(),
         attempt: claimed.attempt,
         http: inner.tools.http_client().clone(),
+        memory: Some(Arc::new(crate::memory::TreeMemory::new(
+            Arc::clone(&inner.store),
+            &claimed.execution_id,
+        ))),
     };
     if tool_id == catalog::PIPELINE_EXECUTOR {
         return crate::subpipeline::run(inner, claimed, &parameters, &tool_ctx).await;

@@ -20,6 +20,9 @@ use crate::{Engine, ExecutionOptions, Inner, PipelineSource, Submission, SubmitE
 /// How deep executions may nest (a pipeline that runs itself stops here).
 pub const MAX_DEPTH: i64 = 10;
 
+/// The longest wait before a retried child starts (one hour).
+const MAX_RETRY_DELAY_MS: i64 = 3_600_000;
+
 /// What a step's parameters ask for.
 struct Call {
     pipeline: Value,
@@ -30,6 +33,9 @@ struct Call {
     output_mapping: Map<String, Value>,
     error_handling: String,
     retry_count: u64,
+    /// Seconds before the second try; doubled for each one after (the seed's
+    /// backoff).
+    retry_delay: f64,
 }
 
 fn read(parameters: &Map<String, Value>) -> Result<Call, String> {
@@ -76,6 +82,13 @@ fn read(parameters: &Map<String, Value>) -> Result<Call, String> {
             .and_then(Value::as_u64)
             .unwrap_or(3)
             .min(100),
+        retry_delay: match parameters.get("retry_delay") {
+            None | Some(Value::Null) => 1.0,
+            Some(v) => v
+                .as_f64()
+                .filter(|d| d.is_finite() && *d >= 0.0)
+                .ok_or_else(|| format!("retry_delay must be a number of seconds, got {v}"))?,
+        },
     })
 }
 
@@ -359,7 +372,14 @@ async fn start(
     let mut options: ExecutionOptions =
         serde_json::from_value(parent.options.clone()).unwrap_or_default();
     options.timeout_seconds = call.timeout_secs;
+    // The `tries`th try waits retry_delay · 2^(tries - 2) first.
+    let start_after = (tries > 1).then(|| {
+        let factor = 2f64.powi(i32::try_from(tries - 2).unwrap_or(30).min(30));
+        let delay_ms = (call.retry_delay * factor * 1000.0).min(MAX_RETRY_DELAY_MS as f64);
+        orchestrator_store::now_ms() + delay_ms as i64
+    });
     let link = ParentLink {
+        start_after,
         execution_id: parent.id.clone(),
         step_id: claimed.step_id.clone(),
         root_execution_id: parent

@@ -205,7 +205,12 @@ pub(crate) async fn create_execution<D: Dialect>(
         )
         .await?;
     } else {
-        insert_steps(&mut tx, &new.id, &new.steps, 0, now).await?;
+        let run_after = new
+            .parent
+            .as_ref()
+            .and_then(|p| p.start_after)
+            .map_or(now, |at| at.max(now));
+        insert_steps(&mut tx, &new.id, &new.steps, 0, run_after).await?;
         emit(
             &mut tx,
             &new.id,

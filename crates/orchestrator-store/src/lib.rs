@@ -30,6 +30,7 @@ mod dialect;
 mod events;
 mod executions;
 mod finish;
+mod memory;
 mod models;
 mod overview;
 mod pipelines;
@@ -47,6 +48,7 @@ mod waits;
 mod webhooks;
 
 pub use events::EventRecord;
+pub use memory::{Change as MemoryChange, MemoryEntry};
 pub use models::{ModelCall, ModelCallStats, ModelRecord, StepUsage};
 pub use overview::Overview;
 pub use pipelines::{PipelineRecord, PipelineSummary};
@@ -140,6 +142,9 @@ pub struct ParentLink {
     pub root_execution_id: String,
     /// The child's depth (the parent's plus one).
     pub depth: i64,
+    /// Its first steps run no earlier than this (Unix ms): a retried child
+    /// after its backoff.
+    pub start_after: Option<i64>,
     /// The parent's step waits for the child: made `waiting` in the
     /// transaction that creates the child (fenced by its lease).
     pub wait: Option<ChildWait>,
@@ -545,6 +550,48 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Every stored pipeline, by name.
     async fn list_pipelines(&self) -> Result<Vec<PipelineSummary>>;
+
+    /// A live (unexpired) memory entry.
+    async fn memory_get(
+        &self,
+        scope: &str,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<MemoryEntry>>;
+
+    /// A namespace's live entries, by key.
+    async fn memory_list(&self, scope: &str, namespace: &str) -> Result<Vec<MemoryEntry>>;
+
+    /// Writes an entry (`expires_at` in Unix ms; `None` keeps it).
+    async fn memory_put(
+        &self,
+        scope: &str,
+        namespace: &str,
+        key: &str,
+        value: &Value,
+        expires_at: Option<i64>,
+    ) -> Result<()>;
+
+    /// Changes an entry atomically across processes: `change` sees its live
+    /// value (`None` if absent) and returns the new one, or a refusal (the
+    /// inner `Err`) that leaves it as it was.
+    async fn memory_update(
+        &self,
+        scope: &str,
+        namespace: &str,
+        key: &str,
+        change: memory::Change<'_>,
+    ) -> Result<std::result::Result<Value, String>>;
+
+    /// Removes one key, or the whole namespace; how many entries went.
+    async fn memory_clear(&self, scope: &str, namespace: &str, key: Option<&str>) -> Result<u64>;
+
+    /// Drops expired memory entries; how many.
+    async fn purge_expired_memory(&self) -> Result<u64>;
+
+    /// How many child executions of each pipeline the tree under `root`
+    /// has started.
+    async fn tree_counts(&self, root: &str) -> Result<Vec<(String, i64)>>;
 
     /// Runs a finished execution again from its checkpoints. Without `from`:
     /// failed, cancelled and never-run steps (and steps skipped because a

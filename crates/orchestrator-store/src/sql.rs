@@ -147,6 +147,7 @@ pub(crate) trait Rows:
     + Decodes<crate::rows::WaitRow>
     + Decodes<crate::pipelines::PipelineRecord>
     + Decodes<crate::pipelines::PipelineSummary>
+    + Decodes<crate::memory::MemoryRow>
     + Decodes<(Option<String>, Option<String>)>
     + Decodes<(String, Option<Doc>, Option<String>)>
 {
@@ -184,6 +185,8 @@ impl<R> Rows for R where
         + Decodes<crate::rows::WaitRow>
         + Decodes<crate::pipelines::PipelineRecord>
         + Decodes<crate::pipelines::PipelineSummary>
+        + Decodes<crate::memory::MemoryRow>
+        + Decodes<crate::memory::MemoryRow>
         + Decodes<(Option<String>, Option<String>)>
         + Decodes<(String, Option<Doc>, Option<String>)>
 {

@@ -12,10 +12,10 @@ use crate::{
     ModelRecord, NewExecution, NewStep, OutputRenderer, Overview, Result, StepContext, StepRecord,
     StepResult, StepUsage, Store, TokenRecord, WebhookRecord,
 };
-use crate::{PipelineRecord, PipelineSummary, ResolveJob, Resolved, WaitRecord};
+use crate::{MemoryEntry, PipelineRecord, PipelineSummary, ResolveJob, Resolved, WaitRecord};
 use crate::{
-    events, executions, finish, models, overview, pipelines, queue, recovery, resolve, tokens,
-    waits, webhooks,
+    events, executions, finish, memory, models, overview, pipelines, queue, recovery, resolve,
+    tokens, waits, webhooks,
 };
 
 #[async_trait]
@@ -202,6 +202,52 @@ impl<D: Dialect> Store for D {
 
     async fn list_pipelines(&self) -> Result<Vec<PipelineSummary>> {
         pipelines::list_pipelines(self).await
+    }
+
+    async fn memory_get(
+        &self,
+        scope: &str,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<MemoryEntry>> {
+        memory::get(self, scope, namespace, key).await
+    }
+
+    async fn memory_list(&self, scope: &str, namespace: &str) -> Result<Vec<MemoryEntry>> {
+        memory::list(self, scope, namespace).await
+    }
+
+    async fn memory_put(
+        &self,
+        scope: &str,
+        namespace: &str,
+        key: &str,
+        value: &Value,
+        expires_at: Option<i64>,
+    ) -> Result<()> {
+        memory::put(self, scope, namespace, key, value, expires_at).await
+    }
+
+    async fn memory_update(
+        &self,
+        scope: &str,
+        namespace: &str,
+        key: &str,
+        change: memory::Change<'_>,
+    ) -> Result<std::result::Result<Value, String>> {
+        memory::update(self, scope, namespace, key, change).await
+    }
+
+    async fn memory_clear(&self, scope: &str, namespace: &str, key: Option<&str>) -> Result<u64> {
+        memory::clear(self, scope, namespace, key).await
+    }
+
+    async fn purge_expired_memory(&self) -> Result<u64> {
+        memory::purge_expired(self).await
+    }
+
+    async fn tree_counts(&self, root: &str) -> Result<Vec<(String, i64)>> {
+        memory::tree_counts(self, root).await
     }
 
     async fn recover_execution(&self, id: &str, from: Option<&str>) -> Result<Option<Vec<String>>> {

@@ -19,9 +19,11 @@ pub mod echo;
 pub mod filesystem;
 pub mod http;
 pub mod human;
+pub mod memory;
 pub mod models;
 pub mod net;
 pub mod pipeline_executor;
+pub mod recursion;
 pub mod remote;
 pub mod report;
 pub mod search;
@@ -42,6 +44,9 @@ pub struct ToolContext {
     /// For services the operator configured (search backends, tools over
     /// HTTP, model providers). The `http` tool uses its own guarded client.
     pub http: reqwest::Client,
+    /// Durable state shared by the execution's tree (`None` where there is
+    /// no store, e.g. a tool run on its own).
+    pub memory: Option<Arc<dyn memory::Memory>>,
 }
 
 /// Why a tool action failed. `kind` is the error type users see
@@ -137,6 +142,7 @@ impl ToolRegistry {
         r.register(Arc::new(human::ApprovalGate));
         r.register(Arc::new(human::FeedbackCollection));
         r.register(Arc::new(pipeline_executor::PipelineExecutor));
+        r.register(Arc::new(recursion::RecursionControl));
         r
     }
 

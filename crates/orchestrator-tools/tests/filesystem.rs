@@ -33,6 +33,7 @@ fn dirs() -> Dirs {
             step_id: "s".into(),
             attempt: 1,
             http: orchestrator_tools::net::default_client(),
+            memory: None,
         },
         base,
     }

@@ -130,6 +130,9 @@ fn build_environment() -> Environment<'static> {
     }
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     filters::register(&mut env);
+    // Python's methods on strings, lists and mappings, as the seed's Jinja
+    // has them: `state.get('n', 0)`, `d.items()`, `s.upper()`, `s.split(',')`.
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     // The current time, as `execution.started_at` is written.
     env.add_function("now", || {
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

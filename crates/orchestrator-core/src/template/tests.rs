@@ -273,3 +273,25 @@ fn a_step_whose_result_is_text_is_that_text_in_comparisons_and_filters() {
     assert!(eval_condition("'some' in gen", &s).expect("evaluates"));
     assert!(!eval_condition("gen == 'x'", &s).expect("evaluates"));
 }
+
+#[test]
+fn python_methods_work_as_in_the_seed() {
+    let mut s = scope();
+    s.set("state", &json!({"n": 1, "seen": ["a"]}));
+    assert_eq!(
+        render_str("{{ who.upper() }} {{ 'a,b'.split(',') | length }}", &s).ok(),
+        Some("WORLD 2".into())
+    );
+    assert_eq!(
+        eval_condition("state.get('n', 5) <= 1", &s).ok(),
+        Some(true)
+    );
+    assert_eq!(
+        eval_condition("state.get('missing', 5) <= 1", &s).ok(),
+        Some(false)
+    );
+    assert_eq!(
+        render_str("{% for k, v in state.items() %}{{ k }};{% endfor %}", &s).ok(),
+        Some("n;seen;".into())
+    );
+}

@@ -8,7 +8,19 @@ orchestrator_store::for_each_backend!(
     child_pipelines_run_and_hand_back_their_outputs,
     child_failures_follow_error_handling_and_depth_is_bounded,
     cancel_and_recover_go_through_the_tree,
+    recursion_control_stops_a_pipeline_that_calls_itself,
 );
+
+async fn store_pipeline(s: &Server, name: &str, yaml: &str) {
+    let r = reqwest::Client::new()
+        .put(s.url(&format!("/pipelines/{name}")))
+        .header("content-type", "application/yaml")
+        .body(yaml.to_string())
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status().as_u16(), 201, "{:?}", r.text().await);
+}
 
 fn children(listing: &Value) -> Vec<String> {
     listing["items"]
@@ -47,14 +59,7 @@ async fn child_pipelines_run_and_hand_back_their_outputs(s: Server) {
     assert_eq!(children(&listing), vec![child_id.clone()], "{listing:#}");
 
     // By name, inheriting the inputs the child declares.
-    let r = reqwest::Client::new()
-        .put(s.url("/pipelines/greeter"))
-        .header("content-type", "application/yaml")
-        .body("name: greeter\nparameters:\n  who: {type: string, default: nobody}\nsteps:\n  - id: hi\n    tool: echo\n    parameters: {text: 'hi {{ who }}'}\noutputs:\n  text: '{{ hi.text }}'\n")
-        .send()
-        .await
-        .expect("put");
-    assert_eq!(r.status().as_u16(), 201);
+    store_pipeline(&s, "greeter", "name: greeter\nparameters:\n  who: {type: string, default: nobody}\nsteps:\n  - id: hi\n    tool: echo\n    parameters: {text: 'hi {{ who }}'}\noutputs:\n  text: '{{ hi.text }}'\n").await;
     let done = s
         .run_yaml(
             "name: caller\nparameters:\n  who: {type: string, default: ada}\n  other: {type: string, default: x}\nsteps:\n  - id: greet\n    tool: pipeline-executor\n    action: execute\n    parameters: {pipeline: greeter}\n",
@@ -106,14 +111,7 @@ fn calling(mode: &str, extra: &str) -> String {
 }
 
 async fn child_failures_follow_error_handling_and_depth_is_bounded(s: Server) {
-    let r = reqwest::Client::new()
-        .put(s.url("/pipelines/failing"))
-        .header("content-type", "application/yaml")
-        .body(FAILING)
-        .send()
-        .await
-        .expect("put");
-    assert_eq!(r.status().as_u16(), 201);
+    store_pipeline(&s, "failing", FAILING).await;
     let done = s.run_yaml(&calling("fail", ""), "").await;
     assert_eq!(done["status"], "failed", "{done:#}");
     assert!(
@@ -135,26 +133,38 @@ async fn child_failures_follow_error_handling_and_depth_is_bounded(s: Server) {
     assert_eq!(step(&done, "after")["status"], "succeeded");
 
     let done = s
-        .run_yaml(&calling("retry", "      retry_count: 1\n"), "")
+        .run_yaml(
+            &calling("retry", "      retry_count: 2\n      retry_delay: 0.3\n"),
+            "",
+        )
         .await;
     assert_eq!(done["status"], "failed", "{done:#}");
     let id = done["id"].as_str().expect("id");
     let (_, listing) = s.get(&format!("/executions?parent={id}")).await;
     assert_eq!(
         children(&listing).len(),
-        2,
-        "one try and one retry: {listing:#}"
+        3,
+        "one try and two retries: {listing:#}"
     );
+    // Newest first; each retry starts after its backoff (0.3 s, then 0.6 s).
+    let tries: Vec<(i64, i64)> = listing["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .rev()
+        .map(|e| {
+            let at = |k: &str| {
+                chrono::DateTime::parse_from_rfc3339(e[k].as_str().unwrap_or_default())
+                    .map_or(0, |t| t.timestamp_millis())
+            };
+            (at("started_at"), at("finished_at"))
+        })
+        .collect();
+    assert!(tries[1].0 - tries[0].1 >= 300, "{tries:?}");
+    assert!(tries[2].0 - tries[1].1 >= 600, "{tries:?}");
 
     // A pipeline that runs itself stops at the depth limit, named.
-    let r = reqwest::Client::new()
-        .put(s.url("/pipelines/itself"))
-        .header("content-type", "application/yaml")
-        .body("name: itself\nsteps:\n  - id: again\n    tool: pipeline-executor\n    action: execute\n    max_retries: 1\n    parameters: {pipeline: itself}\n")
-        .send()
-        .await
-        .expect("put");
-    assert_eq!(r.status().as_u16(), 201);
+    store_pipeline(&s, "itself", "name: itself\nsteps:\n  - id: again\n    tool: pipeline-executor\n    action: execute\n    max_retries: 1\n    parameters: {pipeline: itself}\n").await;
     let (status, created) = s
         .send_json(reqwest::Method::POST, "/pipelines/itself/executions", None)
         .await;
@@ -244,4 +254,128 @@ async fn cancel_and_recover_go_through_the_tree(s: Server) {
     assert_eq!(kids.len(), 1, "{listing:#}");
     let (_, leaf) = s.get(&format!("/executions/{}", kids[0])).await;
     assert_eq!(step(&leaf, "first")["attempt"], 1, "{leaf:#}");
+}
+
+/// Calls itself until its shared counter reaches 3 (or a limit stops it).
+const COUNTDOWN: &str = "name: countdown
+parameters:
+  depth_limit: {type: integer, default: 10}
+steps:
+  - id: check
+    tool: recursion-control
+    action: check_condition
+    parameters:
+      context_id: loop
+      condition: \"state.get('count', 0) >= 3\"
+      depth_limit: '{{ depth_limit }}'
+  - id: bump
+    tool: recursion-control
+    action: update_state
+    depends_on: [check]
+    condition: '{{ not check.should_terminate }}'
+    parameters: {context_id: loop, state_key: count, increment: 1}
+  - id: again
+    tool: pipeline-executor
+    action: execute
+    depends_on: [bump]
+    condition: '{{ not check.should_terminate }}'
+    parameters:
+      pipeline: countdown
+      inherit_context: true
+  - id: seen
+    tool: recursion-control
+    action: get_state
+    depends_on: [again]
+    parameters: {context_id: loop}
+outputs:
+  stopped_at: '{{ check.depth }}'
+  reason: \"{{ check.reason | default('condition') }}\"
+";
+
+async fn recursion_control_stops_a_pipeline_that_calls_itself(s: Server) {
+    store_pipeline(&s, "countdown", COUNTDOWN).await;
+    let (status, body) = s
+        .send_json(
+            reqwest::Method::POST,
+            "/pipelines/countdown/executions",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body:#}");
+    let done = s.finished(body["id"].as_str().expect("id")).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    // Three levels counted; the fourth (depth 3) saw count 3 and stopped.
+    let seen = &step(&done, "seen")["result"]["result"];
+    assert_eq!(seen["state"], json!({"count": 3}), "{done:#}");
+    assert_eq!(seen["depth"], 0);
+    assert_eq!(seen["call_stack"], json!(["countdown"]));
+    assert_eq!(
+        seen["execution_counts"],
+        json!({"countdown": 3}),
+        "{seen:#}"
+    );
+    assert_eq!(seen["iterations"], 3);
+    let mut id = step(&done, "again")["result"]["result"]["execution_id"]
+        .as_str()
+        .expect("child")
+        .to_string();
+    let mut levels = 1;
+    loop {
+        let (_, child) = s.get(&format!("/executions/{id}")).await;
+        assert_eq!(child["status"], "succeeded", "{child:#}");
+        assert_eq!(child["depth"], levels);
+        let next = step(&child, "again")["result"]["result"]["execution_id"].as_str();
+        match next {
+            Some(n) => {
+                id = n.to_string();
+                levels += 1;
+            }
+            None => {
+                assert_eq!(step(&child, "again")["status"], "skipped", "{child:#}");
+                let deepest = &step(&child, "seen")["result"]["result"];
+                assert_eq!(
+                    deepest["call_stack"],
+                    json!(vec!["countdown"; 4]),
+                    "{deepest:#}"
+                );
+                break;
+            }
+        }
+    }
+    assert_eq!(levels, 3);
+
+    // Another tree starts from nothing; a depth limit stops it first.
+    let (status, body) = s
+        .send_json(
+            reqwest::Method::POST,
+            "/pipelines/countdown/executions",
+            Some(json!({"inputs": {"depth_limit": 1}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body:#}");
+    let done = s.finished(body["id"].as_str().expect("id")).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(
+        step(&done, "seen")["result"]["result"]["state"],
+        json!({"count": 1}),
+        "{done:#}"
+    );
+    let child = step(&done, "again")["result"]["result"]["outputs"].clone();
+    assert_eq!(child["reason"], "depth_limit exceeded", "{done:#}");
+    assert_eq!(child["stopped_at"], 1);
+
+    // Bad use fails the step with the reason.
+    let done = s
+        .run_yaml(
+            "name: bad\nsteps:\n  - id: inc\n    tool: recursion-control\n    action: update_state\n    max_retries: 1\n    parameters: {state_key: x}\n",
+            "",
+        )
+        .await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    assert!(
+        step(&done, "inc")["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("state_value")),
+        "{done:#}"
+    );
 }

@@ -64,6 +64,7 @@ async fn health_ready_and_openapi_answer() {
             "http",
             "llm-generate",
             "pipeline-executor",
+            "recursion-control",
             "report-generator",
             "terminal",
             "user-prompt",

@@ -20,6 +20,7 @@ fn child_of(parent: &str, step: &ClaimedStep, wait: bool) -> NewExecution {
         step_id: step.step_id.clone(),
         root_execution_id: parent.to_string(),
         depth: 1,
+        start_after: None,
         wait: wait.then(|| ChildWait {
             lease_token: step.lease_token.clone(),
             request: json!({"execution_id": child.id, "tries": 1}),

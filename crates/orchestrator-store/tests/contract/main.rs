@@ -4,6 +4,7 @@
 mod children;
 mod executions;
 mod finish;
+mod memory;
 mod models;
 mod overview;
 mod queue;

@@ -41,6 +41,7 @@ pub fn test_workspace() -> TestWorkspace {
             step_id: "test-step".into(),
             attempt: 1,
             http: crate::net::default_client(),
+            memory: None,
         },
         dir,
     }

@@ -1,0 +1,122 @@
+//! Tools' durable memory, bound to the running step's execution tree: the
+//! scope of every entry is the tree's root execution.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use orchestrator_store::{ExecutionRecord, Store, StoreError};
+use orchestrator_tools::memory::{Change, Memory, Tree};
+use orchestrator_tools::{ErrorKind, ToolError};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+/// Parents a call stack may climb (beyond `limits.max_pipeline_depth`,
+/// which bounds real trees, this only guards a damaged chain).
+const MAX_CLIMB: usize = 1_000;
+
+#[derive(Debug)]
+pub(crate) struct TreeMemory {
+    store: Arc<dyn Store>,
+    execution_id: String,
+    execution: OnceCell<ExecutionRecord>,
+}
+
+impl TreeMemory {
+    pub(crate) fn new(store: Arc<dyn Store>, execution_id: &str) -> Self {
+        TreeMemory {
+            store,
+            execution_id: execution_id.to_string(),
+            execution: OnceCell::new(),
+        }
+    }
+
+    async fn execution(&self) -> Result<&ExecutionRecord, ToolError> {
+        self.execution
+            .get_or_try_init(|| async {
+                self.store
+                    .get_execution(&self.execution_id)
+                    .await
+                    .map_err(store_error)?
+                    .ok_or_else(|| {
+                        ToolError::new(ErrorKind::ExecutionError, "the execution no longer exists")
+                    })
+            })
+            .await
+    }
+
+    async fn scope(&self) -> Result<String, ToolError> {
+        let e = self.execution().await?;
+        Ok(e.root_execution_id.clone().unwrap_or_else(|| e.id.clone()))
+    }
+}
+
+fn store_error(e: StoreError) -> ToolError {
+    ToolError::new(ErrorKind::StoreError, e.to_string())
+}
+
+#[async_trait]
+impl Memory for TreeMemory {
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, ToolError> {
+        let scope = self.scope().await?;
+        Ok(self
+            .store
+            .memory_get(&scope, namespace, key)
+            .await
+            .map_err(store_error)?
+            .map(|e| e.value))
+    }
+
+    async fn update(
+        &self,
+        namespace: &str,
+        key: &str,
+        change: Change<'_>,
+    ) -> Result<Result<Value, String>, ToolError> {
+        let scope = self.scope().await?;
+        self.store
+            .memory_update(&scope, namespace, key, change)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn clear(&self, namespace: &str, key: Option<&str>) -> Result<u64, ToolError> {
+        let scope = self.scope().await?;
+        self.store
+            .memory_clear(&scope, namespace, key)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn tree(&self) -> Result<Tree, ToolError> {
+        let here = self.execution().await?;
+        let mut call_stack = vec![here.pipeline_name.clone()];
+        let mut parent = here.parent_execution_id.clone();
+        while let Some(id) = parent.take() {
+            if call_stack.len() > MAX_CLIMB {
+                break;
+            }
+            if let Some(p) = self.store.get_execution(&id).await.map_err(store_error)? {
+                call_stack.push(p.pipeline_name.clone());
+                parent = p.parent_execution_id;
+            }
+        }
+        call_stack.reverse();
+        let root = here
+            .root_execution_id
+            .clone()
+            .unwrap_or_else(|| here.id.clone());
+        let executions: BTreeMap<String, i64> = self
+            .store
+            .tree_counts(&root)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .collect();
+        Ok(Tree {
+            depth: here.depth,
+            call_stack,
+            executions,
+        })
+    }
+}
