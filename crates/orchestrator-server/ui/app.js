@@ -224,15 +224,18 @@ function route() {
   const [path, query] = hash.split("?");
   const parts = path.split("/").filter(Boolean);
   const params = new URLSearchParams(query || "");
-  const section = parts[0] === "submit" ? "submit" : "executions";
+  const section = ["submit", "waiting", "pipelines"].includes(parts[0]) ? parts[0] : "executions";
   for (const a of document.querySelectorAll("[data-nav]")) {
     if (a.dataset.nav === section) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
   delete view.dataset.ready;
   fill(view);
-  if (parts[0] === "executions" && parts[1]) current = executionPage(decodeURIComponent(parts[1]));
+  if (parts[0] === "executions" && parts[1]) current = executionPage(decodeURIComponent(parts[1]), params.get("step"));
   else if (parts[0] === "submit") current = submitPage();
+  else if (parts[0] === "waiting") current = waitingPage();
+  else if (parts[0] === "pipelines" && parts[1]) current = pipelinePage(decodeURIComponent(parts[1]), params.get("version"));
+  else if (parts[0] === "pipelines") current = pipelinesPage();
   else current = listPage(params);
 }
 
@@ -362,6 +365,204 @@ function listPage(params) {
   };
 }
 
+// ---------------------------------------------------------------- waiting steps
+
+function waitingPage() {
+  const controller = new AbortController();
+  const body = el("tbody");
+  const info = el("p", { class: "hint" });
+  view.append(
+    el("h1", { text: "Waiting for an answer" }),
+    el("p", { class: "hint", text: "Waiting steps, oldest first: questions to a person (user-prompt, approval-gate, feedback-collection; open one to answer it) and pipeline-executor steps waiting for their child execution." }),
+    el(
+      "table",
+      { id: "waiting" },
+      el("caption", { class: "skip", text: "Open questions, oldest first" }),
+      el("thead", {}, el("tr", {}, ["Question", "Asks", "Execution", "Step", "Asked", "Deadline"].map((h) => el("th", { scope: "col", text: h })))),
+      body,
+    ),
+    info,
+  );
+  let first = true;
+  async function load() {
+    let page;
+    try {
+      page = await api("GET", "/waiting?limit=1000", undefined, { signal: controller.signal });
+    } catch (e) {
+      if (!controller.signal.aborted) showNotice(`Could not list waiting steps: ${e.message}`);
+      return;
+    }
+    const rows = page.items.map((w) => {
+      const r = w.request || {};
+      const asked = w.kind === "pipeline-executor"
+        ? `waits for its child execution (${r.pipeline || "inline"})`
+        : r.title || r.prompt || r.content || "(no text)";
+      const href = `#/executions/${w.execution_id}?step=${encodeURIComponent(w.step_id)}`;
+      return el(
+        "tr",
+        { "data-id": w.execution_id, "data-step": w.step_id },
+        el("td", {}, el("a", { href, text: asked })),
+        el("td", { text: w.kind }),
+        el("td", { class: "mono" }, el("a", { href: `#/executions/${w.execution_id}`, text: w.execution_id })),
+        el("td", { text: w.step_id }),
+        el("td", { text: when(w.asked_at) }),
+        el("td", { text: w.deadline ? when(w.deadline) : "—" }),
+      );
+    });
+    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 6, class: "empty", text: "Nothing is waiting for an answer." })));
+    fill(body, ...rows);
+    info.textContent = `${page.items.length} open · refreshes every 3 s`;
+    if (first) {
+      first = false;
+      ready("waiting");
+    }
+  }
+  load();
+  const timer = setInterval(() => {
+    if (!document.hidden) load();
+  }, LIST_REFRESH_MS);
+  return {
+    leave() {
+      clearInterval(timer);
+      controller.abort();
+    },
+  };
+}
+
+// ---------------------------------------------------------------- stored pipelines
+
+function pipelinesPage() {
+  const controller = new AbortController();
+  const body = el("tbody");
+  view.append(
+    el("h1", { text: "Stored pipelines" }),
+    el("p", { class: "hint" },
+      "Pipelines stored by name (PUT /pipelines/{name}); a pipeline-executor step or a client runs them by name. Store one from the ",
+      el("a", { href: "#/submit", text: "Submit" }),
+      " page.",
+    ),
+    el(
+      "table",
+      { id: "pipelines" },
+      el("caption", { class: "skip", text: "Stored pipelines by name" }),
+      el("thead", {}, el("tr", {}, ["Name", "Newest version", "First stored", "Last stored"].map((h) => el("th", { scope: "col", text: h })))),
+      body,
+    ),
+  );
+  (async () => {
+    let list;
+    try {
+      list = await api("GET", "/pipelines", undefined, { signal: controller.signal });
+    } catch (e) {
+      if (!controller.signal.aborted) showNotice(`Could not list pipelines: ${e.message}`);
+      return;
+    }
+    const rows = list.items.map((p) =>
+      el(
+        "tr",
+        { "data-name": p.name },
+        el("td", {}, el("a", { href: `#/pipelines/${encodeURIComponent(p.name)}`, text: p.name })),
+        el("td", { text: String(p.latest_version) }),
+        el("td", { text: when(p.created_at) }),
+        el("td", { text: when(p.updated_at) }),
+      ),
+    );
+    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 4, class: "empty", text: "No pipelines are stored yet." })));
+    fill(body, ...rows);
+    ready("pipelines");
+  })();
+  return { leave: () => controller.abort() };
+}
+
+function pipelinePage(name, version) {
+  const controller = new AbortController();
+  const title = el("h1", {}, `Pipeline ${name}`);
+  const meta = el("dl", { class: "meta" });
+  const versionSelect = el("select", { id: "pipeline-version" });
+  const source = el("pre", { class: "source", id: "pipeline-source" });
+  const inputs = el("textarea", { id: "pipeline-inputs", rows: "4", spellcheck: "false", placeholder: '{"topic": "tides"}' });
+  const run = el("button", { type: "button", class: "primary", id: "pipeline-run", text: "Run" });
+  const error = el("p", { class: "step-error", id: "pipeline-run-error", hidden: true });
+  const runs = el("tbody");
+  view.append(
+    el("p", { class: "hint" }, el("a", { href: "#/pipelines", text: "← Stored pipelines" })),
+    title,
+    el("section", { class: "panel", "aria-label": "Version" }, meta,
+      el("div", { class: "toolbar-field" }, el("label", { for: "pipeline-version", text: "Version " }), versionSelect)),
+    el("section", { class: "panel", "aria-label": "Run" },
+      el("h2", { text: "Run this version" }),
+      el("label", { for: "pipeline-inputs", text: "Inputs (JSON object)" }),
+      inputs, run, error),
+    el("section", { class: "panel", "aria-label": "Source" }, el("h2", { text: "Source" }), source),
+    el("section", { class: "panel", "aria-label": "Recent executions" },
+      el("h2", { text: "Recent executions" }),
+      el("table", { id: "pipeline-executions" },
+        el("thead", {}, el("tr", {}, ["Execution", "Status", "Created", "Error"].map((h) => el("th", { scope: "col", text: h })))),
+        runs)),
+  );
+  versionSelect.addEventListener("change", () => {
+    location.hash = `#/pipelines/${encodeURIComponent(name)}?version=${versionSelect.value}`;
+  });
+  let shown = null;
+  run.addEventListener("click", async () => {
+    error.hidden = true;
+    let given = {};
+    if (inputs.value.trim()) {
+      try {
+        given = JSON.parse(inputs.value);
+      } catch (e) {
+        error.textContent = `Inputs are not JSON: ${e.message}`;
+        error.hidden = false;
+        return;
+      }
+    }
+    run.disabled = true;
+    try {
+      const x = await api("POST", `/pipelines/${encodeURIComponent(name)}/executions${shown ? `?version=${shown.version}` : ""}`, { inputs: given });
+      location.hash = `#/executions/${x.id}`;
+    } catch (e) {
+      error.textContent = e.message;
+      error.hidden = false;
+    } finally {
+      run.disabled = false;
+    }
+  });
+  (async () => {
+    try {
+      const q = version ? `?version=${encodeURIComponent(version)}` : "";
+      shown = await api("GET", `/pipelines/${encodeURIComponent(name)}${q}`, undefined, { signal: controller.signal });
+    } catch (e) {
+      if (!controller.signal.aborted) showNotice(`Could not read pipeline ${name}: ${e.message}`);
+      return;
+    }
+    const latest = (await api("GET", `/pipelines/${encodeURIComponent(name)}`, undefined, { signal: controller.signal }).catch(() => shown)).version;
+    fill(versionSelect, Array.from({ length: latest }, (_, i) => latest - i).map((v) =>
+      el("option", { value: String(v), text: v === latest ? `${v} (newest)` : String(v), selected: v === shown.version })));
+    fill(meta, ...[
+      ["Pipeline id", shown.pipeline_id],
+      ["Steps", String(shown.steps)],
+      ["Stored", when(shown.created_at)],
+      ["Stored by", shown.created_by || "—"],
+      ["Format", shown.format],
+    ].map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v }))));
+    source.textContent = shown.source || "";
+    try {
+      const page = await api("GET", `/executions?pipeline=${encodeURIComponent(name)}&limit=10`, undefined, { signal: controller.signal });
+      const rows = page.items.map((x) => el("tr", { "data-id": x.id },
+        el("td", { class: "mono" }, el("a", { href: `#/executions/${x.id}`, text: x.id })),
+        el("td", {}, badge(x.status)),
+        el("td", { text: when(x.created_at) }),
+        el("td", { class: "error", title: x.error || "", text: x.error || "" })));
+      if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 4, class: "empty", text: "None yet." })));
+      fill(runs, ...rows);
+    } catch {
+      // The listing is a convenience; the page stands without it.
+    }
+    ready("pipeline");
+  })();
+  return { leave: () => controller.abort() };
+}
+
 // ---------------------------------------------------------------- one execution
 
 /** Reads an execution's Server-Sent Events with fetch (EventSource cannot
@@ -419,11 +620,12 @@ const STEP_EVENT = {
   "step.cancelled": "cancelled",
 };
 
-function executionPage(id) {
+function executionPage(id, step) {
   const controller = new AbortController();
   let execution = null;
-  let selected = null;
-  let chosen = false;
+  let selected = step || null;
+  let chosen = Boolean(step);
+  let childrenLoaded = 0;
   let graphKey = "";
   let following = false;
   let refreshTimer = null;
@@ -455,6 +657,7 @@ function executionPage(id) {
   const stepsTable = el("tbody");
   const detail = el("div", { id: "step-detail", "aria-live": "polite" });
   const outputs = el("div", { id: "outputs" });
+  const childrenBox = el("div", { id: "children" });
 
   view.append(
     el("p", { class: "hint" }, el("a", { href: "#/executions", text: "← Executions" })),
@@ -484,7 +687,34 @@ function executionPage(id) {
       el("section", { class: "panel", "aria-label": "Step" }, detail),
     ),
     outputs,
+    childrenBox,
   );
+
+  /** Executions this one's pipeline-executor steps started (at most every 3 s). */
+  async function loadChildren(x) {
+    if (Date.now() - childrenLoaded < LIST_REFRESH_MS && !FINISHED.has(x.status)) return;
+    childrenLoaded = Date.now();
+    let page;
+    try {
+      page = await api("GET", `/executions?parent=${encodeURIComponent(id)}&limit=100`, undefined, { signal: controller.signal });
+    } catch {
+      return;
+    }
+    if (!page.items.length) return fill(childrenBox);
+    fill(childrenBox, el("section", { class: "panel", "aria-label": "Child executions" },
+      el("h2", { text: "Child executions" }),
+      el("table", { id: "child-executions" },
+        el("thead", {}, el("tr", {}, ["Execution", "Pipeline", "Step", "Status", "Created"].map((h) => el("th", { scope: "col", text: h })))),
+        el("tbody", {}, page.items.map((c) => el("tr", { "data-id": c.id },
+          el("td", { class: "mono" }, el("a", { href: `#/executions/${c.id}`, text: c.id })),
+          el("td", { text: c.pipeline_name }),
+          el("td", {}, el("a", { href: `#/executions/${id}?step=${encodeURIComponent(c.parent_step_id || "")}`, text: c.parent_step_id || "" })),
+          el("td", {}, badge(c.status)),
+          el("td", { text: when(c.created_at) }),
+        ))),
+      ),
+    ));
+  }
 
   cancelButton.addEventListener("click", async () => {
     if (!(await confirmAction("Cancel this execution?", "Queued steps are cancelled at once; running steps are told to stop.", "Cancel execution")))
@@ -584,7 +814,20 @@ function executionPage(id) {
       fields.push(["Cost", `$${usage.cost.toFixed(6)}`]);
       fields.push(["Models", usage.models.join(", ")]);
     }
-    fill(meta, ...fields.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v, "data-field": k }))));
+    if (x.parent_execution_id) {
+      fields.push([
+        "Started by",
+        el("a", {
+          id: "parent-link",
+          href: `#/executions/${x.parent_execution_id}?step=${encodeURIComponent(x.parent_step_id || "")}`,
+          text: `${x.parent_execution_id} · step ${x.parent_step_id}`,
+        }),
+      ]);
+    }
+    fill(meta, ...fields.map(([k, v]) =>
+      el("div", {}, el("dt", { text: k }), typeof v === "string" || v == null ? el("dd", { text: v, "data-field": k }) : el("dd", { "data-field": k }, v)),
+    ));
+    loadChildren(x);
     const p = x.progress;
     bar.style.width = `${p.percent}%`;
     progress.setAttribute("aria-valuenow", String(Math.round(p.percent)));
@@ -763,7 +1006,12 @@ function executionPage(id) {
         el("p", { class: "step-error", id: "step-error", text: s.error }),
       );
     }
-    if (s.waiting) parts.push(...waitingForm(s));
+    const child = s.waiting?.request?.execution_id || s.result?.result?.execution_id;
+    if (child) {
+      parts.push(el("p", {}, el("a", { id: "child-link", href: `#/executions/${child}`, text: `Child execution ${child} →` })));
+    }
+    if (s.waiting && s.waiting.kind !== "pipeline-executor") parts.push(...waitingForm(s));
+    else if (s.waiting) parts.push(el("p", { class: "hint", text: "Waiting for its child execution to end." }));
     if (s.parameters !== null && s.parameters !== undefined) parts.push(el("h2", { text: "Parameters" }), json(s.parameters));
     if (s.result !== null && s.result !== undefined) parts.push(el("h2", { text: "Result" }), json(s.result));
     const mine = (checkpoints || []).filter((c) => c.step_id === s.id);
@@ -958,6 +1206,8 @@ function submitPage() {
   inputs.value = sessionStorage.getItem(INPUTS_KEY) ?? "";
   const validateButton = el("button", { type: "button", id: "validate", text: "Validate" });
   const runButton = el("button", { type: "button", id: "run", class: "primary", text: "Run" });
+  const storeName = el("input", { id: "store-name", name: "store-name", placeholder: "name", autocomplete: "off", pattern: "[A-Za-z0-9][A-Za-z0-9._-]*" });
+  const storeButton = el("button", { type: "button", id: "store", text: "Store as" });
   const result = el("section", { id: "validation", "aria-live": "polite" });
   let marks = new Map(); // line -> messages
 
@@ -1104,6 +1354,27 @@ function submitPage() {
     );
   });
 
+  storeButton.addEventListener("click", async () => {
+    const name = storeName.value.trim();
+    if (!name) {
+      storeName.focus();
+      showNotice("Name the pipeline to store it.");
+      return;
+    }
+    clearNotice();
+    storeButton.disabled = true;
+    try {
+      const stored = await api("PUT", `/pipelines/${encodeURIComponent(name)}`, { pipeline: source.value });
+      location.hash = `#/pipelines/${encodeURIComponent(stored.name)}?version=${stored.version}`;
+    } catch (e) {
+      const p = e.problem || {};
+      if (p.errors?.length) showErrors(p);
+      else showNotice(`${p.title ? `${p.title}: ` : ""}${e.message}`);
+    } finally {
+      storeButton.disabled = false;
+    }
+  });
+
   runButton.addEventListener("click", async () => {
     const x = await submit(true);
     if (x) location.hash = `#/executions/${x.id}`;
@@ -1122,12 +1393,13 @@ function submitPage() {
     el(
       "p",
       { class: "hint" },
-      "YAML as in the pipeline language reference. Validate compiles it and shows every error at its line; Run submits it (Ctrl+Enter).",
+      "YAML as in the pipeline language reference. Validate compiles it and shows every error at its line; Run submits it (Ctrl+Enter); Store as keeps it by name, as a new version.",
     ),
     el("label", { for: "pipeline-source", text: "Pipeline" }),
     el("div", { class: "editor" }, gutter, source),
     el("div", { class: "panel", style: null }, el("label", { for: "pipeline-inputs", text: "Inputs (one name=value per line; JSON values allowed)" }), inputs),
-    el("div", { class: "actions" }, validateButton, runButton, el("button", {
+    el("div", { class: "actions" }, validateButton, runButton, storeButton,
+      el("label", { for: "store-name", class: "skip", text: "Name to store it as" }), storeName, el("button", {
       type: "button",
       id: "reset-example",
       text: "Load example",

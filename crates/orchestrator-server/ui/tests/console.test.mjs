@@ -332,3 +332,53 @@ test("a step waiting for a person shows its question and takes the answer", asyn
     await server.stop();
   }
 });
+
+test("stored pipelines, the waiting list and the links between parent and child executions", async () => {
+  const server = await startServer();
+  const page = await chrome.page();
+  try {
+    // Store from the Submit page.
+    await page.goto(`${server.base}/ui/#/submit`);
+    await page.waitForSelector('#view[data-ready="submit"]');
+    const child =
+      "name: asker\nsteps:\n  - id: ask\n    tool: approval-gate\n    action: execute\n    parameters: {title: 'Ship it?', content: 'v1'}\noutputs:\n  approved: '{{ ask.approved }}'\n";
+    await typeInto(page, "#pipeline-source", child);
+    await page.fill("#store-name", "asker");
+    await page.click("#store");
+    await page.waitForSelector('#view[data-ready="pipeline"]');
+    assert.match(await page.textContent("#pipeline-source"), /Ship it\?/);
+    assert.match(await page.textContent("#pipeline-version"), /1 \(newest\)/);
+    await page.goto(`${server.base}/ui/#/pipelines`);
+    await page.waitForSelector('#view[data-ready="pipelines"]');
+    assert.equal(await page.textContent('#pipelines tr[data-name="asker"] td:nth-child(2)'), "1");
+    await screenshot(page, "10-stored-pipelines");
+
+    // A parent runs it as a child; the child's question shows in the waiting list.
+    const parent =
+      "name: parent\nsteps:\n  - id: run_asker\n    tool: pipeline-executor\n    action: execute\n    parameters: {pipeline: asker}\n";
+    const id = (await server.api("POST", "/executions", { pipeline: parent })).body.id;
+    await page.goto(`${server.base}/ui/#/waiting`);
+    await page.waitForSelector('#view[data-ready="waiting"]');
+    await page.waitForSelector('#waiting tr[data-step="ask"]', { timeout: 20000 });
+    await screenshot(page, "11-waiting-list");
+    await page.click('#waiting tr[data-step="ask"] td:first-child a');
+    await page.waitForSelector("#answer-body");
+    // The child names its parent.
+    assert.match(await page.textContent("#parent-link"), new RegExp(`${id} · step run_asker`));
+    await page.fill("#answer-body", '{"action": "approve"}');
+    await page.click("#answer-send");
+    await page.waitForSelector('h1[data-status="succeeded"]', { timeout: 20000 });
+    // Up to the parent, which lists its child.
+    await page.click("#parent-link");
+    await page.waitForSelector('#view[data-ready="execution"]');
+    await page.waitForSelector('h1[data-status="succeeded"]', { timeout: 20000 });
+    await page.waitForSelector("#child-executions tbody tr");
+    assert.match(await page.textContent("#child-executions"), /asker/);
+    assert.match(await page.textContent("#child-link"), /Child execution/);
+    await screenshot(page, "12-parent-with-child");
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await page.context().close();
+    await server.stop();
+  }
+});
