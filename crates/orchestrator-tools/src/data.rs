@@ -1,5 +1,6 @@
 //! `data-processing`: filter, convert, aggregate, transform and profile tabular data —
-//! a list of objects, CSV text, or a workspace `.csv` / `.json` file.
+//! a list of objects, CSV text, JSON (a list, or an object holding one, as
+//! `{"records": [...]}`), or a workspace `.csv` / `.json` file.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use crate::{ActionSpec, Tool, ToolContext, ToolError, action, type_name};
 
 mod profile;
 mod reshape;
+mod transform;
 use profile::profile;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -83,6 +85,7 @@ async fn rows_of(
     let format = params.get("format").and_then(Value::as_str);
     let (text, fmt) = match (params.get("data"), params.get("path")) {
         (Some(Value::Array(rows)), _) => return Ok((rows.clone(), "json")),
+        (Some(Value::Object(doc)), _) => return Ok((rows_in(doc.clone()), "json")),
         (Some(Value::String(text)), _) => (
             text.clone(),
             format
@@ -135,9 +138,13 @@ async fn rows_of(
         "csv" => Ok((parse_csv(&text)?, "csv")),
         "json" => match serde_json::from_str::<Value>(&text) {
             Ok(Value::Array(rows)) => Ok((rows, "json")),
+            Ok(Value::Object(doc)) => Ok((rows_in(doc), "json")),
             Ok(other) => Err(ToolError::new(
                 ErrorKind::DataFormatError,
-                format!("JSON data must be a list, got {}", type_name(&other)),
+                format!(
+                    "JSON data must be a list of objects or an object, got {}",
+                    type_name(&other)
+                ),
             )),
             Err(e) => Err(ToolError::new(
                 ErrorKind::DataFormatError,
@@ -148,6 +155,32 @@ async fn rows_of(
             "format '{other}' is not csv or json"
         ))),
     }
+}
+
+/// The rows of a JSON object, as the seed's data files hold them: the list
+/// under `records` (or `data`, `rows`, `items`), else the one list of
+/// objects it has, else the object itself as one row.
+fn rows_in(mut doc: Map<String, Value>) -> Vec<Value> {
+    for key in ["records", "data", "rows", "items"] {
+        if let Some(Value::Array(rows)) = doc.get(key) {
+            return rows.clone();
+        }
+    }
+    let lists: Vec<&String> = doc
+        .iter()
+        .filter(|(_, v)| {
+            v.as_array()
+                .is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_object))
+        })
+        .map(|(k, _)| k)
+        .collect();
+    if let [only] = lists.as_slice() {
+        let key = (*only).clone();
+        if let Some(Value::Array(rows)) = doc.remove(&key) {
+            return rows;
+        }
+    }
+    vec![Value::Object(doc)]
 }
 
 /// A number, if the value is one or is text that reads as one.
@@ -380,8 +413,13 @@ impl Tool for DataProcessing {
             ),
             action(
                 "transform",
-                "Select and rename fields: {data, count}",
-                with(json!({"select": {"type": "array"}, "rename": {"type": "object"}})),
+                "Apply `transformations` (or `operations`) in order — filter (field/value or a condition), aggregate (sum, count, mean, min, max of a field), rename_fields, add_field, deduplicate, cast, fill_missing, calculate (expressions over a row), normalize (min-max, z-score), sort — then select and rename fields: {data, count, transformations, aggregation}",
+                with(json!({
+                    "transformations": {"type": "array", "items": {"type": "object", "required": ["type"]}},
+                    "operations": {"type": "array", "items": {"type": "object", "required": ["type"]}},
+                    "select": {"type": "array"},
+                    "rename": {"type": "object"}
+                })),
             ),
             action(
                 "pivot",
@@ -460,6 +498,9 @@ impl Tool for DataProcessing {
                 Ok(json!({"count": data.len(), "data": data}))
             }
             "transform" => {
+                let ops = transform::operations(params)?;
+                let done = transform::apply(rows, &ops)?;
+                let rows = done.rows;
                 let select = strings(params.get("select"), "select")?;
                 let rename = match params.get("rename") {
                     Some(Value::Object(r)) => r.clone(),
@@ -497,7 +538,15 @@ impl Tool for DataProcessing {
                         )
                     })
                     .collect();
-                Ok(json!({"count": data.len(), "data": data}))
+                let mut out = json!({"count": data.len(), "data": data});
+                if !ops.is_empty() {
+                    out["transformations"] =
+                        Value::Array(ops.into_iter().map(Value::Object).collect());
+                }
+                if let Some(a) = done.aggregation {
+                    out["aggregation"] = a;
+                }
+                Ok(out)
             }
             "pivot" => reshape::pivot(&rows, params),
             "clean" => reshape::clean(rows, params),

@@ -288,6 +288,13 @@ fn date(value: JValue, format: Option<&str>) -> Result<String, Error> {
             d.and_hms_opt(0, 0, 0)
                 .map(|t| t.and_utc())
                 .ok_or_else(|| invalid("invalid date"))?
+        } else if let Some(t) = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+            .iter()
+            .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())
+        {
+            // A date and time without a zone (as Python's isoformat() and
+            // most CSV exports write them): read as UTC.
+            t.and_utc()
         } else {
             return Err(invalid(format!("'{s}' is not a date")));
         }

@@ -107,6 +107,10 @@ fn filters_of_the_language_page_work() {
         r("{{ '2024-03-05T10:00:00Z' | date('%d/%m/%Y') }}"),
         "05/03/2024"
     );
+    assert_eq!(
+        r("{{ '2024-03-05 10:30:00' | date('%Y-%m %H:%M') }}"),
+        "2024-03 10:30"
+    );
     assert_eq!(r("{{ read.result.path | basename }}"), "a.txt");
 }
 

@@ -6,7 +6,75 @@ use crate::support::*;
 orchestrator_store::for_each_backend!(
     with Server::start;
     an_escaping_path_fails_the_step_and_writes_nothing_outside,
+    seed_style_transformations_run_over_a_json_object_file,
 );
+
+/// The seed's data files are `{"records": [...]}`; its pipelines list
+/// transformations with a `type` each.
+async fn seed_style_transformations_run_over_a_json_object_file(s: Server) {
+    let yaml = r#"name: orders
+steps:
+  - id: file
+    tool: filesystem
+    action: write
+    parameters:
+      path: data/orders.json
+      content: '{"records": [{"id": 1, "qty": "2", "price": "2.5", "day": "2024-03-05", "status": "shipped"}, {"id": 1, "qty": "2", "price": "2.5", "day": "2024-03-05", "status": "shipped"}, {"id": 2, "qty": "4", "price": "1", "day": "2024-04-01", "status": ""}, {"id": 3, "qty": "1", "price": "9", "day": "2024-04-02", "status": "cancelled"}]}'
+  - id: read
+    tool: filesystem
+    action: read
+    parameters: {path: "{{ file.path }}"}
+  - id: clean
+    tool: data-processing
+    action: transform
+    parameters:
+      data: "{{ read.content }}"
+      operations:
+        - {type: deduplicate, columns: [id]}
+        - {type: cast, columns: {qty: integer, price: float}}
+        - {type: fill_missing, strategy: {status: pending}}
+        - type: calculate
+          expressions: {total: qty * price, month: "DATE_FORMAT(day, '%Y-%m')"}
+        - {type: filter, condition: "status != 'cancelled'"}
+  - id: sum
+    tool: data-processing
+    action: transform
+    parameters:
+      path: data/orders.json
+      operation:
+        transformations:
+          - {type: filter, field: status, value: shipped}
+          - {type: aggregate, operation: sum, field: qty}
+  - id: wrong
+    tool: data-processing
+    action: transform
+    on_failure: continue
+    max_retries: 1
+    parameters:
+      data: "{{ clean.processed_data }}"
+      operations: [{type: explode}]
+outputs:
+  months: "{{ clean.data | map(attribute='month') | list }}"
+  totals: "{{ clean.data | map(attribute='total') | list }}"
+  shipped: "{{ sum.aggregation.result }}"
+"#;
+    let done = s.run_yaml(yaml, "").await;
+    assert_eq!(done["status"], "failed", "only 'wrong' fails: {done:#}");
+    assert_eq!(
+        done["outputs"]["months"],
+        json!(["2024-03", "2024-04"]),
+        "{done:#}"
+    );
+    assert_eq!(done["outputs"]["totals"], json!([5.0, 4.0]));
+    assert_eq!(done["outputs"]["shipped"], json!(4));
+    let wrong = step(&done, "wrong");
+    assert!(
+        wrong["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown type 'explode'")),
+        "{wrong:#}"
+    );
+}
 
 async fn an_escaping_path_fails_the_step_and_writes_nothing_outside(s: Server) {
     let yaml = "name: escape\nsteps:\n  - id: w\n    tool: filesystem\n    action: write\n    parameters: {path: ../escaped.txt, content: x}\n";
