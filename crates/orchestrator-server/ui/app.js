@@ -830,6 +830,7 @@ function executionPage(id, step) {
     loadChildren(x);
     const p = x.progress;
     bar.style.width = `${p.percent}%`;
+    progress.dataset.status = x.status;
     progress.setAttribute("aria-valuenow", String(Math.round(p.percent)));
     progress.setAttribute("aria-valuemin", "0");
     progress.setAttribute("aria-valuemax", "100");

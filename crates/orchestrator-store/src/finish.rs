@@ -322,19 +322,29 @@ pub(crate) async fn complete_execution<D: Dialect>(
         .fetch_one(tx)
         .await?;
     let execution = crate::ExecutionRecord::try_from(exec_row)?;
-    let (rendered, error) = outputs(&execution, &records);
-    let error = error.or_else(|| {
-        records
-            .iter()
-            .find(|r| r.status == StepStatus::Failed)
-            .map(|r| {
-                format!(
-                    "step '{}' failed: {}",
-                    r.step_id,
-                    r.error.clone().unwrap_or_default()
-                )
-            })
-    });
+    let (rendered, output_error) = outputs(&execution, &records);
+    // The cause first: the step that failed first (outputs that could not
+    // be rendered usually follow from it, so they come second).
+    let first_failed = records
+        .iter()
+        .filter(|r| r.status == StepStatus::Failed)
+        .min_by_key(|r| r.finished_at.unwrap_or(i64::MAX))
+        .map(|r| {
+            let kind = r
+                .error_type
+                .as_deref()
+                .map(|k| format!(" ({k})"))
+                .unwrap_or_default();
+            format!(
+                "step '{}' failed{kind}: {}",
+                r.step_id,
+                r.error.as_deref().unwrap_or("no error recorded")
+            )
+        });
+    let error = match (first_failed, output_error) {
+        (Some(step), Some(outputs)) => Some(format!("{step}; then {outputs}")),
+        (step, outputs) => step.or(outputs),
+    };
     D::q(FINISH_EXECUTION)
         .bind(execution_id)
         .bind(status.as_str())

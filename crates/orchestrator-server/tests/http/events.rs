@@ -9,15 +9,15 @@ orchestrator_store::for_each_backend!(
 
 /// One Server-Sent Event.
 #[derive(Debug, Clone, PartialEq)]
-struct Sse {
-    id: i64,
-    event: String,
-    data: Value,
+pub(crate) struct Sse {
+    pub(crate) id: i64,
+    pub(crate) event: String,
+    pub(crate) data: Value,
 }
 
 /// Reads an SSE response; stops after `limit` events (then drops the
 /// connection) or when the server ends the stream.
-async fn read_sse(mut r: reqwest::Response, limit: usize) -> (Vec<Sse>, bool) {
+pub(crate) async fn read_sse(mut r: reqwest::Response, limit: usize) -> (Vec<Sse>, bool) {
     let mut buf = String::new();
     let mut out = Vec::new();
     loop {

@@ -15,7 +15,37 @@ orchestrator_store::for_each_backend!(
     listing_filters_and_pages,
     idempotent_submissions_replay,
     keys_the_compiler_ignores_are_reported_on_the_execution,
+    the_execution_error_names_the_step_that_failed_first,
 );
+
+/// The cause first: an output that reads the failed step is secondary.
+async fn the_execution_error_names_the_step_that_failed_first(s: Server) {
+    let yaml = "name: cause\nsteps:\n  - id: read\n    tool: filesystem\n    action: read\n    max_retries: 1\n    parameters: {path: nowhere/input.txt}\n  - id: shout\n    tool: echo\n    depends_on: [read]\n    parameters: {text: '{{ read.content | upper }}'}\noutputs:\n  loud: '{{ shout.text }}'\n";
+    let done = s.run_yaml(yaml, "").await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let error = done["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(
+            "step 'read' failed (FileNotFoundError): 'nowhere/input.txt' does not exist"
+        ),
+        "{error}"
+    );
+    assert!(
+        error.contains("then output 'loud' cannot be rendered"),
+        "{error}"
+    );
+    let url = s.url(&format!(
+        "/executions/{}/events",
+        done["id"].as_str().unwrap_or_default()
+    ));
+    let (events, _) =
+        crate::events::read_sse(s.client.get(&url).send().await.expect("events"), usize::MAX).await;
+    let failed = events
+        .iter()
+        .find(|e| e.event == "execution.failed")
+        .expect("an execution.failed event");
+    assert_eq!(failed.data["data"]["error"], error, "{:?}", failed.data);
+}
 
 async fn hello_runs_through_the_api(s: Server) {
     let r = s
