@@ -14,7 +14,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --home /data --create-home orchestrator
+ && useradd --system --home /data --create-home orchestrator \
+ && install -d -o orchestrator -g orchestrator /data/workspace
 COPY --from=build /usr/local/bin/orchestrator /usr/local/bin/orchestrator
 USER orchestrator
 WORKDIR /data
