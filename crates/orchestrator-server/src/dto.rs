@@ -10,12 +10,29 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ProblemItem;
 
+/// A pipeline in a JSON body: YAML text (as most clients send it), or the
+/// same structure as a JSON object. Only describes the schema; the field is
+/// read as any JSON value and checked by the compiler.
+#[derive(Debug, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum PipelineBody {
+    /// The pipeline's YAML text.
+    Yaml(String),
+    /// The pipeline as a JSON object (`name`, `steps`, …).
+    Object(Map<String, Value>),
+}
+
 /// `POST /executions` and `POST /pipelines/validate` with a JSON body.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "pipeline": "name: hello\nparameters:\n  who: {type: string, default: world}\nsteps:\n  - id: greet\n    tool: echo\n    parameters: {text: 'hello, {{ who }}'}\noutputs:\n  greeting: '{{ greet.text }}'\n",
+    "context": {"who": "Ada"}
+}))]
 pub struct SubmitRequest {
     /// The pipeline: YAML text, or the same structure as a JSON object.
-    #[schema(value_type = Object)]
+    #[schema(value_type = PipelineBody)]
     pub pipeline: Value,
     /// Inputs for the run (overrides the pipeline's defaults).
     #[serde(default, alias = "inputs")]

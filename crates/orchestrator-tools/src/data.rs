@@ -417,7 +417,7 @@ impl Tool for DataProcessing {
                 with(json!({
                     "transformations": {"type": "array", "items": {"type": "object", "required": ["type"]}},
                     "operations": {"type": "array", "items": {"type": "object", "required": ["type"]}},
-                    "select": {"type": "array"},
+                    "select": {"type": "array", "items": {"type": "string"}},
                     "rename": {"type": "object"}
                 })),
             ),
@@ -438,7 +438,7 @@ impl Tool for DataProcessing {
             action(
                 "merge",
                 "Combine 'datasets' (rows or CSV/JSON text): one after another, or joined on a field (join_on, join_type inner|left|outer): {data, count}",
-                json!({"type": "object", "required": ["datasets"], "properties": {"datasets": {"type": "array"}, "merge_strategy": {"type": "string", "enum": ["combine", "concat", "append", "union", "join"]}, "join_on": {"type": "string"}, "join_type": {"type": "string", "enum": ["inner", "left", "outer"]}, "operation": {"type": "object"}}}),
+                json!({"type": "object", "required": ["datasets"], "properties": {"datasets": {"type": "array", "items": {"description": "rows, or CSV/JSON text"}}, "merge_strategy": {"type": "string", "enum": ["combine", "concat", "append", "union", "join"]}, "join_on": {"type": "string"}, "join_type": {"type": "string", "enum": ["inner", "left", "outer"]}, "operation": {"type": "object"}}}),
             ),
         ]
     }

@@ -133,7 +133,7 @@ impl Tool for UserPrompt {
             json!({"type": "object", "required": ["prompt"], "properties": {
                 "prompt": {"type": "string"},
                 "input_type": {"type": "string", "enum": ["text", "number", "boolean", "choice"]},
-                "choices": {"type": ["array", "string"]},
+                "choices": {"type": ["array", "string"], "items": {}},
                 "default": {},
                 "timeout": {"type": "number", "minimum": 0},
                 "validation_pattern": {"type": "string"},
