@@ -28,6 +28,9 @@ pub struct Limits {
     pub regex_matches: usize,
     /// How deep executions may nest (`pipeline-executor` children).
     pub max_pipeline_depth: usize,
+    /// Bytes of log lines kept per step attempt (half for the head, half
+    /// for the tail; the lines between are counted and dropped).
+    pub step_log_bytes: usize,
 }
 
 impl Default for Limits {
@@ -41,6 +44,7 @@ impl Default for Limits {
             template_output_bytes: 16 * 1024 * 1024,
             regex_matches: 50_000,
             max_pipeline_depth: 10,
+            step_log_bytes: 1024 * 1024,
         }
     }
 }

@@ -49,6 +49,7 @@ mod pool;
 mod resolve;
 mod scope;
 mod step;
+mod step_log;
 mod step_tags;
 mod submit;
 mod subpipeline;

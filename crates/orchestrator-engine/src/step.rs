@@ -471,6 +471,7 @@ pub(crate) async fn run_task(
             Arc::clone(&inner.store),
             &claimed.execution_id,
         ))),
+        log: None,
     };
     if tool_id == catalog::PIPELINE_EXECUTOR {
         return crate::subpipeline::run(inner, claimed, &parameters, &tool_ctx).await;
@@ -478,8 +479,22 @@ pub(crate) async fn run_task(
     if let Some(human) = tool.human() {
         return crate::human::run(inner, claimed, tool_id, human, &parameters, &tool_ctx).await;
     }
+    let log = crate::step_log::StepLog::new(
+        Arc::clone(&inner.store),
+        &claimed.execution_id,
+        &claimed.step_id,
+        claimed.attempt,
+    );
+    let tool_ctx = ToolContext {
+        log: Some(Arc::clone(&log) as Arc<dyn orchestrator_tools::log::LogSink>),
+        ..tool_ctx
+    };
     let run = Box::pin(tool.execute(&step.action, &parameters, &tool_ctx));
-    finish_run(run, step, planned, &cancel, shown).await
+    let attempt = finish_run(run, step, planned, &cancel, shown).await;
+    // Stored before the step is finished: a follower who sees it end has
+    // every line.
+    log.finish().await;
+    attempt
 }
 
 /// Waits for a tool or model call under the step's timeout and the

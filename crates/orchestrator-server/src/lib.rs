@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod graph;
 pub mod listener;
+pub mod logs;
 pub mod models_api;
 pub mod observability;
 pub mod webhooks_api;

@@ -667,3 +667,96 @@ async fn postgres_child_execution_survives_a_kill() {
         a_child_execution_survives_a_kill(url).await;
     }
 }
+
+/// Peak resident memory of a process, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A step printing 100 MB finishes; its log keeps the bound (head and tail,
+/// a marker counting the lines between) and the server's memory stays small.
+async fn a_step_printing_100_mb_keeps_its_log_bounded(database_url: String) {
+    let ws = TempDir::new("orch-log-ws");
+    let server = start_with(
+        &database_url,
+        ws.path(),
+        5,
+        &[("ORCHESTRATOR_LIMITS__STEP_LOG_BYTES", "65536")],
+    );
+    let yaml = "name: loud\nsteps:\n  - id: flood\n    tool: terminal\n    action: run\n    parameters: {command: \"echo first; head -c 100000000 /dev/zero | tr '\\\\0' x | fold -w 99; echo; echo last\"}\n";
+    let r = orchestrator_tools::net::default_client()
+        .post(format!("{}/executions", server.base))
+        .header("content-type", "application/yaml")
+        .body(yaml)
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let done = wait_for(
+        &server.base,
+        &id,
+        |e| e["status"] == "succeeded" || e["status"] == "failed",
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let page = get(
+        &server.base,
+        &format!("/executions/{id}/steps/flood/logs?limit=10000"),
+    )
+    .await;
+    let items = page["items"].as_array().expect("items");
+    let stored: usize = items
+        .iter()
+        .map(|l| l["line"].as_str().map_or(0, str::len) + 32)
+        .sum();
+    assert!(stored <= 65536 + 512, "{stored} bytes stored");
+    assert_eq!(
+        items.first().and_then(|l| l["line"].as_str()),
+        Some("first")
+    );
+    assert_eq!(items.last().and_then(|l| l["line"].as_str()), Some("last"));
+    let marker = items
+        .iter()
+        .find(|l| l["stream"] == "log")
+        .and_then(|l| l["line"].as_str())
+        .expect("a marker line");
+    let dropped: u64 = marker
+        .trim_start_matches('[')
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("the marker counts the dropped lines");
+    assert!(dropped > 1_000_000 - 1_000, "{marker}");
+    let rss_mib = peak_rss_kib(server.child.id()) / 1024;
+    assert!(rss_mib < 200, "peak RSS {rss_mib} MiB");
+    eprintln!(
+        "100 MB of output: {dropped} lines dropped, {stored} bytes kept, peak RSS {rss_mib} MiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_step_printing_100_mb_keeps_its_log_bounded() {
+    let dir = TempDir::new("orch-log-db");
+    a_step_printing_100_mb_keeps_its_log_bounded(orchestrator_store::testing::sqlite_url(&dir))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_step_printing_100_mb_keeps_its_log_bounded() {
+    if let Some(url) = postgres_url().await {
+        a_step_printing_100_mb_keeps_its_log_bounded(url).await;
+    }
+}

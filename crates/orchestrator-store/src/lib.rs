@@ -30,6 +30,7 @@ mod dialect;
 mod events;
 mod executions;
 mod finish;
+mod logs;
 mod memory;
 mod models;
 mod overview;
@@ -48,6 +49,7 @@ mod waits;
 mod webhooks;
 
 pub use events::EventRecord;
+pub use logs::{LogLine, LogWrite};
 pub use memory::{Change as MemoryChange, MemoryEntry};
 pub use models::{ModelCall, ModelCallStats, ModelRecord, StepUsage};
 pub use overview::Overview;
@@ -550,6 +552,29 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Every stored pipeline, by name.
     async fn list_pipelines(&self) -> Result<Vec<PipelineSummary>>;
+
+    /// Writes a batch of a step's log lines (see [`LogWrite`]).
+    async fn append_step_log(
+        &self,
+        execution_id: &str,
+        step_id: &str,
+        write: &LogWrite,
+    ) -> Result<()>;
+
+    /// A step's log lines numbered after `after`, in order, at most `limit`.
+    async fn step_log(
+        &self,
+        execution_id: &str,
+        step_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<LogLine>>;
+
+    /// One step's status (`None` when there is no such step).
+    async fn step_status(&self, execution_id: &str, step_id: &str) -> Result<Option<StepStatus>>;
+
+    /// The number of a step's last log line (0 without one).
+    async fn last_log_seq(&self, execution_id: &str, step_id: &str) -> Result<i64>;
 
     /// A live (unexpired) memory entry.
     async fn memory_get(

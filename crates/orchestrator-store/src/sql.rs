@@ -148,6 +148,7 @@ pub(crate) trait Rows:
     + Decodes<crate::pipelines::PipelineRecord>
     + Decodes<crate::pipelines::PipelineSummary>
     + Decodes<crate::memory::MemoryRow>
+    + Decodes<crate::logs::LogLine>
     + Decodes<(Option<String>, Option<String>)>
     + Decodes<(String, Option<Doc>, Option<String>)>
 {
@@ -186,7 +187,11 @@ impl<R> Rows for R where
         + Decodes<crate::pipelines::PipelineRecord>
         + Decodes<crate::pipelines::PipelineSummary>
         + Decodes<crate::memory::MemoryRow>
+        + Decodes<crate::logs::LogLine>
+        + Decodes<crate::logs::LogLine>
         + Decodes<crate::memory::MemoryRow>
+        + Decodes<crate::logs::LogLine>
+        + Decodes<crate::logs::LogLine>
         + Decodes<(Option<String>, Option<String>)>
         + Decodes<(String, Option<Doc>, Option<String>)>
 {

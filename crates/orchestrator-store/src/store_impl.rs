@@ -2,6 +2,7 @@
 //! function, run on the backend's [`Dialect`].
 
 use async_trait::async_trait;
+use orchestrator_core::flow::StepStatus;
 use orchestrator_core::plan::PlannedStep;
 use serde_json::Value;
 
@@ -12,10 +13,13 @@ use crate::{
     ModelRecord, NewExecution, NewStep, OutputRenderer, Overview, Result, StepContext, StepRecord,
     StepResult, StepUsage, Store, TokenRecord, WebhookRecord,
 };
-use crate::{MemoryEntry, PipelineRecord, PipelineSummary, ResolveJob, Resolved, WaitRecord};
 use crate::{
-    events, executions, finish, memory, models, overview, pipelines, queue, recovery, resolve,
-    tokens, waits, webhooks,
+    LogLine, LogWrite, MemoryEntry, PipelineRecord, PipelineSummary, ResolveJob, Resolved,
+    WaitRecord,
+};
+use crate::{
+    events, executions, finish, logs, memory, models, overview, pipelines, queue, recovery,
+    resolve, tokens, waits, webhooks,
 };
 
 #[async_trait]
@@ -202,6 +206,33 @@ impl<D: Dialect> Store for D {
 
     async fn list_pipelines(&self) -> Result<Vec<PipelineSummary>> {
         pipelines::list_pipelines(self).await
+    }
+
+    async fn append_step_log(
+        &self,
+        execution_id: &str,
+        step_id: &str,
+        write: &LogWrite,
+    ) -> Result<()> {
+        logs::append(self, execution_id, step_id, write).await
+    }
+
+    async fn step_log(
+        &self,
+        execution_id: &str,
+        step_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<LogLine>> {
+        logs::read(self, execution_id, step_id, after, limit).await
+    }
+
+    async fn step_status(&self, execution_id: &str, step_id: &str) -> Result<Option<StepStatus>> {
+        logs::step_status(self, execution_id, step_id).await
+    }
+
+    async fn last_log_seq(&self, execution_id: &str, step_id: &str) -> Result<i64> {
+        logs::last_seq(self, execution_id, step_id).await
     }
 
     async fn memory_get(

@@ -19,6 +19,7 @@ pub mod echo;
 pub mod filesystem;
 pub mod http;
 pub mod human;
+pub mod log;
 pub mod memory;
 pub mod models;
 pub mod net;
@@ -47,6 +48,17 @@ pub struct ToolContext {
     /// Durable state shared by the execution's tree (`None` where there is
     /// no store, e.g. a tool run on its own).
     pub memory: Option<Arc<dyn memory::Memory>>,
+    /// The step's log (`None` where nothing keeps one).
+    pub log: Option<Arc<dyn log::LogSink>>,
+}
+
+impl ToolContext {
+    /// Writes a line to the step's log, if it has one.
+    pub fn log(&self, stream: log::Stream, text: &str) {
+        if let Some(sink) = &self.log {
+            sink.line(stream, text);
+        }
+    }
 }
 
 /// Why a tool action failed. `kind` is the error type users see

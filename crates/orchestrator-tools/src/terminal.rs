@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::ErrorKind;
 use crate::filesystem::resolve;
+use crate::log::{LineSplitter, LogSink, Stream};
 use crate::{ActionSpec, Tool, ToolContext, ToolError, action, required_str, type_name};
 
 /// Bytes of stdout and of stderr kept (the rest is read and dropped).
@@ -55,10 +57,17 @@ impl Drop for GroupGuard {
     }
 }
 
-async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, cap: usize) -> (String, bool) {
+/// Reads a pipe to its end: the first `cap` bytes are kept for the result,
+/// and every line goes to the step's log as it comes.
+async fn read_capped<R: AsyncRead + Unpin>(
+    mut reader: R,
+    cap: usize,
+    log: Option<(Arc<dyn LogSink>, Stream)>,
+) -> (String, bool) {
     let mut kept = Vec::new();
     let mut truncated = false;
     let mut buf = [0u8; 8192];
+    let mut lines = LineSplitter::default();
     loop {
         match reader.read(&mut buf).await {
             Ok(0) | Err(_) => break,
@@ -68,8 +77,14 @@ async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, cap: usize) -> (String
                     truncated = true;
                 }
                 kept.extend_from_slice(&buf[..n.min(room)]);
+                if let Some((sink, stream)) = &log {
+                    lines.feed(&buf[..n], |l| sink.line(*stream, l));
+                }
             }
         }
+    }
+    if let Some((sink, stream)) = &log {
+        lines.finish(|l| sink.line(*stream, l));
     }
     (String::from_utf8_lossy(&kept).into_owned(), truncated)
 }
@@ -286,14 +301,20 @@ impl Tool for Terminal {
         let mut guard = GroupGuard {
             pgid: child.id().and_then(|p| i32::try_from(p).ok()),
         };
-        let stdout = child
-            .stdout
-            .take()
-            .map(|r| tokio::spawn(read_capped(r, cap)));
-        let stderr = child
-            .stderr
-            .take()
-            .map(|r| tokio::spawn(read_capped(r, cap)));
+        let stdout = child.stdout.take().map(|r| {
+            tokio::spawn(read_capped(
+                r,
+                cap,
+                ctx.log.clone().map(|l| (l, Stream::Stdout)),
+            ))
+        });
+        let stderr = child.stderr.take().map(|r| {
+            tokio::spawn(read_capped(
+                r,
+                cap,
+                ctx.log.clone().map(|l| (l, Stream::Stderr)),
+            ))
+        });
         let limit = timeout.unwrap_or(Duration::MAX);
         let status = tokio::select! {
             s = tokio::time::timeout(limit, child.wait()) => match s {

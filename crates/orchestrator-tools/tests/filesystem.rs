@@ -34,6 +34,7 @@ fn dirs() -> Dirs {
             attempt: 1,
             http: orchestrator_tools::net::default_client(),
             memory: None,
+            log: None,
         },
         base,
     }

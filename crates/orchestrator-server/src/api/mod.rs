@@ -41,6 +41,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(executions::list_checkpoints))
         .routes(routes!(executions::get_execution_graph))
         .routes(routes!(crate::events::execution_events))
+        .routes(routes!(crate::logs::step_logs))
         .routes(routes!(executions::cancel_execution))
         .routes(routes!(executions::recover_execution))
         .routes(routes!(executions::answer_step))

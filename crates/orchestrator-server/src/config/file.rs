@@ -215,6 +215,8 @@ pub struct LimitsSection {
     pub regex_matches: Option<usize>,
     /// How deep `pipeline-executor` children may nest.
     pub max_pipeline_depth: Option<usize>,
+    /// Bytes of log lines kept per step attempt.
+    pub step_log_bytes: Option<usize>,
 }
 
 /// Parses a config file's text.

@@ -319,6 +319,7 @@ fn settings(f: &FileConfig) -> Result<Settings, ConfigError> {
     c.template_output_bytes = l.template_output_bytes.unwrap_or(c.template_output_bytes);
     c.regex_matches = l.regex_matches.unwrap_or(c.regex_matches);
     c.max_pipeline_depth = l.max_pipeline_depth.unwrap_or(c.max_pipeline_depth);
+    c.step_log_bytes = l.step_log_bytes.unwrap_or(c.step_log_bytes).max(1024);
     let v = &f.server;
     if let Some(b) = &v.bind {
         s.bind = parse_bind(b, "server.bind")?;

@@ -5,6 +5,7 @@
 mod children;
 mod events;
 mod executions;
+mod logs;
 mod metrics;
 mod models;
 mod people;

@@ -42,6 +42,7 @@ pub fn test_workspace() -> TestWorkspace {
             attempt: 1,
             http: crate::net::default_client(),
             memory: None,
+            log: None,
         },
         dir,
     }

@@ -1,0 +1,251 @@
+//! A step attempt's log: lines from its command or tool, written to the
+//! store every [`FLUSH_EVERY`] while it runs (so they can be followed live)
+//! and once more when it ends.
+//!
+//! Bounded by `limits.step_log_bytes` per attempt: the first half of the
+//! bound is kept as it comes (the head), the last half as a moving window
+//! (the tail); the lines between are dropped, and one marker line, placed
+//! where they were, says how many. Memory is bounded the same way: a tool
+//! that writes faster than the store takes loses the oldest unwritten lines,
+//! counted on the marker. Steps that write nothing cost nothing: the writer
+//! starts with the first line.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use orchestrator_store::{LogLine, LogWrite, Store};
+use orchestrator_tools::log::{LogSink, Stream};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+/// How often a running step's new lines are written.
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// What a line costs against the bound besides its text (its row).
+const LINE_OVERHEAD: usize = 32;
+
+/// The sink a tool writes to; [`StepLog::finish`] when the attempt ends.
+#[derive(Debug)]
+pub(crate) struct StepLog {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: Arc<dyn Store>,
+    execution_id: String,
+    step_id: String,
+    attempt: i64,
+    cap: usize,
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    lines: VecDeque<(Stream, i64, String)>,
+    bytes: usize,
+    /// Lines dropped before they were written (the store fell behind).
+    lost: u64,
+    closed: bool,
+    writer: Option<JoinHandle<()>>,
+}
+
+fn lock(m: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl StepLog {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        execution_id: &str,
+        step_id: &str,
+        attempt: i64,
+    ) -> Arc<Self> {
+        Arc::new(StepLog {
+            shared: Arc::new(Shared {
+                store,
+                execution_id: execution_id.to_string(),
+                step_id: step_id.to_string(),
+                attempt,
+                cap: orchestrator_core::limits::get().step_log_bytes.max(1024),
+                pending: Mutex::new(Pending::default()),
+                wake: Notify::new(),
+            }),
+        })
+    }
+
+    /// Writes what is left and waits for it (call when the attempt ends).
+    pub(crate) async fn finish(&self) {
+        let writer = {
+            let mut p = lock(&self.shared.pending);
+            p.closed = true;
+            p.writer.take()
+        };
+        self.shared.wake.notify_one();
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
+    }
+}
+
+impl LogSink for StepLog {
+    fn line(&self, stream: Stream, text: &str) {
+        let mut p = lock(&self.shared.pending);
+        if p.closed {
+            return;
+        }
+        p.bytes += text.len() + LINE_OVERHEAD;
+        p.lines
+            .push_back((stream, orchestrator_store::now_ms(), text.to_string()));
+        while p.bytes > self.shared.cap {
+            let Some((_, _, dropped)) = p.lines.pop_front() else {
+                break;
+            };
+            p.bytes -= dropped.len() + LINE_OVERHEAD;
+            p.lost += 1;
+        }
+        if p.writer.is_none()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let shared = Arc::clone(&self.shared);
+            p.writer = Some(runtime.spawn(async move { shared.write_loop().await }));
+        }
+    }
+}
+
+/// What the writer has stored of this attempt.
+#[derive(Debug, Default)]
+struct Written {
+    next_seq: i64,
+    head_bytes: usize,
+    tail: Option<Tail>,
+}
+
+#[derive(Debug)]
+struct Tail {
+    marker_seq: i64,
+    rows: VecDeque<(i64, usize)>,
+    bytes: usize,
+    dropped: u64,
+}
+
+impl Shared {
+    async fn write_loop(self: Arc<Self>) {
+        let mut written = Written::default();
+        match self
+            .store
+            .last_log_seq(&self.execution_id, &self.step_id)
+            .await
+        {
+            Ok(n) => written.next_seq = n + 1,
+            Err(e) => {
+                warn!(execution.id = %self.execution_id, step.id = %self.step_id, error = ?e, "the step's log cannot be written");
+                return;
+            }
+        }
+        loop {
+            let (lines, lost, closed) = {
+                let mut p = lock(&self.pending);
+                p.bytes = 0;
+                (
+                    p.lines.drain(..).collect::<Vec<_>>(),
+                    std::mem::take(&mut p.lost),
+                    p.closed,
+                )
+            };
+            if !lines.is_empty() || lost > 0 {
+                let write = self.batch(&mut written, lines, lost);
+                if let Err(e) = self
+                    .store
+                    .append_step_log(&self.execution_id, &self.step_id, &write)
+                    .await
+                {
+                    warn!(execution.id = %self.execution_id, step.id = %self.step_id, error = ?e, "writing the step's log failed");
+                }
+            }
+            if closed {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(FLUSH_EVERY) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Turns new lines into a write that keeps the attempt within its bound.
+    fn batch(&self, w: &mut Written, lines: Vec<(Stream, i64, String)>, lost: u64) -> LogWrite {
+        let half = self.cap / 2;
+        let mut out = LogWrite::default();
+        let mut dropped_range: Option<(i64, i64)> = None;
+        let mut marker_changed = false;
+        let enter_tail = |w: &mut Written| {
+            if w.tail.is_none() {
+                w.tail = Some(Tail {
+                    marker_seq: w.next_seq,
+                    rows: VecDeque::new(),
+                    bytes: 0,
+                    dropped: 0,
+                });
+                w.next_seq += 1;
+            }
+        };
+        if lost > 0 {
+            enter_tail(w);
+            if let Some(t) = &mut w.tail {
+                t.dropped += lost;
+            }
+            marker_changed = true;
+        }
+        for (stream, at, text) in lines {
+            let bytes = text.len() + LINE_OVERHEAD;
+            if w.tail.is_none() && w.head_bytes + bytes <= half {
+                w.head_bytes += bytes;
+            } else {
+                enter_tail(w);
+            }
+            let seq = w.next_seq;
+            w.next_seq += 1;
+            out.lines.push(LogLine {
+                seq,
+                attempt: self.attempt,
+                stream: stream.as_str().to_string(),
+                at,
+                line: text,
+            });
+            let Some(t) = &mut w.tail else { continue };
+            t.rows.push_back((seq, bytes));
+            t.bytes += bytes;
+            while t.bytes > half {
+                let Some((gone, b)) = t.rows.pop_front() else {
+                    break;
+                };
+                t.bytes -= b;
+                t.dropped += 1;
+                marker_changed = true;
+                dropped_range = Some(dropped_range.map_or((gone, gone), |(lo, _)| (lo, gone)));
+            }
+        }
+        if let Some((lo, hi)) = dropped_range {
+            // Rows of this batch that are already gone are not written.
+            out.lines.retain(|l| l.seq > hi || l.seq < lo);
+            out.drop = Some((lo, hi));
+        }
+        if marker_changed && let Some(t) = &w.tail {
+            out.marker = Some(LogLine {
+                seq: t.marker_seq,
+                attempt: self.attempt,
+                stream: Stream::Log.as_str().to_string(),
+                at: orchestrator_store::now_ms(),
+                line: format!(
+                    "[{} lines dropped here: each attempt keeps its first and last {} bytes of log (limits.step_log_bytes)]",
+                    t.dropped, half
+                ),
+            });
+        }
+        out
+    }
+}
