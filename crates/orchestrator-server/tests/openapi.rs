@@ -33,6 +33,7 @@ fn every_route_is_documented_with_an_operation_id_and_tag() {
         "/executions/{id}/cancel",
         "/executions/{id}/recover",
         "/executions/{id}/steps/{step}/answer",
+        "/executions/{id}/steps/{step}/logs",
         "/waiting",
         "/pipelines/validate",
         "/pipelines",
