@@ -570,10 +570,16 @@ function pipelinePage(name, version) {
  * the last event seen; resolves when the server ends the stream (the
  * execution is over) or the signal aborts. */
 async function followEvents(id, after, signal, onEvent) {
+  return followStream(`/executions/${encodeURIComponent(id)}/events`, after, signal, onEvent);
+}
+
+/** Reads a resumable SSE stream of JSON items numbered by `seq` (events,
+ * log lines) until the server ends it or the signal aborts. */
+async function followStream(path, after, signal, onEvent) {
   let last = after;
   while (!signal.aborted) {
     try {
-      const res = await fetch(`/executions/${encodeURIComponent(id)}/events?after=${last}`, {
+      const res = await fetch(`${path}${path.includes("?") ? "&" : "?"}after=${last}`, {
         headers: { Accept: "text/event-stream", ...authHeaders() },
         signal,
       });
@@ -658,6 +664,39 @@ function executionPage(id, step) {
   const detail = el("div", { id: "step-detail", "aria-live": "polite" });
   const outputs = el("div", { id: "outputs" });
   const childrenBox = el("div", { id: "children" });
+  const logBox = el("pre", { class: "log", id: "step-log", "aria-label": "Step log" });
+  const LOG_LINES_SHOWN = 5000;
+  let log = { step: null, controller: null, last: 0, done: false, signature: "" };
+
+  /** Follows the selected step's log; again after it ran again. */
+  function watchLog(s) {
+    const signature = `${s.status}/${s.attempt}`;
+    if (log.step === s.id && (!log.done || log.signature === signature)) return;
+    const sameStep = log.step === s.id;
+    log.controller?.abort();
+    if (!sameStep) {
+      fill(logBox);
+      log.last = 0;
+    }
+    const mine = new AbortController();
+    log = { step: s.id, controller: mine, last: log.last, done: false, signature };
+    const path = `/executions/${encodeURIComponent(id)}/steps/${encodeURIComponent(s.id)}/logs?follow=true`;
+    followStream(path, log.last, AbortSignal.any([controller.signal, mine.signal]), (line) => {
+      log.last = line.seq;
+      logBox.querySelector(".hint")?.remove();
+      logBox.append(el("span", { class: `l-${line.stream}`, "data-seq": line.seq, title: `${when(line.at)} · attempt ${line.attempt} · ${line.stream}`, text: `${line.line}\n` }));
+      while (logBox.childElementCount > LOG_LINES_SHOWN) logBox.firstElementChild.remove();
+      if (logBox.scrollHeight - logBox.scrollTop - logBox.clientHeight < 80) logBox.scrollTop = logBox.scrollHeight;
+    })
+      .then(() => {
+        if (log.controller === mine) {
+          log.done = true;
+          log.signature = signature;
+          if (!logBox.childElementCount) logBox.append(el("span", { class: "hint", text: "(nothing written)" }));
+        }
+      })
+      .catch(() => {});
+  }
 
   view.append(
     el("p", { class: "hint" }, el("a", { href: "#/executions", text: "← Executions" })),
@@ -1013,6 +1052,10 @@ function executionPage(id, step) {
     }
     if (s.waiting && s.waiting.kind !== "pipeline-executor") parts.push(...waitingForm(s));
     else if (s.waiting) parts.push(el("p", { class: "hint", text: "Waiting for its child execution to end." }));
+    if (s.tool && s.status !== "pending" && s.status !== "skipped") {
+      watchLog(s);
+      parts.push(el("h2", { text: "Log" }), logBox);
+    }
     if (s.parameters !== null && s.parameters !== undefined) parts.push(el("h2", { text: "Parameters" }), json(s.parameters));
     if (s.result !== null && s.result !== undefined) parts.push(el("h2", { text: "Result" }), json(s.result));
     const mine = (checkpoints || []).filter((c) => c.step_id === s.id);
@@ -1041,7 +1084,10 @@ function executionPage(id, step) {
         ),
       );
     }
+    // Moving the log box would lose where its reader had scrolled to.
+    const scrolled = logBox.scrollTop;
     fill(detail, ...parts);
+    logBox.scrollTop = scrolled;
   }
 
   // A running execution's duration moves between events too.

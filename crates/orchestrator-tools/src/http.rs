@@ -216,6 +216,16 @@ impl Tool for HttpTool {
         };
         let status = response.status();
         let final_url = response.url().to_string();
+        // Without the query, where keys are often passed.
+        let shown = what.split(['?', '#']).next().unwrap_or(&what);
+        ctx.log(
+            crate::log::Stream::Log,
+            &format!(
+                "{shown}: {} in {} ms",
+                status,
+                started.elapsed().as_millis()
+            ),
+        );
         let mut headers = Map::new();
         for (name, value) in response.headers() {
             let value = String::from_utf8_lossy(value.as_bytes()).into_owned();

@@ -382,3 +382,30 @@ test("stored pipelines, the waiting list and the links between parent and child 
     await server.stop();
   }
 });
+
+test("a step's log shows live while it runs and stays after it failed", async () => {
+  const server = await startServer({ env: { ORCHESTRATOR_ENABLE_TERMINAL: "true" } });
+  const page = await chrome.page();
+  try {
+    const pipeline =
+      "name: noisy\nsteps:\n  - id: build\n    tool: terminal\n    action: run\n    max_retries: 1\n    parameters: {command: 'echo compiling; sleep 1; echo step two; echo boom >&2; sleep 1; exit 3'}\n";
+    const id = (await server.api("POST", "/executions", { pipeline })).body.id;
+    await page.goto(`${server.base}/ui/#/executions/${id}?step=build`);
+    await page.waitForSelector('#view[data-ready="execution"]');
+    // Live: the first line shows while the step still runs.
+    await page.waitForSelector('#step-log span[data-seq="1"]', { timeout: 20000 });
+    assert.match(await page.textContent("#step-log"), /compiling/);
+    assert.notEqual(await page.getAttribute("h1", "data-status"), "failed");
+    await page.waitForSelector('h1[data-status="failed"]', { timeout: 20000 });
+    await page.waitForSelector("#step-log .l-stderr");
+    const text = await page.textContent("#step-log");
+    // stdout and stderr are two pipes: their lines interleave as they are read.
+    assert.match(text, /compiling\n(.*\n)?step two\n/);
+    assert.match(await page.textContent("#step-log .l-stderr"), /boom/);
+    await screenshot(page, "13-step-log");
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await page.context().close();
+    await server.stop();
+  }
+});
