@@ -167,6 +167,20 @@ fn undeclared_names_are_warnings_when_validating_and_errors_when_running() {
 }
 
 #[test]
+fn a_missing_input_is_reported_once_not_at_every_template() {
+    let yaml = "name: t\ninputs:\n  topic: {type: string, required: true}\nsteps:\n  - id: a\n    tool: echo\n    parameters: {text: '{{ topic }}'}\n  - id: b\n    tool: echo\n    parameters: {text: '{{ topic | upper }}'}\n";
+    let err = with_context(yaml, json!({})).expect_err("no value");
+    assert_eq!(err.errors.len(), 1, "{:?}", err.errors);
+    assert_eq!(err.errors[0].kind, ErrorKind::MissingInput);
+    assert!(
+        err.errors[0].message.contains("required input 'topic'"),
+        "{}",
+        err.errors[0].message
+    );
+    with_context(yaml, json!({"topic": "tides"})).expect("given");
+}
+
+#[test]
 fn caller_inputs_override_defaults_and_are_type_checked() {
     let yaml = example("hello.yaml");
     let plan = with_context(&yaml, json!({"who": "there"}))

@@ -273,8 +273,11 @@ pub(super) fn check_references(
             }
         };
         for name in names {
+            // A declared input without a value is reported once, as missing,
+            // not again at every template that reads it.
             let known = step_ids.contains(name.as_str())
                 || inputs.contains_key(&name)
+                || declared.contains(name.as_str())
                 || template::BUILTIN_NAMES.contains(&name.as_str())
                 || site
                     .scope
