@@ -47,6 +47,7 @@ pub mod models;
 mod outputs;
 mod pool;
 mod resolve;
+pub mod retention;
 mod scope;
 mod step;
 mod step_log;
@@ -85,6 +86,8 @@ pub struct EngineConfig {
     pub models: models::ModelSettings,
     /// How webhook deliveries are sent.
     pub webhooks: webhooks::WebhookSettings,
+    /// Which finished executions are deleted, and how often that is looked at.
+    pub retention: retention::RetentionSettings,
 }
 
 impl Default for EngineConfig {
@@ -101,6 +104,7 @@ impl Default for EngineConfig {
             idempotency_ttl_ms: 24 * 3600 * 1000,
             models: models::ModelSettings::default(),
             webhooks: webhooks::WebhookSettings::default(),
+            retention: retention::RetentionSettings::default(),
         }
     }
 }

@@ -29,6 +29,10 @@ impl Engine {
         let reaper = tokio::spawn(reap_loop(self.inner.clone(), shutdown.clone()));
         let deliveries = tokio::spawn(webhooks::deliver_loop(self.inner.clone(), shutdown.clone()));
         let resolver = tokio::spawn(resolve::resolve_loop(self.clone(), shutdown.clone()));
+        let retention = tokio::spawn(crate::retention::retention_loop(
+            self.inner.clone(),
+            shutdown.clone(),
+        ));
         let waker = self.inner.clone();
         let on_work: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             waker.wake.notify_one();
@@ -161,6 +165,7 @@ impl Engine {
         heartbeat.abort();
         reaper.abort();
         deliveries.abort();
+        retention.abort();
         // Hands back the leases of executions it was resolving.
         if tokio::time::timeout(Duration::from_secs(5), resolver)
             .await

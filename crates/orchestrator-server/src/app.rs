@@ -294,6 +294,7 @@ pub async fn build_engine(settings: &Settings) -> anyhow::Result<Engine> {
             client: Some(Arc::new(settings.http.policy.clone()).client(0)),
             ..Default::default()
         },
+        retention: settings.retention.clone(),
         ..EngineConfig::default()
     };
     // From the models file, or (without one) the providers whose keys are set.

@@ -147,6 +147,10 @@ pub fn required_scope(method: &Method, path: &str, public_metrics: bool) -> Opti
     if path.starts_with("/models") && !reading && path != "/models/select" {
         return Some(Scope::Admin);
     }
+    // Deleting an execution loses its history: an administrator's call.
+    if *method == Method::DELETE && path.starts_with("/executions/") {
+        return Some(Scope::Admin);
+    }
     if reading || path == "/models/select" {
         Some(Scope::Read)
     } else {
@@ -369,6 +373,7 @@ mod tests {
         assert_eq!(s(Method::GET, "/executions/x"), Some(Scope::Read));
         assert_eq!(s(Method::POST, "/executions"), Some(Scope::Submit));
         assert_eq!(s(Method::POST, "/executions/x/cancel"), Some(Scope::Submit));
+        assert_eq!(s(Method::DELETE, "/executions/x"), Some(Scope::Admin));
         assert_eq!(s(Method::POST, "/models/select"), Some(Scope::Read));
         assert_eq!(s(Method::POST, "/models"), Some(Scope::Admin));
         assert_eq!(s(Method::GET, "/models"), Some(Scope::Read));

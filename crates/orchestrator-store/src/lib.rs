@@ -39,6 +39,7 @@ mod postgres;
 mod queue;
 mod recovery;
 mod resolve;
+mod retention;
 mod rows;
 mod sql;
 mod sqlite;
@@ -55,6 +56,7 @@ pub use models::{ModelCall, ModelCallStats, ModelRecord, StepUsage};
 pub use overview::Overview;
 pub use pipelines::{PipelineRecord, PipelineSummary};
 pub use postgres::PostgresStore;
+pub use retention::{Deleted, PurgeRule};
 pub use sqlite::SqliteStore;
 pub use tokens::TokenRecord;
 pub use waits::WaitRecord;
@@ -552,6 +554,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Every stored pipeline, by name.
     async fn list_pipelines(&self) -> Result<Vec<PipelineSummary>>;
+
+    /// Deletes a finished execution with the executions it started (at any
+    /// depth) and everything they own; nothing while one of them runs.
+    async fn delete_execution(&self, id: &str) -> Result<Deleted>;
+
+    /// Deletes up to `limit` finished root executions the rule selects, each
+    /// with its tree; how many executions went.
+    async fn purge_executions(&self, rule: &PurgeRule, limit: i64) -> Result<u64>;
+
+    /// Takes (or renews) a named lease for `holder` until `until` (Unix ms)
+    /// if it is free or expired: one process at a time does the named work.
+    async fn take_lease(&self, name: &str, holder: &str, until: i64) -> Result<bool>;
 
     /// Writes a batch of a step's log lines (see [`LogWrite`]).
     async fn append_step_log(

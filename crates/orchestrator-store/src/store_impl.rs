@@ -19,7 +19,7 @@ use crate::{
 };
 use crate::{
     events, executions, finish, logs, memory, models, overview, pipelines, queue, recovery,
-    resolve, tokens, waits, webhooks,
+    resolve, retention, tokens, waits, webhooks,
 };
 
 #[async_trait]
@@ -206,6 +206,18 @@ impl<D: Dialect> Store for D {
 
     async fn list_pipelines(&self) -> Result<Vec<PipelineSummary>> {
         pipelines::list_pipelines(self).await
+    }
+
+    async fn delete_execution(&self, id: &str) -> Result<crate::Deleted> {
+        retention::delete_execution(self, id).await
+    }
+
+    async fn purge_executions(&self, rule: &crate::PurgeRule, limit: i64) -> Result<u64> {
+        retention::purge(self, rule, limit).await
+    }
+
+    async fn take_lease(&self, name: &str, holder: &str, until: i64) -> Result<bool> {
+        retention::take_lease(self, name, holder, until).await
     }
 
     async fn append_step_log(

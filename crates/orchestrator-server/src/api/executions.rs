@@ -371,6 +371,54 @@ pub async fn get_execution_graph(
     Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
 }
 
+/// What `DELETE /executions/{id}` removed.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct DeletedView {
+    /// The execution, then the executions it started (at any depth).
+    pub deleted: Vec<String>,
+}
+
+/// Delete a finished execution, with the executions its steps started and
+/// everything they own (steps, checkpoints, events, webhook deliveries,
+/// logs, questions, memory). Scope `admin`. Refused (`409`) while any of
+/// them has not ended: cancel it first. Retention (`retention:` in the
+/// configuration) does the same by age and count.
+#[utoipa::path(
+    delete,
+    path = "/executions/{id}",
+    tag = TAG_EXECUTIONS,
+    operation_id = "delete_execution",
+    params(("id" = uuid::Uuid, Path, description = "Execution id")),
+    responses(
+        (status = 200, description = "Deleted", body = DeletedView),
+        (status = 400, description = "Not a valid id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such execution", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It, or an execution it started, has not ended", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_execution(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<DeletedView>, ApiError> {
+    let id = parse_execution_id(&id)?;
+    match state.engine().delete_execution(&id).await? {
+        orchestrator_store::Deleted::Done(deleted) => Ok(ApiJson(DeletedView { deleted })),
+        orchestrator_store::Deleted::NotFound => Err(ApiError::NotFound(format!(
+            "execution '{id}' does not exist"
+        ))),
+        orchestrator_store::Deleted::Unfinished(open) => {
+            let list: Vec<String> = open
+                .iter()
+                .map(|(e, st)| format!("{e} ({})", st.as_str()))
+                .collect();
+            Err(ApiError::Conflict(format!(
+                "cannot delete execution '{id}': not ended yet: {}; cancel it first",
+                list.join(", ")
+            )))
+        }
+    }
+}
+
 /// Cancel an execution: steps not started are cancelled, running steps are stopped.
 ///
 /// Idempotent: cancelling a finished execution changes nothing and returns it.

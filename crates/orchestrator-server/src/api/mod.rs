@@ -37,7 +37,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
             executions::create_execution,
             executions::list_executions
         ))
-        .routes(routes!(executions::get_execution))
+        .routes(routes!(
+            executions::get_execution,
+            executions::delete_execution
+        ))
         .routes(routes!(executions::list_checkpoints))
         .routes(routes!(executions::get_execution_graph))
         .routes(routes!(crate::events::execution_events))

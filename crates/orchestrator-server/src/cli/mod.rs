@@ -12,6 +12,8 @@ use orchestrator_engine::{ExecutionOptions, PipelineSource, Submission, SubmitEr
 
 use crate::config::{self, Overrides, Settings};
 
+mod purge;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "orchestrator",
@@ -114,6 +116,15 @@ pub enum Command {
         #[command(flatten)]
         flags: ServerFlags,
     },
+    /// Delete finished executions (with the executions they started) from
+    /// the configured database now: by age and count, or by the configured
+    /// `retention:` rules.
+    Purge {
+        #[command(flatten)]
+        args: purge::PurgeArgs,
+        #[command(flatten)]
+        flags: ServerFlags,
+    },
 }
 
 /// Exit code for an invalid pipeline.
@@ -134,6 +145,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Serve(flags) => with_runtime(|| serve(flags, false)),
         Command::Token { command, flags } => with_runtime(|| token(command, flags)),
+        Command::Purge { args, flags } => with_runtime(|| purge::purge(args, flags)),
         Command::Worker(flags) => with_runtime(|| serve(flags, true)),
         Command::Run {
             file,

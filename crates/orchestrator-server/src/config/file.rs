@@ -22,6 +22,28 @@ pub struct FileConfig {
     pub workspace: WorkspaceSection,
     pub limits: LimitsSection,
     pub auth: AuthSection,
+    pub retention: RetentionSection,
+}
+
+/// Which finished executions are deleted (none unless configured).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSection {
+    /// How often retention looks (default 300 s).
+    pub every_seconds: Option<u64>,
+    pub succeeded: Option<RetentionRuleSection>,
+    pub failed: Option<RetentionRuleSection>,
+    pub cancelled: Option<RetentionRuleSection>,
+}
+
+/// One status's rule.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionRuleSection {
+    /// Deleted this many hours after they finished.
+    pub max_age_hours: Option<u64>,
+    /// The newest this many are kept whatever their age.
+    pub keep: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -71,6 +71,8 @@ pub struct Settings {
     pub max_lost_workers: u64,
     pub max_queued_steps: u64,
     pub idempotency_ttl_hours: u64,
+    /// Which finished executions are deleted.
+    pub retention: orchestrator_engine::retention::RetentionSettings,
     /// Where the file layer came from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -102,6 +104,7 @@ impl Default for Settings {
             max_lost_workers: 3,
             max_queued_steps: 100_000,
             idempotency_ttl_hours: 24,
+            retention: orchestrator_engine::retention::RetentionSettings::default(),
             config_file: None,
         }
     }
@@ -320,6 +323,7 @@ fn settings(f: &FileConfig) -> Result<Settings, ConfigError> {
     c.regex_matches = l.regex_matches.unwrap_or(c.regex_matches);
     c.max_pipeline_depth = l.max_pipeline_depth.unwrap_or(c.max_pipeline_depth);
     c.step_log_bytes = l.step_log_bytes.unwrap_or(c.step_log_bytes).max(1024);
+    s.retention = retention(&f.retention);
     let v = &f.server;
     if let Some(b) = &v.bind {
         s.bind = parse_bind(b, "server.bind")?;
@@ -352,5 +356,33 @@ pub(crate) fn json_kind(v: &serde_json::Value) -> &'static str {
         serde_json::Value::String(_) => "text",
         serde_json::Value::Array(_) => "a list",
         serde_json::Value::Object(_) => "a mapping",
+    }
+}
+
+/// The retention rules a `retention:` section gives (none without one).
+pub fn retention(r: &file::RetentionSection) -> orchestrator_engine::retention::RetentionSettings {
+    use orchestrator_core::flow::ExecutionStatus;
+    use orchestrator_engine::retention::{RetentionRule, RetentionSettings};
+    let mut rules = Vec::new();
+    for (status, rule) in [
+        (ExecutionStatus::Succeeded, &r.succeeded),
+        (ExecutionStatus::Failed, &r.failed),
+        (ExecutionStatus::Cancelled, &r.cancelled),
+    ] {
+        let Some(rule) = rule else { continue };
+        if rule.max_age_hours.is_none() && rule.keep.is_none() {
+            continue;
+        }
+        rules.push(RetentionRule {
+            status,
+            max_age_ms: rule
+                .max_age_hours
+                .map(|h| i64::try_from(h.saturating_mul(3_600_000)).unwrap_or(i64::MAX)),
+            keep: rule.keep.map(|k| i64::try_from(k).unwrap_or(i64::MAX)),
+        });
+    }
+    RetentionSettings {
+        rules,
+        every: std::time::Duration::from_secs(r.every_seconds.unwrap_or(300).max(1)),
     }
 }

@@ -10,6 +10,7 @@ mod metrics;
 mod models;
 mod people;
 mod recovery;
+mod retention;
 mod stored;
 mod support;
 mod system;

@@ -10,6 +10,7 @@ mod overview;
 mod queue;
 mod recovery;
 mod resolve;
+mod retention;
 mod support;
 mod tokens;
 mod waits;
