@@ -253,6 +253,11 @@ pub(crate) async fn reap_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
             }
             Err(e) => warn!(error = ?e, "looking for waits past their deadline failed"),
         }
+        // Database upkeep (SQLite's checkpoints) often, so its log stays
+        // small under load without a checkpoint on the commit path.
+        if let Err(e) = inner.store.maintain().await {
+            warn!(error = ?e, "database upkeep failed");
+        }
         ticks += 1;
         if ticks % every != 1 % every {
             continue;
@@ -265,9 +270,6 @@ pub(crate) async fn reap_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
                 inner.wake.notify_one();
             }
             Err(e) => warn!(error = ?e, "looking for lost workers failed"),
-        }
-        if let Err(e) = inner.store.maintain().await {
-            warn!(error = ?e, "database upkeep failed");
         }
         if let Err(e) = inner.store.purge_expired_memory().await {
             warn!(error = ?e, "dropping expired memory entries failed");

@@ -265,6 +265,7 @@ fn check_workspace_apart(settings: &Settings) -> anyhow::Result<()> {
 /// Opens the store, builds the engine and its tools.
 pub async fn build_engine(settings: &Settings) -> anyhow::Result<Engine> {
     check_workspace_apart(settings)?;
+    orchestrator_store::set_sqlite_wal_max_bytes(settings.sqlite_wal_max_bytes);
     let store = orchestrator_store::connect(&settings.database_url)
         .await
         .map_err(|e| {

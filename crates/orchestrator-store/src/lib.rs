@@ -57,7 +57,9 @@ pub use overview::Overview;
 pub use pipelines::{PipelineRecord, PipelineSummary};
 pub use postgres::PostgresStore;
 pub use retention::{Deleted, PurgeRule};
-pub use sqlite::SqliteStore;
+pub use sqlite::{
+    DEFAULT_WAL_MAX_BYTES, SqliteStore, set_wal_max_bytes as set_sqlite_wal_max_bytes,
+};
 pub use tokens::TokenRecord;
 pub use waits::WaitRecord;
 pub use webhooks::{DeliveryJob, DeliveryRecord, DeliveryUpdate, WebhookRecord};

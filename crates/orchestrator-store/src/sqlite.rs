@@ -52,11 +52,31 @@ const SELECT_RESULTS: &str = "SELECT step_id, status, result FROM steps \
 
 /// Copies the WAL back into the database file. PASSIVE never blocks writers;
 /// when the WAL has grown large, TRUNCATE also gives its space back.
-async fn maintain(pool: &SqlitePool) -> Result<()> {
+/// The size the write-ahead log is held to (`database.sqlite_wal_max_bytes`).
+static WAL_MAX_BYTES: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+
+/// Default bound of the write-ahead log: 64 MiB.
+pub const DEFAULT_WAL_MAX_BYTES: i64 = 64 * 1024 * 1024;
+
+/// Sets the bound of SQLite's write-ahead log for this process (before
+/// connecting; only the first call counts).
+pub fn set_wal_max_bytes(bytes: i64) -> bool {
+    WAL_MAX_BYTES.set(bytes.max(1024 * 1024)).is_ok()
+}
+
+fn wal_max_bytes() -> i64 {
+    *WAL_MAX_BYTES.get_or_init(|| DEFAULT_WAL_MAX_BYTES)
+}
+
+/// Checkpoints the write-ahead log in the background (the reaper calls this
+/// a few times a second), never on the commit path: a passive checkpoint
+/// copies what it can without waiting; past the bound, a truncating one
+/// waits for readers and writers to let it empty the log and cut the file.
+async fn maintain(pool: &SqlitePool, page_size: i64) -> Result<()> {
     let (_, log_frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(pool)
         .await?;
-    if log_frames > 100_000 {
+    if log_frames.saturating_mul(page_size) > wal_max_bytes() {
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(pool)
             .await?;
@@ -94,6 +114,8 @@ pub struct SqliteStore {
     /// SQLite's busy handler (which sleeps in steps of milliseconds), keeps
     /// write latency low under contention.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Bytes per page, for the size of the write-ahead log.
+    page_size: i64,
 }
 
 impl SqliteStore {
@@ -106,7 +128,9 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             // Checkpoints run from `maintain`, not on some unlucky commit.
-            .pragma("wal_autocheckpoint", "0");
+            .pragma("wal_autocheckpoint", "0")
+            // A log emptied by a checkpoint is cut back to this size.
+            .pragma("journal_size_limit", wal_max_bytes().to_string());
         // An in-memory database exists once per connection: keep exactly one.
         let max = if url.contains(":memory:") || url.contains("mode=memory") {
             1
@@ -122,9 +146,11 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
+        let (page_size,): (i64,) = sqlx::query_as("PRAGMA page_size").fetch_one(&pool).await?;
         Ok(SqliteStore {
             pool,
             writer: Default::default(),
+            page_size,
         })
     }
 }
@@ -156,7 +182,7 @@ impl Dialect for SqliteStore {
     }
 
     async fn maintain(&self) -> Result<()> {
-        maintain(&self.pool).await
+        maintain(&self.pool, self.page_size).await
     }
 
     async fn listen_for_work(

@@ -207,6 +207,8 @@ pub struct ServerSection {
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSection {
     pub url: Option<String>,
+    /// SQLite: the write-ahead log is checkpointed back under this size.
+    pub sqlite_wal_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

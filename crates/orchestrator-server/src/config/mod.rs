@@ -73,6 +73,8 @@ pub struct Settings {
     pub idempotency_ttl_hours: u64,
     /// Which finished executions are deleted.
     pub retention: orchestrator_engine::retention::RetentionSettings,
+    /// SQLite: the bound its write-ahead log is checkpointed back under.
+    pub sqlite_wal_max_bytes: i64,
     /// Where the file layer came from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -105,6 +107,7 @@ impl Default for Settings {
             max_queued_steps: 100_000,
             idempotency_ttl_hours: 24,
             retention: orchestrator_engine::retention::RetentionSettings::default(),
+            sqlite_wal_max_bytes: orchestrator_store::DEFAULT_WAL_MAX_BYTES,
             config_file: None,
         }
     }
@@ -324,6 +327,9 @@ fn settings(f: &FileConfig) -> Result<Settings, ConfigError> {
     c.max_pipeline_depth = l.max_pipeline_depth.unwrap_or(c.max_pipeline_depth);
     c.step_log_bytes = l.step_log_bytes.unwrap_or(c.step_log_bytes).max(1024);
     s.retention = retention(&f.retention);
+    if let Some(b) = f.database.sqlite_wal_max_bytes {
+        s.sqlite_wal_max_bytes = i64::try_from(b).unwrap_or(i64::MAX);
+    }
     let v = &f.server;
     if let Some(b) = &v.bind {
         s.bind = parse_bind(b, "server.bind")?;
