@@ -77,7 +77,9 @@ fn start_with(
 }
 
 async fn get(base: &str, path: &str) -> Value {
-    reqwest::get(format!("{base}{path}"))
+    orchestrator_tools::net::default_client()
+        .get(format!("{base}{path}"))
+        .send()
         .await
         .expect("get")
         .json()
@@ -759,4 +761,130 @@ async fn postgres_step_printing_100_mb_keeps_its_log_bounded() {
     if let Some(url) = postgres_url().await {
         a_step_printing_100_mb_keeps_its_log_bounded(url).await;
     }
+}
+
+/// Runs the `orchestrator` client against `base`; (exit code, stdout, stderr).
+fn client(base: &str, dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(args)
+        .env("ORCHESTRATOR_URL", base)
+        .env_remove("ORCHESTRATOR_TOKEN")
+        .current_dir(dir)
+        .output()
+        .expect("run the client");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_client_drives_a_server() {
+    let db = TempDir::new("orch-client-db");
+    let ws = TempDir::new("orch-client-ws");
+    let server = start(&orchestrator_store::testing::sqlite_url(&db), ws.path(), 5);
+    let base = server.base.clone();
+    let files = TempDir::new("orch-client-files");
+    let write = |name: &str, text: &str| {
+        std::fs::write(files.path().join(name), text).expect("write");
+    };
+    write(
+        "hello.yaml",
+        "name: hello\nparameters:\n  who: {type: string, default: world}\nsteps:\n  - id: say\n    tool: terminal\n    action: run\n    parameters: {command: 'echo hello {{ who }}'}\n",
+    );
+    write(
+        "broken.yaml",
+        "name: broken\nsteps:\n  - id: a\n    tool: nope\n",
+    );
+    write(
+        "fails.yaml",
+        "name: fails\nsteps:\n  - id: bad\n    tool: terminal\n    action: run\n    max_retries: 1\n    parameters: {command: 'echo trying; exit 4'}\n",
+    );
+    write(
+        "gate.yaml",
+        "name: gate\nsteps:\n  - id: ok\n    tool: approval-gate\n    action: execute\n    parameters: {title: 'Ship it?', content: v1}\n",
+    );
+    let dir = files.path();
+
+    let (code, out, err) = client(
+        &base,
+        dir,
+        &["submit", "hello.yaml", "-i", "who=Ada", "--wait"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("succeeded"), "{out}");
+    let id = out.split_whitespace().next().expect("id").to_string();
+    let (code, out, _) = client(&base, dir, &["logs", &id, "say"]);
+    assert_eq!((code, out.as_str()), (0, "hello Ada\n"));
+    let (code, out, _) = client(&base, dir, &["status", &id, "--json"]);
+    assert_eq!(code, 0);
+    let status: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(status["status"], "succeeded");
+
+    let (code, _, err) = client(&base, dir, &["submit", "broken.yaml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("line 4") && err.contains("unknown tool 'nope'"),
+        "{err}"
+    );
+
+    let (code, out, err) = client(&base, dir, &["submit", "fails.yaml", "--follow"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("bad failed (attempt 1): command exited with code 4"),
+        "{out}"
+    );
+    let failed = out
+        .lines()
+        .rev()
+        .find(|l| l.contains("  fails  failed"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the execution line")
+        .to_string();
+    let (code, out, _) = client(&base, dir, &["list", "--status", "failed"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&failed), "{out}");
+    let (code, out, _) = client(&base, dir, &["recover", &failed]);
+    assert_eq!(code, 0);
+    assert!(out.contains("running again: bad"), "{out}");
+
+    let (code, out, _) = client(&base, dir, &["submit", "gate.yaml"]);
+    assert_eq!(code, 0);
+    let gate = out.trim().to_string();
+    wait_for(
+        &base,
+        &gate,
+        |e| step_status(e, "ok") == "waiting",
+        Duration::from_secs(20),
+    )
+    .await;
+    let (code, out, _) = client(&base, dir, &["waiting"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&gate) && out.contains("Ship it?"), "{out}");
+    let (code, _, err) = client(&base, dir, &["answer", &gate, "ok", "--reject", ""]);
+    assert_eq!(code, 2, "a rejection needs a reason: {err}");
+    let (code, _, err) = client(&base, dir, &["answer", &gate, "ok", "--approve"]);
+    assert_eq!(code, 0, "{err}");
+    let done = wait_for(
+        &base,
+        &gate,
+        |e| e["status"] == "succeeded",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded");
+
+    let (code, out, _) = client(&base, dir, &["submit", "gate.yaml"]);
+    assert_eq!(code, 0);
+    let other = out.trim().to_string();
+    let (code, out, _) = client(&base, dir, &["cancel", &other]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, format!("{other}: cancelled").as_str())
+    );
+
+    let (code, _, err) = client("http://127.0.0.1:9", dir, &["list"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reach"), "{err}");
 }

@@ -343,7 +343,13 @@ impl Tool for Terminal {
         };
         let code = status.code();
         if !status.success() && !allow_failure {
-            let tail: String = stderr
+            // The end of what it said on stderr, else on stdout.
+            let said = if stderr.trim().is_empty() {
+                &stdout
+            } else {
+                &stderr
+            };
+            let tail: String = said
                 .chars()
                 .rev()
                 .take(500)
@@ -355,9 +361,14 @@ impl Tool for Terminal {
                 || "was killed by a signal".to_string(),
                 |c| format!("exited with code {c}"),
             );
+            let tail = tail.trim();
             return Err(ToolError::new(
                 ErrorKind::CommandError,
-                format!("command {how}: {}", tail.trim()),
+                if tail.is_empty() {
+                    format!("command {how}")
+                } else {
+                    format!("command {how}: {tail}")
+                },
             ));
         }
         // The seed's fields too: what ran, where, how long. (No `success`

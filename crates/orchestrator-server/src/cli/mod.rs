@@ -12,6 +12,7 @@ use orchestrator_engine::{ExecutionOptions, PipelineSource, Submission, SubmitEr
 
 use crate::config::{self, Overrides, Settings};
 
+mod client;
 mod purge;
 
 #[derive(Debug, Parser)]
@@ -125,6 +126,9 @@ pub enum Command {
         #[command(flatten)]
         flags: ServerFlags,
     },
+    /// Talk to a running server (--server, ORCHESTRATOR_URL).
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 /// Exit code for an invalid pipeline.
@@ -146,6 +150,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(flags) => with_runtime(|| serve(flags, false)),
         Command::Token { command, flags } => with_runtime(|| token(command, flags)),
         Command::Purge { args, flags } => with_runtime(|| purge::purge(args, flags)),
+        Command::Client(command) => with_runtime(|| client::run(command)),
         Command::Worker(flags) => with_runtime(|| serve(flags, true)),
         Command::Run {
             file,
@@ -480,12 +485,32 @@ async fn run_in(
             return ExitCode::from(INVALID);
         }
     };
-    let done = engine
-        .wait_finished(&record.id, Duration::from_secs(timeout))
-        .await;
+    let waited = watch(&engine, &record.id, Duration::from_secs(timeout), !json).await;
+    match &waited {
+        Watched::TimedOut => {
+            eprintln!("{name}: timed out after {timeout} s (--timeout); cancelling it");
+            let _ = engine.cancel(&record.id).await;
+        }
+        Watched::Interrupted => {
+            eprintln!("{name}: interrupted; cancelling it");
+            let _ = engine.cancel(&record.id).await;
+        }
+        Watched::Ended | Watched::Failed(_) => {}
+    }
+    if matches!(waited, Watched::TimedOut | Watched::Interrupted) {
+        // The cancellation stops running steps (and kills their commands'
+        // process groups) before the workers are let go.
+        let _ = engine
+            .wait_finished(&record.id, Duration::from_secs(10))
+            .await;
+    }
     shutdown.cancel();
     let _ = workers.await;
-    let done = match done {
+    if let Watched::Failed(e) = &waited {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let done = match engine.store().get_execution(&record.id).await {
         Ok(Some(d)) => d,
         Ok(None) => return ExitCode::FAILURE,
         Err(e) => {
@@ -525,6 +550,75 @@ async fn run_in(
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// How waiting for a `run` ended.
+enum Watched {
+    Ended,
+    TimedOut,
+    Interrupted,
+    Failed(String),
+}
+
+/// Waits for the execution to end, printing one line per step change as it
+/// happens (`[done/total] step status`) when `print`.
+async fn watch(
+    engine: &orchestrator_engine::Engine,
+    id: &str,
+    timeout: Duration,
+    print: bool,
+) -> Watched {
+    use orchestrator_core::flow::StepStatus;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut seen: HashMap<String, (StepStatus, i64)> = HashMap::new();
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        let steps = match engine.store().list_steps(id).await {
+            Ok(s) => s,
+            Err(e) => return Watched::Failed(e.to_string()),
+        };
+        if print {
+            let total = steps.len();
+            let done = steps
+                .iter()
+                .filter(|s| {
+                    matches!(
+                        s.status,
+                        StepStatus::Succeeded
+                            | StepStatus::Failed
+                            | StepStatus::Skipped
+                            | StepStatus::Cancelled
+                    )
+                })
+                .count();
+            for s in &steps {
+                let now = (s.status, s.attempt);
+                if seen.get(&s.step_id) != Some(&now) {
+                    let extra = match (s.status, s.error.as_deref()) {
+                        (StepStatus::Failed | StepStatus::Retrying, Some(e)) => format!(": {e}"),
+                        _ => String::new(),
+                    };
+                    eprintln!(
+                        "[{done}/{total}] {} {} (attempt {}){extra}",
+                        s.step_id,
+                        s.status.as_str(),
+                        s.attempt
+                    );
+                    seen.insert(s.step_id.clone(), now);
+                }
+            }
+        }
+        match engine.store().get_execution(id).await {
+            Ok(Some(e)) if e.status.is_terminal() => return Watched::Ended,
+            Ok(_) => {}
+            Err(e) => return Watched::Failed(e.to_string()),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = tokio::time::sleep_until(deadline) => return Watched::TimedOut,
+            _ = &mut ctrl_c => return Watched::Interrupted,
+        }
     }
 }
 
