@@ -125,6 +125,78 @@ async fn bad_data_gets_typed_errors() {
 }
 
 #[tokio::test]
+async fn validation_reads_text_and_rows_as_the_seed_does() {
+    let (ctx, _ws) = ctx();
+    let row = json!({"type": "object", "required": ["id", "name"], "properties": {"id": {"type": "integer"}, "name": {"type": "string"}, "active": {"type": "boolean"}}});
+    // JSON text is read as JSON.
+    let ok = validation(
+        &ctx,
+        "validate",
+        json!({"schema": row, "data": "{\"id\": 1, \"name\": \"a\"}"}),
+    )
+    .await
+    .expect("json text");
+    assert_eq!(ok["valid"], true, "{ok}");
+    // CSV rows against an object schema: each row, strict then lenient.
+    let csv = "id,name,active\n1,a,true\n2,,false\nx,c,maybe\n";
+    let strict = validation(&ctx, "validate", json!({"schema": row, "data": csv}))
+        .await
+        .expect("csv");
+    assert_eq!(strict["valid"], false);
+    assert_eq!(strict["rows_validated"], 3);
+    let lenient = validation(
+        &ctx,
+        "validate",
+        json!({"schema": row, "data": csv, "mode": "LENIENT"}),
+    )
+    .await
+    .expect("lenient");
+    assert_eq!(lenient["mode"], "lenient");
+    let rows_with_errors: Vec<i64> = lenient["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["row"].as_i64())
+        .collect();
+    // Row 3: "x" is no integer and "maybe" no boolean.
+    assert_eq!(rows_with_errors, vec![3, 3], "{lenient:#}");
+    assert_eq!(
+        lenient["data"][0],
+        json!({"id": 1, "name": "a", "active": true})
+    );
+    assert!(
+        lenient["warnings"].as_array().is_some_and(|w| w.len() >= 4),
+        "{lenient:#}"
+    );
+    let report = validation(
+        &ctx,
+        "validate",
+        json!({"schema": row, "data": csv, "mode": "report_only"}),
+    )
+    .await
+    .expect("report");
+    assert_eq!(report["valid"], true);
+    assert!(report["warnings"].as_array().is_some_and(|w| !w.is_empty()));
+    // Text the schema wants as text stays text.
+    let text = validation(
+        &ctx,
+        "validate",
+        json!({"schema": {"type": "string", "maxLength": 3}, "data": "[1]"}),
+    )
+    .await
+    .expect("text");
+    assert_eq!(text["valid"], true, "{text}");
+    let e = validation(
+        &ctx,
+        "validate",
+        json!({"schema": row, "data": {}, "mode": "loose"}),
+    )
+    .await
+    .expect_err("unknown mode");
+    assert!(e.message.contains("mode 'loose'"), "{}", e.message);
+}
+
+#[tokio::test]
 async fn validation_reports_every_error_with_its_path() {
     let (ctx, _ws) = ctx();
     let schema = json!({"type": "object", "required": ["name", "age"], "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}, "tags": {"type": "array", "items": {"type": "string"}}}});
@@ -135,7 +207,10 @@ async fn validation_reports_every_error_with_its_path() {
     )
     .await
     .expect("valid");
-    assert_eq!(ok, json!({"valid": true, "errors": []}));
+    assert_eq!(
+        ok,
+        json!({"valid": true, "errors": [], "warnings": [], "mode": "strict", "data": {"name": "a", "age": 3}})
+    );
     let bad = validation(
         &ctx,
         "validate",
