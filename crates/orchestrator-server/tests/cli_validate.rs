@@ -57,6 +57,9 @@ fn an_invalid_file_exits_two_with_every_error_and_its_place() {
     assert_eq!(body["errors"].as_array().map(Vec::len), Some(2));
     assert_eq!(body["errors"][0]["line"], 4);
     assert_eq!(body["errors"][0]["column"], 11);
+    // The API's names: `code`, as in a problem's `errors`.
+    assert_eq!(body["errors"][0]["code"], "unknown_tool");
+    assert!(body["errors"][0].get("kind").is_none());
     std::fs::remove_dir_all(&dir).ok();
 }
 

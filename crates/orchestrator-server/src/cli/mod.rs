@@ -187,8 +187,12 @@ pub fn init_logging(level: &str, json: bool) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(format!("{level},sqlx=warn,tower_http=warn,hyper=warn")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a terminal (not in a log file), and never with NO_COLOR.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
@@ -622,6 +626,11 @@ async fn watch(
     }
 }
 
+/// Problems as the API writes them (`code`, `message`, `line`, …).
+fn problems(list: &[Diagnostic]) -> Vec<crate::error::ProblemItem> {
+    list.iter().map(crate::error::ProblemItem::from).collect()
+}
+
 fn validate(file: &PathBuf, json: bool) -> ExitCode {
     let env: HashMap<String, String> = std::env::vars().collect();
     match config::load(&Overrides::default(), &env) {
@@ -657,7 +666,7 @@ fn validate(file: &PathBuf, json: bool) -> ExitCode {
                     "valid": true,
                     "pipeline": compiled.plan.pipeline.id,
                     "levels": compiled.plan.levels,
-                    "warnings": compiled.warnings,
+                    "warnings": problems(&compiled.warnings),
                 });
                 println!("{body:#}");
             } else {
@@ -671,7 +680,7 @@ fn validate(file: &PathBuf, json: bool) -> ExitCode {
         }
         Err(err) => {
             if json {
-                let body = serde_json::json!({"valid": false, "errors": err.errors, "warnings": err.warnings});
+                let body = serde_json::json!({"valid": false, "errors": problems(&err.errors), "warnings": problems(&err.warnings)});
                 println!("{body:#}");
             } else {
                 eprintln!("{name} is invalid: {} error(s)", err.errors.len());
