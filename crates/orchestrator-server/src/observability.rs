@@ -388,8 +388,21 @@ pub async fn health_components(State(state): State<AppState>) -> ApiJson<Compone
         ),
         Ok(models) => {
             let env = &engine.models().settings().env;
-            let usable = models.iter().filter(|m| m.api_key(env).is_ok()).count();
-            if usable == 0 {
+            let keyed: Vec<_> = models.iter().filter(|m| m.api_key(env).is_ok()).collect();
+            // Endpoints the operator named (local servers, proxies) are
+            // tried: a model there that cannot be reached is not usable.
+            let unreachable = unreachable_endpoints(&keyed).await;
+            let usable = keyed.len() - unreachable.len();
+            if !unreachable.is_empty() {
+                component(
+                    "warning",
+                    format!(
+                        "{usable} of {} models usable; cannot connect to the endpoint of {}",
+                        models.len(),
+                        unreachable.join(", ")
+                    ),
+                )
+            } else if usable == 0 {
                 component(
                     "warning",
                     format!(
@@ -436,4 +449,27 @@ pub async fn health_components(State(state): State<AppState>) -> ApiJson<Compone
         model_registry,
         tools,
     })
+}
+
+/// Ids of models with their own `base_url` whose host does not accept a
+/// connection within a second (tried at once, in parallel).
+async fn unreachable_endpoints(models: &[&orchestrator_tools::models::ModelSpec]) -> Vec<String> {
+    let probes = models
+        .iter()
+        .filter(|m| m.base_url.is_some())
+        .map(|m| async move {
+            let url = url::Url::parse(m.base_url()).ok()?;
+            let host = url.host_str()?.to_string();
+            let port = url.port_or_known_default()?;
+            let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+            match tokio::time::timeout(std::time::Duration::from_secs(1), connect).await {
+                Ok(Ok(_)) => None,
+                _ => Some(m.id.clone()),
+            }
+        });
+    futures_util::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }

@@ -276,4 +276,40 @@ async fn metrics_move_by_what_a_run_did() {
         "no models yet: {health}"
     );
     assert_eq!(health["overall"], "warning");
+
+    // A model whose endpoint answers is usable; one nobody listens for is named.
+    let here = s.url("/v1");
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    for (id, base) in [
+        ("near", here),
+        ("gone", format!("http://127.0.0.1:{closed}/v1")),
+    ] {
+        let (status, body) = s
+            .send_json(
+                reqwest::Method::POST,
+                "/models",
+                Some(
+                    json!({"id": id, "provider": "openai", "model": "m", "base_url": base,
+                    "capabilities": ["generate"], "context_window": 4096, "cost_per_1k_tokens": 0}),
+                ),
+            )
+            .await;
+        assert_eq!(status, 201, "{body:#}");
+        let (_, health) = s.get("/health/components").await;
+        let registry = &health["model_registry"];
+        if id == "near" {
+            assert_eq!(registry["status"], "healthy", "{health}");
+        } else {
+            assert_eq!(registry["status"], "warning", "{health}");
+            assert!(
+                registry["detail"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("1 of 2 models usable") && m.contains("gone")),
+                "{health}"
+            );
+        }
+    }
 }
