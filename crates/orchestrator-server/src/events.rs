@@ -104,6 +104,24 @@ impl Cursor {
     }
 }
 
+/// Where a resumable stream starts: after `Last-Event-ID` (which wins) or
+/// `?after=`, else from the start.
+pub(crate) fn resume_after(
+    headers: &HeaderMap,
+    after: Option<i64>,
+    what: &str,
+) -> Result<i64, ApiError> {
+    match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| ApiError::BadRequest(format!("Last-Event-ID must be {what}"))),
+        None => Ok(after.unwrap_or(0).max(0)),
+    }
+}
+
 /// Stream an execution's events (Server-Sent Events).
 ///
 /// Each event has `id` (its number, from 1, without gaps), `event` (its kind:
@@ -140,15 +158,7 @@ pub async fn execution_events(
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = crate::api::parse_execution_id(&id)?;
-    let after = match headers.get("last-event-id") {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event number".into()))?,
-        None => query.after.unwrap_or(0).max(0),
-    };
+    let after = resume_after(&headers, query.after, "an event number")?;
     // Subscribe before the first read, so nothing written in between is missed.
     let signals = state.engine().subscribe_events();
     if state.engine().store().get_execution(&id).await?.is_none() {

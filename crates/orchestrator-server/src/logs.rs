@@ -126,15 +126,7 @@ pub async fn step_logs(
             "limit must be between 1 and 10000, got {limit}"
         )));
     }
-    let after = match headers.get("last-event-id") {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be a line number".into()))?,
-        None => query.after.unwrap_or(0).max(0),
-    };
+    let after = crate::events::resume_after(&headers, query.after, "a line number")?;
     let store = state.engine().store();
     let Some(status) = store.step_status(&id, &step).await? else {
         return Err(if store.get_execution(&id).await?.is_none() {

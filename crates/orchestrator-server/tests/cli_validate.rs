@@ -227,3 +227,43 @@ fn the_step_limit_is_configurable() {
         .expect("runs");
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn purge_says_what_it_needs_and_deletes_by_age() {
+    let dir = std::env::temp_dir().join(format!("orchestrator-cli-purge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = format!("sqlite://{}", dir.join("p.db").display());
+    let out = orchestrator()
+        .args(["purge", "--database-url", &db])
+        .current_dir(&dir)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--older-than"));
+    let out = orchestrator()
+        .args(["purge", "--database-url", &db, "--older-than", "3w"])
+        .current_dir(&dir)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unit is s, m, h or d"));
+    let out = orchestrator()
+        .args([
+            "purge",
+            "--database-url",
+            &db,
+            "--older-than",
+            "30d",
+            "--status",
+            "failed",
+        ])
+        .current_dir(&dir)
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "deleted 0 finished executions\n"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

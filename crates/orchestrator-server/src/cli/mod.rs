@@ -231,23 +231,31 @@ pub fn check_exposure(settings: &Settings) -> Result<(), String> {
     ))
 }
 
-async fn token(command: TokenCommand, flags: ServerFlags) -> ExitCode {
-    let settings = match settings(&flags) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(INVALID);
-        }
-    };
-    let store = match orchestrator_store::connect(&settings.database_url).await {
-        Ok(s) => s,
+/// The configuration and the database it names, for commands that work on
+/// the database directly; what went wrong is printed.
+async fn open_store(
+    flags: &ServerFlags,
+) -> Result<(Settings, std::sync::Arc<dyn orchestrator_store::Store>), ExitCode> {
+    let settings = settings(flags).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(INVALID)
+    })?;
+    match orchestrator_store::connect(&settings.database_url).await {
+        Ok(store) => Ok((settings, store)),
         Err(e) => {
             eprintln!(
                 "error: cannot open database {}: {e}",
                 orchestrator_store::redact_url(&settings.database_url)
             );
-            return ExitCode::FAILURE;
+            Err(ExitCode::FAILURE)
         }
+    }
+}
+
+async fn token(command: TokenCommand, flags: ServerFlags) -> ExitCode {
+    let (settings, store) = match open_store(&flags).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     let result = match command {
         TokenCommand::Create { .. } if settings.auth.pepper.0.is_empty() => {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use orchestrator_core::flow::ExecutionStatus;
 use orchestrator_engine::retention::{RetentionRule, apply};
 
-use super::{INVALID, ServerFlags, settings};
+use super::{INVALID, ServerFlags, open_store};
 
 /// What to delete, when given on the command line.
 #[derive(Debug, Clone, clap::Args)]
@@ -78,36 +78,26 @@ fn rules(args: &PurgeArgs) -> Result<Option<Vec<RetentionRule>>, String> {
 }
 
 pub(super) async fn purge(args: PurgeArgs, flags: ServerFlags) -> ExitCode {
-    let settings = match settings(&flags) {
-        Ok(s) => s,
+    let rules = match rules(&args) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(INVALID);
         }
     };
-    let rules = match rules(&args) {
-        Ok(Some(r)) => r,
-        Ok(None) if settings.retention.rules.is_empty() => {
+    let (settings, store) = match open_store(&flags).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
+    };
+    let rules = match rules {
+        Some(r) => r,
+        None if settings.retention.rules.is_empty() => {
             eprintln!(
                 "error: say what to delete (--older-than AGE, --keep N) or configure retention: in the configuration file"
             );
             return ExitCode::from(INVALID);
         }
-        Ok(None) => settings.retention.rules.clone(),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(INVALID);
-        }
-    };
-    let store = match orchestrator_store::connect(&settings.database_url).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!(
-                "error: cannot open database {}: {e}",
-                orchestrator_store::redact_url(&settings.database_url)
-            );
-            return ExitCode::FAILURE;
-        }
+        None => settings.retention.rules.clone(),
     };
     match apply(store.as_ref(), &rules).await {
         Ok(n) => {
