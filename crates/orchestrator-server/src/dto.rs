@@ -36,10 +36,34 @@ pub struct SubmitRequest {
     pub pipeline: Value,
     /// Inputs for the run (overrides the pipeline's defaults).
     #[serde(default, alias = "inputs")]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub context: Option<Map<String, Value>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "options_object")]
     pub options: Option<OptionsDto>,
+}
+
+/// `options` as a JSON object (or null): serde would also take a list,
+/// read field by field.
+fn options_object<'de, D>(d: D) -> Result<Option<OptionsDto>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        v @ Value::Object(_) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(D::Error::custom),
+        other => Err(D::Error::custom(format!(
+            "options must be an object, got {}",
+            match other {
+                Value::Array(_) => "a list",
+                Value::String(_) => "text",
+                Value::Number(_) => "a number",
+                _ => "a boolean",
+            }
+        ))),
+    }
 }
 
 /// Execution options.
@@ -51,7 +75,7 @@ pub struct OptionsDto {
     pub checkpoint_enabled: Option<bool>,
     /// Total attempts for steps that set no `max_retries` of their own.
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_retries: Option<u32>,
     /// `shared` (default): the workspace root; `isolated`: a folder of the execution's own.
     #[serde(default)]
@@ -60,7 +84,7 @@ pub struct OptionsDto {
     /// Execution-wide timeout in seconds: past it the execution fails and its
     /// running steps are stopped.
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 315_360_000)]
     pub timeout_seconds: Option<u64>,
     /// Budget in US dollars for model calls: a model step that could spend
     /// past it fails with `BudgetExceeded` instead of calling the model.
@@ -692,7 +716,7 @@ pub struct RunPipelineRequest {
     #[serde(default, alias = "inputs")]
     #[schema(value_type = Option<Object>)]
     pub context: Option<Map<String, Value>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "options_object")]
     pub options: Option<OptionsDto>,
     /// The version to run (default: the newest).
     #[serde(default)]

@@ -104,6 +104,19 @@ impl Cursor {
     }
 }
 
+/// One Server-Sent Event as a client reads it: `id`, `event` and `data`
+/// (JSON text).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct SseEvent {
+    /// The event's number: resume after it with `Last-Event-ID`.
+    #[schema(example = "1")]
+    pub id: String,
+    #[schema(example = "execution.queued")]
+    pub event: String,
+    /// The event as JSON text.
+    pub data: String,
+}
+
 /// Where a resumable stream starts: after `Last-Event-ID` (which wins) or
 /// `?after=`, else from the start.
 pub(crate) fn resume_after(
@@ -111,12 +124,18 @@ pub(crate) fn resume_after(
     after: Option<i64>,
     what: &str,
 ) -> Result<i64, ApiError> {
+    const MAX: i64 = 1_000_000_000_000;
+    if after.is_some_and(|a| !(0..=MAX).contains(&a)) {
+        return Err(ApiError::BadRequest(format!(
+            "after must be {what} from 0 to {MAX}"
+        )));
+    }
     match headers.get("last-event-id") {
         Some(v) => v
             .to_str()
             .ok()
             .and_then(|v| v.trim().parse::<i64>().ok())
-            .filter(|n| *n >= 0)
+            .filter(|n| (0..=MAX).contains(n))
             .ok_or_else(|| ApiError::BadRequest(format!("Last-Event-ID must be {what}"))),
         None => Ok(after.unwrap_or(0).max(0)),
     }
@@ -145,7 +164,7 @@ pub(crate) fn resume_after(
         EventsQuery
     ),
     responses(
-        (status = 200, description = "The event stream", body = String, content_type = "text/event-stream",
+        (status = 200, description = "The event stream", body = SseEvent, content_type = "text/event-stream",
             example = "id: 1\nevent: execution.queued\ndata: {\"seq\":1,\"kind\":\"execution.queued\",\"step_id\":null,\"data\":{\"pipeline\":\"hello\",\"steps\":2},\"created_at\":1795668054694}\n\n"),
         (status = 400, description = "Not a valid id or Last-Event-ID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such execution", body = Problem, content_type = "application/problem+json"),

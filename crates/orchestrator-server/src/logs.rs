@@ -107,7 +107,7 @@ fn ended(status: StepStatus) -> bool {
     responses(
         (status = 200, description = "The step's log lines", content(
             (LogPage = "application/json"),
-            (String = "text/event-stream", example = "id: 1\nevent: log\ndata: {\"seq\":1,\"attempt\":1,\"stream\":\"stdout\",\"at\":\"2026-11-29T08:30:00.123Z\",\"line\":\"compiling\"}\n\n"),
+            (crate::events::SseEvent = "text/event-stream", example = "id: 1\nevent: log\ndata: {\"seq\":1,\"attempt\":1,\"stream\":\"stdout\",\"at\":\"2026-11-29T08:30:00.123Z\",\"line\":\"compiling\"}\n\n"),
         )),
         (status = 400, description = "Not a valid id, query or Last-Event-ID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such execution or step", body = Problem, content_type = "application/problem+json"),

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The longest execution-wide timeout: ten years.
+const MAX_TIMEOUT_SECONDS: u64 = 315_360_000;
+
 pub(super) fn engine_options(dto: &OptionsDto) -> Result<ExecutionOptions, ApiError> {
     let workspace = match dto.workspace.as_deref() {
         None | Some("shared") => WorkspaceMode::Shared,
@@ -13,9 +16,17 @@ pub(super) fn engine_options(dto: &OptionsDto) -> Result<ExecutionOptions, ApiEr
             )));
         }
     };
-    if dto.timeout_seconds == Some(0) {
+    if dto
+        .timeout_seconds
+        .is_some_and(|t| !(1..=MAX_TIMEOUT_SECONDS).contains(&t))
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "options.timeout_seconds must be between 1 and {MAX_TIMEOUT_SECONDS} (ten years)"
+        )));
+    }
+    if dto.max_retries.is_some_and(|n| !(1..=100).contains(&n)) {
         return Err(ApiError::Unprocessable(
-            "options.timeout_seconds must be at least 1".to_string(),
+            "options.max_retries (attempts in all) must be between 1 and 100".to_string(),
         ));
     }
     if let Some(c) = dto.max_cost

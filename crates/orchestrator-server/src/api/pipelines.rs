@@ -41,6 +41,8 @@ pub async fn validate_pipeline(
         .flat_map(|v| v.split(','))
         .any(|p| p.trim().eq_ignore_ascii_case("handling=lenient"));
     let parsed = parse_body(&state, &headers, query, body)?;
+    // The options are checked as a submission checks them.
+    super::executions::engine_options(&parsed.options)?;
     let compiled = match state
         .engine()
         .compile_blocking(parsed.source.clone(), parsed.context.clone(), None)
