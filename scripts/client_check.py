@@ -22,7 +22,7 @@ from orchestrator_client.models import (
     RecoverResult,
     SubmitRequest,
 )
-from orchestrator_client.models.submit_request_context import SubmitRequestContext
+from orchestrator_client.models.submit_request_context_type_0 import SubmitRequestContextType0
 
 FINISHED = {"succeeded", "failed", "cancelled"}
 
@@ -70,7 +70,7 @@ def expect(value, kind, what):
 def submit(client, pipeline, context=None):
     body = SubmitRequest(pipeline=pipeline)
     if context is not None:
-        body.context = SubmitRequestContext.from_dict(context)
+        body.context = SubmitRequestContextType0.from_dict(context)
     return expect(create_execution.sync(client=client, body=body), ExecutionView, "submit")
 
 
