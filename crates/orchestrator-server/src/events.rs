@@ -47,7 +47,7 @@ fn sse_event(e: &EventRecord) -> Event {
         "kind": e.kind,
         "step_id": e.step_id,
         "data": e.data,
-        "created_at": e.created_at,
+        "created_at": crate::dto::time(e.created_at),
     });
     Event::default()
         .id(e.seq.to_string())
@@ -165,7 +165,7 @@ pub(crate) fn resume_after(
     ),
     responses(
         (status = 200, description = "The event stream", body = SseEvent, content_type = "text/event-stream",
-            example = "id: 1\nevent: execution.queued\ndata: {\"seq\":1,\"kind\":\"execution.queued\",\"step_id\":null,\"data\":{\"pipeline\":\"hello\",\"steps\":2},\"created_at\":1795668054694}\n\n"),
+            example = "id: 1\nevent: execution.queued\ndata: {\"seq\":1,\"kind\":\"execution.queued\",\"step_id\":null,\"data\":{\"pipeline\":\"hello\",\"steps\":2},\"created_at\":\"2026-11-29T08:30:00.123Z\"}\n\n"),
         (status = 400, description = "Not a valid id or Last-Event-ID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such execution", body = Problem, content_type = "application/problem+json"),
     )

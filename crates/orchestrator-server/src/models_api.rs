@@ -30,9 +30,8 @@ pub struct ModelView {
     pub spec: ModelSpec,
     /// `api` (registered with `POST /models`) or `file` (from models.yaml).
     pub source: String,
-    /// Unix milliseconds.
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub created_at: String,
+    pub updated_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -95,8 +94,8 @@ async fn views(state: &AppState) -> Result<Vec<ModelView>, ApiError> {
             Some(ModelView {
                 spec: serde_json::from_value(r.spec).ok()?,
                 source: r.source,
-                created_at: r.created_at,
-                updated_at: r.updated_at,
+                created_at: crate::dto::time(r.created_at),
+                updated_at: crate::dto::time(r.updated_at),
             })
         })
         .collect())

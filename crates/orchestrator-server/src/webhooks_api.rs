@@ -102,8 +102,7 @@ pub struct WebhookView {
     /// Only in the answer to `POST /webhooks`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
-    /// Unix milliseconds.
-    pub created_at: i64,
+    pub created_at: String,
 }
 
 impl WebhookView {
@@ -113,7 +112,7 @@ impl WebhookView {
             url: w.url,
             events: w.events,
             secret: None,
-            created_at: w.created_at,
+            created_at: crate::dto::time(w.created_at),
         }
     }
 }
@@ -133,25 +132,36 @@ pub struct DeliveryView {
     /// `pending`, `delivered`, `failed` (out of attempts) or `cancelled`.
     pub status: String,
     pub attempts: i64,
-    /// Unix milliseconds of the next attempt, while pending.
+    /// When the next attempt is due, while pending.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_attempt_at: Option<i64>,
+    pub next_attempt_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_status_code: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    /// Every attempt: `{attempt, at, status_code, error, duration_ms}`.
+    /// Every attempt: `{attempt, at, status_code, error, duration_ms}`
+    /// (`at` in RFC 3339).
     #[schema(value_type = Vec<Object>)]
     pub log: Value,
-    pub created_at: i64,
+    pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub delivered_at: Option<i64>,
+    pub delivered_at: Option<String>,
+}
+
+/// A delivery's attempts with `at` as RFC 3339 (stored as Unix ms).
+fn attempts_with_times(mut log: Value) -> Value {
+    for attempt in log.as_array_mut().into_iter().flatten() {
+        if let Some(ms) = attempt.get("at").and_then(Value::as_i64) {
+            attempt["at"] = Value::String(crate::dto::time(ms));
+        }
+    }
+    log
 }
 
 impl From<DeliveryRecord> for DeliveryView {
     fn from(d: DeliveryRecord) -> Self {
         DeliveryView {
-            next_attempt_at: (d.status == "pending").then_some(d.next_attempt_at),
+            next_attempt_at: (d.status == "pending").then(|| crate::dto::time(d.next_attempt_at)),
             id: d.id,
             execution_id: d.execution_id,
             event_seq: d.event_seq,
@@ -160,9 +170,9 @@ impl From<DeliveryRecord> for DeliveryView {
             attempts: d.attempts,
             last_status_code: d.last_status_code,
             last_error: d.last_error,
-            log: d.log,
-            created_at: d.created_at,
-            delivered_at: d.delivered_at,
+            log: attempts_with_times(d.log),
+            created_at: crate::dto::time(d.created_at),
+            delivered_at: d.delivered_at.map(crate::dto::time),
         }
     }
 }

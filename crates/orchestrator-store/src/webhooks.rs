@@ -177,7 +177,9 @@ pub(crate) async fn claim_deliveries<D: Dialect>(
             "kind": kind,
             "step_id": step_id,
             "data": data,
-            "created_at": created_at,
+            "created_at": chrono::DateTime::from_timestamp_millis(created_at)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         });
         let hook: Option<(String, String)> = D::q("SELECT url, secret FROM webhooks WHERE id = $1")
             .bind(&webhook_id)

@@ -77,6 +77,17 @@ async fn webhooks_are_signed_filtered_and_retried(s: Server) {
         .map(|a| a["status_code"].clone())
         .collect();
     assert_eq!(codes, [json!(500), json!(500), json!(204)]);
+    // Times as everywhere in the API: RFC 3339, as executions write them.
+    let rfc3339 = |v: &Value| {
+        v.as_str()
+            .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+    };
+    assert!(
+        rfc3339(&item["created_at"]) && rfc3339(&item["delivered_at"]),
+        "{item:#}"
+    );
+    assert!(rfc3339(&item["log"][0]["at"]), "{item:#}");
+    assert!(rfc3339(&receiver.requests()[0].json()["created_at"]));
     let got = receiver.requests();
     assert_eq!(got.len(), 3);
     for (n, r) in got.iter().enumerate() {
