@@ -111,7 +111,9 @@ async fn send(
         "delivery_id": job.id,
         "webhook_id": job.webhook_id,
         "attempt": attempt,
-        "sent_at": now,
+        "sent_at": chrono::DateTime::from_timestamp_millis(now)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
     if let (Some(obj), Value::Object(event)) = (body.as_object_mut(), job.payload) {
         obj.extend(event);
