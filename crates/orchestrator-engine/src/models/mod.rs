@@ -4,7 +4,7 @@
 //! processes sharing a database see the same models and learn from the same
 //! history.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -142,7 +142,13 @@ pub struct Models {
     guarded: Option<reqwest::Client>,
     settings: ModelSettings,
     metrics: Arc<crate::metrics::EngineMetrics>,
+    /// Models whose endpoint refused a connection, until when they are
+    /// passed over by selection (shared by the clones of this service).
+    unreachable: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
 }
+
+/// How long a model whose endpoint could not be reached is passed over.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(60);
 
 /// Why a model's endpoint may not be reached.
 fn refusal(spec: &ModelSpec, why: impl std::fmt::Display) -> String {
@@ -169,7 +175,19 @@ impl Models {
             http,
             settings,
             metrics: Arc::default(),
+            unreachable: Arc::default(),
         }
+    }
+
+    /// Models passed over for now: their endpoint could not be reached.
+    fn cooling(&self) -> HashSet<String> {
+        let now = Instant::now();
+        let mut map = self
+            .unreachable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.retain(|_, until| *until > now);
+        map.keys().cloned().collect()
     }
 
     /// Counts calls, tokens and cost in `metrics`.
@@ -286,6 +304,32 @@ impl Models {
     pub async fn select(&self, req: &Requirements) -> Result<Selection, SelectError> {
         let models = self.registry().await?;
         let stats = self.stats().await?;
+        // A model whose endpoint refused a connection in the last minute is
+        // passed over while another one fits.
+        let cooling = self.cooling();
+        if models.iter().any(|m| cooling.contains(&m.id)) {
+            let reachable: Vec<ModelSpec> = models
+                .iter()
+                .filter(|m| !cooling.contains(&m.id))
+                .cloned()
+                .collect();
+            if let Ok(mut chosen) = orchestrator_tools::models::select(
+                &reachable,
+                &stats,
+                req,
+                self.settings.strategy,
+                self.settings.default_model.as_deref(),
+                &self.settings.env,
+            ) {
+                let mut skipped: Vec<&str> = cooling.iter().map(String::as_str).collect();
+                skipped.sort_unstable();
+                chosen.reason.push_str(&format!(
+                    "; passed over (endpoint not reached in the last minute): {}",
+                    skipped.join(", ")
+                ));
+                return Ok(chosen);
+            }
+        }
         Ok(orchestrator_tools::models::select(
             &models,
             &stats,
@@ -400,6 +444,21 @@ impl Models {
         )
         .await;
         let latency_ms = clock.elapsed().as_secs_f64() * 1000.0;
+        {
+            let mut map = self
+                .unreachable
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &outcome {
+                Err(e) if e.kind == ErrorKind::ConnectionError => {
+                    map.insert(spec.id.clone(), Instant::now() + UNREACHABLE_FOR);
+                }
+                Ok(_) => {
+                    map.remove(&spec.id);
+                }
+                Err(_) => {}
+            }
+        }
         let (success, input, output, error_type) = match &outcome {
             Ok(r) => (true, r.input_tokens, r.output_tokens, None),
             Err(e) => (false, 0, 0, Some(e.kind.clone())),

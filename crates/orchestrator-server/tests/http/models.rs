@@ -3,7 +3,7 @@
 
 use crate::support::*;
 
-orchestrator_store::for_each_backend!(with database; models_run_against_a_local_provider, auto_tags_are_answered_after_the_submit);
+orchestrator_store::for_each_backend!(with database; models_run_against_a_local_provider, auto_tags_are_answered_after_the_submit, an_unreachable_model_is_passed_over);
 
 async fn models_run_against_a_local_provider(database_url: String) {
     use orchestrator_tools::testing::services::{self, Service, Wire};
@@ -571,5 +571,67 @@ async fn auto_tags_are_answered_after_the_submit(database_url: String) {
     assert!(
         error.contains("line 6") && error.contains("pick one"),
         "{failed:#}"
+    );
+}
+
+/// A model whose endpoint refuses connections fails its step once, then is
+/// passed over for a minute while another model fits.
+async fn an_unreachable_model_is_passed_over(database_url: String) {
+    use orchestrator_tools::testing::services::{self, Service, Wire};
+    let provider = Service::start(services::provider(Wire::OpenAi, Some("sk-local"))).await;
+    let s = Server::start_with(database_url, |settings| {
+        settings.models.env = std::collections::HashMap::from([(
+            "OPENAI_API_KEY".to_string(),
+            "sk-local".to_string(),
+        )]);
+        settings.models.strategy = orchestrator_tools::models::Strategy::Cheapest;
+    })
+    .await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    for (id, base, cost) in [
+        ("gone", format!("http://127.0.0.1:{closed}/v1"), 0.0),
+        ("near", provider.url("/v1"), 0.01),
+    ] {
+        let (status, body) = s
+            .send_json(
+                reqwest::Method::POST,
+                "/models",
+                Some(json!({"id": id, "provider": "openai", "model": format!("{id}-v1"), "base_url": base,
+                    "api_key_env": "OPENAI_API_KEY", "capabilities": ["generate"], "context_window": 8000,
+                    "cost_per_1k_tokens": cost})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let yaml = "name: ask\nsteps:\n  - id: ask\n    action: generate\n    max_retries: 1\n    parameters: {prompt: hello}\n";
+    let first = s.run_yaml(yaml, "").await;
+    assert_eq!(
+        first["status"], "failed",
+        "the cheapest cannot be reached: {first:#}"
+    );
+    assert_eq!(
+        step(&first, "ask")["error_type"],
+        "ConnectionError",
+        "{first:#}"
+    );
+    let second = s.run_yaml(yaml, "").await;
+    assert_eq!(second["status"], "succeeded", "{second:#}");
+    assert_eq!(step(&second, "ask")["usage"]["models"], json!(["near"]));
+    let (_, chosen) = s
+        .send_json(
+            reqwest::Method::POST,
+            "/models/select",
+            Some(json!({"tasks": ["generate"]})),
+        )
+        .await;
+    assert_eq!(chosen["model"]["id"], "near", "{chosen}");
+    assert!(
+        chosen["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("passed over") && r.contains("gone")),
+        "{chosen}"
     );
 }
