@@ -601,26 +601,37 @@ pub(crate) async fn run_model(
             ));
         }
     }
+    let log = crate::step_log::StepLog::new(
+        Arc::clone(&inner.store),
+        &claimed.execution_id,
+        &claimed.step_id,
+        claimed.attempt,
+    );
+    orchestrator_tools::log::LogSink::line(
+        log.as_ref(),
+        orchestrator_tools::log::Stream::Log,
+        &format!("model '{}' chosen: {why}", spec.id),
+    );
     let site = models::CallSite {
         execution_id: Some(claimed.execution_id.clone()),
         step_id: Some(claimed.step_id.clone()),
         attempt: claimed.attempt,
+        log: Some(Arc::clone(&log) as Arc<dyn orchestrator_tools::log::LogSink>),
     };
-    match &request.schema {
+    let outcome = match &request.schema {
         Some(schema) => {
-            let (value, _) =
-                models::structured(&inner.models, &spec, &request.chat, schema, &site, &cancel)
-                    .await?;
-            Ok(value)
+            models::structured(&inner.models, &spec, &request.chat, schema, &site, &cancel)
+                .await
+                .map(|(value, _)| value)
         }
-        None => {
-            let answer = inner
-                .models
-                .call(&spec, &request.chat, &site, &cancel)
-                .await?;
-            Ok(Value::String(answer.response.text))
-        }
-    }
+        None => inner
+            .models
+            .call(&spec, &request.chat, &site, &cancel)
+            .await
+            .map(|answer| Value::String(answer.response.text)),
+    };
+    log.finish().await;
+    outcome
 }
 
 /// The `tool` label of a step's metrics: its tool, `model` for model

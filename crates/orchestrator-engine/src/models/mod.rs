@@ -123,6 +123,8 @@ pub struct CallSite {
     pub execution_id: Option<String>,
     pub step_id: Option<String>,
     pub attempt: i64,
+    /// The step's log: each call writes a line there.
+    pub log: Option<Arc<dyn orchestrator_tools::log::LogSink>>,
 }
 
 /// A finished call: the answer and what it cost.
@@ -488,6 +490,19 @@ impl Models {
             if let Err(e) = self.store.record_model_call(&call).await {
                 warn!(model = %spec.id, error = %e, "model call not recorded");
             }
+        }
+        if let Some(log) = &site.log {
+            let line = match &outcome {
+                Ok(_) => format!(
+                    "model '{}' ({}): {input} tokens in, {output} out, ${cost:.6}, {} ms",
+                    spec.id, spec.model, latency_ms as u64
+                ),
+                Err(e) => format!(
+                    "model '{}' ({}) failed after {} ms: {}: {}",
+                    spec.id, spec.model, latency_ms as u64, e.kind, e.message
+                ),
+            };
+            log.line(orchestrator_tools::log::Stream::Log, &line);
         }
         let response = outcome?;
         info!(model = %spec.id, input_tokens = input, output_tokens = output, cost, latency_ms = latency_ms as u64, "model call");

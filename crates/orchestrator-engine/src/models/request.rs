@@ -372,6 +372,7 @@ pub async fn answer_tag(
         execution_id: Some(execution_id.to_string()),
         step_id: tag.step.clone(),
         attempt: 0,
+        log: None,
     };
     let answer = models
         .call(&spec, &request, &site, cancel)

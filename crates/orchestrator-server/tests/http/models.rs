@@ -620,6 +620,29 @@ async fn an_unreachable_model_is_passed_over(database_url: String) {
     let second = s.run_yaml(yaml, "").await;
     assert_eq!(second["status"], "succeeded", "{second:#}");
     assert_eq!(step(&second, "ask")["usage"]["models"], json!(["near"]));
+    // Each call is a line of the step's log, failed ones too.
+    let log_of = |e: &Value| {
+        format!(
+            "/executions/{}/steps/ask/logs",
+            e["id"].as_str().unwrap_or_default()
+        )
+    };
+    let (_, failed_log) = s.get(&log_of(&first)).await;
+    let text = failed_log["items"].to_string();
+    assert!(
+        text.contains("model 'gone' chosen")
+            && text.contains("failed after")
+            && text.contains("ConnectionError"),
+        "{failed_log:#}"
+    );
+    let (_, ok_log) = s.get(&log_of(&second)).await;
+    let text = ok_log["items"].to_string();
+    assert!(
+        text.contains("passed over")
+            && text.contains("model 'near' (near-v1):")
+            && text.contains("tokens in"),
+        "{ok_log:#}"
+    );
     let (_, chosen) = s
         .send_json(
             reqwest::Method::POST,
