@@ -79,7 +79,7 @@ pub async fn postgres_url() -> Option<String> {
 }
 
 /// Test databases are never dropped by their tests (a pool may still be
-/// open when a test ends). Once per process, those made more than six hours
+/// open when a test ends). Once per process, those made more than an hour
 /// ago (their name says when) are dropped, so a long-lived development
 /// server does not fill its disk. Ones still in use refuse, and stay.
 async fn sweep_old_databases(conn: &mut sqlx::PgConnection) {
@@ -87,7 +87,7 @@ async fn sweep_old_databases(conn: &mut sqlx::PgConnection) {
     if SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return;
     }
-    let cutoff = crate::now_ms() - 6 * 3600 * 1000;
+    let cutoff = crate::now_ms() - 3600 * 1000;
     let names: Vec<String> =
         sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'orch\\_test\\_%'")
             .fetch_all(&mut *conn)
