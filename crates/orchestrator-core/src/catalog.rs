@@ -126,6 +126,7 @@ pub fn builtin_catalog() -> StaticCatalog {
             ],
         )
         .with_tool("terminal", &["run"])
+        .with_tool("python-executor", &["execute"])
         .with_tool("report-generator", &["generate"])
         .with_tool(
             "data-processing",

@@ -126,6 +126,9 @@ pub fn openapi() -> serde_json::Value {
     let mut documented = ToolRegistry::builtin();
     documented.enable_models();
     documented.register(Arc::new(orchestrator_tools::terminal::Terminal::default()));
+    documented.register(Arc::new(
+        orchestrator_tools::python::PythonExecutor::default(),
+    ));
     documented.register(Arc::new(orchestrator_tools::search::WebSearch::new(
         Vec::new(),
         Duration::from_secs(15),
@@ -333,6 +336,12 @@ pub fn tool_registry(settings: &Settings) -> ToolRegistry {
                 .as_ref()
                 .map(|p| p.iter().cloned().collect()),
             max_output_bytes: None,
+        }));
+    }
+    if let Some(interpreter) = &settings.python {
+        tools.register(Arc::new(orchestrator_tools::python::PythonExecutor {
+            interpreter: interpreter.clone(),
+            ..Default::default()
         }));
     }
     if !settings.search_backends.is_empty() {

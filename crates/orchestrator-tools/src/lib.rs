@@ -24,6 +24,7 @@ pub mod memory;
 pub mod models;
 pub mod net;
 pub mod pipeline_executor;
+pub mod python;
 pub mod recursion;
 pub mod remote;
 pub mod report;
@@ -232,6 +233,7 @@ impl orchestrator_core::ToolCatalog for ToolRegistry {
         }
         Some(match tool {
             "terminal" => "is disabled on this server (enable it with tools.enable_terminal or ORCHESTRATOR_ENABLE_TERMINAL=true)".to_string(),
+            "python-executor" => "is disabled on this server (enable it with tools.enable_python or ORCHESTRATOR_ENABLE_PYTHON=true)".to_string(),
             "web-search" => "needs a search backend, and none is configured on this server (tools.web_search.backends, or SEARXNG_URL, BRAVE_API_KEY or TAVILY_API_KEY)".to_string(),
             orchestrator_core::catalog::LLM_TOOL => "needs a model provider, and none is configured on this server".to_string(),
             _ => "is not available on this server yet".to_string(),

@@ -89,6 +89,118 @@ async fn read_capped<R: AsyncRead + Unpin>(
     (String::from_utf8_lossy(&kept).into_owned(), truncated)
 }
 
+/// How a child process gets its environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inherit {
+    /// The server's variables, and the step's on top.
+    All,
+    /// Only `PATH`, `LANG` and a `HOME` in the workspace, and the step's:
+    /// nothing of the server's (keys, tokens) reaches the code.
+    Nothing,
+}
+
+/// A process that ran to its end.
+pub(crate) struct Finished {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// Some output was beyond the cap (it went to the log only).
+    pub truncated: bool,
+}
+
+/// Runs `argv` in `dir` in its own process group (killed, with everything
+/// it started, on timeout, cancellation or when done); the first `cap`
+/// bytes of stdout and stderr are kept, every line goes to the step's log.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_process(
+    argv: &[String],
+    program: &str,
+    dir: &std::path::Path,
+    inherit: Inherit,
+    vars: &[(String, String)],
+    timeout: Option<Duration>,
+    cap: usize,
+    ctx: &ToolContext,
+) -> Result<Finished, ToolError> {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.kill_on_drop(true);
+    #[cfg(unix)]
+    cmd.process_group(0);
+    if inherit == Inherit::Nothing {
+        cmd.env_clear();
+        for keep in ["PATH", "LANG", "LC_ALL", "TZ"] {
+            if let Some(v) = std::env::var_os(keep) {
+                cmd.env(keep, v);
+            }
+        }
+        cmd.env("HOME", &ctx.workspace);
+    }
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ToolError::new(
+            ErrorKind::FileNotFoundError,
+            format!("program '{program}' not found"),
+        ),
+        _ => ToolError::new(ErrorKind::OSError, format!("cannot start '{program}': {e}")),
+    })?;
+    let mut guard = GroupGuard {
+        pgid: child.id().and_then(|p| i32::try_from(p).ok()),
+    };
+    let stdout = child.stdout.take().map(|r| {
+        tokio::spawn(read_capped(
+            r,
+            cap,
+            ctx.log.clone().map(|l| (l, Stream::Stdout)),
+        ))
+    });
+    let stderr = child.stderr.take().map(|r| {
+        tokio::spawn(read_capped(
+            r,
+            cap,
+            ctx.log.clone().map(|l| (l, Stream::Stderr)),
+        ))
+    });
+    let limit = timeout.unwrap_or(Duration::MAX);
+    let status = tokio::select! {
+        s = tokio::time::timeout(limit, child.wait()) => match s {
+            Ok(s) => s.map_err(|e| ToolError::new(ErrorKind::OSError, e.to_string()))?,
+            Err(_) => {
+                guard.kill();
+                let _ = child.wait().await;
+                return Err(ToolError::new(ErrorKind::TimeoutError, format!("command timed out after {:.1}s", limit.as_secs_f64())));
+            }
+        },
+        _ = ctx.cancel.cancelled() => {
+            guard.kill();
+            let _ = child.wait().await;
+            return Err(ToolError::new(ErrorKind::CancelledError, "command was stopped"));
+        }
+    };
+    // The command is done; anything it left in its group goes too.
+    guard.kill();
+    let (stdout, out_cut) = match stdout {
+        Some(h) => h.await.unwrap_or_default(),
+        None => Default::default(),
+    };
+    let (stderr, err_cut) = match stderr {
+        Some(h) => h.await.unwrap_or_default(),
+        None => Default::default(),
+    };
+    Ok(Finished {
+        status,
+        stdout,
+        stderr,
+        truncated: out_cut || err_cut,
+    })
+}
+
 /// Splits a command line into words as a shell would for plain words and
 /// quotes, refusing everything a shell would do beyond that.
 fn split_words(line: &str) -> Result<Vec<String>, ToolError> {
@@ -267,15 +379,7 @@ impl Tool for Terminal {
         let allow_failure = crate::optional_bool(params, "allow_failure")?.unwrap_or(false);
         let cap = self.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES);
 
-        let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd.kill_on_drop(true);
-        #[cfg(unix)]
-        cmd.process_group(0);
+        let mut vars: Vec<(String, String)> = Vec::new();
         if let Some(env) = params.get("env") {
             let env = env
                 .as_object()
@@ -288,59 +392,25 @@ impl Tool for Terminal {
                         format!("a step cannot set '{k}'"),
                     ));
                 }
-                cmd.env(k, crate::as_text(v));
+                vars.push((k.clone(), crate::as_text(v)));
             }
         }
-        let mut child = cmd.spawn().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ToolError::new(
-                ErrorKind::FileNotFoundError,
-                format!("program '{program}' not found"),
-            ),
-            _ => ToolError::new(ErrorKind::OSError, format!("cannot start '{program}': {e}")),
-        })?;
-        let mut guard = GroupGuard {
-            pgid: child.id().and_then(|p| i32::try_from(p).ok()),
-        };
-        let stdout = child.stdout.take().map(|r| {
-            tokio::spawn(read_capped(
-                r,
-                cap,
-                ctx.log.clone().map(|l| (l, Stream::Stdout)),
-            ))
-        });
-        let stderr = child.stderr.take().map(|r| {
-            tokio::spawn(read_capped(
-                r,
-                cap,
-                ctx.log.clone().map(|l| (l, Stream::Stderr)),
-            ))
-        });
-        let limit = timeout.unwrap_or(Duration::MAX);
-        let status = tokio::select! {
-            s = tokio::time::timeout(limit, child.wait()) => match s {
-                Ok(s) => s.map_err(|e| ToolError::new(ErrorKind::OSError, e.to_string()))?,
-                Err(_) => {
-                    guard.kill();
-                    let _ = child.wait().await;
-                    return Err(ToolError::new(ErrorKind::TimeoutError, format!("command timed out after {:.1}s", limit.as_secs_f64())));
-                }
-            },
-            _ = ctx.cancel.cancelled() => {
-                guard.kill();
-                let _ = child.wait().await;
-                return Err(ToolError::new(ErrorKind::CancelledError, "command was stopped"));
-            }
-        };
-        // The command is done; anything it left in its group goes too.
-        guard.kill();
-        let (stdout, out_cut) = match stdout {
-            Some(h) => h.await.unwrap_or_default(),
-            None => Default::default(),
-        };
-        let (stderr, err_cut) = match stderr {
-            Some(h) => h.await.unwrap_or_default(),
-            None => Default::default(),
-        };
+        let Finished {
+            status,
+            stdout,
+            stderr,
+            truncated,
+        } = run_process(
+            &argv,
+            &program,
+            &dir,
+            Inherit::All,
+            &vars,
+            timeout,
+            cap,
+            ctx,
+        )
+        .await?;
         let code = status.code();
         if !status.success() && !allow_failure {
             // The end of what it said on stderr, else on stdout.
@@ -378,7 +448,7 @@ impl Tool for Terminal {
             "return_code": code,
             "stdout": stdout,
             "stderr": stderr,
-            "truncated": out_cut || err_cut,
+            "truncated": truncated,
             "command": command,
             "working_dir": params.get("working_dir").and_then(Value::as_str).unwrap_or("."),
             "execution_time": started.elapsed().as_secs_f64(),

@@ -95,6 +95,11 @@ const ALIASES: &[(&str, &str, Kind)] = &[
         Kind::Bool,
     ),
     (
+        "ORCHESTRATOR_ENABLE_PYTHON",
+        "tools.enable_python",
+        Kind::Bool,
+    ),
+    (
         "ORCHESTRATOR_ENABLE_WEB_SEARCH",
         "tools.enable_web_search",
         Kind::Bool,

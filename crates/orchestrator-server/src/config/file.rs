@@ -114,6 +114,10 @@ pub struct ToolsSection {
     pub enable_terminal: Option<bool>,
     /// When set, the only programs `terminal` may run.
     pub terminal_allowed_programs: Option<Vec<String>>,
+    /// The `python-executor` tool runs code on the server: off unless enabled.
+    pub enable_python: Option<bool>,
+    /// Its interpreter (default `python3` on `PATH`).
+    pub python_interpreter: Option<String>,
     pub http: HttpSection,
     pub web_search: WebSearchSection,
     /// Tools over HTTP.

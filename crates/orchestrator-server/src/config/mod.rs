@@ -51,6 +51,8 @@ pub struct Settings {
     /// Timeouts and the cap of HTTP connections.
     pub connections: crate::listener::ConnectionLimits,
     pub enable_terminal: bool,
+    /// `python-executor` is offered, with this interpreter.
+    pub python: Option<String>,
     pub terminal_allowed_programs: Option<Vec<String>>,
     /// The `http` tool's policy and limits.
     pub http: HttpSettings,
@@ -91,6 +93,7 @@ impl Default for Settings {
             shutdown_grace_seconds: 30,
             connections: crate::listener::ConnectionLimits::default(),
             enable_terminal: false,
+            python: None,
             terminal_allowed_programs: None,
             http: HttpSettings::default(),
             search_backends: Vec::new(),
@@ -349,6 +352,14 @@ fn settings(f: &FileConfig) -> Result<Settings, ConfigError> {
         s.workspace_root = r.clone();
     }
     s.enable_terminal = f.tools.enable_terminal.unwrap_or(s.enable_terminal);
+    if f.tools.enable_python == Some(true) {
+        s.python = Some(
+            f.tools
+                .python_interpreter
+                .clone()
+                .unwrap_or_else(|| "python3".to_string()),
+        );
+    }
     s.terminal_allowed_programs = f.tools.terminal_allowed_programs.clone();
     Ok(s)
 }

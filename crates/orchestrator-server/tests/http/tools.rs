@@ -9,6 +9,38 @@ orchestrator_store::for_each_backend!(
     seed_style_transformations_run_over_a_json_object_file,
 );
 
+/// `python-executor`, enabled, runs the seed's way; disabled, it is named.
+mod python {
+    use crate::support::*;
+
+    orchestrator_store::for_each_backend!(
+        with python_server;
+        python_steps_run_and_hand_their_output_on,
+    );
+
+    async fn python_server(url: String) -> Server {
+        Server::start_with(url, |settings| settings.python = Some("python3".into())).await
+    }
+
+    async fn python_steps_run_and_hand_their_output_on(s: Server) {
+        let found = std::process::Command::new("python3")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            eprintln!("skipping: python3 is not installed");
+            return;
+        }
+        let yaml = "name: py\nparameters:\n  n: {type: integer, default: 4}\nsteps:\n  - id: calc\n    tool: python-executor\n    action: execute\n    parameters:\n      code: |\n        import json\n        print(json.dumps({'squares': [i * i for i in range({{ n }})]}))\n  - id: use\n    tool: echo\n    parameters: {got: '{{ (calc.stdout | from_json).squares }}'}\noutputs:\n  squares: '{{ use.got }}'\n";
+        let done = s.run_yaml(yaml, "").await;
+        assert_eq!(done["status"], "succeeded", "{done:#}");
+        assert_eq!(done["outputs"]["squares"], json!([0, 1, 4, 9]));
+        let id = done["id"].as_str().expect("id");
+        let (_, log) = s.get(&format!("/executions/{id}/steps/calc/logs")).await;
+        assert_eq!(log["items"][0]["line"], "{\"squares\": [0, 1, 4, 9]}");
+    }
+}
+
 /// The seed's data files are `{"records": [...]}`; its pipelines list
 /// transformations with a `type` each.
 async fn seed_style_transformations_run_over_a_json_object_file(s: Server) {
@@ -240,4 +272,17 @@ async fn a_disabled_tool_is_named_as_disabled() {
         "{message}"
     );
     assert_eq!(problem["errors"][0]["step"], "slow");
+    let (status, problem) = s
+        .post_yaml(
+            "name: py\nsteps:\n  - id: calc\n    tool: python-executor\n    action: execute\n    parameters: {code: 'print(1)'}\n",
+            "",
+        )
+        .await;
+    assert_eq!(status, 422);
+    let message = problem["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("'python-executor' is disabled on this server")
+            && message.contains("ORCHESTRATOR_ENABLE_PYTHON"),
+        "{message}"
+    );
 }
