@@ -304,6 +304,9 @@ fn every_key_has_a_variable_named_after_it() {
             ("ORCHESTRATOR_SERVER__MAX_CONNECTIONS", "12"),
             ("ORCHESTRATOR_ORCHESTRATOR__LOG_LEVEL", "WARNING"),
             ("ORCHESTRATOR_TOOLS__ENABLE_TERMINAL", "true"),
+            ("ORCHESTRATOR_ENABLE_PYTHON", "true"),
+            ("ORCHESTRATOR_TOOLS__PYTHON_INTERPRETER", "python3.11"),
+            ("ORCHESTRATOR_RETENTION__FAILED__MAX_AGE_HOURS", "48"),
             (
                 "ORCHESTRATOR_TOOLS__TERMINAL_ALLOWED_PROGRAMS",
                 "[echo, wc]",
@@ -319,6 +322,9 @@ fn every_key_has_a_variable_named_after_it() {
     assert_eq!(s.connections.max_connections, 12);
     assert_eq!(s.log_level, "warn");
     assert!(s.enable_terminal);
+    assert_eq!(s.python.as_deref(), Some("python3.11"));
+    assert_eq!(s.retention.rules.len(), 1);
+    assert_eq!(s.retention.rules[0].max_age_ms, Some(48 * 3_600_000));
     assert_eq!(
         s.terminal_allowed_programs.as_deref(),
         Some(&["echo".to_string(), "wc".to_string()][..])
