@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
-use crate::terminal::{DEFAULT_MAX_OUTPUT_BYTES, Inherit, run_process};
+use crate::terminal::{DEFAULT_MAX_OUTPUT_BYTES, Inherit, exit_error, run_process, step_env};
 use crate::{ActionSpec, ErrorKind, Tool, ToolContext, ToolError, action, required_str};
 
 /// The seed's default timeout, in seconds.
@@ -77,25 +77,9 @@ impl Tool for PythonExecutor {
             Some(Value::Array(a)) => a.iter().map(crate::as_text).collect(),
             Some(_) => return Err(ToolError::invalid("'args' must be a list")),
         };
-        let mut vars = Vec::new();
-        if let Some(env) = params.get("env") {
-            let env = env
-                .as_object()
-                .ok_or_else(|| ToolError::invalid("'env' must be an object"))?;
-            for (k, v) in env {
-                if k == "PATH"
-                    || k.starts_with("LD_")
-                    || k.starts_with("DYLD_")
-                    || k.starts_with("PYTHON")
-                {
-                    return Err(ToolError::new(
-                        ErrorKind::PermissionError,
-                        format!("a step cannot set '{k}'"),
-                    ));
-                }
-                vars.push((k.clone(), crate::as_text(v)));
-            }
-        }
+        let vars = step_env(params, |k| {
+            k.starts_with("LD_") || k.starts_with("DYLD_") || k.starts_with("PYTHON")
+        })?;
         let allow_failure = crate::optional_bool(params, "allow_failure")?.unwrap_or(false);
         tokio::fs::create_dir_all(&ctx.workspace)
             .await
@@ -130,26 +114,11 @@ impl Tool for PythonExecutor {
         })?;
         let code_out = done.status.code();
         if !done.status.success() && !allow_failure {
-            let said = if done.stderr.trim().is_empty() {
-                &done.stdout
-            } else {
-                &done.stderr
-            };
-            let tail: String = said
-                .chars()
-                .rev()
-                .take(800)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            let how = code_out.map_or_else(
-                || "was killed by a signal".to_string(),
-                |c| format!("exited with code {c}"),
-            );
-            return Err(ToolError::new(
-                ErrorKind::CommandError,
-                format!("python {how}: {}", tail.trim()),
+            return Err(exit_error(
+                "python",
+                done.status,
+                &done.stdout,
+                &done.stderr,
             ));
         }
         // As the terminal's: no `success` field for a failure let through

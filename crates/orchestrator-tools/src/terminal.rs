@@ -89,6 +89,66 @@ async fn read_capped<R: AsyncRead + Unpin>(
     (String::from_utf8_lossy(&kept).into_owned(), truncated)
 }
 
+/// A process that exited badly, as a step error: how it ended and the end
+/// of what it said on stderr, else on stdout.
+pub(crate) fn exit_error(
+    what: &str,
+    status: std::process::ExitStatus,
+    stdout: &str,
+    stderr: &str,
+) -> ToolError {
+    let said = if stderr.trim().is_empty() {
+        stdout
+    } else {
+        stderr
+    };
+    let tail: String = said
+        .chars()
+        .rev()
+        .take(800)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let how = status.code().map_or_else(
+        || "was killed by a signal".to_string(),
+        |c| format!("exited with code {c}"),
+    );
+    let tail = tail.trim();
+    ToolError::new(
+        ErrorKind::CommandError,
+        if tail.is_empty() {
+            format!("{what} {how}")
+        } else {
+            format!("{what} {how}: {tail}")
+        },
+    )
+}
+
+/// Variables a step gives its process: text (other values as JSON); never
+/// `PATH`, nor (when `loader` says so) the dynamic loader's.
+pub(crate) fn step_env(
+    params: &Map<String, Value>,
+    refuse: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, String)>, ToolError> {
+    let mut vars = Vec::new();
+    if let Some(env) = params.get("env") {
+        let env = env
+            .as_object()
+            .ok_or_else(|| ToolError::invalid("'env' must be an object"))?;
+        for (k, v) in env {
+            if k == "PATH" || refuse(k) {
+                return Err(ToolError::new(
+                    ErrorKind::PermissionError,
+                    format!("a step cannot set '{k}'"),
+                ));
+            }
+            vars.push((k.clone(), crate::as_text(v)));
+        }
+    }
+    Ok(vars)
+}
+
 /// How a child process gets its environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Inherit {
@@ -379,22 +439,10 @@ impl Tool for Terminal {
         let allow_failure = crate::optional_bool(params, "allow_failure")?.unwrap_or(false);
         let cap = self.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES);
 
-        let mut vars: Vec<(String, String)> = Vec::new();
-        if let Some(env) = params.get("env") {
-            let env = env
-                .as_object()
-                .ok_or_else(|| ToolError::invalid("'env' must be an object"))?;
-            for (k, v) in env {
-                let loader = k.starts_with("LD_") || k.starts_with("DYLD_");
-                if k == "PATH" || (loader && self.allowed_programs.is_some()) {
-                    return Err(ToolError::new(
-                        ErrorKind::PermissionError,
-                        format!("a step cannot set '{k}'"),
-                    ));
-                }
-                vars.push((k.clone(), crate::as_text(v)));
-            }
-        }
+        let restricted = self.allowed_programs.is_some();
+        let vars = step_env(params, |k| {
+            restricted && (k.starts_with("LD_") || k.starts_with("DYLD_"))
+        })?;
         let Finished {
             status,
             stdout,
@@ -413,33 +461,7 @@ impl Tool for Terminal {
         .await?;
         let code = status.code();
         if !status.success() && !allow_failure {
-            // The end of what it said on stderr, else on stdout.
-            let said = if stderr.trim().is_empty() {
-                &stdout
-            } else {
-                &stderr
-            };
-            let tail: String = said
-                .chars()
-                .rev()
-                .take(500)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            let how = code.map_or_else(
-                || "was killed by a signal".to_string(),
-                |c| format!("exited with code {c}"),
-            );
-            let tail = tail.trim();
-            return Err(ToolError::new(
-                ErrorKind::CommandError,
-                if tail.is_empty() {
-                    format!("command {how}")
-                } else {
-                    format!("command {how}: {tail}")
-                },
-            ));
+            return Err(exit_error("command", status, &stdout, &stderr));
         }
         // The seed's fields too: what ran, where, how long. (No `success`
         // field for a failed command let through by `allow_failure`: a
