@@ -101,7 +101,9 @@ pub struct ListQuery {
     /// Only executions with this status (`resolving`, `queued`, `running`, `succeeded`, `failed`, `cancelled`).
     #[param(pattern = "^(resolving|queued|running|succeeded|failed|cancelled)$")]
     pub status: Option<String>,
-    /// Only executions of this pipeline name.
+    /// Only executions of this pipeline name; with `*` (any run of
+    /// characters), those whose name matches, without regard to case
+    /// (`report*`, `*etl*`).
     pub pipeline: Option<String>,
     /// Page size, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]

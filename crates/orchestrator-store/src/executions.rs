@@ -44,6 +44,7 @@ const LIST_EXECUTIONS: &str = "SELECT id, pipeline_id, pipeline_name, status, in
     error, idempotency_key, request_hash, created_at, started_at, finished_at, last_event_seq, \
     parent_execution_id, parent_step_id, root_execution_id, depth FROM executions \
     WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR pipeline_name = $2) \
+    AND ($8 IS NULL OR LOWER(pipeline_name) LIKE $8 ESCAPE '\\') \
     AND ($6 IS NULL OR parent_execution_id = $6) AND ($7 IS NULL OR parent_step_id = $7) \
     AND ($3 IS NULL OR created_at < $3 OR (created_at = $3 AND id < $4)) \
     ORDER BY created_at DESC, id DESC LIMIT $5";
@@ -321,19 +322,42 @@ pub(crate) async fn list_executions<D: Dialect>(
     s: &D,
     filter: &crate::ExecutionFilter,
 ) -> crate::Result<Vec<crate::ExecutionRecord>> {
+    // `name*`, `*part*`: a case-insensitive pattern; else the exact name.
+    let (exact, pattern) = match filter.pipeline.as_deref() {
+        Some(p) if p.contains('*') => (None, Some(like_pattern(p))),
+        other => (other, None),
+    };
     let rows: Vec<ExecutionRow> = D::q(LIST_EXECUTIONS)
         .bind(filter.status.map(|s| s.as_str()))
-        .bind(filter.pipeline.as_deref())
+        .bind(exact)
         .bind(filter.before.as_ref().map(|b| b.0))
         .bind(filter.before.as_ref().map(|b| b.1.as_str()))
         .bind(i64::from(filter.limit.max(1)))
         .bind(filter.parent.as_deref())
         .bind(filter.parent_step.as_deref())
+        .bind(pattern)
         .fetch_all(&mut *conn(s).await?)
         .await?;
     rows.into_iter()
         .map(crate::ExecutionRecord::try_from)
         .collect()
+}
+
+/// A `*` wildcard filter as a lower-case `LIKE` pattern (`%`, `_` and `\`
+/// taken literally).
+fn like_pattern(filter: &str) -> String {
+    let mut out = String::with_capacity(filter.len() + 4);
+    for c in filter.to_lowercase().chars() {
+        match c {
+            '*' => out.push('%'),
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 pub(crate) async fn list_steps<D: Dialect>(

@@ -347,6 +347,17 @@ async fn listing_filters_and_pages(s: Server) {
     assert!(page.get("next_cursor").is_none());
     let (_, page) = s.get("/executions?pipeline=hello&status=succeeded").await;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
+    // `*` matches any run of characters, without regard to case; `_` and
+    // `%` are themselves.
+    let count = |page: &Value| page["items"].as_array().map_or(0, Vec::len);
+    let (_, page) = s.get("/executions?pipeline=HEL*").await;
+    assert_eq!(count(&page), 2, "{page:#}");
+    let (_, page) = s.get("/executions?pipeline=*an*out*").await;
+    assert_eq!(count(&page), 1, "{page:#}");
+    let (_, page) = s.get("/executions?pipeline=h_llo*").await;
+    assert_eq!(count(&page), 0, "{page:#}");
+    let (_, page) = s.get("/executions?pipeline=*").await;
+    assert_eq!(count(&page), 3, "{page:#}");
     let (_, page) = s.get("/executions?status=failed").await;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(0));
 }
