@@ -409,3 +409,29 @@ test("a step's log shows live while it runs and stays after it failed", async ()
     await server.stop();
   }
 });
+
+test("Swagger UI's prefilled submission runs as it stands", async () => {
+  const server = await startServer();
+  const page = await chrome.page();
+  try {
+    await page.goto(`${server.base}/swagger-ui/`);
+    const op = "#operations-executions-create_execution";
+    await page.waitForSelector(op, { timeout: 20000 });
+    await page.click(`${op} .opblock-summary`);
+    await page.click(`${op} button.try-out__btn`);
+    const body = await page.inputValue(`${op} textarea.body-param__text`);
+    assert.match(body, /"pipeline": "name: hello/);
+    await page.click(`${op} button.execute`);
+    await page.waitForSelector(`${op} .live-responses-table tbody .response-col_status`, { timeout: 20000 });
+    const status = (await page.textContent(`${op} .live-responses-table tbody .response-col_status`)).trim();
+    assert.equal(status, "201");
+    await screenshot(page, "14-swagger-submit");
+    // It ran: the execution is there and succeeded.
+    const listed = await server.api("GET", "/executions?pipeline=hello");
+    assert.equal(listed.body.items.length, 1);
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await page.context().close();
+    await server.stop();
+  }
+});
