@@ -45,13 +45,24 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct Pending {
-    lines: VecDeque<(Stream, i64, String)>,
-    bytes: usize,
-    /// Lines dropped before they were written (the store fell behind).
+    /// Lines of the head not written yet: kept whatever comes after.
+    head: Vec<(Stream, i64, String)>,
+    /// What the head may still take (half the bound, to start with).
+    head_left: usize,
+    /// The head is full: every later line is in the tail.
+    in_tail: bool,
+    /// Lines of the tail not written yet, within half the bound.
+    tail: VecDeque<(Stream, i64, String)>,
+    tail_bytes: usize,
+    /// Tail lines dropped before they were written (the store fell behind).
     lost: u64,
     closed: bool,
     writer: Option<JoinHandle<()>>,
 }
+
+/// One batch for the writer: head lines, tail lines, and how many tail
+/// lines were lost before it took them.
+type Taken = (Vec<(Stream, i64, String)>, Vec<(Stream, i64, String)>, u64);
 
 fn lock(m: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -64,14 +75,18 @@ impl StepLog {
         step_id: &str,
         attempt: i64,
     ) -> Arc<Self> {
+        let cap = orchestrator_core::limits::get().step_log_bytes.max(1024);
         Arc::new(StepLog {
             shared: Arc::new(Shared {
                 store,
                 execution_id: execution_id.to_string(),
                 step_id: step_id.to_string(),
                 attempt,
-                cap: orchestrator_core::limits::get().step_log_bytes.max(1024),
-                pending: Mutex::new(Pending::default()),
+                cap,
+                pending: Mutex::new(Pending {
+                    head_left: cap / 2,
+                    ..Pending::default()
+                }),
                 wake: Notify::new(),
             }),
         })
@@ -97,15 +112,24 @@ impl LogSink for StepLog {
         if p.closed {
             return;
         }
-        p.bytes += text.len() + LINE_OVERHEAD;
-        p.lines
-            .push_back((stream, orchestrator_store::now_ms(), text.to_string()));
-        while p.bytes > self.shared.cap {
-            let Some((_, _, dropped)) = p.lines.pop_front() else {
-                break;
-            };
-            p.bytes -= dropped.len() + LINE_OVERHEAD;
-            p.lost += 1;
+        let bytes = text.len() + LINE_OVERHEAD;
+        let line = (stream, orchestrator_store::now_ms(), text.to_string());
+        // The head is decided here, as lines come, so a flood before the
+        // first write cannot push it out.
+        if !p.in_tail && bytes <= p.head_left {
+            p.head_left -= bytes;
+            p.head.push(line);
+        } else {
+            p.in_tail = true;
+            p.tail_bytes += bytes;
+            p.tail.push_back(line);
+            while p.tail_bytes > self.shared.cap / 2 {
+                let Some((_, _, dropped)) = p.tail.pop_front() else {
+                    break;
+                };
+                p.tail_bytes -= dropped.len() + LINE_OVERHEAD;
+                p.lost += 1;
+            }
         }
         if p.writer.is_none()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
@@ -120,7 +144,6 @@ impl LogSink for StepLog {
 #[derive(Debug, Default)]
 struct Written {
     next_seq: i64,
-    head_bytes: usize,
     tail: Option<Tail>,
 }
 
@@ -147,17 +170,18 @@ impl Shared {
             }
         }
         loop {
-            let (lines, lost, closed) = {
+            let ((head, tail, lost), closed) = {
                 let mut p = lock(&self.pending);
-                p.bytes = 0;
-                (
-                    p.lines.drain(..).collect::<Vec<_>>(),
+                p.tail_bytes = 0;
+                let taken: Taken = (
+                    std::mem::take(&mut p.head),
+                    p.tail.drain(..).collect(),
                     std::mem::take(&mut p.lost),
-                    p.closed,
-                )
+                );
+                (taken, p.closed)
             };
-            if !lines.is_empty() || lost > 0 {
-                let write = self.batch(&mut written, lines, lost);
+            if !head.is_empty() || !tail.is_empty() || lost > 0 {
+                let write = self.batch(&mut written, head, tail, lost);
                 if let Err(e) = self
                     .store
                     .append_step_log(&self.execution_id, &self.step_id, &write)
@@ -177,45 +201,49 @@ impl Shared {
     }
 
     /// Turns new lines into a write that keeps the attempt within its bound.
-    fn batch(&self, w: &mut Written, lines: Vec<(Stream, i64, String)>, lost: u64) -> LogWrite {
+    fn batch(
+        &self,
+        w: &mut Written,
+        head: Vec<(Stream, i64, String)>,
+        tail: Vec<(Stream, i64, String)>,
+        lost: u64,
+    ) -> LogWrite {
         let half = self.cap / 2;
         let mut out = LogWrite::default();
         let mut dropped_range: Option<(i64, i64)> = None;
         let mut marker_changed = false;
-        let enter_tail = |w: &mut Written| {
-            if w.tail.is_none() {
-                w.tail = Some(Tail {
-                    marker_seq: w.next_seq,
-                    rows: VecDeque::new(),
-                    bytes: 0,
-                    dropped: 0,
-                });
-                w.next_seq += 1;
-            }
+        let row = |seq: i64, stream: Stream, at: i64, line: String| LogLine {
+            seq,
+            attempt: self.attempt,
+            stream: stream.as_str().to_string(),
+            at,
+            line,
         };
-        if lost > 0 {
-            enter_tail(w);
-            if let Some(t) = &mut w.tail {
-                t.dropped += lost;
-            }
+        // The head as the sink kept it, in order, before any marker.
+        for (stream, at, text) in head {
+            out.lines.push(row(w.next_seq, stream, at, text));
+            w.next_seq += 1;
+        }
+        if (lost > 0 || !tail.is_empty()) && w.tail.is_none() {
+            w.tail = Some(Tail {
+                marker_seq: w.next_seq,
+                rows: VecDeque::new(),
+                bytes: 0,
+                dropped: 0,
+            });
+            w.next_seq += 1;
+        }
+        if lost > 0
+            && let Some(t) = &mut w.tail
+        {
+            t.dropped += lost;
             marker_changed = true;
         }
-        for (stream, at, text) in lines {
+        for (stream, at, text) in tail {
             let bytes = text.len() + LINE_OVERHEAD;
-            if w.tail.is_none() && w.head_bytes + bytes <= half {
-                w.head_bytes += bytes;
-            } else {
-                enter_tail(w);
-            }
             let seq = w.next_seq;
             w.next_seq += 1;
-            out.lines.push(LogLine {
-                seq,
-                attempt: self.attempt,
-                stream: stream.as_str().to_string(),
-                at,
-                line: text,
-            });
+            out.lines.push(row(seq, stream, at, text));
             let Some(t) = &mut w.tail else { continue };
             t.rows.push_back((seq, bytes));
             t.bytes += bytes;
