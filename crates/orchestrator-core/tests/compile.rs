@@ -910,3 +910,26 @@ fn a_key_written_twice_keeps_its_last_value_with_a_warning() {
         ]
     );
 }
+
+#[test]
+fn a_described_action_of_a_one_action_tool_runs_that_action() {
+    let yaml = "name: t\nsteps:\n  - id: nap\n    tool: terminal\n    action: \"Sleep for 5 seconds to test timeout\"\n    parameters: {command: 'sleep 5'}\n";
+    let compiled = validate(yaml).expect("compiles");
+    assert_eq!(compiled.plan.steps[0].step.action, "run");
+    assert!(
+        compiled
+            .warnings
+            .iter()
+            .any(|w| w.kind == ErrorKind::UnknownAction && w.message.contains("only action 'run'")),
+        "{:?}",
+        compiled.warnings
+    );
+    // One word that is no action is a mistake, even on a one-action tool.
+    let err = validate("name: t\nsteps:\n  - id: nap\n    tool: terminal\n    action: rnu\n    parameters: {command: x}\n")
+        .expect_err("typo");
+    assert_eq!(err.errors[0].kind, ErrorKind::UnknownAction);
+    // A tool with several actions needs a real one.
+    let err = validate("name: t\nsteps:\n  - id: r\n    tool: filesystem\n    action: read the notes\n    parameters: {path: x}\n")
+        .expect_err("ambiguous");
+    assert_eq!(err.errors[0].kind, ErrorKind::UnknownAction);
+}

@@ -79,6 +79,22 @@ pub(super) fn resolve_action(
                     let canonical = catalog::canonical_tool_action(tool, a);
                     if actions.iter().any(|x| x == canonical) {
                         Some(canonical.to_string())
+                    } else if actions.len() == 1 && a.trim().contains(char::is_whitespace) {
+                        // The seed's pipelines sometimes describe the step in
+                        // `action` ("Sleep for 5 seconds"); a tool with one
+                        // action runs it, as the seed does. A single word
+                        // that is no action (a typo) is still an error.
+                        cx.warn(
+                            ErrorKind::UnknownAction,
+                            format!(
+                                "'{a}' is not an action of tool '{tool}'; read as a description, its only action '{}' runs",
+                                actions[0]
+                            ),
+                            action_pos,
+                            sid,
+                            &format!("{pointer}/action"),
+                        );
+                        Some(actions[0].clone())
                     } else {
                         cx.error(
                             ErrorKind::UnknownAction,
