@@ -10,7 +10,6 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use orchestrator_core::flow::StepStatus;
 use orchestrator_store::LogLine;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -76,13 +75,6 @@ pub struct LogPage {
 /// Longest wait before looking for new lines again (a running step's lines
 /// are written every 200 ms).
 const POLL: Duration = Duration::from_millis(250);
-
-fn ended(status: StepStatus) -> bool {
-    matches!(
-        status,
-        StepStatus::Succeeded | StepStatus::Failed | StepStatus::Skipped | StepStatus::Cancelled
-    )
-}
 
 /// A step's log: its command's stdout and stderr and its tool's own lines.
 ///
@@ -200,7 +192,7 @@ impl Follower {
                 }
             }
             match status {
-                Ok(Some(s)) if ended(s) => {
+                Ok(Some(s)) if s.is_terminal() => {
                     self.done = true;
                     return None;
                 }

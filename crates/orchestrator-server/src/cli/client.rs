@@ -408,15 +408,10 @@ async fn run_command(
                 eprintln!("error: cannot read {name}: {e}");
                 Failed(ExitCode::from(INVALID))
             })?;
-            let mut pairs = BTreeMap::new();
-            for item in &inputs {
-                let Some((k, v)) = item.split_once('=') else {
-                    eprintln!("error: input '{item}' is not KEY=VALUE");
-                    return Err(Failed(ExitCode::from(INVALID)));
-                };
-                pairs.insert(k.to_string(), v.to_string());
-            }
-            let context = crate::dto::inputs_from_query(&pairs);
+            let context = super::parse_inputs(&inputs).map_err(|e| {
+                eprintln!("error: {e}");
+                Failed(ExitCode::from(INVALID))
+            })?;
             let created = api
                 .post(
                     "/executions",
