@@ -155,5 +155,6 @@ pub fn builtin_catalog() -> StaticCatalog {
             "recursion-control",
             &["check_condition", "update_state", "get_state", "reset"],
         )
+        .with_tool("mcp-memory", &["store", "retrieve", "list", "clear"])
         .with_tool(LLM_TOOL, MODEL_ACTIONS)
 }

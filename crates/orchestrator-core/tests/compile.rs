@@ -138,6 +138,34 @@ fn body_steps_depend_on_their_siblings_within_an_iteration() {
 }
 
 #[test]
+fn the_seeds_action_in_parameters_names_the_tools_action() {
+    let yaml = "name: m\nsteps:\n  - id: keep\n    tool: mcp-memory\n    action: execute\n    parameters: {action: store, key: k, value: 1}\n  - id: bare\n    tool: mcp-memory\n    parameters: {action: list}\n";
+    let compiled = validate(yaml).expect("compiles");
+    let action = |id: &str| {
+        compiled
+            .plan
+            .steps
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.step.action.clone())
+    };
+    assert_eq!(action("keep").as_deref(), Some("store"));
+    assert_eq!(action("bare").as_deref(), Some("list"));
+    // A parameter that names no action leaves `action` to be judged alone.
+    let err = validate(
+        "name: m\nsteps:\n  - id: x\n    tool: mcp-memory\n    action: execute\n    parameters: {action: forget}\n",
+    )
+    .expect_err("refused");
+    assert_eq!(err.errors[0].kind, ErrorKind::UnknownAction, "{err:?}");
+    // A tool that has `execute` keeps it whatever its parameters say.
+    let compiled = validate(
+        "name: m\nsteps:\n  - id: ask\n    tool: user-prompt\n    action: execute\n    parameters: {prompt: p, action: store}\n",
+    )
+    .expect("compiles");
+    assert_eq!(compiled.plan.steps[0].step.action, "execute");
+}
+
+#[test]
 fn model_steps_and_runtime_actions_compile() {
     let compiled = validate(&example("llm_summary.yaml")).expect("compiles");
     let s = compiled

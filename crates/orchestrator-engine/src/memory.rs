@@ -5,11 +5,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use orchestrator_store::MemoryEntry;
 use orchestrator_store::{ExecutionRecord, Store, StoreError};
-use orchestrator_tools::memory::{Change, Memory, Tree};
+use orchestrator_tools::memory::{Change, Entry, Memory, Reach, Tree};
 use orchestrator_tools::{ErrorKind, ToolError};
 use serde_json::Value;
 use tokio::sync::OnceCell;
+
+/// The scope of entries every execution sees (execution ids never take
+/// this form).
+const SERVER_SCOPE: &str = "server";
 
 /// Parents a call stack may climb (beyond `limits.max_pipeline_depth`,
 /// which bounds real trees, this only guards a damaged chain).
@@ -45,7 +50,10 @@ impl TreeMemory {
             .await
     }
 
-    async fn scope(&self) -> Result<String, ToolError> {
+    async fn scope(&self, reach: Reach) -> Result<String, ToolError> {
+        if reach == Reach::Server {
+            return Ok(SERVER_SCOPE.to_string());
+        }
         let e = self.execution().await?;
         Ok(e.root_execution_id.clone().unwrap_or_else(|| e.id.clone()))
     }
@@ -55,33 +63,80 @@ fn store_error(e: StoreError) -> ToolError {
     ToolError::new(ErrorKind::StoreError, e.to_string())
 }
 
+fn entry(e: MemoryEntry) -> Entry {
+    Entry {
+        key: e.key,
+        value: e.value,
+        updated_at: e.updated_at,
+        expires_at: e.expires_at,
+    }
+}
+
 #[async_trait]
 impl Memory for TreeMemory {
-    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Value>, ToolError> {
-        let scope = self.scope().await?;
+    async fn get(
+        &self,
+        reach: Reach,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<Entry>, ToolError> {
+        let scope = self.scope(reach).await?;
         Ok(self
             .store
             .memory_get(&scope, namespace, key)
             .await
             .map_err(store_error)?
-            .map(|e| e.value))
+            .map(entry))
+    }
+
+    async fn list(&self, reach: Reach, namespace: &str) -> Result<Vec<Entry>, ToolError> {
+        let scope = self.scope(reach).await?;
+        Ok(self
+            .store
+            .memory_list(&scope, namespace)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .map(entry)
+            .collect())
+    }
+
+    async fn put(
+        &self,
+        reach: Reach,
+        namespace: &str,
+        key: &str,
+        value: &Value,
+        expires_at: Option<i64>,
+    ) -> Result<(), ToolError> {
+        let scope = self.scope(reach).await?;
+        self.store
+            .memory_put(&scope, namespace, key, value, expires_at)
+            .await
+            .map_err(store_error)
     }
 
     async fn update(
         &self,
+        reach: Reach,
         namespace: &str,
         key: &str,
         change: Change<'_>,
     ) -> Result<Result<Value, String>, ToolError> {
-        let scope = self.scope().await?;
+        let scope = self.scope(reach).await?;
         self.store
             .memory_update(&scope, namespace, key, change)
             .await
             .map_err(store_error)
     }
 
-    async fn clear(&self, namespace: &str, key: Option<&str>) -> Result<u64, ToolError> {
-        let scope = self.scope().await?;
+    async fn clear(
+        &self,
+        reach: Reach,
+        namespace: &str,
+        key: Option<&str>,
+    ) -> Result<u64, ToolError> {
+        let scope = self.scope(reach).await?;
         self.store
             .memory_clear(&scope, namespace, key)
             .await

@@ -20,6 +20,7 @@ pub mod filesystem;
 pub mod http;
 pub mod human;
 pub mod log;
+pub mod mcp_memory;
 pub mod memory;
 pub mod models;
 pub mod net;
@@ -156,6 +157,7 @@ impl ToolRegistry {
         r.register(Arc::new(human::FeedbackCollection));
         r.register(Arc::new(pipeline_executor::PipelineExecutor));
         r.register(Arc::new(recursion::RecursionControl));
+        r.register(Arc::new(mcp_memory::McpMemory));
         r
     }
 

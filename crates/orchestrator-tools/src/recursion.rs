@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use orchestrator_core::template::{self, Scope};
 use serde_json::{Map, Value, json};
 
-use crate::memory::{Memory, Tree};
+use crate::memory::{Memory, Reach, Tree};
 use crate::{ActionSpec, ErrorKind, Tool, ToolContext, ToolError, action};
 
 /// The memory namespace contexts live in.
@@ -93,7 +93,9 @@ impl Tool for RecursionControl {
             "update_state" => update_state(memory, &context_id, p).await,
             "get_state" => get_state(memory, &context_id, p).await,
             "reset" => {
-                memory.clear(NAMESPACE, Some(&context_id)).await?;
+                memory
+                    .clear(Reach::Tree, NAMESPACE, Some(&context_id))
+                    .await?;
                 Ok(json!({
                     "message": format!("Recursion context '{context_id}' reset"),
                     "context_id": context_id,
@@ -129,7 +131,7 @@ fn state_of(context: &Value) -> Map<String, Value> {
 async fn open(memory: &dyn Memory, id: &str) -> Result<Value, ToolError> {
     let change = |v: Option<&Value>| Ok(v.cloned().unwrap_or_else(fresh));
     memory
-        .update(NAMESPACE, id, &change)
+        .update(Reach::Tree, NAMESPACE, id, &change)
         .await?
         .map_err(ToolError::invalid)
 }
@@ -263,7 +265,7 @@ async fn update_state(
         Ok(context)
     };
     let context = memory
-        .update(NAMESPACE, id, &change)
+        .update(Reach::Tree, NAMESPACE, id, &change)
         .await?
         .map_err(ToolError::invalid)?;
     let state = state_of(&context);
@@ -295,7 +297,10 @@ async fn get_state(
     id: &str,
     p: &Map<String, Value>,
 ) -> Result<Value, ToolError> {
-    let context = memory.get(NAMESPACE, id).await?;
+    let context = memory
+        .get(Reach::Tree, NAMESPACE, id)
+        .await?
+        .map(|e| e.value);
     let state = context.as_ref().map(state_of).unwrap_or_default();
     if let Some(Value::String(key)) = p.get("state_key") {
         return Ok(json!({

@@ -60,6 +60,22 @@ pub(super) fn resolve_action(
                 );
                 return None;
             };
+            // The seed's form for tools whose action is a parameter: the
+            // step says `action: execute` (or nothing) and
+            // `parameters.action` names the tool's action. (Anything else
+            // is judged by `action` alone, below.)
+            if matches!(action, None | Some("execute"))
+                && !actions.iter().any(|x| x == "execute")
+                && let Some(chosen) = node
+                    .get("parameters")
+                    .and_then(|p| p.get("action"))
+                    .and_then(Node::as_str)
+            {
+                let canonical = catalog::canonical_tool_action(tool, chosen);
+                if actions.iter().any(|x| x == canonical) {
+                    return Some(canonical.to_string());
+                }
+            }
             match action {
                 None if actions.len() == 1 => Some(actions[0].clone()),
                 None => {

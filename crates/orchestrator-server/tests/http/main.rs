@@ -11,6 +11,7 @@ mod models;
 mod people;
 mod recovery;
 mod retention;
+mod seed_tools;
 mod stored;
 mod support;
 mod system;

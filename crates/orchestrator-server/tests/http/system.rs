@@ -63,6 +63,7 @@ async fn health_ready_and_openapi_answer() {
             "filesystem",
             "http",
             "llm-generate",
+            "mcp-memory",
             "pipeline-executor",
             "recursion-control",
             "report-generator",
