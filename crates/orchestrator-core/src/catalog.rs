@@ -56,6 +56,8 @@ pub fn canonical_tool_action<'a>(tool: &str, action: &'a str) -> &'a str {
         ("filesystem", "write_file") => "write",
         ("report-generator", "create" | "generate_report") => "generate",
         ("web-search", "web_search") => "search",
+        ("headless-browser", "extract" | "extract_text" | "scrape_page") => "scrape",
+        ("headless-browser", "web_search") => "search",
         _ => canonical_action(action),
     }
 }
@@ -156,5 +158,11 @@ pub fn builtin_catalog() -> StaticCatalog {
             &["check_condition", "update_state", "get_state", "reset"],
         )
         .with_tool("mcp-memory", &["store", "retrieve", "list", "clear"])
+        .with_tool(
+            "headless-browser",
+            &["scrape", "verify", "search", "scrape_js"],
+        )
+        .with_tool("web-scraper", &["scrape", "extract_text", "extract_links"])
+        .with_tool("markdown-to-html", &["convert"])
         .with_tool(LLM_TOOL, MODEL_ACTIONS)
 }

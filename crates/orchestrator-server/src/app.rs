@@ -344,10 +344,24 @@ pub fn tool_registry(settings: &Settings) -> ToolRegistry {
             ..Default::default()
         }));
     }
-    if !settings.search_backends.is_empty() {
-        tools.register(Arc::new(orchestrator_tools::search::WebSearch::new(
-            settings.search_backends.clone(),
-            Duration::from_secs_f64(settings.search_timeout_seconds),
+    let search: Option<Arc<dyn orchestrator_tools::Tool>> = (!settings.search_backends.is_empty())
+        .then(|| {
+            Arc::new(orchestrator_tools::search::WebSearch::new(
+                settings.search_backends.clone(),
+                Duration::from_secs_f64(settings.search_timeout_seconds),
+            )) as Arc<dyn orchestrator_tools::Tool>
+        });
+    if let Some(search) = &search {
+        tools.register(search.clone());
+    }
+    #[cfg(feature = "web-pages")]
+    {
+        tools.register(Arc::new(orchestrator_tools::web::HeadlessBrowser::new(
+            settings.http.clone(),
+            search,
+        )));
+        tools.register(Arc::new(orchestrator_tools::web::WebScraper::new(
+            settings.http.clone(),
         )));
     }
     for remote in &settings.remote_tools {

@@ -20,6 +20,7 @@ pub mod filesystem;
 pub mod http;
 pub mod human;
 pub mod log;
+pub mod markdown;
 pub mod mcp_memory;
 pub mod memory;
 pub mod models;
@@ -33,6 +34,8 @@ pub mod search;
 pub mod terminal;
 pub mod testing;
 pub mod validation;
+#[cfg(feature = "web-pages")]
+pub mod web;
 
 /// Everything a tool may use besides its parameters.
 #[derive(Debug, Clone)]
@@ -158,6 +161,12 @@ impl ToolRegistry {
         r.register(Arc::new(pipeline_executor::PipelineExecutor));
         r.register(Arc::new(recursion::RecursionControl));
         r.register(Arc::new(mcp_memory::McpMemory));
+        r.register(Arc::new(markdown::MarkdownToHtml));
+        #[cfg(feature = "web-pages")]
+        {
+            r.register(Arc::new(web::HeadlessBrowser::default()));
+            r.register(Arc::new(web::WebScraper::default()));
+        }
         r
     }
 
@@ -238,6 +247,7 @@ impl orchestrator_core::ToolCatalog for ToolRegistry {
             "python-executor" => "is disabled on this server (enable it with tools.enable_python or ORCHESTRATOR_ENABLE_PYTHON=true)".to_string(),
             "web-search" => "needs a search backend, and none is configured on this server (tools.web_search.backends, or SEARXNG_URL, BRAVE_API_KEY or TAVILY_API_KEY)".to_string(),
             orchestrator_core::catalog::LLM_TOOL => "needs a model provider, and none is configured on this server".to_string(),
+            "headless-browser" | "web-scraper" => "is not in this build of the server (built without the `web-pages` feature)".to_string(),
             _ => "is not available on this server yet".to_string(),
         })
     }

@@ -8,7 +8,76 @@ orchestrator_store::for_each_backend!(
     with Server::start;
     mcp_memory_keeps_namespaces_per_execution_tree_or_for_the_server,
     mcp_memory_bad_parameters_are_named,
+    markdown_becomes_an_html_page_in_the_workspace,
 );
+
+async fn markdown_becomes_an_html_page_in_the_workspace(s: Server) {
+    let yaml = r##"name: report_html
+inputs:
+  topic: {type: string, default: "Rust & pipelines"}
+steps:
+  - id: compile_final_report
+    tool: echo
+    action: echo
+    parameters:
+      final_report: |
+        # Research: {{ topic }}
+
+        ## Findings
+
+        | metric | value |
+        |---|---|
+        | steps | 3 |
+
+        <script>alert('x')</script>
+  - id: generate_html_output
+    tool: markdown-to-html
+    parameters:
+      markdown_content: '{{ compile_final_report.final_report }}'
+      output_path: "reports/{{ topic | slugify }}.html"
+      css_theme: academic
+      include_toc: true
+  - id: fragment
+    tool: markdown-to-html
+    action: convert
+    parameters: {content: "*hi*", standalone: false}
+outputs:
+  path: "{{ generate_html_output.output_path }}"
+  title: "{{ generate_html_output.title }}"
+"##;
+    let done = s.run_yaml(yaml, "").await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["outputs"]["path"], "reports/rust-pipelines.html");
+    assert_eq!(done["outputs"]["title"], "Research: Rust & pipelines");
+    let html = s.file("reports/rust-pipelines.html");
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(html.contains("<title>Research: Rust &amp; pipelines</title>"));
+    assert!(
+        html.contains("<a href=\"#findings\">Findings</a>"),
+        "{html}"
+    );
+    assert!(html.contains("<td>3</td>") && html.contains("Georgia"));
+    assert!(!html.contains("<script>"), "raw HTML is shown, not run");
+    let fragment = &step(&done, "fragment")["result"]["result"];
+    assert_eq!(fragment["html"], "<p><em>hi</em></p>\n");
+
+    let done = s
+        .run_yaml(
+            "name: bad\nsteps:\n  - id: m\n    tool: markdown-to-html\n    max_retries: 1\n    parameters: {content: x, css_theme: neon}\n",
+            "",
+        )
+        .await;
+    let error = step(&done, "m")["error"].as_str().unwrap_or_default();
+    assert!(error.contains("'css_theme'"), "{error}");
+    let done = s
+        .run_yaml(
+            "name: bad\nsteps:\n  - id: m\n    tool: markdown-to-html\n    max_retries: 1\n    parameters: {content: x, output_path: ../out.html}\n",
+            "",
+        )
+        .await;
+    let error = step(&done, "m")["error"].as_str().unwrap_or_default();
+    assert!(error.contains("leaves the workspace"), "{error}");
+}
 
 const MEMORY: &str = r#"name: memory_workflow
 parameters:
@@ -201,5 +270,152 @@ async fn mcp_memory_bad_parameters_are_named(s: Server) {
     } else {
         // The body limit refused it first: also a clear answer.
         assert_eq!(status, 413, "{body:#}");
+    }
+}
+
+/// `headless-browser` and `web-scraper` against a real local web server and
+/// a SearXNG-speaking search backend.
+mod web {
+    use crate::support::*;
+    use orchestrator_tools::testing::services::{self, Service};
+
+    orchestrator_store::for_each_backend!(
+        with database;
+        pages_are_read_searched_and_verified_the_seeds_way,
+        private_addresses_stay_out_of_reach,
+    );
+
+    /// Each test starts its server with its own settings.
+    async fn database(url: String) -> String {
+        url
+    }
+
+    async fn pages_are_read_searched_and_verified_the_seeds_way(url: String) {
+        let searx = Service::start(services::searxng()).await;
+        let web = Service::start(services::web()).await;
+        let s = Server::start_with(url, |settings| {
+            settings.search_backends =
+                vec![orchestrator_tools::search::SearchBackend::Searxng { url: searx.url("") }];
+        })
+        .await;
+        let base = web.url("");
+        let yaml = format!(
+            r#"name: web_research
+steps:
+  - id: search_topic
+    tool: headless-browser
+    action: search
+    parameters: {{query: "pipelines", max_results: 3}}
+  - id: scrape_page
+    tool: headless-browser
+    action: scrape
+    parameters: {{url: "{base}/article"}}
+  - id: main_text
+    tool: headless-browser
+    action: extract
+    parameters: {{url: "{base}/article", selector: "article p", extract_main_content: true, timeout: 10000}}
+  - id: alive
+    tool: headless-browser
+    action: verify
+    parameters: {{url: "{base}/article"}}
+  - id: gone
+    tool: headless-browser
+    action: verify
+    parameters: {{url: "{base}/status/404"}}
+  - id: links
+    tool: web-scraper
+    action: extract_links
+    parameters: {{url: "{base}/article"}}
+  - id: huge
+    tool: web-scraper
+    action: extract_text
+    parameters: {{url: "{base}/big?bytes=3000000", max_content_length: 100000}}
+outputs:
+  title: "{{{{ scrape_page.title }}}}"
+  found: "{{{{ search_topic.total_results }}}}"
+"#
+        );
+        let done = s.run_yaml(&yaml, "").await;
+        assert_eq!(done["status"], "succeeded", "{done:#}");
+        assert_eq!(done["outputs"]["title"], "Pipelines in practice");
+        assert_eq!(done["outputs"]["found"], 3);
+        let page = &step(&done, "scrape_page")["result"]["result"];
+        assert_eq!(
+            page["text"], "Home Pipelines Steps run in parallel where they can. Read more",
+            "{page:#}"
+        );
+        assert!(!page.to_string().contains("not text"));
+        assert_eq!(page["description"], "How pipelines run");
+        assert_eq!(page["status_code"], 200);
+        assert_eq!(page["images"][0]["url"], format!("{base}/img/dag.png"));
+        assert_eq!(
+            step(&done, "main_text")["result"]["result"]["text"],
+            "Steps run in parallel where they can."
+        );
+        assert_eq!(step(&done, "alive")["result"]["result"]["accessible"], true);
+        let gone = &step(&done, "gone")["result"]["result"];
+        assert_eq!(gone["accessible"], false, "{gone:#}");
+        assert_eq!(gone["status_code"], 404);
+        let links = &step(&done, "links")["result"]["result"];
+        assert_eq!(
+            links["links"],
+            json!([
+                {"url": format!("{base}/"), "text": "Home", "title": ""},
+                {"url": "https://example.org/more", "text": "Read more", "title": "More"}
+            ]),
+            "{links:#}"
+        );
+        assert!(links.get("text").is_none(), "extract_links reads no text");
+        let huge = &step(&done, "huge")["result"]["result"];
+        assert_eq!(huge["truncated"], true, "{huge:#}");
+        assert_eq!(huge["content_length"], 100_000);
+        assert!(huge.get("links").is_none());
+
+        // No JavaScript engine: said plainly.
+        let done = s
+            .run_yaml(
+                &format!("name: js\nsteps:\n  - id: js\n    tool: headless-browser\n    action: scrape_js\n    max_retries: 1\n    parameters: {{url: \"{base}/article\"}}\n"),
+                "",
+            )
+            .await;
+        assert_eq!(done["status"], "failed");
+        assert!(
+            step(&done, "js")["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("use scrape")),
+            "{done:#}"
+        );
+    }
+
+    async fn private_addresses_stay_out_of_reach(url: String) {
+        let web = Service::start(services::web()).await;
+        // The server's default policy: public addresses only.
+        let s = Server::start_with(url, |settings| {
+            settings.http = orchestrator_tools::http::HttpSettings::default();
+        })
+        .await;
+        for (tool, action, target) in [
+            ("headless-browser", "scrape", web.url("/article")),
+            ("headless-browser", "verify", web.url("/article")),
+            (
+                "web-scraper",
+                "extract_text",
+                "http://169.254.169.254/latest/meta-data".to_string(),
+            ),
+            ("web-scraper", "scrape", "http://localhost:1/".to_string()),
+            ("web-scraper", "scrape", "file:///etc/passwd".to_string()),
+        ] {
+            let yaml = format!(
+                "name: private\nsteps:\n  - id: p\n    tool: {tool}\n    action: {action}\n    max_retries: 1\n    parameters: {{url: \"{target}\"}}\n"
+            );
+            let done = s.run_yaml(&yaml, "").await;
+            assert_eq!(done["status"], "failed", "{target}: {done:#}");
+            let error = step(&done, "p")["error"].as_str().unwrap_or_default();
+            assert!(error.contains("'url'"), "{target}: {error}");
+        }
+        assert!(
+            web.requests().is_empty(),
+            "nothing reached the local server"
+        );
     }
 }

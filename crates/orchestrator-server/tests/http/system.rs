@@ -61,15 +61,18 @@ async fn health_ready_and_openapi_answer() {
             "echo",
             "feedback-collection",
             "filesystem",
+            "headless-browser",
             "http",
             "llm-generate",
+            "markdown-to-html",
             "mcp-memory",
             "pipeline-executor",
             "recursion-control",
             "report-generator",
             "terminal",
             "user-prompt",
-            "validation"
+            "validation",
+            "web-scraper"
         ]
     );
 }

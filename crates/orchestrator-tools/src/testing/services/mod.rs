@@ -331,6 +331,20 @@ pub fn remote_tool() -> Router {
 pub fn web() -> Router {
     Router::new()
         .route(
+            "/article",
+            get(|| async {
+                axum::response::Html(
+                    r#"<!doctype html><html lang="en"><head><title>Pipelines in practice</title>
+<meta name="description" content="How pipelines run">
+<script>window.tracking = "not text";</script></head>
+<body><nav><a href="/">Home</a></nav>
+<article><h1>Pipelines</h1><p>Steps run in <em>parallel</em> where they can.</p>
+<img src="/img/dag.png" alt="A DAG"></article>
+<a href="https://example.org/more" title="More">Read more</a></body></html>"#,
+                )
+            }),
+        )
+        .route(
             "/json",
             get(
                 |headers: HeaderMap, Query(q): Query<BTreeMap<String, String>>| async move {
