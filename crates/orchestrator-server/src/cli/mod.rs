@@ -324,6 +324,9 @@ async fn serve(flags: ServerFlags, workers_only: bool) -> ExitCode {
             tracing::warn!(bind = %settings.bind, "authentication is off: every client that reaches {} has full access", settings.bind);
         }
     }
+    for notice in &settings.notices {
+        tracing::warn!("{notice}");
+    }
     tracing::info!(
         database = %orchestrator_store::redact_url(&settings.database_url),
         workspace = %settings.workspace_root.display(),

@@ -169,6 +169,10 @@ fn key_for(name: &str) -> Option<String> {
 pub(super) struct EnvLayer {
     values: BTreeMap<String, Value>,
     sources: BTreeMap<String, String>,
+    /// Variables another variable for the same key overrode with a
+    /// different value (the image's `ORCHESTRATOR_DATABASE_URL` hiding a
+    /// `DATABASE_URL` given at `docker run`), said at start-up.
+    pub(super) shadowed: Vec<String>,
 }
 
 impl EnvLayer {
@@ -195,6 +199,13 @@ impl EnvLayer {
     }
 
     fn set(&mut self, key: &str, name: &str, value: Value) {
+        if let (Some(before), Some(by)) = (self.values.get(key), self.sources.get(key))
+            && *before != value
+        {
+            self.shadowed.push(format!(
+                "{by} is ignored: {name} also sets {key}, to another value, and wins"
+            ));
+        }
         self.values.insert(key.to_string(), value);
         self.sources.insert(key.to_string(), name.to_string());
     }

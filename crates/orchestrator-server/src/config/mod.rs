@@ -79,6 +79,9 @@ pub struct Settings {
     pub sqlite_wal_max_bytes: i64,
     /// Where the file layer came from, if any.
     pub config_file: Option<PathBuf>,
+    /// What an operator should hear at start-up about the configuration
+    /// (variables that another variable overrode).
+    pub notices: Vec<String>,
 }
 
 impl Default for Settings {
@@ -112,6 +115,7 @@ impl Default for Settings {
             retention: orchestrator_engine::retention::RetentionSettings::default(),
             sqlite_wal_max_bytes: orchestrator_store::DEFAULT_WAL_MAX_BYTES,
             config_file: None,
+            notices: Vec::new(),
         }
     }
 }
@@ -197,8 +201,10 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
         })?;
         layers = layers.merge(FileLayer::parse(&text, &shown)?);
     }
+    let env_layer = EnvLayer::read(env)?;
+    let notices = env_layer.shadowed.clone();
     let f: FileConfig = layers
-        .merge(EnvLayer::read(env)?)
+        .merge(env_layer)
         .merge(flags(overrides))
         .extract()
         .map_err(|e| ConfigError::Invalid {
@@ -208,6 +214,7 @@ pub fn load(overrides: &Overrides, env: &HashMap<String, String>) -> Result<Sett
         })?;
     let mut s = settings(&f)?;
     s.config_file = path;
+    s.notices = notices;
     let (tools, models, auth) = (f.tools, f.models, f.auth);
     resolve_tools(&tools, env, &mut s)?;
     resolve_models(&models, env, &mut s)?;

@@ -340,6 +340,21 @@ fn a_generated_name_wins_over_the_short_one_and_flags_over_both() {
     ];
     let s = load_text("", &env).expect("loads");
     assert_eq!(s.database_url, "postgres://short/db");
+    assert_eq!(
+        s.notices,
+        vec![
+            "DATABASE_URL is ignored: ORCHESTRATOR_DATABASE_URL also sets database.url, to another value, and wins"
+        ]
+    );
+    let same = load_text(
+        "",
+        &[
+            ("DATABASE_URL", "postgres://a/db"),
+            ("ORCHESTRATOR_DATABASE_URL", "postgres://a/db"),
+        ],
+    )
+    .expect("loads");
+    assert!(same.notices.is_empty(), "{:?}", same.notices);
     let mut env = env.to_vec();
     env.push(("ORCHESTRATOR_DATABASE__URL", "postgres://generated/db"));
     let s = load_text("", &env).expect("loads");
