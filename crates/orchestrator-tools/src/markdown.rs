@@ -308,6 +308,22 @@ mod tests {
     }
 
     #[test]
+    fn hostile_markdown_renders_without_blowing_the_stack() {
+        for text in [
+            ">".repeat(200_000),
+            "[".repeat(200_000),
+            "*".repeat(200_000),
+            "- ".repeat(100_000),
+            format!("{}x{}", "<div>".repeat(50_000), "`".repeat(50_000)),
+        ] {
+            let started = std::time::Instant::now();
+            let r = render(&text, false);
+            assert!(!r.body.is_empty());
+            assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
+        }
+    }
+
+    #[test]
     fn a_document_escapes_its_title() {
         let d = document("<x> & \"y\"", "", "<p>hi</p>\n");
         assert!(d.contains("<title>&lt;x&gt; &amp; &quot;y&quot;</title>"));

@@ -360,8 +360,92 @@ const HIDDEN: &[&str] = &[
     "script", "style", "noscript", "template", "head", "svg", "iframe",
 ];
 
+/// How deep elements may nest before the rest of a page is dropped. The
+/// HTML5 tree builder looks through the open elements for many tags, so a
+/// page of 100,000 nested `<div>`s would take it minutes; browsers stop
+/// laying out at a few hundred levels too.
+pub const MAX_NESTING: usize = 512;
+
+/// Elements that never hold others, or that the next of their kind closes:
+/// they do not deepen the page.
+const FLAT: &[&str] = &[
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+    "wbr", "p", "li", "dt", "dd", "tr", "td", "th", "option", "tbody", "thead", "tfoot",
+    "colgroup", "rp", "rt", "!doctype",
+];
+
+/// Where a page nests deeper than [`MAX_NESTING`] (by a tag-level scan
+/// that skips comments, scripts and styles), if it does.
+pub fn nesting_cut(html: &str) -> Option<usize> {
+    let bytes = html.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(off) = memchr(b'<', &bytes[i..]) {
+        let at = i + off;
+        let rest = &html[at..];
+        if rest.starts_with("<!--") {
+            i = rest.find("-->").map_or(bytes.len(), |e| at + e + 3);
+            continue;
+        }
+        let closing = rest.as_bytes().get(1) == Some(&b'/');
+        let name_start = at + 1 + usize::from(closing);
+        let name_len = bytes[name_start..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'!' || **b == b'-')
+            .count();
+        if name_len == 0 {
+            i = at + 1;
+            continue;
+        }
+        let name = html[name_start..name_start + name_len].to_ascii_lowercase();
+        let end = memchr(b'>', &bytes[name_start..]).map_or(bytes.len(), |e| name_start + e);
+        let self_closing = end > 0 && bytes.get(end - 1) == Some(&b'/');
+        i = (end + 1).min(bytes.len());
+        if closing {
+            if !FLAT.contains(&name.as_str()) {
+                depth = depth.saturating_sub(1);
+            }
+            continue;
+        }
+        if matches!(name.as_str(), "script" | "style" | "textarea" | "title") {
+            i = find_close(bytes, i, name.as_bytes());
+            continue;
+        }
+        if self_closing || FLAT.contains(&name.as_str()) {
+            continue;
+        }
+        depth += 1;
+        if depth > MAX_NESTING {
+            return Some(at);
+        }
+    }
+    None
+}
+
+/// Where `</name` (any case) starts at or after `from`, else the end.
+fn find_close(bytes: &[u8], from: usize, name: &[u8]) -> usize {
+    let mut i = from;
+    while let Some(off) = memchr(b'<', &bytes[i..]) {
+        let at = i + off;
+        let tag = &bytes[at + 1..];
+        if tag.first() == Some(&b'/')
+            && tag.len() > name.len()
+            && tag[1..=name.len()].eq_ignore_ascii_case(name)
+        {
+            return at;
+        }
+        i = at + 1;
+    }
+    bytes.len()
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|b| *b == needle)
+}
+
 /// The readable parts of a page. `selector` limits the text to the
-/// elements it matches.
+/// elements it matches. A page nested deeper than [`MAX_NESTING`] is read
+/// up to that point (`nesting_truncated: true`).
 pub fn read_page(
     html: &str,
     base: &reqwest::Url,
@@ -369,8 +453,12 @@ pub fn read_page(
     what: Parts,
     max_links: usize,
 ) -> Value {
-    let doc = scraper::Html::parse_document(html);
+    let cut = nesting_cut(html);
+    let doc = scraper::Html::parse_document(&html[..cut.unwrap_or(html.len())]);
     let mut out = Map::new();
+    if cut.is_some() {
+        out.insert("nesting_truncated".into(), json!(true));
+    }
     let sel = |s: &str| scraper::Selector::parse(s).ok();
     if what.metadata {
         let title = sel("title")
@@ -783,6 +871,46 @@ mod tests {
         assert_eq!(
             page["images"][0]["url"],
             "https://example.com/blog/img/a.png"
+        );
+    }
+
+    #[test]
+    fn hostile_pages_read_without_blowing_the_stack() {
+        let base = reqwest::Url::parse("https://example.com/").expect("url");
+        for html in [
+            format!("{}deep", "<div>".repeat(200_000)),
+            format!("{}x", "<a href=x>".repeat(200_000)),
+            format!("<table>{}", "<td><table>".repeat(100_000)),
+            format!("{}x", "<b><i>".repeat(100_000)),
+            format!(
+                "<!--{}-->{}",
+                "<div>".repeat(100_000),
+                "<p>fine".repeat(10_000)
+            ),
+            "<script>x".repeat(100_000),
+            "<div><script>".repeat(100_000),
+        ] {
+            let started = std::time::Instant::now();
+            let page = read_page(&html, &base, None, Parts::ALL, 10);
+            assert!(page["text"].is_string());
+            assert!(page["links"].as_array().map_or(0, Vec::len) <= 10);
+            assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+        }
+        let deep = format!("{}deep", "<div>".repeat(600));
+        assert_eq!(
+            read_page(&deep, &base, None, Parts::ALL, 1)["nesting_truncated"],
+            true
+        );
+        // Unclosed paragraphs and list items, as real pages have them, do not count.
+        let flat = format!(
+            "<ul>{}</ul>{}",
+            "<li>item".repeat(5_000),
+            "<p>para".repeat(5_000)
+        );
+        assert_eq!(nesting_cut(&flat), None);
+        assert_eq!(
+            nesting_cut("<script>if (a<b) { x = '<div>'.repeat(1000) }</script>"),
+            None
         );
     }
 
