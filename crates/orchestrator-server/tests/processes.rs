@@ -888,3 +888,66 @@ async fn the_command_line_client_drives_a_server() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot reach"), "{err}");
 }
+
+/// Ctrl-C on `orchestrator run`: the execution is cancelled, the command
+/// its step started is killed, and the run's temporary folder is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_run_kills_its_commands_and_leaves_nothing_behind() {
+    let work = TempDir::new("orch-run-int");
+    let tmp = TempDir::new("orch-run-tmp");
+    std::fs::write(
+        work.path().join("long.yaml"),
+        "name: long\nsteps:\n  - id: wait\n    tool: terminal\n    action: run\n    parameters:\n      command: \"echo $$ > child.pid; exec sleep 60\"\n      timeout: 120\n",
+    )
+    .expect("pipeline");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["run", "long.yaml", "--enable-terminal"])
+        .current_dir(work.path())
+        .env("TMPDIR", tmp.path())
+        .env("NO_COLOR", "1")
+        .env_remove("DATABASE_URL")
+        .env_remove("ORCHESTRATOR_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start run");
+    let pid_file = work.path().join("child.pid");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let child_pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let created: Vec<_> = std::fs::read_dir(tmp.path()).expect("tmp").collect();
+    assert_eq!(created.len(), 1, "run keeps its database in one folder");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(run.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("sigint");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = run.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "run did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "an interrupted run is not a success");
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().expect("stderr"), &mut said)
+        .expect("stderr");
+    assert!(said.contains("interrupted"), "{said}");
+    let proc = std::path::PathBuf::from(format!("/proc/{child_pid}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proc.exists()
+        && !std::fs::read_to_string(proc.join("stat")).is_ok_and(|st| st.contains(") Z "))
+    {
+        assert!(Instant::now() < deadline, "the step's command still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).expect("tmp").collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
