@@ -58,6 +58,19 @@ pub struct ToolContext {
 }
 
 impl ToolContext {
+    /// The durable memory, for tools that keep state (`tool` names the tool
+    /// in the error where there is none, e.g. a tool run on its own).
+    pub fn memory(&self, tool: &str) -> Result<&dyn memory::Memory, ToolError> {
+        self.memory.as_deref().ok_or_else(|| {
+            ToolError::new(
+                ErrorKind::ExecutionError,
+                format!(
+                    "{tool} keeps its state in the server's database; run it as a pipeline step"
+                ),
+            )
+        })
+    }
+
     /// Writes a line to the step's log, if it has one.
     pub fn log(&self, stream: log::Stream, text: &str) {
         if let Some(sink) = &self.log {

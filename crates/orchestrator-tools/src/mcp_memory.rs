@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
 use crate::memory::{Entry, Memory, Reach};
-use crate::{ActionSpec, ErrorKind, Tool, ToolContext, ToolError, action, type_name};
+use crate::{ActionSpec, Tool, ToolContext, ToolError, action, type_name};
 
 /// The largest value one entry holds, as JSON.
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
@@ -83,12 +83,7 @@ impl Tool for McpMemory {
         p: &Map<String, Value>,
         ctx: &ToolContext,
     ) -> Result<Value, ToolError> {
-        let memory = ctx.memory.as_deref().ok_or_else(|| {
-            ToolError::new(
-                ErrorKind::ExecutionError,
-                "mcp-memory keeps its entries in the server's database; run it as a pipeline step",
-            )
-        })?;
+        let memory = ctx.memory("mcp-memory")?;
         let namespace = name(p, "namespace")?.unwrap_or_else(|| "default".to_string());
         let reach = reach(p)?;
         match action {

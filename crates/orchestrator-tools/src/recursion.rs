@@ -12,7 +12,7 @@ use orchestrator_core::template::{self, Scope};
 use serde_json::{Map, Value, json};
 
 use crate::memory::{Memory, Reach, Tree};
-use crate::{ActionSpec, ErrorKind, Tool, ToolContext, ToolError, action};
+use crate::{ActionSpec, Tool, ToolContext, ToolError, action};
 
 /// The memory namespace contexts live in.
 const NAMESPACE: &str = "recursion-control";
@@ -77,12 +77,7 @@ impl Tool for RecursionControl {
         p: &Map<String, Value>,
         ctx: &ToolContext,
     ) -> Result<Value, ToolError> {
-        let memory = ctx.memory.as_deref().ok_or_else(|| {
-            ToolError::new(
-                ErrorKind::ExecutionError,
-                "recursion-control keeps its state in the server's database; run it as a pipeline step",
-            )
-        })?;
+        let memory = ctx.memory("recursion-control")?;
         let context_id = match p.get("context_id") {
             None | Some(Value::Null) => "default".to_string(),
             Some(Value::String(s)) => s.clone(),

@@ -650,6 +650,14 @@ fn read_params() -> Value {
 
 const READ_RESULT: &str = "{url, final_url, status_code, content_type, content_length, truncated, title, description, meta_tags, text, word_count, links: [{url, text, title}], images: [{url, alt, title}], scrape_time}";
 
+fn scrape_action() -> ActionSpec {
+    action(
+        "scrape",
+        &format!("Fetch a page and read it → {READ_RESULT}"),
+        read_params(),
+    )
+}
+
 /// The seed's `headless-browser`.
 #[derive(Debug, Clone)]
 pub struct HeadlessBrowser {
@@ -685,11 +693,7 @@ impl Tool for HeadlessBrowser {
 
     fn actions(&self) -> Vec<ActionSpec> {
         vec![
-            action(
-                "scrape",
-                &format!("Fetch a page and read it → {READ_RESULT}"),
-                read_params(),
-            ),
+            scrape_action(),
             action(
                 "verify",
                 "Whether a URL answers → {url, accessible, status_code, content_type, content_length, last_modified, verification_time}",
@@ -788,11 +792,7 @@ impl Tool for WebScraper {
 
     fn actions(&self) -> Vec<ActionSpec> {
         vec![
-            action(
-                "scrape",
-                &format!("Fetch a page and read it → {READ_RESULT}"),
-                read_params(),
-            ),
+            scrape_action(),
             action(
                 "extract_text",
                 "The page's readable text, title and metadata → {url, title, text, word_count, meta_tags, …}",
