@@ -159,6 +159,19 @@ pub fn builtin_catalog() -> StaticCatalog {
         )
         .with_tool("mcp-memory", &["store", "retrieve", "list", "clear"])
         .with_tool(
+            "mcp-server",
+            &[
+                "connect",
+                "list_tools",
+                "execute_tool",
+                "list_resources",
+                "read_resource",
+                "list_prompts",
+                "get_prompt",
+                "disconnect",
+            ],
+        )
+        .with_tool(
             "headless-browser",
             &["scrape", "verify", "search", "scrape_js"],
         )

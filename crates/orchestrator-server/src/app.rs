@@ -316,14 +316,14 @@ pub async fn build_engine(settings: &Settings) -> anyhow::Result<Engine> {
     }
     Ok(Engine::new(
         store,
-        Arc::new(tool_registry(settings)),
+        Arc::new(tool_registry(settings).await),
         config,
     ))
 }
 
 /// The tools the settings enable: the built-ins, `terminal` when enabled,
 /// `web-search` when a backend is configured, and the tools over HTTP.
-pub fn tool_registry(settings: &Settings) -> ToolRegistry {
+pub async fn tool_registry(settings: &Settings) -> ToolRegistry {
     let mut tools = ToolRegistry::builtin();
     tools.enable_models();
     tools.register(Arc::new(orchestrator_tools::http::HttpTool::new(
@@ -366,6 +366,27 @@ pub fn tool_registry(settings: &Settings) -> ToolRegistry {
     }
     for remote in &settings.remote_tools {
         tools.register(Arc::new(remote.clone()));
+    }
+    #[cfg(feature = "mcp")]
+    {
+        let mcp = orchestrator_tools::mcp::McpServer::new(orchestrator_tools::mcp::McpSettings {
+            http: settings.http.clone(),
+            ..settings.mcp.clone()
+        });
+        for (server, found) in mcp.discover().await {
+            match found {
+                Ok(found) => {
+                    tracing::info!(server = %server, tools = found.len(), "MCP server connected; its tools are offered as mcp:{server}:<tool>");
+                    for tool in found {
+                        tools.register(Arc::new(tool));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(server = %server, error = %e, "MCP server unreachable at start-up: its tools are not offered until the server restarts (mcp-server steps still reach it)")
+                }
+            }
+        }
+        tools.register(Arc::new(mcp));
     }
     tools
 }

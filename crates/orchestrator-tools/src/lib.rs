@@ -21,6 +21,7 @@ pub mod http;
 pub mod human;
 pub mod log;
 pub mod markdown;
+pub mod mcp;
 pub mod mcp_memory;
 pub mod memory;
 pub mod models;
@@ -175,6 +176,8 @@ impl ToolRegistry {
         r.register(Arc::new(recursion::RecursionControl));
         r.register(Arc::new(mcp_memory::McpMemory));
         r.register(Arc::new(markdown::MarkdownToHtml));
+        #[cfg(feature = "mcp")]
+        r.register(Arc::new(mcp::McpServer::default()));
         #[cfg(feature = "web-pages")]
         {
             r.register(Arc::new(web::HeadlessBrowser::default()));
@@ -261,6 +264,7 @@ impl orchestrator_core::ToolCatalog for ToolRegistry {
             "web-search" => "needs a search backend, and none is configured on this server (tools.web_search.backends, or SEARXNG_URL, BRAVE_API_KEY or TAVILY_API_KEY)".to_string(),
             orchestrator_core::catalog::LLM_TOOL => "needs a model provider, and none is configured on this server".to_string(),
             "headless-browser" | "web-scraper" => "is not in this build of the server (built without the `web-pages` feature)".to_string(),
+            "mcp-server" => "is not in this build of the server (built without the `mcp` feature)".to_string(),
             _ => "is not available on this server yet".to_string(),
         })
     }

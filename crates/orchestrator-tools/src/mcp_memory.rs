@@ -85,12 +85,14 @@ impl Tool for McpMemory {
     ) -> Result<Value, ToolError> {
         let memory = ctx.memory("mcp-memory")?;
         let namespace = name(p, "namespace")?.unwrap_or_else(|| "default".to_string());
+        // Apart from the namespaces other tools keep their state in.
+        let stored = format!("mcp-memory/{namespace}");
         let reach = reach(p)?;
         match action {
-            "store" => store(memory, reach, &namespace, p).await,
+            "store" => store(memory, reach, &stored, &namespace, p).await,
             "retrieve" => {
                 let key = required_key(p, action)?;
-                Ok(match memory.get(reach, &namespace, &key).await? {
+                Ok(match memory.get(reach, &stored, &key).await? {
                     Some(entry) => json!({
                         "namespace": namespace,
                         "key": key,
@@ -108,7 +110,7 @@ impl Tool for McpMemory {
             }
             "list" => {
                 let keys: Vec<String> = memory
-                    .list(reach, &namespace)
+                    .list(reach, &stored)
                     .await?
                     .into_iter()
                     .map(|e| e.key)
@@ -116,7 +118,7 @@ impl Tool for McpMemory {
                 Ok(json!({"namespace": namespace, "count": keys.len(), "keys": keys}))
             }
             "clear" => {
-                let removed = memory.clear(reach, &namespace, None).await?;
+                let removed = memory.clear(reach, &stored, None).await?;
                 Ok(json!({"namespace": namespace, "cleared": true, "removed": removed}))
             }
             other => Err(ToolError::invalid(format!(
@@ -129,6 +131,7 @@ impl Tool for McpMemory {
 async fn store(
     memory: &dyn Memory,
     reach: Reach,
+    stored: &str,
     namespace: &str,
     p: &Map<String, Value>,
 ) -> Result<Value, ToolError> {
@@ -142,9 +145,7 @@ async fn store(
     }
     let ttl = ttl(p)?;
     let expires_at = (ttl > 0).then(|| now_ms() + ttl * 1000);
-    memory
-        .put(reach, namespace, &key, &value, expires_at)
-        .await?;
+    memory.put(reach, stored, &key, &value, expires_at).await?;
     Ok(json!({
         "namespace": namespace,
         "key": key,

@@ -100,6 +100,11 @@ const ALIASES: &[(&str, &str, Kind)] = &[
         Kind::Bool,
     ),
     (
+        "ORCHESTRATOR_MCP_ALLOW_COMMANDS",
+        "tools.mcp.allow_commands",
+        Kind::Bool,
+    ),
+    (
         "ORCHESTRATOR_ENABLE_WEB_SEARCH",
         "tools.enable_web_search",
         Kind::Bool,

@@ -122,6 +122,39 @@ pub struct ToolsSection {
     pub web_search: WebSearchSection,
     /// Tools over HTTP.
     pub remote: Vec<RemoteToolSection>,
+    /// Model Context Protocol servers.
+    pub mcp: McpSection,
+}
+
+/// `mcp-server` and the servers whose tools are offered as `mcp:<server>:<tool>`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpSection {
+    /// Steps may start local programs as MCP servers over stdio
+    /// (`server_config.command`): off unless enabled.
+    pub allow_commands: Option<bool>,
+    /// One request to a server (handshake, list, call) at most this long.
+    pub request_timeout_seconds: Option<f64>,
+    /// A connection nobody used this long is closed.
+    pub idle_timeout_seconds: Option<f64>,
+    /// Open connections per process at most.
+    pub max_connections: Option<usize>,
+    /// Servers every execution reaches by name, their tools offered as tools.
+    pub servers: std::collections::BTreeMap<String, McpServerSection>,
+}
+
+/// A configured MCP server: `command` (stdio) or `url` (streamable HTTP).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpServerSection {
+    pub command: Option<String>,
+    pub args: Vec<String>,
+    /// Added to the server's own environment, which the program inherits.
+    pub env: std::collections::BTreeMap<String, String>,
+    pub url: Option<String>,
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// A variable whose value is sent as `Authorization: Bearer …`.
+    pub bearer_token_env: Option<String>,
 }
 
 /// The `http` tool.

@@ -60,6 +60,8 @@ pub struct Settings {
     pub search_backends: Vec<SearchBackend>,
     pub search_timeout_seconds: f64,
     pub remote_tools: Vec<RemoteTool>,
+    /// `mcp-server` and the configured MCP servers.
+    pub mcp: orchestrator_tools::mcp::McpSettings,
     /// How models are chosen and called (keys included, never printed).
     pub models: ModelSettings,
     pub auth: crate::auth::AuthSettings,
@@ -102,6 +104,7 @@ impl Default for Settings {
             search_backends: Vec::new(),
             search_timeout_seconds: 15.0,
             remote_tools: Vec::new(),
+            mcp: orchestrator_tools::mcp::McpSettings::default(),
             models: ModelSettings::default(),
             auth: crate::auth::AuthSettings::default(),
             core_limits: orchestrator_core::limits::Limits::default(),

@@ -8,7 +8,9 @@ use orchestrator_tools::net::OutboundPolicy;
 use orchestrator_tools::remote::RemoteTool;
 use orchestrator_tools::search::{self, SearchBackend};
 
-use super::file::{RemoteActionSection, ToolsSection};
+use orchestrator_tools::mcp::{McpSettings, ServerSpec};
+
+use super::file::{McpSection, RemoteActionSection, ToolsSection};
 use super::{ConfigError, Settings};
 
 fn tools_error(message: String) -> ConfigError {
@@ -237,5 +239,80 @@ pub(super) fn resolve_tools(
         });
     }
     s.remote_tools = remote;
+    resolve_mcp(&t.mcp, env, s)
+}
+
+/// The `mcp` section: what steps may start, the bounds, the configured servers.
+fn resolve_mcp(
+    m: &McpSection,
+    env: &HashMap<String, String>,
+    s: &mut Settings,
+) -> Result<(), ConfigError> {
+    let defaults = McpSettings::default();
+    let mut servers = std::collections::BTreeMap::new();
+    for (name, c) in &m.servers {
+        let at = format!("mcp.servers.{name}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+        {
+            return Err(tools_error(format!(
+                "{at}: a server name is letters, digits, '-', '_' and '.'"
+            )));
+        }
+        let mut headers = c.headers.clone();
+        if let Some(var) = &c.bearer_token_env {
+            let token = env.get(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                tools_error(format!(
+                    "{at}: the environment variable {var} (bearer_token_env) is not set"
+                ))
+            })?;
+            headers.insert("Authorization".into(), format!("Bearer {token}"));
+        }
+        for (k, v) in &headers {
+            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(v).is_err()
+            {
+                return Err(tools_error(format!(
+                    "{at}: header '{k}' is not a valid HTTP header"
+                )));
+            }
+        }
+        let spec = ServerSpec {
+            command: c.command.clone(),
+            args: c.args.clone(),
+            env: c
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+            url: c.url.clone(),
+            headers,
+        };
+        spec.check()
+            .map_err(|e| tools_error(format!("{at}: {e}")))?;
+        servers.insert(name.clone(), spec);
+    }
+    let max_connections = m.max_connections.unwrap_or(defaults.max_connections);
+    if max_connections == 0 {
+        return Err(tools_error("mcp.max_connections must be at least 1".into()));
+    }
+    s.mcp = McpSettings {
+        allow_commands: m.allow_commands.unwrap_or(false),
+        servers,
+        request_timeout: std::time::Duration::from_secs_f64(positive_seconds(
+            m.request_timeout_seconds,
+            defaults.request_timeout.as_secs_f64(),
+            "mcp.request_timeout_seconds",
+        )?),
+        idle_timeout: std::time::Duration::from_secs_f64(positive_seconds(
+            m.idle_timeout_seconds,
+            defaults.idle_timeout.as_secs_f64(),
+            "mcp.idle_timeout_seconds",
+        )?),
+        max_connections,
+        http: s.http.clone(),
+    };
     Ok(())
 }

@@ -199,7 +199,7 @@ async fn mcp_memory_keeps_namespaces_per_execution_tree_or_for_the_server(s: Ser
     let store = s.store();
     assert_eq!(
         store
-            .memory_list(id, "conversation")
+            .memory_list(id, "mcp-memory/conversation")
             .await
             .expect("list")
             .len(),
@@ -214,7 +214,7 @@ async fn mcp_memory_keeps_namespaces_per_execution_tree_or_for_the_server(s: Ser
     assert_eq!(r.status().as_u16(), 200);
     assert!(
         store
-            .memory_list(id, "conversation")
+            .memory_list(id, "mcp-memory/conversation")
             .await
             .expect("list")
             .is_empty()
@@ -417,5 +417,371 @@ outputs:
             web.requests().is_empty(),
             "nothing reached the local server"
         );
+    }
+}
+
+mod mcp {
+    use crate::support::*;
+    use orchestrator_tools::mcp::ServerSpec;
+    use orchestrator_tools::testing::services::{self, MCP_STDIO_SERVER, Service};
+
+    orchestrator_store::for_each_backend!(
+        with database;
+        mcp_servers_over_stdio_and_http_the_seeds_way,
+        mcp_refusals_are_clear_and_nothing_is_reached,
+        configured_mcp_servers_offer_their_tools_as_tools,
+        connections_left_open_are_closed_when_idle,
+    );
+
+    async fn database(url: String) -> String {
+        url
+    }
+
+    /// The stdio test server, written where the test can find it.
+    fn stdio_server() -> (TempDir, String) {
+        let dir = TempDir::new("orch-mcp-server");
+        let path = dir.0.join("server.py");
+        std::fs::write(&path, MCP_STDIO_SERVER).expect("write the server");
+        let path = path.to_string_lossy().into_owned();
+        (dir, path)
+    }
+
+    async fn mcp_servers_over_stdio_and_http_the_seeds_way(url: String) {
+        let (_dir, script) = stdio_server();
+        let http = Service::start(services::mcp()).await;
+        let s = Server::start_with(url, |settings| {
+            settings.mcp.allow_commands = true;
+        })
+        .await;
+        let endpoint = http.url("/mcp");
+        // As the seed's examples write it: `action: execute`, the action
+        // among the parameters.
+        let yaml = format!(
+            r#"name: mcp_simple_test
+parameters:
+  search_query: {{type: string, default: "Python programming"}}
+steps:
+  - id: connect
+    tool: mcp-server
+    action: execute
+    parameters:
+      action: "connect"
+      server_name: "local"
+      server_config:
+        command: "python3"
+        args: ["{script}"]
+        env: {{GIVEN: "yes"}}
+  - id: list_tools
+    tool: mcp-server
+    action: execute
+    parameters: {{action: list_tools, server_name: local}}
+    dependencies: [connect]
+  - id: search
+    tool: mcp-server
+    action: execute
+    parameters:
+      action: "execute_tool"
+      server_name: "local"
+      tool_name: "echo"
+      tool_params: {{text: "{{{{ parameters.search_query }}}}"}}
+    dependencies: [list_tools]
+  - id: first
+    tool: mcp-server
+    action: execute_tool
+    parameters: {{server_name: local, tool_name: count}}
+    dependencies: [search]
+  - id: second
+    tool: mcp-server
+    action: execute_tool
+    parameters: {{server_name: local, tool_name: count}}
+    dependencies: [first]
+  - id: whoami
+    tool: mcp-server
+    action: execute_tool
+    parameters: {{server_name: local, tool_name: whoami}}
+    dependencies: [second]
+  - id: resources
+    tool: mcp-server
+    action: list_resources
+    parameters: {{server_name: local}}
+    dependencies: [connect]
+  - id: greeting
+    tool: mcp-server
+    action: read_resource
+    parameters: {{server_name: local, uri: "mem://greeting"}}
+    dependencies: [connect]
+  - id: prompts
+    tool: mcp-server
+    action: list_prompts
+    parameters: {{server_name: local}}
+    dependencies: [connect]
+  - id: prompt
+    tool: mcp-server
+    action: get_prompt
+    parameters: {{server_name: local, prompt_name: greet, prompt_arguments: {{name: Ada}}}}
+    dependencies: [connect]
+  - id: remote
+    tool: mcp-server
+    action: connect
+    parameters: {{server_name: remote, server_config: {{url: "{endpoint}", headers: {{X-Team: pipelines}}}}}}
+  - id: sum
+    tool: mcp-server
+    action: execute_tool
+    parameters: {{server_name: remote, tool_name: add, tool_params: {{a: 2, b: 3.5}}}}
+    dependencies: [remote]
+  - id: disconnect
+    tool: mcp-server
+    action: execute
+    parameters: {{action: disconnect, server_name: local}}
+    dependencies: [whoami, resources, greeting, prompts, prompt]
+  - id: after
+    tool: mcp-server
+    action: execute_tool
+    on_error: "expected: the connection is gone"
+    max_retries: 1
+    parameters: {{server_name: local, tool_name: count}}
+    dependencies: [disconnect]
+  - id: bye
+    tool: mcp-server
+    action: disconnect
+    parameters: {{server_name: remote}}
+    dependencies: [sum]
+outputs:
+  connected: "{{{{ connect.connected }}}}"
+  tools_count: "{{{{ list_tools.tools | length if list_tools.tools else 0 }}}}"
+  search_results: "{{{{ search.result }}}}"
+"#
+        );
+        let done = s.run_yaml(&yaml, "").await;
+        assert_eq!(done["status"], "succeeded", "{done:#}");
+        let result = |id: &str| step(&done, id)["result"]["result"].clone();
+        assert_eq!(done["outputs"]["connected"], true);
+        assert_eq!(done["outputs"]["tools_count"], 5);
+        assert_eq!(
+            // `search.result` is the step's result (the envelope's), which
+            // holds the seed's `result` (the MCP result).
+            done["outputs"]["search_results"]["result"]["content"][0]["text"],
+            "echo: Python programming",
+            "{done:#}"
+        );
+        let connect = result("connect");
+        assert_eq!(connect["server_info"]["name"], "stdio-test-server");
+        assert!(connect["capabilities"]["tools"].is_object(), "{connect:#}");
+        let tools = result("list_tools");
+        assert_eq!(tools["tools"][1]["name"], "add");
+        assert_eq!(
+            tools["tools"][1]["input_schema"]["required"],
+            json!(["a", "b"])
+        );
+        assert_eq!(result("search")["text"], "echo: Python programming");
+        // One connection across steps: the server counts on.
+        assert_eq!(result("first")["text"], "1");
+        assert_eq!(result("second")["text"], "2");
+        let who = &result("whoami")["result"]["structuredContent"];
+        assert_eq!(who["given"], "yes");
+        assert_eq!(
+            who["secret"],
+            Value::Null,
+            "nothing of the server's environment"
+        );
+        let pid = who["pid"].as_u64().expect("pid");
+        assert!(
+            gone(&std::path::PathBuf::from(format!("/proc/{pid}")), 10).await,
+            "disconnect stops the server's process"
+        );
+        assert_eq!(result("resources")["resources"][0]["uri"], "mem://greeting");
+        assert_eq!(result("greeting")["text"], "hello");
+        assert_eq!(result("prompts")["prompts"][0]["name"], "greet");
+        assert_eq!(
+            result("prompt")["messages"][0]["content"]["text"],
+            "Say hello to Ada"
+        );
+        let sum = result("sum");
+        assert_eq!(sum["result"]["structuredContent"]["sum"], 5.5, "{sum:#}");
+        assert_eq!(result("disconnect")["disconnected"], true);
+        assert_eq!(result("bye")["disconnected"], true);
+        let after = step(&done, "after");
+        assert_eq!(after["status"], "failed");
+        assert!(
+            after["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("'local' is not connected")),
+            "{after:#}"
+        );
+        // The HTTP server saw the headers the step gave, and a session.
+        let calls = http.requests();
+        assert!(
+            calls
+                .iter()
+                .all(|r| r.header("x-team") == Some("pipelines"))
+        );
+        assert!(
+            calls
+                .iter()
+                .any(|r| r.json()["method"] == "tools/call"
+                    && r.header("mcp-session-id").is_some()),
+            "{:?}",
+            calls.iter().map(|r| r.json()).collect::<Vec<_>>()
+        );
+        // What the stdio server said on stderr is in the log of the step
+        // that started it.
+        let id = done["id"].as_str().expect("id");
+        let (_, log) = s.get(&format!("/executions/{id}/steps/connect/logs")).await;
+        assert!(
+            log.to_string().contains("stdio test server started"),
+            "{log:#}"
+        );
+    }
+
+    async fn connections_left_open_are_closed_when_idle(url: String) {
+        let (_dir, script) = stdio_server();
+        let s = Server::start_with(url, |settings| {
+            settings.mcp.allow_commands = true;
+            settings.mcp.idle_timeout = std::time::Duration::from_millis(300);
+        })
+        .await;
+        let yaml = format!(
+            "name: open\nsteps:\n  - id: c\n    tool: mcp-server\n    action: connect\n    parameters: {{server_config: {{command: python3, args: [\"{script}\"]}}}}\n  - id: who\n    tool: mcp-server\n    action: execute_tool\n    parameters: {{tool_name: whoami}}\n    dependencies: [c]\n"
+        );
+        let done = s.run_yaml(&yaml, "").await;
+        assert_eq!(done["status"], "succeeded", "{done:#}");
+        let who = &step(&done, "who")["result"]["result"]["result"]["structuredContent"];
+        assert_eq!(
+            who["cwd"].as_str().map(std::path::PathBuf::from),
+            Some(std::fs::canonicalize(&s.workspace.0).expect("workspace")),
+            "the server runs in the workspace: {who:#}"
+        );
+        let pid = who["pid"].as_u64().expect("pid");
+        assert!(
+            gone(&std::path::PathBuf::from(format!("/proc/{pid}")), 10).await,
+            "an idle connection's process is stopped"
+        );
+    }
+
+    async fn mcp_refusals_are_clear_and_nothing_is_reached(url: String) {
+        let (_dir, script) = stdio_server();
+        let http = Service::start(services::mcp()).await;
+        // Commands are off by default; the test allows loopback for HTTP.
+        let s = Server::start(url.clone()).await;
+        let cases = [
+            (
+                format!("action: connect\n    parameters: {{server_name: s, server_config: {{command: python3, args: [\"{script}\"]}}}}"),
+                "tools.mcp.allow_commands",
+            ),
+            (
+                "action: connect\n    parameters: {server_name: s, server_config: {url: \"http://169.254.169.254/mcp\"}}".to_string(),
+                "'server_config'",
+            ),
+            (
+                "action: connect\n    parameters: {server_name: s, server_config: {url: \"file:///etc/passwd\"}}".to_string(),
+                "'server_config'",
+            ),
+            (
+                "action: connect\n    parameters: {server_name: s, server_config: [1]}".to_string(),
+                "parameter 'server_config'",
+            ),
+            (
+                "action: connect\n    parameters: {server_name: s, server_config: {command: x, url: \"http://a\"}}".to_string(),
+                "not both",
+            ),
+            (
+                "action: connect\n    parameters: {server_name: s}".to_string(),
+                "'server_config' is required",
+            ),
+            (
+                "action: execute_tool\n    parameters: {server_name: nowhere, tool_name: echo}".to_string(),
+                "'nowhere' is not connected",
+            ),
+            (
+                "action: execute_tool\n    parameters: {server_name: s}".to_string(),
+                "\"tool_name\"",
+            ),
+        ];
+        for (step_text, expected) in cases {
+            let yaml = format!(
+                "name: refused\nsteps:\n  - id: m\n    tool: mcp-server\n    max_retries: 1\n    {step_text}\n"
+            );
+            let done = s.run_yaml(&yaml, "").await;
+            assert_eq!(done["status"], "failed", "{yaml}: {done:#}");
+            let error = step(&done, "m")["error"].as_str().unwrap_or_default();
+            assert!(error.contains(expected), "{yaml}: {error}");
+        }
+        // A tool's own error fails the step with its message.
+        let yaml = format!(
+            "name: failing\nsteps:\n  - id: c\n    tool: mcp-server\n    action: connect\n    parameters: {{server_name: h, server_config: {{url: \"{}\"}}}}\n  - id: m\n    tool: mcp-server\n    action: execute_tool\n    max_retries: 1\n    parameters: {{server_name: h, tool_name: fail}}\n    dependencies: [c]\n",
+            http.url("/mcp")
+        );
+        let done = s.run_yaml(&yaml, "").await;
+        let error = step(&done, "m")["error"].as_str().unwrap_or_default();
+        assert!(error.contains("it broke"), "{done:#}");
+        // The server's default policy: public addresses only.
+        let s = Server::start_with(url, |settings| {
+            settings.http = orchestrator_tools::http::HttpSettings::default();
+        })
+        .await;
+        let before = http.requests().len();
+        let yaml = format!(
+            "name: private\nsteps:\n  - id: m\n    tool: mcp-server\n    action: connect\n    max_retries: 1\n    parameters: {{server_config: {{url: \"{}\"}}}}\n",
+            http.url("/mcp")
+        );
+        let done = s.run_yaml(&yaml, "").await;
+        let error = step(&done, "m")["error"].as_str().unwrap_or_default();
+        assert!(error.contains("'server_config'"), "{done:#}");
+        assert_eq!(
+            http.requests().len(),
+            before,
+            "nothing reached the local server"
+        );
+    }
+
+    async fn configured_mcp_servers_offer_their_tools_as_tools(url: String) {
+        let http = Service::start(services::mcp()).await;
+        let endpoint = http.url("/mcp");
+        let s = Server::start_with(url, |settings| {
+            settings.mcp.servers.insert(
+                "calc".into(),
+                ServerSpec {
+                    command: None,
+                    args: vec![],
+                    env: Default::default(),
+                    url: Some(endpoint),
+                    headers: Default::default(),
+                },
+            );
+        })
+        .await;
+        let (_, tools) = s.get("/tools").await;
+        let tool = tools["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|t| t["id"] == "mcp:calc:add"))
+            .cloned()
+            .unwrap_or_else(|| panic!("mcp:calc:add is offered: {tools:#}"));
+        assert_eq!(tool["id"], "mcp:calc:add", "{tool:#}");
+        assert_eq!(tool["description"], "Add two numbers");
+        assert_eq!(
+            tool["actions"][0]["parameters"]["required"],
+            json!(["a", "b"]),
+            "{tool:#}"
+        );
+        let yaml = "name: configured\nsteps:\n  - id: add\n    tool: mcp:calc:add\n    action: execute\n    parameters: {a: 1, b: 2}\n  - id: count\n    tool: mcp-server\n    action: execute_tool\n    parameters: {server_name: calc, tool_name: count}\n  - id: keep\n    tool: mcp-server\n    action: disconnect\n    parameters: {server_name: calc}\n    dependencies: [count]\n";
+        let done = s.run_yaml(yaml, "").await;
+        assert_eq!(done["status"], "succeeded", "{done:#}");
+        let add = &step(&done, "add")["result"]["result"];
+        assert_eq!(add["text"], "3");
+        assert_eq!(add["structured_content"]["sum"], 3.0);
+        assert_eq!(step(&done, "count")["result"]["result"]["text"], "1");
+        assert_eq!(
+            step(&done, "keep")["result"]["result"]["disconnected"],
+            false
+        );
+        // Parameters are checked against the tool's schema before it runs.
+        let done = s
+            .run_yaml(
+                "name: bad\nsteps:\n  - id: add\n    tool: mcp:calc:add\n    max_retries: 1\n    parameters: {a: 1}\n",
+                "",
+            )
+            .await;
+        let error = step(&done, "add")["error"].as_str().unwrap_or_default();
+        assert!(error.contains("\"b\""), "{done:#}");
     }
 }

@@ -66,6 +66,7 @@ async fn health_ready_and_openapi_answer() {
             "llm-generate",
             "markdown-to-html",
             "mcp-memory",
+            "mcp-server",
             "pipeline-executor",
             "recursion-control",
             "report-generator",

@@ -16,8 +16,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+mod mcp;
 mod models;
 
+pub use mcp::{MCP_STDIO_SERVER, mcp};
 pub use models::{Wire, provider};
 
 /// One request a service received.
