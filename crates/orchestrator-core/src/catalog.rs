@@ -159,6 +159,10 @@ pub fn builtin_catalog() -> StaticCatalog {
         )
         .with_tool("mcp-memory", &["store", "retrieve", "list", "clear"])
         .with_tool(
+            "visualization",
+            &["create_charts", "create_dashboard", "export_figures"],
+        )
+        .with_tool(
             "mcp-server",
             &[
                 "connect",

@@ -78,7 +78,7 @@ pub fn to_csv(rows: &[Value]) -> Result<String, ToolError> {
 }
 
 /// The rows to work on, and the format they came in.
-async fn rows_of(
+pub(crate) async fn rows_of(
     params: &Map<String, Value>,
     ctx: &ToolContext,
 ) -> Result<(Vec<Value>, &'static str), ToolError> {

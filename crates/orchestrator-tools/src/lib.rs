@@ -12,6 +12,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "charts")]
+pub mod charts;
 mod error_kind;
 pub use error_kind::ErrorKind;
 pub mod data;
@@ -178,6 +180,8 @@ impl ToolRegistry {
         r.register(Arc::new(markdown::MarkdownToHtml));
         #[cfg(feature = "mcp")]
         r.register(Arc::new(mcp::McpServer::default()));
+        #[cfg(feature = "charts")]
+        r.register(Arc::new(charts::Visualization));
         #[cfg(feature = "web-pages")]
         {
             r.register(Arc::new(web::HeadlessBrowser::default()));
@@ -265,6 +269,7 @@ impl orchestrator_core::ToolCatalog for ToolRegistry {
             orchestrator_core::catalog::LLM_TOOL => "needs a model provider, and none is configured on this server".to_string(),
             "headless-browser" | "web-scraper" => "is not in this build of the server (built without the `web-pages` feature)".to_string(),
             "mcp-server" => "is not in this build of the server (built without the `mcp` feature)".to_string(),
+            "visualization" => "is not in this build of the server (built without the `charts` feature)".to_string(),
             _ => "is not available on this server yet".to_string(),
         })
     }

@@ -184,7 +184,11 @@ where
 pub fn init_logging(level: &str, json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(format!("{level},sqlx=warn,tower_http=warn,hyper=warn,rmcp=warn")))
+        .or_else(|_| {
+            EnvFilter::try_new(format!(
+                "{level},sqlx=warn,tower_http=warn,hyper=warn,rmcp=warn"
+            ))
+        })
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a terminal (not in a log file), and never with NO_COLOR.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())

@@ -9,7 +9,115 @@ orchestrator_store::for_each_backend!(
     mcp_memory_keeps_namespaces_per_execution_tree_or_for_the_server,
     mcp_memory_bad_parameters_are_named,
     markdown_becomes_an_html_page_in_the_workspace,
+    charts_and_a_dashboard_are_drawn_into_the_workspace,
 );
+
+async fn charts_and_a_dashboard_are_drawn_into_the_workspace(s: Server) {
+    std::fs::create_dir_all(s.workspace.0.join("data")).expect("mkdir");
+    std::fs::write(
+        s.workspace.0.join("data/sales.csv"),
+        "date,region,revenue,units\n2024-01-01,North,120,10\n2024-01-02,South,80,8\n2024-01-03,North,30,3\n2024-01-04,East,50,4\n",
+    )
+    .expect("csv");
+    // The seed's own pipeline shape (test_simple_pipeline, modular_analysis).
+    let yaml = r#"name: viz
+steps:
+  - id: generate_visualizations
+    tool: visualization
+    action: create_charts
+    parameters:
+      data:
+        - {id: 1, value: 100, category: A}
+        - {id: 2, value: 200, category: B}
+        - {id: 3, value: 150, category: A}
+      chart_types: [bar, pie]
+      output_dir: out/charts
+      title: Test Charts
+  - id: from_file
+    tool: visualization
+    action: create_charts
+    parameters:
+      data: data/sales.csv
+      chart_types: auto
+      format: svg
+      theme: dark
+      output_dir: out/svg
+  - id: create_dashboard
+    tool: visualization
+    action: create_dashboard
+    parameters:
+      charts: '{{ generate_visualizations.charts }}'
+      layout: grid
+      title: "Sales & more"
+      output_dir: out/dashboard
+  - id: export
+    tool: visualization
+    action: export_figures
+    parameters:
+      charts: '{{ from_file.files }}'
+      format: svg
+outputs:
+  dashboard_url: "{{ create_dashboard.url }}"
+  chart_files: "{{ generate_visualizations.files }}"
+"#;
+    let done = s.run_yaml(yaml, "").await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(
+        done["outputs"]["chart_files"],
+        json!(["out/charts/bar_chart.png", "out/charts/pie_chart.png"])
+    );
+    let png = std::fs::read(s.workspace.0.join("out/charts/bar_chart.png")).expect("png");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let svg_step = &step(&done, "from_file")["result"]["result"];
+    // A date column is not a category; revenue and units are numbers.
+    assert_eq!(
+        svg_step["chart_types"],
+        json!(["bar", "scatter", "histogram", "pie"]),
+        "{svg_step:#}"
+    );
+    let svg = s.file("out/svg/bar_chart.svg");
+    assert!(svg.starts_with("<svg"), "{svg:.100}");
+    assert!(svg.contains("Total Revenue by Region"), "the title is text");
+    assert_eq!(
+        done["outputs"]["dashboard_url"],
+        "out/dashboard/dashboard.html"
+    );
+    let page = s.file("out/dashboard/dashboard.html");
+    assert!(page.contains("<title>Sales &amp; more</title>"), "{page}");
+    assert!(page.contains("src=\"../charts/bar_chart.png\""), "{page}");
+    assert_eq!(
+        step(&done, "export")["result"]["result"]["count"],
+        4,
+        "{done:#}"
+    );
+    assert!(s.workspace.0.join("exports/pie_chart.svg").exists());
+
+    for (params, expected) in [
+        ("{data: [{a: 1}], chart_types: [radar]}", "radar"),
+        (
+            "{data: [{a: 1}], output_dir: ../../etc}",
+            "leaves the workspace",
+        ),
+        ("{data: [{a: 1}], width: 100000}", "'width'"),
+        ("{data: [{a: 1}], theme: neon}", "'theme'"),
+        ("{data: [{a: 1}], x_column: nope}", "no column 'nope'"),
+        ("{data: [[1, 2]]}", "not an object"),
+        ("{data: missing.csv}", "does not exist"),
+        (
+            "{data: [{w: text}], chart_types: [scatter]}",
+            "two numeric columns",
+        ),
+        ("{chart_types: [bar]}", "'data'"),
+    ] {
+        let yaml = format!(
+            "name: bad\nsteps:\n  - id: c\n    tool: visualization\n    action: create_charts\n    max_retries: 1\n    parameters: {params}\n"
+        );
+        let done = s.run_yaml(&yaml, "").await;
+        assert_eq!(done["status"], "failed", "{params}: {done:#}");
+        let error = step(&done, "c")["error"].as_str().unwrap_or_default();
+        assert!(error.contains(expected), "{params}: {error}");
+    }
+}
 
 async fn markdown_becomes_an_html_page_in_the_workspace(s: Server) {
     let yaml = r##"name: report_html

@@ -73,6 +73,7 @@ async fn health_ready_and_openapi_answer() {
             "terminal",
             "user-prompt",
             "validation",
+            "visualization",
             "web-scraper"
         ]
     );
