@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Once;
 
 use async_trait::async_trait;
+use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde_json::{Map, Value, json};
@@ -672,17 +673,11 @@ where
                 .build_cartesian_2d((0..labels.len().saturating_sub(1)).into_segmented(), lo..hi)
                 .map_err(err)?;
             chart.plotting_area().fill(&th.plot).map_err(err)?;
-            chart
-                .configure_mesh()
+            themed(&mut chart.configure_mesh(), th)
                 .disable_x_mesh()
-                .light_line_style(TRANSPARENT)
-                .bold_line_style(th.grid)
                 .y_label_formatter(&|v| tidy(*v))
-                .axis_style(th.text)
                 .x_desc(x.as_str())
                 .y_desc(y.as_str())
-                .label_style(text(12))
-                .axis_desc_style(text(14))
                 .x_labels(labels.len())
                 .x_label_formatter(&|v| match v {
                     SegmentValue::CenterOf(i) => {
@@ -739,12 +734,8 @@ where
                 .build_cartesian_2d(0f64..(n - 1) as f64, lo..hi)
                 .map_err(err)?;
             chart.plotting_area().fill(&th.plot).map_err(err)?;
-            chart
-                .configure_mesh()
-                .light_line_style(TRANSPARENT)
-                .bold_line_style(th.grid)
+            themed(&mut chart.configure_mesh(), th)
                 .y_label_formatter(&|v| tidy(*v))
-                .axis_style(th.text)
                 .x_desc(x.as_str())
                 .x_labels(n.min(12))
                 .x_label_formatter(&|v| {
@@ -754,8 +745,6 @@ where
                         String::new()
                     }
                 })
-                .label_style(text(12))
-                .axis_desc_style(text(14))
                 .draw()
                 .map_err(err)?;
             for (i, (name, values)) in series.iter().enumerate() {
@@ -784,17 +773,11 @@ where
             let (yl, yh) = range(points.iter().map(|p| p.1));
             let mut chart = builder.build_cartesian_2d(xl..xh, yl..yh).map_err(err)?;
             chart.plotting_area().fill(&th.plot).map_err(err)?;
-            chart
-                .configure_mesh()
-                .light_line_style(TRANSPARENT)
-                .bold_line_style(th.grid)
+            themed(&mut chart.configure_mesh(), th)
                 .y_label_formatter(&|v| tidy(*v))
-                .axis_style(th.text)
                 .x_desc(x.as_str())
                 .y_desc(y.as_str())
                 .x_label_formatter(&|v| tidy(*v))
-                .label_style(text(12))
-                .axis_desc_style(text(14))
                 .draw()
                 .map_err(err)?;
             let color = th.palette[0];
@@ -812,12 +795,8 @@ where
             let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.05;
             let mut chart = builder.build_cartesian_2d(lo..hi, 0f64..top).map_err(err)?;
             chart.plotting_area().fill(&th.plot).map_err(err)?;
-            chart
-                .configure_mesh()
+            themed(&mut chart.configure_mesh(), th)
                 .disable_x_mesh()
-                .light_line_style(TRANSPARENT)
-                .bold_line_style(th.grid)
-                .axis_style(th.text)
                 .x_desc(x.as_str())
                 .y_desc("Frequency")
                 .y_label_formatter(&|v| {
@@ -828,8 +807,6 @@ where
                     }
                 })
                 .x_label_formatter(&|v| tidy(*v))
-                .label_style(text(12))
-                .axis_desc_style(text(14))
                 .draw()
                 .map_err(err)?;
             let color = th.palette[0];
@@ -907,6 +884,24 @@ where
         }
     }
     root.present().map_err(err)
+}
+
+/// The mesh of every chart with axes: major grid lines in the theme's grid
+/// colour, axes and text in its text colour, the embedded font.
+fn themed<'m, 'a, 'b, X, Y, DB>(
+    mesh: &'m mut MeshStyle<'a, 'b, X, Y, DB>,
+    th: &'b Theme,
+) -> &'m mut MeshStyle<'a, 'b, X, Y, DB>
+where
+    X: Ranged,
+    Y: Ranged,
+    DB: DrawingBackend,
+{
+    mesh.light_line_style(TRANSPARENT)
+        .bold_line_style(th.grid)
+        .axis_style(th.text)
+        .label_style(TextStyle::from((FAMILY, 12).into_font()).color(&th.text))
+        .axis_desc_style(TextStyle::from((FAMILY, 14).into_font()).color(&th.text))
 }
 
 /// Blue (-1) through white (0) to red (1).

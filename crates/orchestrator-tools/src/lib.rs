@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "charts")]
@@ -317,6 +317,16 @@ pub fn type_name(v: &Value) -> &'static str {
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     }
+}
+
+/// The JSON Schema of an object with `shared` properties (those every action
+/// of a tool takes) and `own` ones.
+pub fn object_schema(required: &[&str], shared: Value, own: Value) -> Value {
+    let mut properties = shared;
+    if let (Some(p), Value::Object(more)) = (properties.as_object_mut(), own) {
+        p.extend(more);
+    }
+    json!({"type": "object", "required": required, "properties": properties})
 }
 
 /// Builds an action spec from a JSON Schema literal.

@@ -24,14 +24,14 @@ const MAX_TTL_SECONDS: i64 = 10 * 365 * 24 * 3600;
 pub struct McpMemory;
 
 fn schema(required: &[&str], extra: Value) -> Value {
-    let mut properties = json!({
-        "namespace": {"type": "string", "description": "default `default`"},
-        "scope": {"type": "string", "enum": ["execution", "server"], "description": "`execution` (default): the execution tree sees the namespace; `server`: every execution does"}
-    });
-    if let (Some(p), Value::Object(more)) = (properties.as_object_mut(), extra) {
-        p.extend(more);
-    }
-    json!({"type": "object", "required": required, "properties": properties})
+    crate::object_schema(
+        required,
+        json!({
+            "namespace": {"type": "string", "description": "default `default`"},
+            "scope": {"type": "string", "enum": ["execution", "server"], "description": "`execution` (default): the execution tree sees the namespace; `server`: every execution does"}
+        }),
+        extra,
+    )
 }
 
 #[async_trait]

@@ -861,13 +861,11 @@ impl serde::Serialize for SpecOut<'_> {
 }
 
 fn with_server(required: &[&str], extra: Value) -> Value {
-    let mut properties = json!({
-        "server_name": {"type": "string", "description": "the connection's name (default `default`)"}
-    });
-    if let (Some(p), Value::Object(more)) = (properties.as_object_mut(), extra) {
-        p.extend(more);
-    }
-    json!({"type": "object", "required": required, "properties": properties})
+    crate::object_schema(
+        required,
+        json!({"server_name": {"type": "string", "description": "the connection's name (default `default`)"}}),
+        extra,
+    )
 }
 
 #[async_trait]
