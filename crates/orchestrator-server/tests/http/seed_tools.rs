@@ -537,6 +537,7 @@ mod mcp {
         with database;
         mcp_servers_over_stdio_and_http_the_seeds_way,
         mcp_refusals_are_clear_and_nothing_is_reached,
+        mcp_urls_in_private_networks_are_refused,
         configured_mcp_servers_offer_their_tools_as_tools,
         connections_left_open_are_closed_when_idle,
     );
@@ -770,7 +771,7 @@ outputs:
         let (_dir, script) = stdio_server();
         let http = Service::start(services::mcp()).await;
         // Commands are off by default; the test allows loopback for HTTP.
-        let s = Server::start(url.clone()).await;
+        let s = Server::start(url).await;
         let cases = [
             (
                 format!("action: connect\n    parameters: {{server_name: s, server_config: {{command: python3, args: [\"{script}\"]}}}}"),
@@ -822,7 +823,13 @@ outputs:
         let done = s.run_yaml(&yaml, "").await;
         let error = step(&done, "m")["error"].as_str().unwrap_or_default();
         assert!(error.contains("it broke"), "{done:#}");
-        // The server's default policy: public addresses only.
+    }
+
+    /// With the server's default policy (public addresses only) a step
+    /// cannot reach a local MCP server. Its own database: no other server
+    /// with a laxer policy may take the step.
+    async fn mcp_urls_in_private_networks_are_refused(url: String) {
+        let http = Service::start(services::mcp()).await;
         let s = Server::start_with(url, |settings| {
             settings.http = orchestrator_tools::http::HttpSettings::default();
         })
