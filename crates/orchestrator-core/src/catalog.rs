@@ -159,6 +159,10 @@ pub fn builtin_catalog() -> StaticCatalog {
         )
         .with_tool("mcp-memory", &["store", "retrieve", "list", "clear"])
         .with_tool(
+            "http-client",
+            &["get", "post", "put", "patch", "delete", "head", "request"],
+        )
+        .with_tool(
             "visualization",
             &["create_charts", "create_dashboard", "export_figures"],
         )

@@ -329,6 +329,9 @@ pub async fn tool_registry(settings: &Settings) -> ToolRegistry {
     tools.register(Arc::new(orchestrator_tools::http::HttpTool::new(
         settings.http.clone(),
     )));
+    tools.register(Arc::new(orchestrator_tools::http::HttpClient::new(
+        settings.http.clone(),
+    )));
     if settings.enable_terminal {
         tools.register(Arc::new(orchestrator_tools::terminal::Terminal {
             allowed_programs: settings

@@ -257,3 +257,118 @@ impl Tool for HttpTool {
         }))
     }
 }
+
+/// `http-client`: the seed examples' name for HTTP requests, one action per
+/// method (`get`, `post`, `put`, `patch`, `delete`, `head`, and `request`
+/// with a `method`), with their parameter names: `params` for the query,
+/// `data` or `json` for the body. It is the `http` tool underneath, with its
+/// outbound policy, limits and result.
+#[derive(Debug, Clone, Default)]
+pub struct HttpClient {
+    inner: HttpTool,
+}
+
+impl HttpClient {
+    pub fn new(settings: HttpSettings) -> Self {
+        HttpClient {
+            inner: HttpTool::new(settings),
+        }
+    }
+}
+
+const CLIENT_ACTIONS: &[&str] = &["get", "post", "put", "patch", "delete", "head", "request"];
+
+#[async_trait]
+impl Tool for HttpClient {
+    fn id(&self) -> &str {
+        "http-client"
+    }
+
+    fn description(&self) -> &str {
+        "HTTP requests by method (the http tool under the seed examples' names)"
+    }
+
+    fn actions(&self) -> Vec<ActionSpec> {
+        let scalars = json!({"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}});
+        CLIENT_ACTIONS
+            .iter()
+            .map(|a| {
+                let mut properties = json!({
+                    "url": {"type": "string", "description": "http:// or https:// URL; the http tool's outbound policy applies"},
+                    "headers": scalars,
+                    "params": scalars,
+                    "query": scalars,
+                    "data": {"description": "the body: text as it is, other values as JSON"},
+                    "json": {"description": "the body, sent as JSON"},
+                    "body": {"description": "the body: text as it is, other values as JSON"},
+                    "timeout": {"type": ["number", "string"], "description": "seconds"},
+                    "max_response_bytes": {"type": "integer", "minimum": 1},
+                    "follow_redirects": {"type": "boolean"},
+                    "fail_on_status": {"type": "boolean"}
+                });
+                if *a == "request" {
+                    properties["method"] = json!({"type": "string", "description": "GET (default), POST, PUT, PATCH, DELETE, HEAD or OPTIONS"});
+                }
+                action(
+                    a,
+                    &if *a == "request" {
+                        "Send a request with the given method → {status, ok, headers, body, …} (as the http tool)".to_string()
+                    } else {
+                        format!("Send a {} request → {{status, ok, headers, body, …}} (as the http tool)", a.to_uppercase())
+                    },
+                    json!({"type": "object", "required": ["url"], "properties": properties}),
+                )
+            })
+            .collect()
+    }
+
+    async fn execute(
+        &self,
+        action: &str,
+        p: &Map<String, Value>,
+        ctx: &ToolContext,
+    ) -> Result<Value, ToolError> {
+        let mut request = Map::new();
+        for (k, v) in p {
+            match k.as_str() {
+                // The seed's parameter names, and its `action` among them.
+                "params" | "query" => {
+                    if request.contains_key("query") {
+                        return Err(ToolError::invalid("give 'params' or 'query', not both"));
+                    }
+                    request.insert("query".into(), v.clone());
+                }
+                "data" | "json" | "body" => {
+                    if request.contains_key("body") {
+                        return Err(ToolError::invalid(
+                            "give one of 'data', 'json' and 'body' for the body",
+                        ));
+                    }
+                    request.insert("body".into(), v.clone());
+                }
+                "timeout" => {
+                    let seconds = match v {
+                        Value::String(s) => {
+                            s.trim().parse::<f64>().map(Value::from).map_err(|_| {
+                                ToolError::invalid(format!(
+                                    "parameter 'timeout' must be a number of seconds, not '{s}'"
+                                ))
+                            })?
+                        }
+                        other => other.clone(),
+                    };
+                    request.insert("timeout".into(), seconds);
+                }
+                "action" => {}
+                "method" if action != "request" => {}
+                _ => {
+                    request.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        if action != "request" {
+            request.insert("method".into(), Value::String(action.to_ascii_uppercase()));
+        }
+        self.inner.execute("request", &request, ctx).await
+    }
+}

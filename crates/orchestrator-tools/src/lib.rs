@@ -171,6 +171,7 @@ impl ToolRegistry {
         r.register(Arc::new(validation::Validation));
         r.register(Arc::new(data::DataProcessing));
         r.register(Arc::new(http::HttpTool::default()));
+        r.register(Arc::new(http::HttpClient::default()));
         r.register(Arc::new(human::UserPrompt));
         r.register(Arc::new(human::ApprovalGate));
         r.register(Arc::new(human::FeedbackCollection));

@@ -391,6 +391,7 @@ mod web {
         with database;
         pages_are_read_searched_and_verified_the_seeds_way,
         private_addresses_stay_out_of_reach,
+        http_client_speaks_the_seed_examples_names,
     );
 
     /// Each test starts its server with its own settings.
@@ -493,6 +494,71 @@ outputs:
                 .is_some_and(|e| e.contains("use scrape")),
             "{done:#}"
         );
+    }
+
+    async fn http_client_speaks_the_seed_examples_names(url: String) {
+        let web = Service::start(services::web()).await;
+        let s = Server::start(url).await;
+        let base = web.url("");
+        // As the seed's integrations/external_apis example writes it.
+        let yaml = format!(
+            r#"name: external_apis
+inputs:
+  research_topic: {{type: string, default: "rust"}}
+steps:
+  - id: fetch_news
+    tool: http-client
+    action: get
+    parameters:
+      url: "{base}/json"
+      headers: {{X-Agent: "Orchestrator Research Bot 1.0"}}
+      params: {{q: "{{{{ research_topic }}}}", pageSize: 5}}
+      timeout: "30"
+  - id: send
+    tool: http-client
+    action: post
+    parameters: {{url: "{base}/echo", json: {{topic: "{{{{ research_topic }}}}"}}}}
+  - id: any
+    tool: http-client
+    action: request
+    parameters: {{url: "{base}/echo", method: POST, data: plain}}
+outputs:
+  query: "{{{{ fetch_news.body.query.q }}}}"
+"#
+        );
+        let done = s.run_yaml(&yaml, "").await;
+        assert_eq!(done["status"], "succeeded", "{done:#}");
+        let news = &step(&done, "fetch_news")["result"]["result"];
+        assert_eq!(
+            news["body"]["query"],
+            json!({"q": "rust", "pageSize": "5"}),
+            "{news:#}"
+        );
+        assert_eq!(news["body"]["agent"], "Orchestrator Research Bot 1.0");
+        assert_eq!(
+            step(&done, "send")["result"]["result"]["body"],
+            "application/json|{\"topic\":\"rust\"}"
+        );
+        assert_eq!(step(&done, "any")["result"]["result"]["body"], "|plain");
+        for (params, expected) in [
+            (
+                format!("{{url: \"{base}/json\", timeout: soon}}"),
+                "'timeout'",
+            ),
+            (
+                format!("{{url: \"{base}/json\", params: {{a: 1}}, query: {{b: 2}}}}"),
+                "not both",
+            ),
+            (format!("{{url: \"{base}/status/404\"}}"), "404"),
+        ] {
+            let yaml = format!(
+                "name: bad\nsteps:\n  - id: h\n    tool: http-client\n    action: get\n    max_retries: 1\n    parameters: {params}\n"
+            );
+            let done = s.run_yaml(&yaml, "").await;
+            assert_eq!(done["status"], "failed", "{params}: {done:#}");
+            let error = step(&done, "h")["error"].as_str().unwrap_or_default();
+            assert!(error.contains(expected), "{params}: {error}");
+        }
     }
 
     async fn private_addresses_stay_out_of_reach(url: String) {

@@ -63,6 +63,7 @@ async fn health_ready_and_openapi_answer() {
             "filesystem",
             "headless-browser",
             "http",
+            "http-client",
             "llm-generate",
             "markdown-to-html",
             "mcp-memory",
