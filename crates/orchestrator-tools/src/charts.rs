@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 
 use crate::ErrorKind;
 use crate::filesystem::resolve;
-use crate::{ActionSpec, Tool, ToolContext, ToolError, action, type_name};
+use crate::{ActionSpec, Tool, ToolContext, ToolError, action, optional_str, type_name};
 
 const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 const FAMILY: &str = "sans-serif";
@@ -970,17 +970,6 @@ fn side(p: &Map<String, Value>, name: &str, default: u32) -> Result<u32, ToolErr
     }
 }
 
-fn text_param<'a>(p: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, ToolError> {
-    match p.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.as_str())),
-        Some(other) => Err(ToolError::invalid(format!(
-            "parameter '{name}' must be a string, got {}",
-            type_name(other)
-        ))),
-    }
-}
-
 /// A list given as a list, or as text (`"bar, line"` or `'["bar"]'`).
 fn list_param(p: &Map<String, Value>, name: &str) -> Result<Option<Vec<String>>, ToolError> {
     let items = match p.get(name) {
@@ -1077,7 +1066,7 @@ async fn write_file(ctx: &ToolContext, relative: &str, bytes: &[u8]) -> Result<S
 }
 
 fn folder(p: &Map<String, Value>, default: &str) -> Result<String, ToolError> {
-    let dir = text_param(p, "output_dir")?
+    let dir = optional_str(p, "output_dir")?
         .unwrap_or(default)
         .trim()
         .trim_end_matches('/');
@@ -1126,8 +1115,8 @@ impl Visualization {
         p: &Map<String, Value>,
         ctx: &ToolContext,
     ) -> Result<Value, ToolError> {
-        let th = theme(text_param(p, "theme")?.unwrap_or("seaborn"))?;
-        let format = text_param(p, "format")?.unwrap_or("png").to_lowercase();
+        let th = theme(optional_str(p, "theme")?.unwrap_or("seaborn"))?;
+        let format = optional_str(p, "format")?.unwrap_or("png").to_lowercase();
         if format != "png" && format != "svg" {
             return Err(ToolError::invalid(format!(
                 "parameter 'format' must be png or svg, not '{format}'"
@@ -1147,8 +1136,8 @@ impl Visualization {
         };
         let table = Table::new(rows(p, ctx).await?)?;
         let cols = Columns {
-            x: text_param(p, "x_column")?,
-            y: text_param(p, "y_column")?,
+            x: optional_str(p, "x_column")?,
+            y: optional_str(p, "y_column")?,
         };
         for (param, c) in [("x_column", cols.x), ("y_column", cols.y)] {
             if let Some(c) = c
@@ -1182,8 +1171,8 @@ impl Visualization {
             }
         }
         let dir = folder(p, "charts")?;
-        let prefix = text_param(p, "file_prefix")?.unwrap_or("");
-        let given_title = text_param(p, "title")?.filter(|t| !t.trim().is_empty());
+        let prefix = optional_str(p, "file_prefix")?.unwrap_or("");
+        let given_title = optional_str(p, "title")?.filter(|t| !t.trim().is_empty());
         let mut files = Vec::new();
         let mut skipped = Vec::new();
         for kind in &kinds {
@@ -1265,7 +1254,7 @@ impl Visualization {
                 "parameter 'charts' must name at least one chart file (the `charts` of a create_charts step)",
             ));
         }
-        let layout = text_param(p, "layout")?.unwrap_or("grid");
+        let layout = optional_str(p, "layout")?.unwrap_or("grid");
         let css = match layout {
             "grid" => {
                 "display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:24px"
@@ -1278,7 +1267,7 @@ impl Visualization {
                 )));
             }
         };
-        let title = text_param(p, "title")?.unwrap_or("Analysis Dashboard");
+        let title = optional_str(p, "title")?.unwrap_or("Analysis Dashboard");
         let dir = folder(p, ".")?;
         let mut figures = String::new();
         for chart in &charts {

@@ -288,6 +288,21 @@ pub fn required_str<'a>(params: &'a Map<String, Value>, name: &str) -> Result<&'
     }
 }
 
+/// Reads an optional string parameter.
+pub fn optional_str<'a>(
+    params: &'a Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a str>, ToolError> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ToolError::invalid(format!(
+            "parameter '{name}' must be a string, got {}",
+            type_name(other)
+        ))),
+    }
+}
+
 /// Reads an optional boolean parameter.
 pub fn optional_bool(params: &Map<String, Value>, name: &str) -> Result<Option<bool>, ToolError> {
     match params.get(name) {

@@ -175,20 +175,15 @@ fn object_param(
     }
 }
 
-fn text_param<'a>(p: &'a Map<String, Value>, name: &str, act: &str) -> Result<&'a str, ToolError> {
-    match p.get(name) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        None | Some(Value::Null) => Err(ToolError::invalid(format!(
-            "parameter '{name}' is required for {act}"
-        ))),
-        Some(Value::String(_)) => Err(ToolError::invalid(format!(
+/// A required string parameter that is not empty.
+fn text_param<'a>(p: &'a Map<String, Value>, name: &str) -> Result<&'a str, ToolError> {
+    let s = crate::required_str(p, name)?;
+    if s.is_empty() {
+        return Err(ToolError::invalid(format!(
             "parameter '{name}' must not be empty"
-        ))),
-        Some(other) => Err(ToolError::invalid(format!(
-            "parameter '{name}' must be a string, got {}",
-            type_name(other)
-        ))),
+        )));
     }
+    Ok(s)
 }
 
 fn protocol_error(
@@ -981,7 +976,7 @@ impl Tool for McpServer {
             }
             "execute_tool" => {
                 let server = name_param(p)?;
-                let tool = text_param(p, "tool_name", "execute_tool")?.to_string();
+                let tool = text_param(p, "tool_name")?.to_string();
                 let arguments = object_param(p, "tool_params")?.unwrap_or_default();
                 let called = self.call(ctx, &server, &tool, arguments).await?;
                 Ok(json!({
@@ -1016,7 +1011,7 @@ impl Tool for McpServer {
             }
             "read_resource" => {
                 let server = name_param(p)?;
-                let uri = text_param(p, "uri", "read_resource")?.to_string();
+                let uri = text_param(p, "uri")?.to_string();
                 let params: rmcp::model::ReadResourceRequestParams =
                     serde_json::from_value(json!({"uri": uri}))
                         .map_err(|e| ToolError::invalid(format!("parameter 'uri': {e}")))?;
@@ -1056,7 +1051,7 @@ impl Tool for McpServer {
             }
             "get_prompt" => {
                 let server = name_param(p)?;
-                let name = text_param(p, "prompt_name", "get_prompt")?.to_string();
+                let name = text_param(p, "prompt_name")?.to_string();
                 let mut arguments = Map::new();
                 for (k, v) in object_param(p, "prompt_arguments")?.unwrap_or_default() {
                     arguments.insert(k, Value::String(crate::as_text(&v)));
