@@ -185,5 +185,13 @@ pub fn builtin_catalog() -> StaticCatalog {
         )
         .with_tool("web-scraper", &["scrape", "extract_text", "extract_links"])
         .with_tool("markdown-to-html", &["convert"])
+        .with_tool("image-analysis", &["execute"])
+        .with_tool("image-generation", &["execute"])
+        .with_tool("task-delegation", &["execute"])
+        .with_tool(
+            "multi-model-routing",
+            &["execute", "route", "optimize_batch"],
+        )
+        .with_tool("prompt-optimization", &["execute"])
         .with_tool(LLM_TOOL, MODEL_ACTIONS)
 }

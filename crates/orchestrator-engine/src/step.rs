@@ -472,6 +472,7 @@ pub(crate) async fn run_task(
             &claimed.execution_id,
         ))),
         log: None,
+        models: None,
     };
     if tool_id == catalog::PIPELINE_EXECUTOR {
         return crate::subpipeline::run(inner, claimed, &parameters, &tool_ctx).await;
@@ -485,8 +486,20 @@ pub(crate) async fn run_task(
         &claimed.step_id,
         claimed.attempt,
     );
+    let log_sink = Arc::clone(&log) as Arc<dyn orchestrator_tools::log::LogSink>;
     let tool_ctx = ToolContext {
-        log: Some(Arc::clone(&log) as Arc<dyn orchestrator_tools::log::LogSink>),
+        models: Some(Arc::new(models::StepModels {
+            models: inner.models.clone(),
+            site: models::CallSite {
+                execution_id: Some(claimed.execution_id.clone()),
+                step_id: Some(claimed.step_id.clone()),
+                attempt: claimed.attempt,
+                log: Some(Arc::clone(&log_sink)),
+            },
+            budget: options.max_cost,
+            cancel: cancel.clone(),
+        })),
+        log: Some(log_sink),
         ..tool_ctx
     };
     let run = Box::pin(tool.execute(&step.action, &parameters, &tool_ctx));

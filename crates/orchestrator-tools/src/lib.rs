@@ -21,6 +21,7 @@ pub mod echo;
 pub mod filesystem;
 pub mod http;
 pub mod human;
+pub mod images;
 pub mod log;
 pub mod markdown;
 pub mod mcp;
@@ -33,6 +34,7 @@ pub mod python;
 pub mod recursion;
 pub mod remote;
 pub mod report;
+pub mod routing;
 pub mod search;
 pub mod terminal;
 pub mod testing;
@@ -58,6 +60,9 @@ pub struct ToolContext {
     pub memory: Option<Arc<dyn memory::Memory>>,
     /// The step's log (`None` where nothing keeps one).
     pub log: Option<Arc<dyn log::LogSink>>,
+    /// The server's models, for tools that choose or call one (`None`
+    /// where there are none, e.g. a tool run on its own).
+    pub models: Option<Arc<dyn models::ModelGateway>>,
 }
 
 impl ToolContext {
@@ -70,6 +75,17 @@ impl ToolContext {
                 format!(
                     "{tool} keeps its state in the server's database; run it as a pipeline step"
                 ),
+            )
+        })
+    }
+
+    /// The server's models, for tools that need them (`tool` names the
+    /// tool in the error where there are none).
+    pub fn models(&self, tool: &str) -> Result<&dyn models::ModelGateway, ToolError> {
+        self.models.as_deref().ok_or_else(|| {
+            ToolError::new(
+                ErrorKind::ModelUnavailableError,
+                format!("{tool} works with the server's models; run it as a pipeline step"),
             )
         })
     }
@@ -195,9 +211,15 @@ impl ToolRegistry {
         self.tools.insert(tool.id().to_string(), tool);
     }
 
-    /// Offers model actions and `llm-generate` (the engine runs them).
+    /// Offers model actions and `llm-generate` (the engine runs them), and
+    /// the tools that work with the server's models.
     pub fn enable_models(&mut self) {
         self.models = true;
+        self.register(Arc::new(images::ImageAnalysis));
+        self.register(Arc::new(images::ImageGeneration));
+        self.register(Arc::new(routing::TaskDelegation));
+        self.register(Arc::new(routing::MultiModelRouting::default()));
+        self.register(Arc::new(routing::PromptOptimization));
     }
 
     pub fn models_enabled(&self) -> bool {
@@ -267,7 +289,12 @@ impl orchestrator_core::ToolCatalog for ToolRegistry {
             "terminal" => "is disabled on this server (enable it with tools.enable_terminal or ORCHESTRATOR_ENABLE_TERMINAL=true)".to_string(),
             "python-executor" => "is disabled on this server (enable it with tools.enable_python or ORCHESTRATOR_ENABLE_PYTHON=true)".to_string(),
             "web-search" => "needs a search backend, and none is configured on this server (tools.web_search.backends, or SEARXNG_URL, BRAVE_API_KEY or TAVILY_API_KEY)".to_string(),
-            orchestrator_core::catalog::LLM_TOOL => "needs a model provider, and none is configured on this server".to_string(),
+            orchestrator_core::catalog::LLM_TOOL
+            | "image-analysis"
+            | "image-generation"
+            | "task-delegation"
+            | "multi-model-routing"
+            | "prompt-optimization" => "needs a model provider, and none is configured on this server".to_string(),
             "headless-browser" | "web-scraper" => "is not in this build of the server (built without the `web-pages` feature)".to_string(),
             "mcp-server" => "is not in this build of the server (built without the `mcp` feature)".to_string(),
             "visualization" => "is not in this build of the server (built without the `charts` feature)".to_string(),

@@ -35,6 +35,7 @@ fn dirs() -> Dirs {
             http: orchestrator_tools::net::default_client(),
             memory: None,
             log: None,
+            models: None,
         },
         base,
     }

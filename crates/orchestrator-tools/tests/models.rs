@@ -27,16 +27,14 @@ fn spec(provider: Provider, base_url: String) -> ModelSpec {
             output: 1.5,
         },
         max_output_tokens: None,
+        cost_per_image: None,
     }
 }
 
 fn ask(prompt: &str) -> ChatRequest {
     ChatRequest {
         system: Some("Be brief.".into()),
-        messages: vec![Message {
-            role: "user".into(),
-            content: prompt.into(),
-        }],
+        messages: vec![Message::text("user", prompt)],
         temperature: Some(0.2),
         max_tokens: Some(64),
         json: false,
@@ -243,6 +241,7 @@ fn ucb_explores_then_converges_on_the_best_model() {
             context_window: 8192,
             cost_per_1k_tokens: Cost::default(),
             max_output_tokens: None,
+            cost_per_image: None,
         })
         .collect();
     let success = HashMap::from([("weak", 0.2), ("good", 0.6), ("best", 0.95)]);
@@ -283,4 +282,113 @@ fn ucb_explores_then_converges_on_the_best_model() {
         picks.iter().filter(|p| *p == "weak").count() >= 4,
         "the others are still sampled"
     );
+}
+
+/// An image goes to each provider in its own format: OpenAI `image_url`
+/// parts with a data URL, Anthropic `image` blocks before the text, Gemini
+/// `inlineData` parts.
+#[tokio::test]
+async fn images_reach_each_provider_in_its_wire_format() {
+    use orchestrator_tools::models::providers::ImageInput;
+    let png = services::drawn_png();
+    let b64 = services::DRAWN_PNG_BASE64;
+    let mut asked = ask("What is this?");
+    asked.messages[0].images = vec![ImageInput {
+        media_type: "image/png".into(),
+        base64: b64.into(),
+    }];
+    for (wire, provider, path) in [
+        (Wire::OpenAi, Provider::Openai, "/v1"),
+        (Wire::Anthropic, Provider::Anthropic, ""),
+        (Wire::Gemini, Provider::Google, ""),
+    ] {
+        let svc = Service::start(services::provider(wire, Some("k"))).await;
+        let spec = spec(provider, svc.url(path));
+        let r = call(&spec, "k", &asked, RetryPolicy::default())
+            .await
+            .expect("answer");
+        assert_eq!(
+            r.text,
+            format!("Saw 1 image(s): image/png {} bytes", png.len()),
+            "{provider:?}"
+        );
+        let sent = svc.requests()[0].json();
+        let expected = match provider {
+            Provider::Openai => json!([
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{b64}")}}
+            ]),
+            Provider::Anthropic => json!([
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b64}},
+                {"type": "text", "text": "What is this?"}
+            ]),
+            Provider::Google => json!([
+                {"inlineData": {"mimeType": "image/png", "data": b64}},
+                {"text": "What is this?"}
+            ]),
+        };
+        let got = match provider {
+            Provider::Openai => sent["messages"][1]["content"].clone(),
+            Provider::Anthropic => sent["messages"][0]["content"].clone(),
+            Provider::Google => sent["contents"][0]["parts"].clone(),
+        };
+        assert_eq!(got, expected, "{provider:?}: {sent:#}");
+    }
+}
+
+/// The images endpoint: one image per request, no `response_format` (the
+/// newest models refuse it), `b64_json` or `url` read back; providers
+/// without the OpenAI images API are refused before anything is sent.
+#[tokio::test]
+async fn images_are_drawn_by_the_openai_images_api() {
+    use orchestrator_tools::models::providers::{GeneratedImage, ImageRequest, generate_image};
+    let svc = Service::start(services::provider(Wire::OpenAi, Some("k"))).await;
+    let spec = spec(Provider::Openai, svc.url("/v1"));
+    let draw = |prompt: &str, spec: ModelSpec| {
+        let req = ImageRequest {
+            prompt: prompt.into(),
+            size: "256x256".into(),
+        };
+        async move {
+            generate_image(
+                &orchestrator_tools::net::default_client(),
+                &spec,
+                Some("k"),
+                &req,
+                &CancellationToken::new(),
+                Duration::from_secs(10),
+                RetryPolicy::default(),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        draw("a cat", spec.clone()).await.expect("drawn"),
+        GeneratedImage::Base64(services::DRAWN_PNG_BASE64.into())
+    );
+    assert_eq!(
+        svc.requests()[0].json(),
+        json!({"model": "test-model-1", "prompt": "a cat", "n": 1, "size": "256x256"})
+    );
+    assert_eq!(
+        draw("[url] a cat", spec.clone()).await.expect("drawn"),
+        GeneratedImage::Url(svc.url("/v1/images/files/drawn.png"))
+    );
+    let e = draw("[refused] a cat", spec.clone())
+        .await
+        .expect_err("refused");
+    assert_eq!(e.kind, "ModelRequestError");
+    assert!(e.message.contains("safety system"), "{}", e.message);
+    let before = svc.requests().len();
+    let e = draw(
+        "a cat",
+        ModelSpec {
+            provider: Provider::Anthropic,
+            ..spec.clone()
+        },
+    )
+    .await
+    .expect_err("not openai");
+    assert!(e.message.contains("cannot draw here"), "{}", e.message);
+    assert_eq!(svc.requests().len(), before);
 }

@@ -62,17 +62,16 @@ pub(super) fn resolve_action(
             };
             // The seed's form for tools whose action is a parameter: the
             // step says `action: execute` (or nothing) and
-            // `parameters.action` names the tool's action. (Anything else
-            // is judged by `action` alone, below.)
+            // `parameters.action` names another of the tool's actions.
+            // (Anything else is judged by `action` alone, below.)
             if matches!(action, None | Some("execute"))
-                && !actions.iter().any(|x| x == "execute")
                 && let Some(chosen) = node
                     .get("parameters")
                     .and_then(|p| p.get("action"))
                     .and_then(Node::as_str)
             {
                 let canonical = catalog::canonical_tool_action(tool, chosen);
-                if actions.iter().any(|x| x == canonical) {
+                if canonical != "execute" && actions.iter().any(|x| x == canonical) {
                     return Some(canonical.to_string());
                 }
             }

@@ -18,7 +18,9 @@ use orchestrator_tools::models::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+mod gateway;
 mod request;
+pub use gateway::StepModels;
 pub use request::*;
 
 /// How models are chosen and called.
@@ -147,6 +149,42 @@ pub struct Models {
     /// Models whose endpoint refused a connection, until when they are
     /// passed over by selection (shared by the clones of this service).
     unreachable: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
+    /// Calls in flight in this process, by model id.
+    in_flight: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+/// Counts a call in flight while it lives.
+struct InFlight<'a> {
+    map: &'a std::sync::Mutex<HashMap<String, usize>>,
+    id: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(map: &'a std::sync::Mutex<HashMap<String, usize>>, id: &str) -> Self {
+        *map.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(id.to_string())
+            .or_default() += 1;
+        InFlight {
+            map,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.id);
+            }
+        }
+    }
 }
 
 /// How long a model whose endpoint could not be reached is passed over.
@@ -178,7 +216,16 @@ impl Models {
             settings,
             metrics: Arc::default(),
             unreachable: Arc::default(),
+            in_flight: Arc::default(),
         }
+    }
+
+    /// Calls in flight in this process, by model id.
+    pub fn in_flight(&self) -> HashMap<String, usize> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Models passed over for now: their endpoint could not be reached.
@@ -305,6 +352,16 @@ impl Models {
     /// Chooses a model for `req` with the configured strategy.
     pub async fn select(&self, req: &Requirements) -> Result<Selection, SelectError> {
         let models = self.registry().await?;
+        self.select_from(&models, req, self.settings.strategy).await
+    }
+
+    /// Chooses among `models` for `req` with `strategy`.
+    pub async fn select_from(
+        &self,
+        models: &[ModelSpec],
+        req: &Requirements,
+        strategy: Strategy,
+    ) -> Result<Selection, SelectError> {
         let stats = self.stats().await?;
         // A model whose endpoint refused a connection in the last minute is
         // passed over while another one fits.
@@ -319,7 +376,7 @@ impl Models {
                 &reachable,
                 &stats,
                 req,
-                self.settings.strategy,
+                strategy,
                 self.settings.default_model.as_deref(),
                 &self.settings.env,
             ) {
@@ -333,10 +390,10 @@ impl Models {
             }
         }
         Ok(orchestrator_tools::models::select(
-            &models,
+            models,
             &stats,
             req,
-            self.settings.strategy,
+            strategy,
             self.settings.default_model.as_deref(),
             &self.settings.env,
         )?)
@@ -403,14 +460,8 @@ impl Models {
         Ok(usage.iter().map(|u| u.cost).sum())
     }
 
-    /// Calls `spec` and records the call, success or not.
-    pub async fn call(
-        &self,
-        spec: &ModelSpec,
-        request: &ChatRequest,
-        site: &CallSite,
-        cancel: &CancellationToken,
-    ) -> Result<Answer, ToolError> {
+    /// The key for `spec`, once its endpoint may be reached.
+    fn prepare(&self, spec: &ModelSpec) -> Result<Option<String>, ToolError> {
         self.check_key_env(spec)
             .map_err(|e| ToolError::new(ErrorKind::ModelUnavailableError, e))?;
         let key = spec.api_key(&self.settings.env).map_err(|e| {
@@ -433,19 +484,20 @@ impl Models {
                 ));
             }
         }
-        let started_at = now_ms();
-        let clock = Instant::now();
-        let outcome = providers::chat(
-            self.client_for(spec),
-            spec,
-            key.as_deref(),
-            request,
-            cancel,
-            self.settings.request_timeout,
-            self.settings.retry,
-        )
-        .await;
-        let latency_ms = clock.elapsed().as_secs_f64() * 1000.0;
+        Ok(key)
+    }
+
+    /// After a call: the endpoint's reachability, metrics, the stored call
+    /// record and the step's log line (`done` says what came back).
+    fn settle(
+        &self,
+        spec: &ModelSpec,
+        site: &CallSite,
+        started_at: i64,
+        latency_ms: f64,
+        outcome: Result<(u64, u64, f64), &ToolError>,
+        done: &str,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         {
             let mut map = self
                 .unreachable
@@ -461,40 +513,20 @@ impl Models {
                 Err(_) => {}
             }
         }
-        let (success, input, output, error_type) = match &outcome {
-            Ok(r) => (true, r.input_tokens, r.output_tokens, None),
-            Err(e) => (false, 0, 0, Some(e.kind.clone())),
+        let (success, input, output, cost, error_type) = match &outcome {
+            Ok((i, o, c)) => (true, *i, *o, *c, None),
+            Err(e) => (false, 0, 0, 0.0, Some(e.kind.clone())),
         };
-        let cost = spec.cost_per_1k_tokens.of(input, output);
         let m = &self.metrics;
         m.model_calls
             .inc(&[&spec.id, if success { "success" } else { "failure" }]);
         m.model_tokens.add(&[&spec.id, "input"], input as f64);
         m.model_tokens.add(&[&spec.id, "output"], output as f64);
         m.model_cost.add(&[&spec.id], cost);
-        if error_type != Some(ErrorKind::CancelledError) {
-            let call = ModelCall {
-                model_id: spec.id.clone(),
-                execution_id: site.execution_id.clone(),
-                step_id: site.step_id.clone(),
-                attempt: site.attempt,
-                started_at,
-                latency_ms: latency_ms as i64,
-                success,
-                input_tokens: i64::try_from(input).unwrap_or(i64::MAX),
-                output_tokens: i64::try_from(output).unwrap_or(i64::MAX),
-                cost,
-                reward: reward(success, latency_ms, cost),
-                error_type: error_type.map(|k| k.as_str().to_string()),
-            };
-            if let Err(e) = self.store.record_model_call(&call).await {
-                warn!(model = %spec.id, error = %e, "model call not recorded");
-            }
-        }
         if let Some(log) = &site.log {
             let line = match &outcome {
                 Ok(_) => format!(
-                    "model '{}' ({}): {input} tokens in, {output} out, ${cost:.6}, {} ms",
+                    "model '{}' ({}): {done}, ${cost:.6}, {} ms",
                     spec.id, spec.model, latency_ms as u64
                 ),
                 Err(e) => format!(
@@ -504,6 +536,66 @@ impl Models {
             };
             log.line(orchestrator_tools::log::Stream::Log, &line);
         }
+        let call = (error_type != Some(ErrorKind::CancelledError)).then(|| ModelCall {
+            model_id: spec.id.clone(),
+            execution_id: site.execution_id.clone(),
+            step_id: site.step_id.clone(),
+            attempt: site.attempt,
+            started_at,
+            latency_ms: latency_ms as i64,
+            success,
+            input_tokens: i64::try_from(input).unwrap_or(i64::MAX),
+            output_tokens: i64::try_from(output).unwrap_or(i64::MAX),
+            cost,
+            reward: reward(success, latency_ms, cost),
+            error_type: error_type.map(|k| k.as_str().to_string()),
+        });
+        let store = Arc::clone(&self.store);
+        async move {
+            if let Some(call) = call
+                && let Err(e) = store.record_model_call(&call).await
+            {
+                warn!(model = %call.model_id, error = %e, "model call not recorded");
+            }
+        }
+    }
+
+    /// Calls `spec` and records the call, success or not.
+    pub async fn call(
+        &self,
+        spec: &ModelSpec,
+        request: &ChatRequest,
+        site: &CallSite,
+        cancel: &CancellationToken,
+    ) -> Result<Answer, ToolError> {
+        let key = self.prepare(spec)?;
+        let _counted = InFlight::start(&self.in_flight, &spec.id);
+        let started_at = now_ms();
+        let clock = Instant::now();
+        let outcome = providers::chat(
+            self.client_for(spec),
+            spec,
+            key.as_deref(),
+            request,
+            cancel,
+            self.settings.request_timeout,
+            self.settings.retry,
+        )
+        .await;
+        let latency_ms = clock.elapsed().as_secs_f64() * 1000.0;
+        let (input, output) = outcome
+            .as_ref()
+            .map_or((0, 0), |r| (r.input_tokens, r.output_tokens));
+        let cost = spec.cost_per_1k_tokens.of(input, output);
+        self.settle(
+            spec,
+            site,
+            started_at,
+            latency_ms,
+            outcome.as_ref().map(|_| (input, output, cost)),
+            &format!("{input} tokens in, {output} out"),
+        )
+        .await;
         let response = outcome?;
         info!(model = %spec.id, input_tokens = input, output_tokens = output, cost, latency_ms = latency_ms as u64, "model call");
         Ok(Answer {
@@ -511,6 +603,108 @@ impl Models {
             model: spec.clone(),
             cost,
         })
+    }
+
+    /// Asks `spec` for one image and records the call; it costs the model's
+    /// `cost_per_image`.
+    pub async fn image(
+        &self,
+        spec: &ModelSpec,
+        request: &providers::ImageRequest,
+        site: &CallSite,
+        cancel: &CancellationToken,
+    ) -> Result<(providers::GeneratedImage, f64), ToolError> {
+        let key = self.prepare(spec)?;
+        let _counted = InFlight::start(&self.in_flight, &spec.id);
+        let started_at = now_ms();
+        let clock = Instant::now();
+        let outcome = providers::generate_image(
+            self.client_for(spec),
+            spec,
+            key.as_deref(),
+            request,
+            cancel,
+            self.settings.request_timeout,
+            self.settings.retry,
+        )
+        .await;
+        let latency_ms = clock.elapsed().as_secs_f64() * 1000.0;
+        let cost = spec.cost_per_image.unwrap_or(0.0);
+        self.settle(
+            spec,
+            site,
+            started_at,
+            latency_ms,
+            outcome.as_ref().map(|_| (0, 0, cost)),
+            &format!("one {} image", request.size),
+        )
+        .await;
+        let image = outcome?;
+        info!(model = %spec.id, cost, latency_ms = latency_ms as u64, "model image");
+        Ok((image, cost))
+    }
+
+    /// The bytes at `url` (an image a model answered with), through the
+    /// models' egress policy unless the model's endpoint is the operator's.
+    pub async fn download(
+        &self,
+        spec: &ModelSpec,
+        url: &str,
+        max_bytes: usize,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<u8>, ToolError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| {
+            ToolError::new(
+                ErrorKind::ModelResponseError,
+                format!(
+                    "model '{}' answered an image URL that is not valid: {e}",
+                    spec.id
+                ),
+            )
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ToolError::new(
+                ErrorKind::ModelResponseError,
+                format!(
+                    "model '{}' answered an image URL that is not http(s)",
+                    spec.id
+                ),
+            ));
+        }
+        let same_endpoint =
+            reqwest::Url::parse(spec.base_url()).is_ok_and(|base| base.origin() == parsed.origin());
+        let client = if same_endpoint {
+            self.client_for(spec)
+        } else if let Some(policy) = self.settings.egress.as_deref() {
+            policy.check_url(&parsed).map_err(|e| {
+                ToolError::new(
+                    ErrorKind::ModelResponseError,
+                    format!(
+                        "model '{}' answered an image URL that is refused: {e}",
+                        spec.id
+                    ),
+                )
+            })?;
+            self.guarded.as_ref().unwrap_or(&self.http)
+        } else {
+            &self.http
+        };
+        let what = format!("the image of model '{}'", spec.id);
+        let response = tokio::select! {
+            r = client.get(parsed).timeout(self.settings.request_timeout).send() => {
+                r.map_err(|e| orchestrator_tools::net::request_error(&e, &what))?
+            }
+            _ = cancel.cancelled() => {
+                return Err(ToolError::new(ErrorKind::CancelledError, format!("{what} was cancelled")));
+            }
+        };
+        if !response.status().is_success() {
+            return Err(ToolError::new(
+                ErrorKind::ModelResponseError,
+                format!("{what} could not be fetched: {}", response.status()),
+            ));
+        }
+        orchestrator_tools::net::read_capped(response, max_bytes, cancel, &what).await
     }
 }
 

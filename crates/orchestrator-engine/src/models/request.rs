@@ -51,10 +51,7 @@ impl ModelStepRequest {
                 };
                 match role {
                     "system" => {}
-                    "user" | "assistant" => messages.push(Message {
-                        role: role.to_string(),
-                        content,
-                    }),
+                    "user" | "assistant" => messages.push(Message::text(role, content)),
                     other => {
                         return Err(ToolError::invalid(format!(
                             "messages[{i}] has role '{other}' (user, assistant or system)"
@@ -97,10 +94,7 @@ impl ModelStepRequest {
             _ => text_param(params, "prompt")?,
         };
         if let Some(p) = prompt {
-            messages.push(Message {
-                role: "user".into(),
-                content: p,
-            });
+            messages.push(Message::text("user", p));
         }
         if messages.is_empty() {
             return Err(ToolError::invalid("give 'prompt' or 'messages'"));
@@ -157,24 +151,7 @@ impl ModelStepRequest {
     }
 }
 
-/// The JSON in a model's answer: the whole text, or a fenced block in it.
-pub fn extract_json(text: &str) -> Option<Value> {
-    let trimmed = text.trim();
-    if let Ok(v) = serde_json::from_str(trimmed) {
-        return Some(v);
-    }
-    let fenced = trimmed
-        .split("```")
-        .nth(1)
-        .map(|block| block.trim_start_matches("json").trim());
-    if let Some(block) = fenced
-        && let Ok(v) = serde_json::from_str(block)
-    {
-        return Some(v);
-    }
-    let (start, end) = (trimmed.find(['{', '['])?, trimmed.rfind(['}', ']'])?);
-    serde_json::from_str(trimmed.get(start..=end)?).ok()
-}
+pub use orchestrator_tools::models::extract_json;
 
 /// Asks for JSON meeting `schema`; on prose or a schema violation, asks once
 /// more saying what was wrong.
@@ -222,16 +199,11 @@ pub async fn structured(
                 ),
             ));
         }
-        req.messages.push(Message {
-            role: "assistant".into(),
-            content: text,
-        });
-        req.messages.push(Message {
-            role: "user".into(),
-            content: format!(
-                "That answer cannot be used: {problem}. Answer again with only the JSON."
-            ),
-        });
+        req.messages.push(Message::text("assistant", text));
+        req.messages.push(Message::text(
+            "user",
+            format!("That answer cannot be used: {problem}. Answer again with only the JSON."),
+        ));
     }
     Err(ToolError::new(
         ErrorKind::StructuredOutputError,
@@ -360,10 +332,7 @@ pub async fn answer_tag(
     }
     let request = ChatRequest {
         system: Some(system),
-        messages: vec![Message {
-            role: "user".into(),
-            content: question.to_string(),
-        }],
+        messages: vec![Message::text("user", question)],
         temperature: Some(0.0),
         max_tokens: Some(512),
         json: false,

@@ -219,8 +219,10 @@ fn the_example_models_file_loads_and_bad_ones_say_why() {
     );
     let text = std::fs::read_to_string(&path).expect("example");
     let (specs, default) = parse_models_file(&text, &path).expect("loads");
-    assert_eq!(specs.len(), 4);
+    assert_eq!(specs.len(), 5);
     assert_eq!(default.as_deref(), Some("gpt-4o-mini"));
+    assert_eq!(specs[4].cost_per_image, Some(0.04));
+    assert!(specs[4].has_capability("image_generation"));
     for (bad, says) in [
         ("models:\n  - {id: a, provider: openai}\n", "models[0]"),
         (

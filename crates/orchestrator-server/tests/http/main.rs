@@ -7,6 +7,7 @@ mod events;
 mod executions;
 mod logs;
 mod metrics;
+mod model_tools;
 mod models;
 mod people;
 mod recovery;

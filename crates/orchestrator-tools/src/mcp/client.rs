@@ -1147,6 +1147,7 @@ impl McpServer {
             http: crate::net::default_client(),
             memory: None,
             log: None,
+            models: None,
         };
         let mut out = Vec::new();
         for server in self.settings.servers.keys() {

@@ -17,7 +17,10 @@ pub use select::{
     shortfalls,
 };
 
+pub mod gateway;
 pub mod providers;
+
+pub use gateway::{ChatReply, ModelGateway};
 
 /// Who serves a model, and so which wire format it speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -138,6 +141,9 @@ pub struct ModelSpec {
     pub cost_per_1k_tokens: Cost,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u64>,
+    /// Price in US dollars of one generated image (image-generation models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_image: Option<f64>,
 }
 
 impl ModelSpec {
@@ -175,6 +181,15 @@ impl ModelSpec {
         if !(c.input.is_finite() && c.output.is_finite() && c.input >= 0.0 && c.output >= 0.0) {
             return Err(format!("model '{}': costs must be zero or more", self.id));
         }
+        if self
+            .cost_per_image
+            .is_some_and(|c| !c.is_finite() || c < 0.0)
+        {
+            return Err(format!(
+                "model '{}': cost_per_image must be zero or more",
+                self.id
+            ));
+        }
         if self.context_window == 0 {
             return Err(format!(
                 "model '{}': context_window must be at least 1",
@@ -210,6 +225,25 @@ impl ModelSpec {
         let wanted = normalize(wanted);
         self.capabilities.iter().any(|c| normalize(c) == wanted)
     }
+}
+
+/// The JSON in a model's answer: the whole text, or a fenced block in it.
+pub fn extract_json(text: &str) -> Option<serde_json::Value> {
+    let trimmed = text.trim();
+    if let Ok(v) = serde_json::from_str(trimmed) {
+        return Some(v);
+    }
+    let fenced = trimmed
+        .split("```")
+        .nth(1)
+        .map(|block| block.trim_start_matches("json").trim());
+    if let Some(block) = fenced
+        && let Ok(v) = serde_json::from_str(block)
+    {
+        return Some(v);
+    }
+    let (start, end) = (trimmed.find(['{', '['])?, trimmed.rfind(['}', ']'])?);
+    serde_json::from_str(trimmed.get(start..=end)?).ok()
 }
 
 fn normalize(name: &str) -> String {

@@ -17,11 +17,49 @@ use crate::ToolError;
 use crate::net::{read_capped, request_error};
 
 /// One chat message.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Message {
     /// `user` or `assistant`.
     pub role: String,
     pub content: String,
+    /// Images shown with the text (vision input; `user` messages).
+    pub images: Vec<ImageInput>,
+}
+
+impl Message {
+    /// A text-only message.
+    pub fn text(role: &str, content: impl Into<String>) -> Self {
+        Message {
+            role: role.to_string(),
+            content: content.into(),
+            images: Vec::new(),
+        }
+    }
+}
+
+/// An image sent to a model, inline.
+#[derive(Clone, PartialEq)]
+pub struct ImageInput {
+    /// `image/png`, `image/jpeg`, `image/gif` or `image/webp`.
+    pub media_type: String,
+    /// The file's bytes, base64 (standard alphabet, padded).
+    pub base64: String,
+}
+
+/// The bytes stay out of debug output.
+impl std::fmt::Debug for ImageInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageInput")
+            .field("media_type", &self.media_type)
+            .field("base64_len", &self.base64.len())
+            .finish()
+    }
+}
+
+impl ImageInput {
+    fn data_url(&self) -> String {
+        format!("data:{};base64,{}", self.media_type, self.base64)
+    }
 }
 
 /// What to ask.
@@ -80,7 +118,17 @@ fn body_for(spec: &ModelSpec, req: &ChatRequest) -> (String, Value) {
                 messages.push(json!({"role": "system", "content": system}));
             }
             for m in &req.messages {
-                messages.push(json!({"role": m.role, "content": m.content}));
+                let content =
+                    if m.images.is_empty() {
+                        json!(m.content)
+                    } else {
+                        let mut parts = vec![json!({"type": "text", "text": m.content})];
+                        parts.extend(m.images.iter().map(
+                            |i| json!({"type": "image_url", "image_url": {"url": i.data_url()}}),
+                        ));
+                        Value::Array(parts)
+                    };
+                messages.push(json!({"role": m.role, "content": content}));
             }
             let mut body = json!({"model": spec.model, "messages": messages});
             if let Some(t) = req.temperature {
@@ -95,10 +143,25 @@ fn body_for(spec: &ModelSpec, req: &ChatRequest) -> (String, Value) {
             (format!("{base}/chat/completions"), body)
         }
         Provider::Anthropic => {
+            // Images go before the text, as Anthropic advises.
             let messages: Vec<Value> = req
                 .messages
                 .iter()
-                .map(|m| json!({"role": m.role, "content": m.content}))
+                .map(|m| {
+                    if m.images.is_empty() {
+                        return json!({"role": m.role, "content": m.content});
+                    }
+                    let mut parts: Vec<Value> = m
+                        .images
+                        .iter()
+                        .map(|i| {
+                            json!({"type": "image", "source": {
+                                "type": "base64", "media_type": i.media_type, "data": i.base64}})
+                        })
+                        .collect();
+                    parts.push(json!({"type": "text", "text": m.content}));
+                    json!({"role": m.role, "content": parts})
+                })
                 .collect();
             let mut body = json!({
                 "model": spec.model,
@@ -123,7 +186,15 @@ fn body_for(spec: &ModelSpec, req: &ChatRequest) -> (String, Value) {
                     } else {
                         "user"
                     };
-                    json!({"role": role, "parts": [{"text": m.content}]})
+                    let mut parts: Vec<Value> = m
+                        .images
+                        .iter()
+                        .map(
+                            |i| json!({"inlineData": {"mimeType": i.media_type, "data": i.base64}}),
+                        )
+                        .collect();
+                    parts.push(json!({"text": m.content}));
+                    json!({"role": role, "parts": parts})
                 })
                 .collect();
             let mut config = serde_json::Map::new();
@@ -275,10 +346,96 @@ pub async fn chat(
 ) -> Result<ChatResponse, ToolError> {
     let (url, body) = body_for(spec, req);
     let what = format!("{} model '{}'", spec.provider.as_str(), spec.id);
+    let started = Instant::now();
+    let (parsed, attempts) = send(
+        client, spec, api_key, &url, &body, cancel, timeout, policy, &what,
+    )
+    .await?;
+    let mut answer = parse_answer(spec, &parsed)
+        .map_err(|e| ToolError::new(ErrorKind::ModelResponseError, format!("{what}: {e}")))?;
+    answer.attempts = attempts;
+    tracing::debug!(model = %spec.id, latency_ms = started.elapsed().as_millis() as u64, "model answered");
+    Ok(answer)
+}
+
+/// What to draw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRequest {
+    pub prompt: String,
+    /// `WIDTHxHEIGHT`.
+    pub size: String,
+}
+
+/// One image a model drew: its bytes (base64), or where to fetch them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GeneratedImage {
+    Base64(String),
+    Url(String),
+}
+
+/// Asks an OpenAI-compatible images endpoint (`POST {base_url}/images/generations`)
+/// for one image. `response_format` is not sent (the newest models refuse
+/// it): the answer may hold `b64_json` or `url`, and both are read.
+pub async fn generate_image(
+    client: &reqwest::Client,
+    spec: &ModelSpec,
+    api_key: Option<&str>,
+    req: &ImageRequest,
+    cancel: &CancellationToken,
+    timeout: Duration,
+    policy: RetryPolicy,
+) -> Result<GeneratedImage, ToolError> {
+    let what = format!("{} model '{}'", spec.provider.as_str(), spec.id);
+    if spec.provider != Provider::Openai {
+        return Err(ToolError::new(
+            ErrorKind::ModelRequestError,
+            format!(
+                "{what}: image generation speaks the OpenAI-compatible images API; {} models cannot draw here",
+                spec.provider.as_str()
+            ),
+        ));
+    }
+    let url = format!("{}/images/generations", spec.base_url());
+    let body = json!({"model": spec.model, "prompt": req.prompt, "n": 1, "size": req.size});
+    let (parsed, _) = send(
+        client, spec, api_key, &url, &body, cancel, timeout, policy, &what,
+    )
+    .await?;
+    let first = parsed.pointer("/data/0").ok_or_else(|| {
+        ToolError::new(
+            ErrorKind::ModelResponseError,
+            format!("{what}: the answer has no image (no data[0])"),
+        )
+    })?;
+    match (first["b64_json"].as_str(), first["url"].as_str()) {
+        (Some(b64), _) if !b64.is_empty() => Ok(GeneratedImage::Base64(b64.to_string())),
+        (_, Some(url)) if !url.is_empty() => Ok(GeneratedImage::Url(url.to_string())),
+        _ => Err(ToolError::new(
+            ErrorKind::ModelResponseError,
+            format!("{what}: data[0] has neither b64_json nor url"),
+        )),
+    }
+}
+
+/// Posts `body` to `url` with `spec`'s key, retrying rate limits, 5xx
+/// answers and refused connections per `policy`; the parsed answer and
+/// the attempts it took.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    client: &reqwest::Client,
+    spec: &ModelSpec,
+    api_key: Option<&str>,
+    url: &str,
+    body: &Value,
+    cancel: &CancellationToken,
+    timeout: Duration,
+    policy: RetryPolicy,
+    what: &str,
+) -> Result<(Value, u32), ToolError> {
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let mut request = client.post(&url).timeout(timeout).json(&body);
+        let mut request = client.post(url).timeout(timeout).json(body);
         request = match (spec.provider, api_key) {
             (Provider::Openai, Some(key)) => request.bearer_auth(key),
             (Provider::Anthropic, key) => {
@@ -291,9 +448,8 @@ pub async fn chat(
             (Provider::Google, Some(key)) => request.header("x-goog-api-key", key),
             (_, None) => request,
         };
-        let started = Instant::now();
         let response = tokio::select! {
-            r = request.send() => r.map_err(|e| request_error(&e, &what)),
+            r = request.send() => r.map_err(|e| request_error(&e, what)),
             _ = cancel.cancelled() => {
                 return Err(ToolError::new(ErrorKind::CancelledError, format!("{what} was cancelled")));
             }
@@ -308,15 +464,10 @@ pub async fn chat(
         };
         let status = response.status();
         let wait = retry_after(response.headers());
-        let raw = read_capped(response, 16 * 1024 * 1024, cancel, &what).await?;
+        let raw = read_capped(response, 64 * 1024 * 1024, cancel, what).await?;
         let parsed: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
         if status.is_success() {
-            let mut answer = parse_answer(spec, &parsed).map_err(|e| {
-                ToolError::new(ErrorKind::ModelResponseError, format!("{what}: {e}"))
-            })?;
-            answer.attempts = attempt;
-            tracing::debug!(model = %spec.id, latency_ms = started.elapsed().as_millis() as u64, "model answered");
-            return Ok(answer);
+            return Ok((parsed, attempt));
         }
         let message = provider_message(&parsed, &raw);
         let code = status.as_u16();

@@ -16,6 +16,7 @@ fn spec(id: &str, caps: &[&str], cost: f64, ctx: u64) -> ModelSpec {
             output: cost,
         },
         max_output_tokens: None,
+        cost_per_image: None,
     }
 }
 

@@ -43,6 +43,7 @@ pub fn test_workspace() -> TestWorkspace {
             http: crate::net::default_client(),
             memory: None,
             log: None,
+            models: None,
         },
         dir,
     }

@@ -20,7 +20,7 @@ mod mcp;
 mod models;
 
 pub use mcp::{MCP_STDIO_SERVER, mcp};
-pub use models::{Wire, provider};
+pub use models::{DRAWN_PNG_BASE64, Wire, drawn_png, images, provider};
 
 /// One request a service received.
 #[derive(Debug, Clone)]

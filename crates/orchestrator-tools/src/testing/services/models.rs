@@ -36,7 +36,9 @@ pub fn provider(wire: Wire, key: Option<&'static str>) -> Router {
         }
     };
     match wire {
-        Wire::OpenAi => Router::new().route("/v1/chat/completions", post(handler)),
+        Wire::OpenAi => Router::new()
+            .route("/v1/chat/completions", post(handler))
+            .merge(images(key)),
         Wire::Anthropic => Router::new().route("/v1/messages", post(handler)),
         Wire::Gemini => Router::new().route("/v1beta/models/{call}", post(handler)),
     }
@@ -119,7 +121,7 @@ fn fake_model(
             "anthropic-version: header is required",
         );
     }
-    let (model, texts): (String, Vec<String>) = match wire {
+    let (model, turns): (String, Vec<Value>) = match wire {
         Wire::OpenAi | Wire::Anthropic => (
             req["model"].as_str().unwrap_or_default().to_string(),
             req["messages"]
@@ -127,7 +129,7 @@ fn fake_model(
                 .map(|m| {
                     m.iter()
                         .filter(|m| m["role"] != "system")
-                        .filter_map(|m| m["content"].as_str().map(str::to_string))
+                        .map(|m| m["content"].clone())
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -139,18 +141,19 @@ fn fake_model(
                 .to_string(),
             req["contents"]
                 .as_array()
-                .map(|c| {
-                    c.iter()
-                        .filter_map(|c| {
-                            c.pointer("/parts/0/text")
-                                .and_then(Value::as_str)
-                                .map(str::to_string)
-                        })
-                        .collect()
-                })
+                .map(|c| c.iter().map(|c| c["parts"].clone()).collect())
                 .unwrap_or_default(),
         ),
     };
+    let mut images: Vec<String> = Vec::new();
+    let texts: Vec<String> = turns
+        .iter()
+        .map(|content| {
+            let (text, seen) = content_parts(content);
+            images.extend(seen);
+            text
+        })
+        .collect();
     if model.is_empty() {
         return model_error(
             wire,
@@ -221,6 +224,8 @@ fn fake_model(
         .map(|rest| rest.split(']').next().unwrap_or_default().to_string());
     let reply = if let Some(answer) = answer {
         answer
+    } else if !images.is_empty() {
+        format!("Saw {} image(s): {}", images.len(), images.join("; "))
     } else if opening.contains("[json]") || (opening.contains("[bad-json-once]") && !first_time) {
         json!({"title": "Report", "score": 7}).to_string()
     } else if opening.contains("[bad-json-once]") {
@@ -269,4 +274,124 @@ fn fake_model(
         }),
     };
     axum::Json(body).into_response()
+}
+
+/// The text of one message's content and the images in it, each as
+/// `MEDIA_TYPE N bytes`: a string, OpenAI parts (`text`, `image_url` with a
+/// data URL), Anthropic blocks (`text`, `image` with a base64 source) or
+/// Gemini parts (`text`, `inlineData`).
+fn content_parts(content: &Value) -> (String, Vec<String>) {
+    use base64::Engine as _;
+    let decoded =
+        |media: &str, data: &str| match base64::engine::general_purpose::STANDARD.decode(data) {
+            Ok(bytes) => format!("{media} {} bytes", bytes.len()),
+            Err(_) => format!("{media} (not base64)"),
+        };
+    let Some(parts) = content.as_array() else {
+        return (content.as_str().unwrap_or_default().to_string(), Vec::new());
+    };
+    let mut text = String::new();
+    let mut images = Vec::new();
+    for part in parts {
+        if let Some(t) = part["text"].as_str() {
+            text.push_str(t);
+        } else if let Some(url) = part.pointer("/image_url/url").and_then(Value::as_str) {
+            let (head, data) = url.split_once(',').unwrap_or(("", ""));
+            let media = head.trim_start_matches("data:").trim_end_matches(";base64");
+            images.push(decoded(media, data));
+        } else if part["type"] == "image" {
+            images.push(decoded(
+                part.pointer("/source/media_type")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+                part.pointer("/source/data")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+            ));
+        } else if let Some(inline) = part.get("inlineData") {
+            images.push(decoded(
+                inline["mimeType"].as_str().unwrap_or(""),
+                inline["data"].as_str().unwrap_or(""),
+            ));
+        }
+    }
+    (text, images)
+}
+
+/// A 1×1 PNG, what the fake images endpoint draws.
+pub const DRAWN_PNG_BASE64: &str =
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=";
+
+/// The bytes of [`DRAWN_PNG_BASE64`].
+pub fn drawn_png() -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(DRAWN_PNG_BASE64)
+        .unwrap_or_default()
+}
+
+/// An OpenAI-compatible images endpoint (`POST /v1/images/generations`),
+/// checking the key as the real one does. Markers in the prompt: `[url]`
+/// answers a URL on this server (`GET /v1/images/files/drawn.png`) instead
+/// of `b64_json`; `[not-image]` answers bytes that are no image;
+/// `[refused]` a 400 content-policy error. Otherwise one 1×1 PNG.
+pub fn images(key: Option<&'static str>) -> Router {
+    let draw = move |headers: HeaderMap, body: Bytes| async move {
+        let authorized = key.is_none_or(|k| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                == Some(&format!("Bearer {k}"))
+        });
+        if !authorized {
+            return model_error(
+                Wire::OpenAi,
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "Incorrect API key provided.",
+            );
+        }
+        let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let prompt = req["prompt"].as_str().unwrap_or_default();
+        if req["model"].as_str().is_none_or(str::is_empty) || prompt.is_empty() {
+            return model_error(
+                Wire::OpenAi,
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "model and prompt are required",
+            );
+        }
+        if req.get("response_format").is_some() {
+            return model_error(
+                Wire::OpenAi,
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "Unknown parameter: 'response_format'.",
+            );
+        }
+        if prompt.contains("[refused]") {
+            return model_error(
+                Wire::OpenAi,
+                StatusCode::BAD_REQUEST,
+                "content_policy_violation",
+                "Your request was rejected by the safety system.",
+            );
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("127.0.0.1");
+        let item = if prompt.contains("[url]") {
+            json!({"url": format!("http://{host}/v1/images/files/drawn.png")})
+        } else if prompt.contains("[not-image]") {
+            json!({"b64_json": "aGVsbG8gd29ybGQ="})
+        } else {
+            json!({"b64_json": DRAWN_PNG_BASE64, "revised_prompt": prompt})
+        };
+        axum::Json(json!({"created": 1_700_000_000, "data": [item]})).into_response()
+    };
+    let file = || async { ([(header::CONTENT_TYPE, "image/png")], drawn_png()).into_response() };
+    Router::new()
+        .route("/v1/images/generations", post(draw))
+        .route("/v1/images/files/drawn.png", get(file))
 }
