@@ -185,6 +185,7 @@ pub fn builtin_catalog() -> StaticCatalog {
         )
         .with_tool("web-scraper", &["scrape", "extract_text", "extract_links"])
         .with_tool("markdown-to-html", &["convert"])
+        .with_tool("pdf-compiler", &["compile"])
         .with_tool("image-analysis", &["execute"])
         .with_tool("image-generation", &["execute"])
         .with_tool("task-delegation", &["execute"])

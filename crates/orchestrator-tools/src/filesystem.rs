@@ -540,3 +540,24 @@ impl Tool for Filesystem {
         }
     }
 }
+
+/// Writes `bytes` to a workspace file, making its folders; the file's path
+/// relative to the workspace.
+pub(crate) async fn write_bytes(
+    ctx: &ToolContext,
+    relative: &str,
+    bytes: &[u8],
+) -> Result<String, ToolError> {
+    let target = resolve(&ctx.workspace, relative)?;
+    if let Some(parent) = target.full.parent() {
+        tokio::fs::create_dir_all(parent).await.map_err(|e| {
+            ToolError::new(ErrorKind::IOError, format!("'{}': {e}", target.relative))
+        })?;
+    }
+    // Resolve again now that the folders exist (a symlink made meanwhile).
+    let target = resolve(&ctx.workspace, relative)?;
+    tokio::fs::write(&target.full, bytes)
+        .await
+        .map_err(|e| ToolError::new(ErrorKind::IOError, format!("'{}': {e}", target.relative)))?;
+    Ok(target.relative)
+}

@@ -412,7 +412,7 @@ impl Tool for ImageGeneration {
                                 None => format!("generated_{stamp}_{i}.{ext}"),
                             };
                             let relative = format!("{}/{name}", folder.trim_end_matches('/'));
-                            write(ctx, &relative, &picture.bytes).await?;
+                            crate::filesystem::write_bytes(ctx, &relative, &picture.bytes).await?;
                             json!({"path": relative, "format": "file", "width": picture.width,
                                    "height": picture.height, "bytes": picture.bytes.len()})
                         }
@@ -433,24 +433,4 @@ impl Tool for ImageGeneration {
             },
         }))
     }
-}
-
-async fn write(ctx: &ToolContext, relative: &str, bytes: &[u8]) -> Result<(), ToolError> {
-    let target = resolve(&ctx.workspace, relative)?;
-    if let Some(parent) = target.full.parent() {
-        tokio::fs::create_dir_all(parent).await.map_err(|e| {
-            ToolError::new(
-                ErrorKind::IOError,
-                format!("cannot create the folder of '{relative}': {e}"),
-            )
-        })?;
-    }
-    // Resolved again: the folder now exists, so a link in it is seen.
-    let target = resolve(&ctx.workspace, relative)?;
-    tokio::fs::write(&target.full, bytes).await.map_err(|e| {
-        ToolError::new(
-            ErrorKind::IOError,
-            format!("cannot write '{relative}': {e}"),
-        )
-    })
 }

@@ -19,6 +19,8 @@ pub use error_kind::ErrorKind;
 pub mod data;
 pub mod echo;
 pub mod filesystem;
+#[cfg(any(feature = "charts", feature = "pdf"))]
+mod fonts;
 pub mod http;
 pub mod human;
 pub mod images;
@@ -29,6 +31,8 @@ pub mod mcp_memory;
 pub mod memory;
 pub mod models;
 pub mod net;
+#[cfg(feature = "pdf")]
+pub mod pdf;
 pub mod pipeline_executor;
 pub mod python;
 pub mod recursion;
@@ -199,6 +203,8 @@ impl ToolRegistry {
         r.register(Arc::new(mcp::McpServer::default()));
         #[cfg(feature = "charts")]
         r.register(Arc::new(charts::Visualization));
+        #[cfg(feature = "pdf")]
+        r.register(Arc::new(pdf::PdfCompiler));
         #[cfg(feature = "web-pages")]
         {
             r.register(Arc::new(web::HeadlessBrowser::default()));
@@ -298,6 +304,7 @@ impl orchestrator_core::ToolCatalog for ToolRegistry {
             "headless-browser" | "web-scraper" => "is not in this build of the server (built without the `web-pages` feature)".to_string(),
             "mcp-server" => "is not in this build of the server (built without the `mcp` feature)".to_string(),
             "visualization" => "is not in this build of the server (built without the `charts` feature)".to_string(),
+            "pdf-compiler" => "is not in this build of the server (built without the `pdf` feature)".to_string(),
             _ => "is not available on this server yet".to_string(),
         })
     }

@@ -9,6 +9,7 @@ orchestrator_store::for_each_backend!(
     mcp_memory_keeps_namespaces_per_execution_tree_or_for_the_server,
     mcp_memory_bad_parameters_are_named,
     markdown_becomes_an_html_page_in_the_workspace,
+    markdown_becomes_a_pdf_in_the_workspace,
     charts_and_a_dashboard_are_drawn_into_the_workspace,
 );
 
@@ -964,5 +965,125 @@ outputs:
             .await;
         let error = step(&done, "add")["error"].as_str().unwrap_or_default();
         assert!(error.contains("\"b\""), "{done:#}");
+    }
+}
+
+async fn markdown_becomes_a_pdf_in_the_workspace(s: Server) {
+    // The seed's research_advanced_tools and modular_analysis shapes.
+    let yaml = r##"name: research_pdf
+inputs:
+  topic: {type: string, default: "Solar power"}
+  output_path: {type: string, default: out}
+  compile_to_pdf: {type: boolean, default: true}
+steps:
+  - id: save_report
+    tool: filesystem
+    action: write
+    parameters:
+      path: "{{ output_path }}/report.md"
+      content: |
+        # {{ topic }}
+
+        Solar **grew** fast; see [the data](https://example.org/data).
+
+        ## Findings
+
+        1. Cheaper panels
+        2. Better storage
+
+        | Year | Share |
+        |---|---|
+        | 2023 | 5 % |
+        | 2024 | 7 % |
+  - id: read_report
+    tool: filesystem
+    action: read
+    parameters:
+      path: "{{ output_path }}/report.md"
+    dependencies: [save_report]
+  - id: compile_pdf
+    tool: pdf-compiler
+    action: compile
+    parameters:
+      markdown_content: "{{ read_report.result.content }}"
+      output_path: "{{ output_path }}/research_{{ topic | slugify }}.pdf"
+      title: "Research Report: {{ topic }}"
+      author: "AI Research Assistant"
+      install_if_missing: true
+    dependencies: [read_report]
+    condition: "{{ compile_to_pdf }}"
+  - id: as_html
+    tool: pdf-compiler
+    action: compile
+    parameters:
+      content: "{{ read_report.content }}"
+      output_path: "{{ output_path }}/analysis_report.html"
+      format: html
+      include_toc: true
+      include_timestamp: true
+    dependencies: [read_report]
+outputs:
+  pdf_file: "{{ compile_pdf.output_path if compile_pdf.success else 'PDF generation skipped' }}"
+"##;
+    let done = s.run_yaml(yaml, "").await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["outputs"]["pdf_file"], "out/research_solar-power.pdf");
+    let result = &step(&done, "compile_pdf")["result"]["result"];
+    assert_eq!(result["pages"], 1, "{result:#}");
+    assert_eq!(result["format"], "pdf");
+    let pdf = std::fs::read(s.workspace.0.join("out/research_solar-power.pdf")).expect("pdf");
+    assert_eq!(result["file_size"], pdf.len());
+    assert!(pdf.starts_with(b"%PDF-1."), "a PDF");
+    assert!(pdf.trim_ascii_end().ends_with(b"%%EOF"));
+    let text = String::from_utf8_lossy(&pdf);
+    for part in [
+        "/FontFile2",
+        "/ToUnicode",
+        "/Title (Research Report: Solar power)",
+        "/Author (AI Research Assistant)",
+        "/URI (https://example.org/data)",
+        "/Outlines",
+    ] {
+        assert!(text.contains(part), "{part} is in the PDF");
+    }
+    // Only the glyphs used are embedded: far smaller than the font.
+    assert!(pdf.len() < 60_000, "{} bytes", pdf.len());
+    let html = s.file("out/analysis_report.html");
+    assert!(
+        html.contains("<h1 id=\"solar-power\">Solar power</h1>"),
+        "{html}"
+    );
+    assert!(html.contains("<table>"));
+
+    for (params, kind, words) in [
+        (
+            "{markdown_content: '# x', output_path: ../x.pdf}",
+            "PermissionError",
+            "leaves the workspace",
+        ),
+        (
+            "{markdown_content: '', output_path: x.pdf}",
+            "ValidationError",
+            "markdown_content",
+        ),
+        (
+            "{output_path: x.pdf}",
+            "ValidationError",
+            "markdown_content",
+        ),
+        (
+            "{markdown_content: '# x', format: docx}",
+            "ValidationError",
+            "format",
+        ),
+    ] {
+        let yaml = format!(
+            "name: bad\nsteps:\n  - id: bad\n    tool: pdf-compiler\n    action: compile\n    max_retries: 1\n    parameters: {params}\n"
+        );
+        let done = s.run_yaml(&yaml, "").await;
+        let bad = step(&done, "bad");
+        assert_eq!(bad["error_type"], kind, "{params}: {bad:#}");
+        let error = bad["error"].as_str().unwrap_or_default();
+        assert!(error.contains(words), "{params}: {error}");
     }
 }

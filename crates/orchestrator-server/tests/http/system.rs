@@ -71,6 +71,7 @@ async fn health_ready_and_openapi_answer() {
             "mcp-memory",
             "mcp-server",
             "multi-model-routing",
+            "pdf-compiler",
             "pipeline-executor",
             "prompt-optimization",
             "recursion-control",

@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use super::plan::Plot;
 use crate::ToolError;
 
-pub(super) const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+pub(super) const FONT: &[u8] = crate::fonts::DEJAVU_SANS;
 pub(super) const FAMILY: &str = "sans-serif";
 
 pub(super) static FONT_ONCE: Once = Once::new();

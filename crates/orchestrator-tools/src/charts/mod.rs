@@ -131,21 +131,6 @@ async fn rows(p: &Map<String, Value>, ctx: &ToolContext) -> Result<Vec<Value>, T
     crate::data::rows_of(&p, ctx).await.map(|(rows, _)| rows)
 }
 
-async fn write_file(ctx: &ToolContext, relative: &str, bytes: &[u8]) -> Result<String, ToolError> {
-    let target = resolve(&ctx.workspace, relative)?;
-    if let Some(parent) = target.full.parent() {
-        tokio::fs::create_dir_all(parent).await.map_err(|e| {
-            ToolError::new(ErrorKind::IOError, format!("'{}': {e}", target.relative))
-        })?;
-    }
-    // Resolve again now that the folders exist (a symlink made meanwhile).
-    let target = resolve(&ctx.workspace, relative)?;
-    tokio::fs::write(&target.full, bytes)
-        .await
-        .map_err(|e| ToolError::new(ErrorKind::IOError, format!("'{}': {e}", target.relative)))?;
-    Ok(target.relative)
-}
-
 fn folder(p: &Map<String, Value>, default: &str) -> Result<String, ToolError> {
     let dir = optional_str(p, "output_dir")?
         .unwrap_or(default)
@@ -292,7 +277,7 @@ impl Visualization {
                         )
                     })?;
             let name = join(&dir, &format!("{prefix}{kind}_chart.{format}"));
-            files.push(write_file(ctx, &name, &bytes).await?);
+            files.push(crate::filesystem::write_bytes(ctx, &name, &bytes).await?);
         }
         if files.is_empty() {
             return Err(ToolError::new(
@@ -375,7 +360,9 @@ impl Visualization {
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{t}</title>\n<style>\nbody{{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:32px;background:#f7f7f9;color:#222}}\nh1{{font-weight:600}}\n.charts{{{css}}}\nfigure{{margin:0;background:#fff;border:1px solid #e3e3e8;border-radius:8px;padding:12px}}\nimg{{max-width:100%;height:auto;display:block;margin:auto}}\nfigcaption{{text-align:center;color:#555;margin-top:8px}}\n</style>\n</head>\n<body>\n<h1>{t}</h1>\n<div class=\"charts\">\n{figures}</div>\n</body>\n</html>\n",
             t = escape(title)
         );
-        let path = write_file(ctx, &join(&dir, "dashboard.html"), html.as_bytes()).await?;
+        let path =
+            crate::filesystem::write_bytes(ctx, &join(&dir, "dashboard.html"), html.as_bytes())
+                .await?;
         Ok(json!({
             "action": "create_dashboard",
             "url": path,
@@ -422,7 +409,14 @@ impl Visualization {
                         file.relative
                     )));
                 }
-                exported.push(write_file(ctx, &join(&dir, &format!("{stem}.{f}")), &bytes).await?);
+                exported.push(
+                    crate::filesystem::write_bytes(
+                        ctx,
+                        &join(&dir, &format!("{stem}.{f}")),
+                        &bytes,
+                    )
+                    .await?,
+                );
             }
         }
         Ok(json!({
