@@ -854,6 +854,17 @@ fn an_input_declared_twice_through_an_alias_takes_the_declared_default() {
         "{:?}",
         compiled.warnings
     );
+    // The first declaration's type holds too: a list, though the second
+    // says string.
+    let compiled = with_context(
+        "name: twice\nparameters:\n  goals: &g\n    type: array\n    default: [clarity, brevity]\nsteps:\n  - id: e\n    tool: echo\ninputs:\n  goals:\n    type: string\n    default: *g\n",
+        json!({}),
+    )
+    .expect("the declared list default compiles");
+    assert_eq!(
+        compiled.plan.inputs.get("goals"),
+        Some(&json!(["clarity", "brevity"]))
+    );
     // A number given to a text input is its text, with a warning.
     let compiled = with_context(
         "name: t\ninputs:\n  size:\n    type: string\n    default: 1000\nsteps:\n  - id: e\n    tool: echo\n",

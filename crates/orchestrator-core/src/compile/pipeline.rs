@@ -271,14 +271,22 @@ pub(super) fn read_inputs(
             // A default that is itself an input declaration: the same name
             // declared under both `parameters` and `inputs`, the second
             // pointing at the first with a YAML alias (`default: *id001`).
-            // The declaration's own default is meant.
+            // The declaration's own default and type are meant (the
+            // second declaration's type is often a generated `string`).
             if let Some(Value::Object(nested)) = &spec.default
                 && is_declaration(nested)
             {
+                if let Some(kind) = nested
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .and_then(InputType::parse)
+                {
+                    spec.kind = Some(kind);
+                }
                 cx.warn(
                     ErrorKind::InvalidInput,
                     format!(
-                        "the default of input '{}' is an input declaration (declared twice?); its default is used",
+                        "the default of input '{}' is an input declaration (declared twice?); its default and type are used",
                         k.name
                     ),
                     v.get("default").map_or(v.pos, |d| d.pos),
