@@ -29,6 +29,7 @@ use crate::http::HttpSettings;
 
 #[cfg(feature = "mcp")]
 mod client;
+mod pool;
 #[cfg(feature = "mcp")]
 pub use client::{McpServer, McpTool};
 
