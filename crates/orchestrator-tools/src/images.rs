@@ -13,7 +13,8 @@ use crate::filesystem::resolve;
 use crate::models::providers::{ChatRequest, GeneratedImage, ImageInput, ImageRequest, Message};
 use crate::models::{ModelGateway, ModelSpec, Requirements};
 use crate::{
-    ActionSpec, ErrorKind, Tool, ToolContext, ToolError, action, optional_str, required_str,
+    ActionSpec, ErrorKind, Tool, ToolContext, ToolError, action, optional_count, optional_str,
+    required_str,
 };
 
 /// The largest image read or written (providers take 20 MB at most).
@@ -211,12 +212,7 @@ impl Tool for ImageAnalysis {
                     },
                 )?),
             };
-        let max_tokens = match params.get("max_tokens") {
-            None | Some(Value::Null) => 1000,
-            Some(v) => v.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
-                ToolError::invalid("parameter 'max_tokens' must be a whole number of at least 1")
-            })?,
-        };
+        let max_tokens = optional_count(params, "max_tokens", 1..=u64::MAX)?.unwrap_or(1000);
         let picture = load(ctx, image).await?;
         let spec = model_with(models, optional_str(params, "model")?, "vision").await?;
 
@@ -340,12 +336,7 @@ impl Tool for ImageGeneration {
                 SIZES.join(", ")
             )));
         }
-        let count = match params.get("num_images") {
-            None | Some(Value::Null) => 1,
-            Some(v) => v.as_u64().filter(|n| (1..=10).contains(n)).ok_or_else(|| {
-                ToolError::invalid("parameter 'num_images' must be a whole number from 1 to 10")
-            })?,
-        };
+        let count = optional_count(params, "num_images", 1..=10)?.unwrap_or(1);
         let output_format = optional_str(params, "output_format")?.unwrap_or("file");
         if !["file", "base64", "url"].contains(&output_format) {
             return Err(ToolError::invalid(format!(

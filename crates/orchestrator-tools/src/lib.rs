@@ -322,6 +322,35 @@ pub fn required_str<'a>(params: &'a Map<String, Value>, name: &str) -> Result<&'
     }
 }
 
+/// Reads an optional whole-number parameter within `range`.
+pub fn optional_count(
+    params: &Map<String, Value>,
+    name: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, ToolError> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| range.contains(n))
+            .map(Some)
+            .ok_or_else(|| {
+                ToolError::invalid(if *range.end() == u64::MAX {
+                    format!(
+                        "parameter '{name}' must be a whole number of at least {}",
+                        range.start()
+                    )
+                } else {
+                    format!(
+                        "parameter '{name}' must be a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    )
+                })
+            }),
+    }
+}
+
 /// Reads an optional string parameter.
 pub fn optional_str<'a>(
     params: &'a Map<String, Value>,

@@ -17,8 +17,8 @@ use serde_json::{Map, Value, json};
 use crate::models::providers::{ChatRequest, Message};
 use crate::models::{ModelGateway, ModelSpec, ModelStats, Requirements, Strategy};
 use crate::{
-    ActionSpec, ErrorKind, Tool, ToolContext, ToolError, action, as_text, optional_str,
-    required_str,
+    ActionSpec, ErrorKind, Tool, ToolContext, ToolError, action, as_text, optional_count,
+    optional_str, required_str,
 };
 
 /// What a task needs, read from its words (the seed's rules) and the
@@ -621,14 +621,8 @@ impl MultiModelRouting {
                 ROUTING_STRATEGIES.join(", ")
             )));
         }
-        let max_concurrent = match params.get("max_concurrent") {
-            None | Some(Value::Null) => 5,
-            Some(v) => v.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
-                ToolError::invalid(
-                    "parameter 'max_concurrent' must be a whole number of at least 1",
-                )
-            })? as usize,
-        };
+        let max_concurrent =
+            optional_count(params, "max_concurrent", 1..=u64::MAX)?.unwrap_or(5) as usize;
         let registry = registered(models).await?;
         let named = params.get("models").map(name_list).unwrap_or_default();
         let candidates: Vec<ModelSpec> = if named.is_empty() {
@@ -822,12 +816,7 @@ async fn optimize_batch(
         }
     };
     let per_task = number_in(params.get("constraints"), "max_budget_per_task", 0.05)?;
-    let max_tokens = match params.get("max_tokens") {
-        None | Some(Value::Null) => 512,
-        Some(v) => v.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
-            ToolError::invalid("parameter 'max_tokens' must be a whole number of at least 1")
-        })?,
-    };
+    let max_tokens = optional_count(params, "max_tokens", 1..=u64::MAX)?.unwrap_or(512);
     let candidates = registered(models).await?;
     let stats = models.stats().await?;
     // One model for the batch, chosen on its longest task.
@@ -1111,12 +1100,7 @@ impl Tool for PromptOptimization {
             (_, Some(v)) if !v.is_null() => name_list(v),
             _ => vec!["clarity".into(), "model_specific".into()],
         };
-        let max_tokens = match params.get("max_tokens") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
-                ToolError::invalid("parameter 'max_tokens' must be a whole number of at least 1")
-            })?),
-        };
+        let max_tokens = optional_count(params, "max_tokens", 1..=u64::MAX)?;
         let preserve = crate::optional_bool(params, "preserve_intent")?.unwrap_or(true);
         let named = optional_str(params, "model")?
             .map(str::trim)
