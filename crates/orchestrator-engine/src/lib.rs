@@ -231,6 +231,13 @@ impl Inner {
             })
     }
 
+    /// Tools let go of what they keep for an execution that ended.
+    fn ended(self: &Arc<Self>, execution_id: &str) {
+        let inner = Arc::clone(self);
+        let id = execution_id.to_string();
+        tokio::spawn(async move { inner.tools.execution_ended(&id).await });
+    }
+
     fn touched(&self, execution_id: &str) {
         // Nobody listening is fine.
         let _ = self.events.send(execution_id.to_string());
@@ -320,6 +327,7 @@ impl Engine {
                 token.cancel();
             }
             info!(execution.id = %id, "execution {id} cancelled");
+            self.inner.ended(id);
             self.cancel_children(id).await?;
         }
         Ok(record)

@@ -169,6 +169,7 @@ impl Memory for TreeMemory {
             .into_iter()
             .collect();
         Ok(Tree {
+            root_execution_id: root,
             depth: here.depth,
             call_stack,
             executions,

@@ -177,6 +177,7 @@ pub(crate) async fn run_step(
         Ok(Some(done)) => {
             if let Some(status) = done.execution_finished {
                 let _ = inner.finished.send((claimed.execution_id.clone(), status));
+                inner.ended(&claimed.execution_id);
                 info!(execution.id = %claimed.execution_id, status = status.as_str(), "execution {} {}", claimed.execution_id, status.as_str());
             }
             if !done.ready.is_empty() {

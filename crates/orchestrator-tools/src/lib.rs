@@ -151,6 +151,10 @@ pub trait Tool: Send + Sync + std::fmt::Debug {
     fn human(&self) -> Option<&dyn human::Human> {
         None
     }
+
+    /// An execution ended (succeeded, failed or cancelled) in this
+    /// process: what the tool keeps for its tree (whose root it was) can go.
+    async fn execution_ended(&self, _execution_id: &str) {}
 }
 
 /// The tools a server offers, by id.
@@ -238,6 +242,13 @@ impl ToolRegistry {
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Tool>> {
         self.tools.values()
+    }
+
+    /// Tells every tool that an execution ended.
+    pub async fn execution_ended(&self, execution_id: &str) {
+        for tool in self.tools.values() {
+            tool.execution_ended(execution_id).await;
+        }
     }
 
     /// Every tool with its description and actions, `llm-generate` included

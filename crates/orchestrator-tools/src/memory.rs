@@ -27,6 +27,8 @@ pub enum Reach {
 /// `pipeline-executor` steps started from one root.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tree {
+    /// The tree's root execution.
+    pub root_execution_id: String,
     /// 0 for a root execution, 1 for its children, …
     pub depth: i64,
     /// Pipeline names from the root down to this execution.

@@ -607,6 +607,7 @@ mod mcp {
         mcp_urls_in_private_networks_are_refused,
         configured_mcp_servers_offer_their_tools_as_tools,
         connections_left_open_are_closed_when_idle,
+        connections_close_when_their_execution_ends,
     );
 
     async fn database(url: String) -> String {
@@ -831,6 +832,28 @@ outputs:
         assert!(
             gone(&std::path::PathBuf::from(format!("/proc/{pid}")), 10).await,
             "an idle connection's process is stopped"
+        );
+    }
+
+    async fn connections_close_when_their_execution_ends(url: String) {
+        let (_dir, script) = stdio_server();
+        // The idle reaper would wait five minutes: the end of the execution
+        // closes the connection it left open.
+        let s = Server::start_with(url, |settings| {
+            settings.mcp.allow_commands = true;
+        })
+        .await;
+        let yaml = format!(
+            "name: open\nsteps:\n  - id: c\n    tool: mcp-server\n    action: connect\n    parameters: {{server_config: {{command: python3, args: [\"{script}\"]}}}}\n  - id: who\n    tool: mcp-server\n    action: execute_tool\n    parameters: {{tool_name: whoami}}\n    dependencies: [c]\n"
+        );
+        let done = s.run_yaml(&yaml, "").await;
+        assert_eq!(done["status"], "succeeded", "{done:#}");
+        let pid = step(&done, "who")["result"]["result"]["result"]["structuredContent"]["pid"]
+            .as_u64()
+            .expect("pid");
+        assert!(
+            gone(&std::path::PathBuf::from(format!("/proc/{pid}")), 10).await,
+            "the server's process is stopped when the execution ends"
         );
     }
 

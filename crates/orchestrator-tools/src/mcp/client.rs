@@ -259,6 +259,10 @@ impl Tool for McpServer {
         "mcp-server"
     }
 
+    async fn execution_ended(&self, execution_id: &str) {
+        self.close_tree(execution_id).await;
+    }
+
     fn description(&self) -> &str {
         "Model Context Protocol client: connect to a server over stdio or streamable HTTP, list and call its tools, read its resources and prompts"
     }

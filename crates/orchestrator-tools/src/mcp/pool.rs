@@ -66,6 +66,9 @@ pub(super) struct Conn {
     pub(super) sink: Arc<Mutex<Option<Arc<dyn LogSink>>>>,
     pub(super) last_used: Mutex<Instant>,
     pub(super) busy: std::sync::atomic::AtomicUsize,
+    /// The root execution of the tree that opened it (none for a
+    /// configured server's), closed when that execution ends.
+    pub(super) tree: Option<String>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -198,6 +201,26 @@ impl McpServer {
         }
     }
 
+    /// Closes the idle connections of the tree whose root is `root` (one
+    /// still in use is left to the idle reaper).
+    pub(super) async fn close_tree(&self, root: &str) {
+        let closing: Vec<Arc<Conn>> = {
+            let mut conns = self.pool.conns.lock().await;
+            let keys: Vec<String> = conns
+                .iter()
+                .filter(|(_, c)| {
+                    c.tree.as_deref() == Some(root)
+                        && c.busy.load(std::sync::atomic::Ordering::SeqCst) == 0
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.iter().filter_map(|k| conns.remove(k)).collect()
+        };
+        for c in closing {
+            c.close().await;
+        }
+    }
+
     pub(super) fn start_reaper(&self) {
         let pool = Arc::downgrade(&self.pool);
         let idle = self.settings.idle_timeout;
@@ -272,7 +295,12 @@ impl McpServer {
             Stream::Log,
             &format!("connected to MCP server '{server}' ({})", spec.describe()),
         );
+        let tree = match (configured, ctx.memory.as_deref()) {
+            (false, Some(memory)) => memory.tree().await.ok().map(|t| t.root_execution_id),
+            _ => None,
+        };
         Ok(Arc::new(Conn {
+            tree,
             service: tokio::sync::Mutex::new(Some(service)),
             peer,
             server_info,
