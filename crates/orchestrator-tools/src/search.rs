@@ -307,7 +307,8 @@ impl Tool for WebSearch {
                 "required": ["query"],
                 "properties": {
                     "query": {"type": "string", "minLength": 1},
-                    "max_results": {"type": "integer", "minimum": 1, "maximum": MAX_RESULTS, "default": 10}
+                    "max_results": {"type": "integer", "minimum": 1, "maximum": MAX_RESULTS, "default": 10},
+                    "backend": {"type": "string", "description": "the configured backend to try first (duckduckgo, searxng, brave, tavily); one not configured here is noted in the step's log and the configured order is used"}
                 },
                 "additionalProperties": false
             }),
@@ -335,8 +336,31 @@ impl Tool for WebSearch {
                     ))
                 })?,
         } as usize;
+        let wanted = crate::optional_str(params, "backend")?
+            .map(|b| b.trim().to_ascii_lowercase())
+            .filter(|b| !b.is_empty());
+        let mut order: Vec<&_> = self.backends.iter().collect();
+        if let Some(wanted) = &wanted {
+            match order.iter().position(|b| b.name() == wanted.as_str()) {
+                Some(i) => {
+                    let first = order.remove(i);
+                    order.insert(0, first);
+                }
+                None => ctx.log(
+                    crate::log::Stream::Log,
+                    &format!(
+                        "search backend '{wanted}' is not configured here; trying {}",
+                        self.backends
+                            .iter()
+                            .map(|b| b.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+            }
+        }
         let mut failures = Vec::new();
-        for backend in &self.backends {
+        for backend in order {
             match backend
                 .search(&ctx.http, query, max_results, ctx, self.timeout)
                 .await

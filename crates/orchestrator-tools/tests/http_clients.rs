@@ -521,3 +521,32 @@ async fn web_search_reads_duckduckgo_without_a_key() {
     assert_eq!(e.kind, "SearchError");
     assert!(e.message.contains("challenge"), "{}", e.message);
 }
+
+/// The seed's `backend` parameter puts that configured backend first; one
+/// not configured here leaves the configured order.
+#[tokio::test]
+async fn web_search_tries_the_named_backend_first() {
+    let (ctx, _ws) = ctx();
+    let searx = Service::start(services::searxng()).await;
+    let brave = Service::start(services::brave("brave-key")).await;
+    let tool = search_tool(vec![
+        SearchBackend::Searxng { url: searx.url("") },
+        SearchBackend::Brave {
+            url: brave.url("/res/v1/web/search"),
+            api_key: "brave-key".into(),
+        },
+    ]);
+    let r = search(&tool, &ctx, json!({"query": "q", "backend": "Brave"}))
+        .await
+        .expect("brave");
+    assert_eq!(r["backend"], "brave");
+    assert!(searx.requests().is_empty(), "brave was asked first");
+    let r = search(&tool, &ctx, json!({"query": "q", "backend": "duckduckgo"}))
+        .await
+        .expect("the configured order");
+    assert_eq!(r["backend"], "searxng");
+    let e = search(&tool, &ctx, json!({"query": "q", "backend": 3}))
+        .await
+        .expect_err("not text");
+    assert!(e.message.contains("'backend'"), "{}", e.message);
+}
