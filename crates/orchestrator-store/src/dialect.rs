@@ -47,6 +47,9 @@ pub(crate) trait Dialect: std::fmt::Debug + Send + Sync + 'static {
     const HEARTBEAT: &'static str;
     /// Results of some steps (`$1` execution, `$2` JSON list of step ids).
     const SELECT_RESULTS: &'static str;
+    /// One execution (`$1`) without its source, its plan cut down to
+    /// `{levels, auto_answers, warnings}`.
+    const SELECT_EXECUTION_VIEW: &'static str;
     /// Inserts an event with the execution's next number (`$1` execution,
     /// `$2` kind, `$3` family, `$4` step, `$5` data, `$6` now).
     const INSERT_EVENT: &'static str;

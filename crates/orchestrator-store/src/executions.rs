@@ -318,6 +318,17 @@ pub(crate) async fn get_execution<D: Dialect>(
     row.map(crate::ExecutionRecord::try_from).transpose()
 }
 
+pub(crate) async fn get_execution_view<D: Dialect>(
+    s: &D,
+    id: &str,
+) -> crate::Result<Option<crate::ExecutionRecord>> {
+    let row: Option<ExecutionRow> = D::q(D::SELECT_EXECUTION_VIEW)
+        .bind(id)
+        .fetch_optional(&mut *conn(s).await?)
+        .await?;
+    row.map(crate::ExecutionRecord::try_from).transpose()
+}
+
 pub(crate) async fn list_executions<D: Dialect>(
     s: &D,
     filter: &crate::ExecutionFilter,

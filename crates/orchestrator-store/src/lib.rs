@@ -392,6 +392,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>>;
 
+    /// An execution as its view needs it: no `source` (empty), and of the
+    /// `plan` only `levels`, `auto_answers` and `warnings` (the database
+    /// takes them out; the step definitions are not read).
+    async fn get_execution_view(&self, id: &str) -> Result<Option<ExecutionRecord>>;
+
     /// Newest first. Listed records carry no `source` (empty) and no `plan`
     /// (null): read one execution with `get_execution` for those.
     async fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<ExecutionRecord>>;

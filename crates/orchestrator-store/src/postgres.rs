@@ -79,6 +79,13 @@ const HEARTBEAT: &str = "WITH held AS ( \
 const SELECT_RESULTS: &str = "SELECT step_id, status, result FROM steps \
     WHERE execution_id = $1 AND step_id IN (SELECT jsonb_array_elements_text($2::jsonb)) ORDER BY position";
 
+/// The view's execution: the plan's levels, answers and warnings taken out
+/// by PostgreSQL.
+const SELECT_EXECUTION_VIEW: &str = "SELECT e.id, e.pipeline_id, e.pipeline_name, e.status, jsonb_build_object('levels', x.plan -> 'levels', 'auto_answers', x.plan -> 'auto_answers', 'warnings', x.plan -> 'warnings') AS plan, e.inputs, e.options, e.outputs, \
+    e.error, e.idempotency_key, e.request_hash, e.created_at, e.started_at, e.finished_at, e.last_event_seq, \
+    e.parent_execution_id, e.parent_step_id, e.root_execution_id, e.depth \
+    FROM executions e JOIN execution_sources x ON x.execution_id = e.id WHERE e.id = $1";
+
 /// PostgreSQL's autovacuum does the upkeep (tuned for `step_queue` in the schema).
 async fn maintain(_: &PgPool) -> Result<()> {
     Ok(())
@@ -159,6 +166,7 @@ impl Dialect for PostgresStore {
     const LAST_EVENT_SEQ: &'static str = LAST_EVENT_SEQ;
     const HEARTBEAT: &'static str = HEARTBEAT;
     const SELECT_RESULTS: &'static str = SELECT_RESULTS;
+    const SELECT_EXECUTION_VIEW: &'static str = SELECT_EXECUTION_VIEW;
     const INSERT_EVENT: &'static str = INSERT_EVENT;
     const CLAIM_DELIVERIES: &'static str = CLAIM_DELIVERIES;
 

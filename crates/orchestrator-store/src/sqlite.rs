@@ -50,6 +50,13 @@ const HEARTBEAT: &str = "UPDATE step_queue SET locked_until = $1 \
 const SELECT_RESULTS: &str = "SELECT step_id, status, result FROM steps \
     WHERE execution_id = $1 AND step_id IN (SELECT value FROM json_each($2)) ORDER BY position";
 
+/// The view's execution: the plan's levels, answers and warnings taken out
+/// by SQLite (its JSON functions; `json()` keeps them JSON inside the object).
+const SELECT_EXECUTION_VIEW: &str = "SELECT e.id, e.pipeline_id, e.pipeline_name, e.status, json_object('levels', json(x.plan -> '$.levels'), 'auto_answers', json(x.plan -> '$.auto_answers'), 'warnings', json(x.plan -> '$.warnings')) AS plan, e.inputs, e.options, e.outputs, \
+    e.error, e.idempotency_key, e.request_hash, e.created_at, e.started_at, e.finished_at, e.last_event_seq, \
+    e.parent_execution_id, e.parent_step_id, e.root_execution_id, e.depth \
+    FROM executions e JOIN execution_sources x ON x.execution_id = e.id WHERE e.id = $1";
+
 /// Copies the WAL back into the database file. PASSIVE never blocks writers;
 /// when the WAL has grown large, TRUNCATE also gives its space back.
 /// The size the write-ahead log is held to (`database.sqlite_wal_max_bytes`).
@@ -168,6 +175,7 @@ impl Dialect for SqliteStore {
     const LAST_EVENT_SEQ: &'static str = LAST_EVENT_SEQ;
     const HEARTBEAT: &'static str = HEARTBEAT;
     const SELECT_RESULTS: &'static str = SELECT_RESULTS;
+    const SELECT_EXECUTION_VIEW: &'static str = SELECT_EXECUTION_VIEW;
     const INSERT_EVENT: &'static str = INSERT_EVENT;
     const CLAIM_DELIVERIES: &'static str = CLAIM_DELIVERIES;
 

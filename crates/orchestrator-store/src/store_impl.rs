@@ -40,6 +40,10 @@ impl<D: Dialect> Store for D {
         executions::get_execution(self, id).await
     }
 
+    async fn get_execution_view(&self, id: &str) -> Result<Option<ExecutionRecord>> {
+        executions::get_execution_view(self, id).await
+    }
+
     async fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<ExecutionRecord>> {
         executions::list_executions(self, filter).await
     }

@@ -71,7 +71,7 @@ pub(crate) fn parse_execution_id(id: &str) -> Result<String, ApiError> {
 pub(super) async fn load_view(state: &AppState, id: &str) -> Result<ExecutionView, ApiError> {
     let store = state.engine().store();
     let record = store
-        .get_execution(id)
+        .get_execution_view(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("execution '{id}' does not exist")))?;
     let steps = store.list_steps(id).await?;

@@ -7,7 +7,55 @@ orchestrator_store::for_each_backend!(
     idempotency_keys_return_the_original_or_conflict,
     executions_list_newest_first_with_filters_and_cursor,
     an_execution_past_its_deadline_fails_and_its_leases_stop_counting,
+    the_view_reads_only_what_it_shows_of_the_plan,
 );
+
+/// The view's execution carries the plan's levels, answers and warnings as
+/// the full record has them, and nothing else of the plan or the source.
+async fn the_view_reads_only_what_it_shows_of_the_plan(store: Arc<dyn Store>) {
+    let mut new = new_execution(FAN, None, None);
+    new.plan["auto_answers"] = json!([{"step": "a", "tag": "t", "answer": "x"}]);
+    new.plan["warnings"] = json!([{"message": "careful", "line": 3}]);
+    store.create_execution(new.clone()).await.expect("create");
+    let full = execution(&store, &new.id).await;
+    let view = store
+        .get_execution_view(&new.id)
+        .await
+        .expect("view")
+        .expect("found");
+    let keys: Vec<&String> = view.plan.as_object().expect("object").keys().collect();
+    assert_eq!(keys.len(), 3, "{:#}", view.plan);
+    for key in ["levels", "auto_answers", "warnings"] {
+        assert_eq!(view.plan[key], full.plan[key], "{key}");
+    }
+    assert_eq!(view.plan["levels"], json!([["a", "b"], ["c"]]));
+    assert_eq!(view.source, "");
+    assert_eq!(
+        (view.status, view.inputs.clone(), view.created_at),
+        (full.status, full.inputs.clone(), full.created_at)
+    );
+    // A plan without them reads as nulls.
+    let mut bare = new_execution(CHAIN, None, None);
+    if let Some(plan) = bare.plan.as_object_mut() {
+        plan.remove("auto_answers");
+        plan.remove("warnings");
+    }
+    store.create_execution(bare.clone()).await.expect("create");
+    let view = store
+        .get_execution_view(&bare.id)
+        .await
+        .expect("view")
+        .expect("found");
+    assert_eq!(view.plan["warnings"], Value::Null);
+    assert!(view.plan["levels"].is_array(), "{:#}", view.plan);
+    assert!(
+        store
+            .get_execution_view("no-such-id")
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
 
 async fn creating_an_execution_stores_it_with_its_steps(store: Arc<dyn Store>) {
     let new = new_execution(CHAIN, None, None);
