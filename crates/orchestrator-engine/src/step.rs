@@ -602,18 +602,12 @@ pub(crate) async fn run_model(
         })?;
     debug!(execution.id = %claimed.execution_id, step.id = %claimed.step_id, model = %spec.id, reason = %why, "model chosen");
     if let Some(budget) = options.max_cost {
-        let spent = inner.models.spent(&claimed.execution_id).await?;
         let rounds = if request.schema.is_some() { 2.0 } else { 1.0 };
         let worst = models::worst_case_cost(&spec, &request.chat) * rounds;
-        if spent + worst > budget {
-            return Err(ToolError::new(
-                ErrorKind::BudgetExceeded,
-                format!(
-                    "the execution has spent ${spent:.6} of its ${budget} budget, and this call to '{}' could cost up to ${worst:.6}",
-                    spec.id
-                ),
-            ));
-        }
+        inner
+            .models
+            .within_budget(&claimed.execution_id, budget, &spec, worst)
+            .await?;
     }
     let log = crate::step_log::StepLog::new(
         Arc::clone(&inner.store),

@@ -164,7 +164,9 @@ pub fn document(title: &str, css: &str, body: &str) -> String {
     )
 }
 
-fn markdown_param(p: &Map<String, Value>) -> Result<String, ToolError> {
+/// The Markdown of `markdown_content` (or `content`, `markdown`), at most
+/// [`MAX_MARKDOWN_BYTES`].
+pub(crate) fn markdown_param(p: &Map<String, Value>) -> Result<String, ToolError> {
     let text = ["markdown_content", "content", "markdown"]
         .iter()
         .find_map(|k| p.get(*k).filter(|v| !v.is_null()))

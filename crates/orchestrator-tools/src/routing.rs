@@ -321,17 +321,41 @@ fn rank(
     scored
 }
 
-fn weight(params: &Map<String, Value>, name: &str, default: f64) -> Result<f64, ToolError> {
-    match params.get(name) {
+/// A number given as a number or as its text (templates render text),
+/// within `range`; `what` names it in the error.
+fn number(
+    v: Option<&Value>,
+    what: &str,
+    default: f64,
+    range: std::ops::RangeInclusive<f64>,
+) -> Result<f64, ToolError> {
+    match v {
         None | Some(Value::Null) => Ok(default),
         Some(v) => v
             .as_f64()
             .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-            .filter(|w| (0.0..=1.0).contains(w))
+            .filter(|n| n.is_finite() && range.contains(n))
             .ok_or_else(|| {
-                ToolError::invalid(format!("parameter '{name}' must be a number from 0 to 1"))
+                ToolError::invalid(if range.end().is_finite() {
+                    format!(
+                        "{what} must be a number from {} to {}",
+                        range.start(),
+                        range.end()
+                    )
+                } else {
+                    format!("{what} must be a number of at least {}", range.start())
+                })
             }),
     }
+}
+
+fn weight(params: &Map<String, Value>, name: &str, default: f64) -> Result<f64, ToolError> {
+    number(
+        params.get(name),
+        &format!("parameter '{name}'"),
+        default,
+        0.0..=1.0,
+    )
 }
 
 /// Registered models, or a clear error when there are none.
@@ -590,16 +614,12 @@ fn task_texts(params: &Map<String, Value>) -> Result<Vec<String>, ToolError> {
 }
 
 fn number_in(obj: Option<&Value>, name: &str, default: f64) -> Result<f64, ToolError> {
-    match obj.and_then(|c| c.get(name)) {
-        None | Some(Value::Null) => Ok(default),
-        Some(v) => v
-            .as_f64()
-            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-            .filter(|n| n.is_finite() && *n >= 0.0)
-            .ok_or_else(|| {
-                ToolError::invalid(format!("constraints.{name} must be a number of at least 0"))
-            }),
-    }
+    number(
+        obj.and_then(|c| c.get(name)),
+        &format!("constraints.{name}"),
+        default,
+        0.0..=f64::INFINITY,
+    )
 }
 
 impl MultiModelRouting {

@@ -33,20 +33,14 @@ fn tool_error(e: SelectError) -> ToolError {
 impl StepModels {
     /// Refuses a call that could take the execution past its budget.
     async fn within_budget(&self, spec: &ModelSpec, worst: f64) -> Result<(), ToolError> {
-        let (Some(budget), Some(execution)) = (self.budget, &self.site.execution_id) else {
-            return Ok(());
-        };
-        let spent = self.models.spent(execution).await?;
-        if spent + worst > budget {
-            return Err(ToolError::new(
-                ErrorKind::BudgetExceeded,
-                format!(
-                    "the execution has spent ${spent:.6} of its ${budget} budget, and this call to '{}' could cost up to ${worst:.6}",
-                    spec.id
-                ),
-            ));
+        match (self.budget, &self.site.execution_id) {
+            (Some(budget), Some(execution)) => {
+                self.models
+                    .within_budget(execution, budget, spec, worst)
+                    .await
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 

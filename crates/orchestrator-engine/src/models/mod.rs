@@ -460,6 +460,28 @@ impl Models {
         Ok(usage.iter().map(|u| u.cost).sum())
     }
 
+    /// Refuses a call to `spec` that could cost up to `worst` when it could
+    /// take the execution past its `budget`.
+    pub async fn within_budget(
+        &self,
+        execution_id: &str,
+        budget: f64,
+        spec: &ModelSpec,
+        worst: f64,
+    ) -> Result<(), ToolError> {
+        let spent = self.spent(execution_id).await?;
+        if spent + worst > budget {
+            return Err(ToolError::new(
+                ErrorKind::BudgetExceeded,
+                format!(
+                    "the execution has spent ${spent:.6} of its ${budget} budget, and this call to '{}' could cost up to ${worst:.6}",
+                    spec.id
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The key for `spec`, once its endpoint may be reached.
     fn prepare(&self, spec: &ModelSpec) -> Result<Option<String>, ToolError> {
         self.check_key_env(spec)

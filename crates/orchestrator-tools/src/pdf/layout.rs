@@ -862,12 +862,8 @@ fn set(
         s.y -= 18.0;
     }
     // The contents list headings of levels 1 and 2, as the seed's did.
-    let entries: Vec<(u8, String)> = if front.toc {
-        blocks_headings(body)
-    } else {
-        Vec::new()
-    };
-    if !entries.is_empty() {
+    let headings = headings_of(body);
+    if front.toc && headings.iter().any(|(level, _)| *level <= 2) {
         s.paragraph(
             &[Span {
                 text: "Contents".into(),
@@ -882,12 +878,10 @@ fn set(
             14.0,
         );
         s.y -= 4.0;
-        let mut numbered = 0;
-        for (i, (level, text)) in blocks_headings_all(body).iter().enumerate() {
+        for (i, (level, text)) in headings.iter().enumerate() {
             if *level > 2 {
                 continue;
             }
-            numbered += 1;
             let page = numbers
                 .and_then(|n| n.get(i))
                 .map_or_else(|| "0".to_string(), usize::to_string);
@@ -926,7 +920,6 @@ fn set(
                 BODY,
             );
         }
-        debug_assert_eq!(numbered, entries.len());
         s.y -= BODY;
     }
     for block in body {
@@ -936,7 +929,6 @@ fn set(
         }
     }
     // Page numbers.
-    let count = s.pages.len();
     for (i, page) in s.pages.iter_mut().enumerate() {
         let text = format!("{}", i + 1);
         let w = m.width(&text, Style::default(), 9.0);
@@ -951,26 +943,19 @@ fn set(
             text,
         });
     }
-    let _ = count;
     Ok(Laid {
         pages: s.pages,
         headings: s.placed,
     })
 }
 
-fn blocks_headings_all(body: &[Block]) -> Vec<(u8, String)> {
+/// Every heading of the body: level and text.
+fn headings_of(body: &[Block]) -> Vec<(u8, String)> {
     body.iter()
         .filter_map(|b| match b {
             Block::Heading { level, spans } => Some((*level, plain(spans).trim().to_string())),
             _ => None,
         })
-        .collect()
-}
-
-fn blocks_headings(body: &[Block]) -> Vec<(u8, String)> {
-    blocks_headings_all(body)
-        .into_iter()
-        .filter(|(level, _)| *level <= 2)
         .collect()
 }
 

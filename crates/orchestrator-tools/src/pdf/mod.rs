@@ -10,34 +10,13 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
-use crate::{ActionSpec, ErrorKind, Tool, ToolContext, ToolError, action, as_text, optional_str};
+use crate::{ActionSpec, ErrorKind, Tool, ToolContext, ToolError, action, optional_str};
 
 mod layout;
 mod write;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PdfCompiler;
-
-fn markdown_param(p: &Map<String, Value>) -> Result<String, ToolError> {
-    let text = ["markdown_content", "content", "markdown"]
-        .iter()
-        .find_map(|k| p.get(*k).filter(|v| !v.is_null()))
-        .map(as_text)
-        .ok_or_else(|| {
-            ToolError::invalid("parameter 'markdown_content' (or 'content') is required")
-        })?;
-    if text.trim().is_empty() {
-        return Err(ToolError::invalid("parameter 'markdown_content' is empty"));
-    }
-    if text.len() > crate::markdown::MAX_MARKDOWN_BYTES {
-        return Err(ToolError::invalid(format!(
-            "parameter 'markdown_content' is {} bytes; at most {} are compiled",
-            text.len(),
-            crate::markdown::MAX_MARKDOWN_BYTES
-        )));
-    }
-    Ok(text)
-}
 
 /// Renders `markdown` as PDF bytes and the number of pages.
 fn render(
@@ -102,7 +81,10 @@ impl Tool for PdfCompiler {
         p: &Map<String, Value>,
         ctx: &ToolContext,
     ) -> Result<Value, ToolError> {
-        let markdown = markdown_param(p)?;
+        let markdown = crate::markdown::markdown_param(p)?;
+        if markdown.trim().is_empty() {
+            return Err(ToolError::invalid("parameter 'markdown_content' is empty"));
+        }
         let format = optional_str(p, "format")?
             .unwrap_or("pdf")
             .to_ascii_lowercase();
