@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{ActionSpec, ErrorKind, Tool, ToolContext, ToolError, action, optional_str};
 
+mod blocks;
 mod layout;
 mod write;
 

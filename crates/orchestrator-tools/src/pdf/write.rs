@@ -10,7 +10,8 @@ use pdf_writer::types::{
 };
 use pdf_writer::{Content, Filter, Name, Pdf, Rect, Ref, Str, TextStr};
 
-use super::layout::{Metrics, Op, PAGE_H, PAGE_W, Placed, Style};
+use super::blocks::Style;
+use super::layout::{Metrics, Op, PAGE_H, PAGE_W, Placed};
 
 const SANS: Name = Name(b"F1");
 const MONO: Name = Name(b"F2");
