@@ -305,6 +305,128 @@ async fn bench(label: &str, database_url: String) {
     server.shutdown().await.expect("shutdown");
 }
 
+/// Polls `GET /executions/{id}` every `every` until the execution has
+/// ended; its status, and how many polls it took.
+async fn poll_until_ended(
+    client: &reqwest::Client,
+    base: &str,
+    id: &str,
+    every: Duration,
+) -> (String, usize) {
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        let v: serde_json::Value = client
+            .get(format!("{base}/executions/{id}"))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        let status = v["status"].as_str().unwrap_or_default().to_string();
+        if matches!(status.as_str(), "succeeded" | "failed" | "cancelled") {
+            return (status, polls);
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Milliseconds of `GET /executions/{id}` for a finished execution: p50 of
+/// 20 sequential requests, and the body's size in bytes.
+async fn view_ms(client: &reqwest::Client, base: &str, id: &str) -> (f64, usize) {
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..21 {
+        let t = Instant::now();
+        let body = client
+            .get(format!("{base}/executions/{id}"))
+            .send()
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("body");
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        size = body.len();
+    }
+    times.sort_by(f64::total_cmp);
+    (times[10], size)
+}
+
+/// As a user runs it: a server with the default settings (10 worker slots
+/// unless `ORCHESTRATOR_BENCH_SLOTS` says otherwise), and a client that
+/// submits over HTTP and polls `GET /executions/{id}` every 20 ms until the
+/// execution has ended (every 1 ms for the one-step latency). Then the
+/// latency of that `GET` for finished 1,000- and 10,000-step executions.
+async fn as_users_run_it(label: &str, database_url: String) {
+    let ws = TempDir::new("orch-bench-user-ws");
+    let mut settings = Settings {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        database_url,
+        workspace_root: ws.path().to_path_buf(),
+        ..Settings::default()
+    };
+    if let Some(slots) = std::env::var("ORCHESTRATOR_BENCH_SLOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        settings.max_concurrent = slots;
+    }
+    let slots = settings.max_concurrent;
+    let server = orchestrator_server::start(settings, true)
+        .await
+        .expect("server");
+    let base = format!("http://{}", server.addr);
+    let client = orchestrator_tools::net::default_client();
+    let one = "name: one\nsteps:\n  - id: s\n    tool: echo\n    parameters: {x: 1}\n";
+    let mut samples = Vec::new();
+    for i in 0..230 {
+        let t0 = Instant::now();
+        let id = submit(&client, &base, one).await;
+        let (status, _) = poll_until_ended(&client, &base, &id, Duration::from_millis(1)).await;
+        assert_eq!(status, "succeeded");
+        if i >= 30 {
+            samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "{label:<9} as users run it ({slots} slots, polling): one-step submit->seen succeeded p50 {:.2} ms, p99 {:.2} ms",
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100]
+    );
+    let mut views = Vec::new();
+    for (name, yaml, steps) in [
+        ("fan-out", fan_out(1000), 1000usize),
+        ("chain", chain(200), 200usize),
+        ("fan-out", fan_out(10_000), 10_000usize),
+    ] {
+        let t0 = Instant::now();
+        let id = submit(&client, &base, &yaml).await;
+        let (status, polls) =
+            poll_until_ended(&client, &base, &id, Duration::from_millis(20)).await;
+        let secs = t0.elapsed().as_secs_f64();
+        assert_eq!(status, "succeeded");
+        println!(
+            "{label:<9} as users run it ({slots} slots, polling every 20 ms): {name:<8} {steps:>6} steps: {:.3} s, {:.0} steps/s ({polls} polls)",
+            secs,
+            steps as f64 / secs,
+        );
+        if name == "fan-out" {
+            views.push((steps, id));
+        }
+    }
+    for (steps, id) in views {
+        let (ms, size) = view_ms(&client, &base, &id).await;
+        println!(
+            "{label:<9} GET /executions/{{id}} of a finished {steps}-step execution: p50 {ms:.2} ms ({} KB)",
+            size / 1024
+        );
+    }
+    server.shutdown().await.expect("shutdown");
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -314,14 +436,30 @@ fn main() {
     let only = std::env::var("ORCHESTRATOR_BENCH_ONLY").unwrap_or_default();
     rt.block_on(async {
         let dir = TempDir::new("orch-bench-db");
+        // ORCHESTRATOR_BENCH_MODE=engine|user measures one way of running.
+        let mode = std::env::var("ORCHESTRATOR_BENCH_MODE").unwrap_or_default();
         if only != "postgres" {
-            bench("sqlite", sqlite_url(&dir)).await;
+            if mode != "user" {
+                bench("sqlite", sqlite_url(&dir)).await;
+            }
+            if mode != "engine" {
+                let user_dir = TempDir::new("orch-bench-user-db");
+                as_users_run_it("sqlite", sqlite_url(&user_dir)).await;
+            }
         }
         if only == "sqlite" {
             return;
         }
         match postgres_url().await {
-            Some(url) => bench("postgres", url).await,
+            Some(url) => {
+                if mode != "user" {
+                    bench("postgres", url).await;
+                }
+                if mode != "engine" {
+                    let fresh = postgres_url().await.expect("pg");
+                    as_users_run_it("postgres", fresh).await;
+                }
+            }
             None => println!("postgres  skipped (set ORCHESTRATOR_TEST_POSTGRES_URL)"),
         }
     });

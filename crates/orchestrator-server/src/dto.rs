@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use orchestrator_core::flow::StepStatus;
-use orchestrator_store::{CheckpointRecord, ExecutionRecord, StepRecord};
+use orchestrator_store::{CheckpointRecord, ExecutionRecord, StepSummary};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
@@ -203,11 +204,11 @@ pub struct StepView {
     /// The rendered parameters of the last attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub parameters: Option<Value>,
+    pub parameters: Option<Box<RawValue>>,
     /// `{result, success, error}` once finished.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub result: Option<Value>,
+    pub result: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -484,19 +485,19 @@ impl From<&ExecutionRecord> for ExecutionSummary {
     }
 }
 
-impl From<&StepRecord> for StepView {
-    fn from(s: &StepRecord) -> Self {
+impl From<&StepSummary> for StepView {
+    fn from(s: &StepSummary) -> Self {
         StepView {
             id: s.step_id.clone(),
             status: s.status.as_str().to_string(),
-            tool: s.definition.step.tool.clone(),
-            action: if s.definition.step.action.is_empty() {
-                match s.definition.kind {
-                    orchestrator_core::StepKind::While => "while".to_string(),
+            tool: s.tool.clone(),
+            action: if s.action.is_empty() {
+                match s.kind.as_str() {
+                    "while" => "while".to_string(),
                     _ => "for_each".to_string(),
                 }
             } else {
-                s.definition.step.action.clone()
+                s.action.clone()
             },
             depends_on: s.depends_on.clone(),
             attempt: s.attempt,
@@ -520,7 +521,7 @@ impl From<&StepRecord> for StepView {
 }
 
 impl ExecutionView {
-    pub fn new(r: &ExecutionRecord, steps: &[StepRecord]) -> Self {
+    pub fn new(r: &ExecutionRecord, steps: &[StepSummary]) -> Self {
         let mut progress = Progress {
             total: steps.len(),
             ..Default::default()
@@ -596,12 +597,25 @@ impl ExecutionView {
     /// Adds model usage, per step and in total.
     /// The questions of its waiting steps.
     pub fn with_waits(mut self, waits: &[orchestrator_store::WaitRecord]) -> Self {
+        if waits.is_empty() {
+            return self;
+        }
+        let index = self.step_index();
         for w in waits {
-            if let Some(step) = self.steps.iter_mut().find(|s| s.id == w.step_id) {
-                step.waiting = Some(WaitView::from(w));
+            if let Some(&i) = index.get(w.step_id.as_str()) {
+                self.steps[i].waiting = Some(WaitView::from(w));
             }
         }
         self
+    }
+
+    /// Where each step is in `steps`, by id.
+    fn step_index(&self) -> std::collections::HashMap<String, usize> {
+        self.steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect()
     }
 
     pub fn with_usage(mut self, usage: &[orchestrator_store::StepUsage]) -> Self {
@@ -609,10 +623,14 @@ impl ExecutionView {
             return self;
         }
         let mut total = UsageView::default();
+        let index = self.step_index();
         for u in usage {
             total.add(u);
-            if let Some(step) = self.steps.iter_mut().find(|s| s.id == u.step_id) {
-                step.usage.get_or_insert_with(UsageView::default).add(u);
+            if let Some(&i) = index.get(u.step_id.as_str()) {
+                self.steps[i]
+                    .usage
+                    .get_or_insert_with(UsageView::default)
+                    .add(u);
             }
         }
         self.usage = Some(total);

@@ -5,7 +5,7 @@ use orchestrator_core::flow::ExecutionStatus;
 
 use crate::dialect::{Dialect, Tx, conn};
 use crate::events::emit;
-use crate::rows::{CheckpointRow, ContextRow, ExecutionRow, ResultRow, StepRow};
+use crate::rows::{CheckpointRow, ContextRow, ExecutionRow, ResultRow, StepRow, StepSummaryRow};
 use crate::sql::Values;
 
 const INSERT_EXECUTION: &str = "INSERT INTO executions \
@@ -380,6 +380,17 @@ pub(crate) async fn list_steps<D: Dialect>(
         .fetch_all(&mut *conn(s).await?)
         .await?;
     rows.into_iter().map(crate::StepRecord::try_from).collect()
+}
+
+pub(crate) async fn list_step_summaries<D: Dialect>(
+    s: &D,
+    execution_id: &str,
+) -> crate::Result<Vec<crate::StepSummary>> {
+    let rows: Vec<StepSummaryRow> = D::q(D::SELECT_STEP_SUMMARIES)
+        .bind(execution_id)
+        .fetch_all(&mut *conn(s).await?)
+        .await?;
+    rows.into_iter().map(crate::StepSummary::try_from).collect()
 }
 
 pub(crate) async fn list_checkpoints<D: Dialect>(

@@ -253,6 +253,32 @@ pub struct StepRecord {
     pub finished_at: Option<i64>,
 }
 
+/// A step as its execution's view shows it: no definition (its tool,
+/// action and kind are read out of it by the database), parameters and
+/// result as the JSON text stored, not parsed.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepSummary {
+    pub step_id: String,
+    pub status: StepStatus,
+    pub tool: Option<String>,
+    /// The resolved action; empty for loops.
+    pub action: String,
+    /// `task`, `for_each`, `while` or `join` (the planned step's kind).
+    pub kind: String,
+    pub depends_on: Vec<String>,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub parameters: Option<Box<serde_json::value::RawValue>>,
+    /// The envelope `{result, success, error}` once finished.
+    pub result: Option<Box<serde_json::value::RawValue>>,
+    pub error: Option<String>,
+    pub error_type: Option<String>,
+    pub reason: Option<String>,
+    pub timed_out: bool,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
 /// A recorded attempt of a step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointRecord {
@@ -403,6 +429,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Every step of an execution, in plan order.
     async fn list_steps(&self, execution_id: &str) -> Result<Vec<StepRecord>>;
+
+    /// Every step of an execution, in plan order, as its view shows it
+    /// (no definition to decode: cheap for executions of many steps).
+    async fn list_step_summaries(&self, execution_id: &str) -> Result<Vec<StepSummary>>;
 
     async fn list_checkpoints(&self, execution_id: &str) -> Result<Vec<CheckpointRecord>>;
 

@@ -4,9 +4,12 @@ use orchestrator_core::flow::{ExecutionStatus, FlowStep, StepStatus};
 use orchestrator_core::model::OnFailure;
 use orchestrator_core::plan::PlannedStep;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::types::Json;
 
-use crate::{CheckpointRecord, ExecutionRecord, Result, StepRecord, StoreError, TokenRecord};
+use crate::{
+    CheckpointRecord, ExecutionRecord, Result, StepRecord, StepSummary, StoreError, TokenRecord,
+};
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ExecutionRow {
@@ -183,6 +186,51 @@ pub(crate) struct ContextRow {
     pub options: Json<Value>,
     pub created_at: i64,
     pub started_at: Option<i64>,
+}
+
+/// A step as its view shows it (see [`crate::StepSummary`]).
+#[derive(sqlx::FromRow)]
+pub(crate) struct StepSummaryRow {
+    step_id: String,
+    status: String,
+    tool: Option<String>,
+    action: Option<String>,
+    kind: Option<String>,
+    depends_on: Json<Vec<String>>,
+    attempt: i64,
+    max_attempts: i64,
+    parameters: Option<Json<Box<RawValue>>>,
+    result: Option<Json<Box<RawValue>>>,
+    error: Option<String>,
+    error_type: Option<String>,
+    reason: Option<String>,
+    timed_out: bool,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+}
+
+impl TryFrom<StepSummaryRow> for StepSummary {
+    type Error = StoreError;
+    fn try_from(r: StepSummaryRow) -> Result<Self> {
+        Ok(StepSummary {
+            status: parse_step_status(&r.status)?,
+            step_id: r.step_id,
+            tool: r.tool,
+            action: r.action.unwrap_or_default(),
+            kind: r.kind.unwrap_or_default(),
+            depends_on: r.depends_on.0,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            parameters: r.parameters.map(|j| j.0),
+            result: r.result.map(|j| j.0),
+            error: r.error,
+            error_type: r.error_type,
+            reason: r.reason,
+            timed_out: r.timed_out,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        })
+    }
 }
 
 #[derive(sqlx::FromRow)]

@@ -119,6 +119,7 @@ pub(crate) trait Rows:
     sqlx::Row
     + Decodes<crate::rows::ExecutionRow>
     + Decodes<crate::rows::StepRow>
+    + Decodes<crate::rows::StepSummaryRow>
     + Decodes<crate::rows::FlowRow>
     + Decodes<crate::rows::CheckpointRow>
     + Decodes<crate::rows::ContextRow>
@@ -158,6 +159,7 @@ impl<R> Rows for R where
     R: sqlx::Row
         + Decodes<crate::rows::ExecutionRow>
         + Decodes<crate::rows::StepRow>
+        + Decodes<crate::rows::StepSummaryRow>
         + Decodes<crate::rows::FlowRow>
         + Decodes<crate::rows::CheckpointRow>
         + Decodes<crate::rows::ContextRow>
@@ -187,10 +189,6 @@ impl<R> Rows for R where
         + Decodes<crate::pipelines::PipelineRecord>
         + Decodes<crate::pipelines::PipelineSummary>
         + Decodes<crate::memory::MemoryRow>
-        + Decodes<crate::logs::LogLine>
-        + Decodes<crate::logs::LogLine>
-        + Decodes<crate::memory::MemoryRow>
-        + Decodes<crate::logs::LogLine>
         + Decodes<crate::logs::LogLine>
         + Decodes<(Option<String>, Option<String>)>
         + Decodes<(String, Option<Doc>, Option<String>)>

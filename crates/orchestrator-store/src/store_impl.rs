@@ -11,7 +11,7 @@ use crate::{
     CheckpointRecord, ClaimedStep, DeliveryJob, DeliveryRecord, DeliveryUpdate, EventRecord,
     ExecutionFilter, ExecutionRecord, FinishOutcome, Handoff, Heartbeat, ModelCall, ModelCallStats,
     ModelRecord, NewExecution, NewStep, OutputRenderer, Overview, Result, StepContext, StepRecord,
-    StepResult, StepUsage, Store, TokenRecord, WebhookRecord,
+    StepResult, StepSummary, StepUsage, Store, TokenRecord, WebhookRecord,
 };
 use crate::{
     LogLine, LogWrite, MemoryEntry, PipelineRecord, PipelineSummary, ResolveJob, Resolved,
@@ -50,6 +50,10 @@ impl<D: Dialect> Store for D {
 
     async fn list_steps(&self, execution_id: &str) -> Result<Vec<StepRecord>> {
         executions::list_steps(self, execution_id).await
+    }
+
+    async fn list_step_summaries(&self, execution_id: &str) -> Result<Vec<StepSummary>> {
+        executions::list_step_summaries(self, execution_id).await
     }
 
     async fn list_checkpoints(&self, execution_id: &str) -> Result<Vec<CheckpointRecord>> {

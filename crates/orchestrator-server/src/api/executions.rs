@@ -74,7 +74,7 @@ pub(super) async fn load_view(state: &AppState, id: &str) -> Result<ExecutionVie
         .get_execution_view(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("execution '{id}' does not exist")))?;
-    let steps = store.list_steps(id).await?;
+    let steps = store.list_step_summaries(id).await?;
     let usage = store.execution_usage(id).await?;
     let waits = if steps
         .iter()

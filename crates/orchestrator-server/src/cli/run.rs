@@ -141,7 +141,7 @@ async fn run_in(
     };
     let steps = engine
         .store()
-        .list_steps(&done.id)
+        .list_step_summaries(&done.id)
         .await
         .unwrap_or_default();
     let view = crate::dto::ExecutionView::new(&done, &steps);

@@ -8,6 +8,7 @@ orchestrator_store::for_each_backend!(
     executions_list_newest_first_with_filters_and_cursor,
     an_execution_past_its_deadline_fails_and_its_leases_stop_counting,
     the_view_reads_only_what_it_shows_of_the_plan,
+    step_summaries_say_what_the_full_steps_say,
 );
 
 /// The view's execution carries the plan's levels, answers and warnings as
@@ -54,6 +55,76 @@ async fn the_view_reads_only_what_it_shows_of_the_plan(store: Arc<dyn Store>) {
             .await
             .expect("get")
             .is_none()
+    );
+}
+
+/// The view's steps, read without their definitions, say what the full
+/// records say: tool, action and kind out of the definition, parameters and
+/// result as stored.
+async fn step_summaries_say_what_the_full_steps_say(store: Arc<dyn Store>) {
+    let yaml = "name: kinds\nsteps:\n  - id: a\n    tool: echo\n    parameters: {text: 'hé \"q\"', n: [1, 2.5, null]}\n  - id: gen\n    action: generate\n    parameters: {prompt: hi}\n    depends_on: [a]\n  - id: each\n    for_each: '{{ a.result }}'\n    steps:\n      - id: say\n        tool: echo\n";
+    let new = new_execution(yaml, None, None);
+    store.create_execution(new.clone()).await.expect("create");
+    let claimed = claim_ids(&store, 1).await;
+    let mut result = done(StepStatus::Succeeded, json!({"deep": {"x": [1, "two"]}}));
+    result.parameters = Some(json!({"text": "hé \"q\"", "n": [1, 2.5, null]}));
+    store
+        .finish_step(&claimed[0], result, &no_outputs, None)
+        .await
+        .expect("finish");
+    let full = store.list_steps(&new.id).await.expect("steps");
+    let summaries = store.list_step_summaries(&new.id).await.expect("summaries");
+    assert_eq!(summaries.len(), full.len());
+    let raw = |v: &Option<Box<serde_json::value::RawValue>>| {
+        v.as_ref()
+            .map(|r| serde_json::from_str::<Value>(r.get()).expect("JSON"))
+    };
+    for (s, f) in summaries.iter().zip(&full) {
+        assert_eq!(s.step_id, f.step_id);
+        assert_eq!(s.status, f.status);
+        assert_eq!(s.tool, f.definition.step.tool, "{}", s.step_id);
+        assert_eq!(s.action, f.definition.step.action, "{}", s.step_id);
+        assert_eq!(
+            Value::String(s.kind.clone()),
+            serde_json::to_value(f.definition.kind).expect("kind"),
+            "{}",
+            s.step_id
+        );
+        assert_eq!(s.depends_on, f.depends_on);
+        assert_eq!((s.attempt, s.max_attempts), (f.attempt, f.max_attempts));
+        assert_eq!(raw(&s.parameters), f.parameters, "{}", s.step_id);
+        assert_eq!(raw(&s.result), f.result, "{}", s.step_id);
+        assert_eq!(
+            (&s.error, &s.error_type, &s.reason, s.timed_out),
+            (&f.error, &f.error_type, &f.reason, f.timed_out)
+        );
+        assert_eq!((s.started_at, s.finished_at), (f.started_at, f.finished_at));
+    }
+    let kinds: Vec<(&str, Option<&str>, &str, &str)> = summaries
+        .iter()
+        .map(|s| {
+            (
+                s.step_id.as_str(),
+                s.tool.as_deref(),
+                s.action.as_str(),
+                s.kind.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("a", Some("echo"), "echo", "task"),
+            ("gen", None, "generate", "task"),
+            ("each", None, "", "for_each"),
+        ]
+    );
+    assert!(
+        store
+            .list_step_summaries("no-such-id")
+            .await
+            .expect("summaries")
+            .is_empty()
     );
 }
 
