@@ -212,6 +212,12 @@ struct Inner {
     webhook_wake: Notify,
     /// Step results waiting to be written together.
     finisher: Finisher,
+    /// Worker slots: one is held while a step runs (not while its result
+    /// is written, so short steps need few slots).
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Bounds the results waiting to be written (a step holds its slot
+    /// until it gets one of these).
+    finishing: Arc<tokio::sync::Semaphore>,
     /// The worker pool runs and takes new steps (not stopping).
     taking: std::sync::atomic::AtomicBool,
     /// Executions in the resolving phase may be waiting.
@@ -268,6 +274,7 @@ impl Engine {
             config.models.clone(),
         )
         .with_metrics(Arc::clone(&metrics));
+        let slots = config.max_concurrent.max(1);
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -282,6 +289,10 @@ impl Engine {
                 events: tokio::sync::broadcast::channel(4096).0,
                 webhook_wake: Notify::new(),
                 finisher: Finisher::default(),
+                slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+                finishing: Arc::new(tokio::sync::Semaphore::new(
+                    (slots * 4).max(2 * finisher::MAX_FINISH_BATCH),
+                )),
                 taking: std::sync::atomic::AtomicBool::new(false),
                 resolve_wake: Notify::new(),
                 resolving: Mutex::new(HashMap::new()),

@@ -54,28 +54,35 @@ impl Engine {
         inner
             .taking
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        let max = inner.config.max_concurrent.max(1);
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
+            // Steps whose results are written are done with.
+            while tasks.try_join_next().is_some() {}
             // Claim in batches: while most slots are busy, let a few more free
             // up (briefly) so one claim serves several slots.
-            let batch = (inner.config.max_concurrent / 4).max(1);
-            if !tasks.is_empty()
-                && inner.config.max_concurrent - tasks.len().min(inner.config.max_concurrent)
-                    < batch
-            {
-                let until = tokio::time::Instant::now() + Duration::from_millis(2);
-                while inner.config.max_concurrent.saturating_sub(tasks.len()) < batch {
-                    match tokio::time::timeout_at(until, tasks.join_next()).await {
-                        Ok(Some(_)) => {}
-                        _ => break,
-                    }
-                }
+            let batch = (max / 4).max(1);
+            let available = inner.slots.available_permits();
+            if available < batch && available < max {
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(2),
+                    inner.slots.acquire_many(batch as u32),
+                )
+                .await;
             }
-            let free = inner.config.max_concurrent.saturating_sub(tasks.len());
+            let free = inner.slots.available_permits();
             let mut claimed_count = 0usize;
-            if free > 0 {
+            // The slots this claim fills (those it does not fill go back).
+            let permits = if free > 0 {
+                Arc::clone(&inner.slots)
+                    .try_acquire_many_owned(free as u32)
+                    .ok()
+            } else {
+                None
+            };
+            if let Some(mut permits) = permits {
                 match inner
                     .store
                     .claim_steps(&inner.config.worker_id, free as u32, inner.config.lease_ms)
@@ -85,16 +92,18 @@ impl Engine {
                         failures = 0;
                         claimed_count = claimed.len();
                         for step in claimed {
+                            let Some(permit) = permits.split(1) else {
+                                error!("a claim returned more steps than it asked for");
+                                break;
+                            };
                             inner.touched(&step.execution_id);
                             let inner = inner.clone();
-                            inner
-                                .metrics
-                                .busy
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let slot = Slot::new(&inner, permit);
                             tasks.spawn(async move {
                                 // A slot runs its step, then each step handed
                                 // to it as the last one finished.
                                 let mut step = Some(step);
+                                let mut slot = Some(slot);
                                 while let Some(now) = step {
                                     let token = now.lease_token.clone();
                                     let cancel = CancellationToken::new();
@@ -102,13 +111,15 @@ impl Engine {
                                         token.clone(),
                                         (now.execution_id.clone(), cancel.clone()),
                                     );
-                                    step = run_step(&inner, now, cancel).await;
+                                    // A handed-off step waits for a slot (its
+                                    // lease kept by the heartbeat meanwhile).
+                                    let held = match slot.take() {
+                                        Some(held) => held,
+                                        None => Slot::acquire(&inner).await,
+                                    };
+                                    step = run_step(&inner, now, cancel, held).await;
                                     lock(&inner.running).remove(&token);
                                 }
-                                inner
-                                    .metrics
-                                    .busy
-                                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                             });
                         }
                     }
@@ -117,6 +128,9 @@ impl Engine {
                         error!(error = ?e, "claiming steps failed");
                     }
                 }
+            } else if free > 0 {
+                // A handed-off step took a slot meanwhile: look again.
+                continue;
             }
             if claimed_count > 0 && claimed_count == free {
                 // Slots are full; wait for one to free below.
@@ -134,9 +148,12 @@ impl Engine {
                     _ => idle,
                 }
             };
+            let full = inner.slots.available_permits() == 0;
             tokio::select! {
                 _ = inner.wake.notified() => {}
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                // A slot frees (its permit goes straight back).
+                _ = inner.slots.acquire(), if full => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() && !full => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.cancelled() => {}
             }
@@ -173,6 +190,43 @@ impl Engine {
         {
             warn!("handing back executions being resolved took too long; their leases will expire");
         }
+    }
+}
+
+/// A worker slot, held while a step runs (counted in the busy-slots gauge).
+pub(crate) struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    inner: Arc<Inner>,
+}
+
+impl Slot {
+    fn new(inner: &Arc<Inner>, permit: tokio::sync::OwnedSemaphorePermit) -> Slot {
+        inner
+            .metrics
+            .busy
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Slot {
+            _permit: permit,
+            inner: Arc::clone(inner),
+        }
+    }
+
+    /// Waits for a free slot.
+    pub(crate) async fn acquire(inner: &Arc<Inner>) -> Slot {
+        let permit = Arc::clone(&inner.slots)
+            .acquire_owned()
+            .await
+            .expect("the slots are never closed");
+        Slot::new(inner, permit)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.inner
+            .metrics
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::expand::{expand_for_each, expand_while, join_result};
 use crate::finisher::finish_grouped;
+use crate::pool::Slot;
 use crate::scope::{build_scope, check_parameters, referenced_ids};
 use crate::{ExecutionOptions, Inner, WorkspaceMode, models, step_tags};
 use orchestrator_core::flow::StepStatus;
@@ -93,6 +94,7 @@ pub(crate) async fn run_step(
     inner: &Arc<Inner>,
     claimed: ClaimedStep,
     cancel: CancellationToken,
+    slot: Slot,
 ) -> Option<ClaimedStep> {
     let started_at = now_ms();
     let planned = claimed.definition.clone();
@@ -125,6 +127,13 @@ pub(crate) async fn run_step(
         }
     };
     let finished_at = now_ms();
+    // The step has run: its slot goes to the next one while its result is
+    // written (at most `finishing` results wait for that at a time).
+    let _finishing = Arc::clone(&inner.finishing)
+        .acquire_owned()
+        .await
+        .expect("never closed");
+    drop(slot);
     let envelope = (attempt.status != StepStatus::Skipped).then(|| {
         json!({"result": attempt.result, "success": attempt.status == StepStatus::Succeeded, "error": attempt.error})
     });
@@ -256,11 +265,25 @@ pub(crate) async fn attempt_step(
     cancel: CancellationToken,
 ) -> Result<Option<Attempt>, StoreError> {
     let ids = referenced_ids(planned);
-    let Some(ctx) = inner
-        .store
-        .step_context(&claimed.execution_id, &ids)
-        .await?
-    else {
+    // A claimed step brings its execution's context; only the results it
+    // names are read (nothing at all when it names none).
+    let ctx = match &claimed.context {
+        Some(context) => {
+            let mut ctx = (**context).clone();
+            ctx.results = inner
+                .store
+                .step_results(&claimed.execution_id, &ids)
+                .await?;
+            Some(ctx)
+        }
+        None => {
+            inner
+                .store
+                .step_context(&claimed.execution_id, &ids)
+                .await?
+        }
+    };
+    let Some(ctx) = ctx else {
         return Ok(Some(Attempt::failed(
             ErrorKind::ExecutionError,
             "the execution no longer exists",

@@ -168,6 +168,9 @@ async fn send(
 }
 
 /// Sends due deliveries until `shutdown`.
+/// The shortest time between two looks for due deliveries.
+const WAKE_GAP: Duration = Duration::from_millis(20);
+
 pub(crate) async fn deliver_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
     let settings = inner.config.webhooks.clone();
     let client = settings
@@ -175,6 +178,7 @@ pub(crate) async fn deliver_loop(inner: Arc<Inner>, shutdown: CancellationToken)
         .clone()
         .unwrap_or_else(|| inner.tools.http_client().clone());
     loop {
+        let looked = tokio::time::Instant::now();
         let jobs = match inner.store.claim_deliveries(32, settings.lock_ms).await {
             Ok(jobs) => jobs,
             Err(e) => {
@@ -204,6 +208,12 @@ pub(crate) async fn deliver_loop(inner: Arc<Inner>, shutdown: CancellationToken)
             _ = shutdown.cancelled() => return,
             _ = inner.webhook_wake.notified() => {}
             _ = tokio::time::sleep(settings.poll) => {}
+        }
+        // Every step's start and end wakes this loop: under load, one look
+        // per WAKE_GAP covers the burst (a database read each, not one per step).
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(looked + WAKE_GAP) => {}
         }
     }
 }

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Real processes: one `orchestrator serve --no-workers` takes the
-//! submissions, then 1 or 2 `orchestrator worker` processes (10 slots each,
+//! submissions, then 1, 2 or 4 `orchestrator worker` processes (10 slots each,
 //! the default) drain the same queue. Measured from the workers' start to the
 //! last execution finished, for 200 executions of a 20-step pipeline whose
 //! steps are (a) no-ops (the database is the bottleneck) and (b) 50 ms
@@ -186,11 +186,13 @@ fn main() {
             "    tool: terminal\n    action: run\n    parameters: {command: ['sleep', '0.05']}\n";
         for (label, step) in [("no-op steps", noop), ("50 ms steps", slow)] {
             let one = drain(label, step, 1, 200).await;
-            let two = drain(label, step, 2, 200).await;
-            println!(
-                "postgres  {label:<16} 2 processes / 1 process: {:.2}x",
-                two / one
-            );
+            for n in [2, 4] {
+                let many = drain(label, step, n, 200).await;
+                println!(
+                    "postgres  {label:<16} {n} processes / 1 process: {:.2}x",
+                    many / one
+                );
+            }
         }
         takeover().await;
     });

@@ -416,16 +416,14 @@ pub(crate) async fn step_context<D: Dialect>(
         .fetch_optional(&mut *conn(s).await?)
         .await?;
     let Some(row) = row else { return Ok(None) };
-    let results: Vec<ResultRow> = if step_ids.is_empty() {
-        vec![]
-    } else {
-        D::q(D::SELECT_RESULTS)
-            .bind(execution_id)
-            .json(step_ids)
-            .fetch_all(&mut *conn(s).await?)
-            .await?
-    };
-    Ok(Some(crate::StepContext {
+    let mut context = context_of(row)?;
+    context.results = step_results(s, execution_id, step_ids).await?;
+    Ok(Some(context))
+}
+
+/// An execution's context (no results) from its row.
+pub(crate) fn context_of(row: ContextRow) -> crate::Result<crate::StepContext> {
+    Ok(crate::StepContext {
         status: orchestrator_core::flow::ExecutionStatus::parse(&row.status).ok_or_else(|| {
             crate::StoreError::Corrupt(format!("execution status '{}'", row.status))
         })?,
@@ -434,17 +432,37 @@ pub(crate) async fn step_context<D: Dialect>(
         options: row.options.0,
         created_at: row.created_at,
         started_at: row.started_at,
-        results: results
-            .into_iter()
-            .map(|r| {
-                let status =
-                    orchestrator_core::flow::StepStatus::parse(&r.status).ok_or_else(|| {
-                        crate::StoreError::Corrupt(format!("step status '{}'", r.status))
-                    })?;
-                Ok((r.step_id, status, r.result.map(|j| j.0)))
-            })
-            .collect::<crate::Result<Vec<_>>>()?,
-    }))
+        results: Vec::new(),
+    })
+}
+
+pub(crate) async fn step_results<D: Dialect>(
+    s: &D,
+    execution_id: &str,
+    step_ids: &[String],
+) -> crate::Result<
+    Vec<(
+        String,
+        orchestrator_core::flow::StepStatus,
+        Option<serde_json::Value>,
+    )>,
+> {
+    if step_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let results: Vec<ResultRow> = D::q(D::SELECT_RESULTS)
+        .bind(execution_id)
+        .json(step_ids)
+        .fetch_all(&mut *conn(s).await?)
+        .await?;
+    results
+        .into_iter()
+        .map(|r| {
+            let status = orchestrator_core::flow::StepStatus::parse(&r.status)
+                .ok_or_else(|| crate::StoreError::Corrupt(format!("step status '{}'", r.status)))?;
+            Ok((r.step_id, status, r.result.map(|j| j.0)))
+        })
+        .collect()
 }
 
 pub(crate) async fn cancel_execution<D: Dialect>(

@@ -314,6 +314,11 @@ pub struct ClaimedStep {
     /// When the step became runnable (Unix ms), and when it was claimed.
     pub ready_at: i64,
     pub claimed_at: i64,
+    /// Its execution's context as the claim read it (no results; shared by
+    /// the steps of one execution claimed together). `None` for a step
+    /// handed to a worker as another finished: read it with
+    /// [`Store::step_context`].
+    pub context: Option<std::sync::Arc<StepContext>>,
 }
 
 /// What a heartbeat found.
@@ -688,6 +693,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         execution_id: &str,
         step_ids: &[String],
     ) -> Result<Option<StepContext>>;
+
+    /// (step id, status, envelope) of the named steps that exist: what
+    /// [`Store::step_context`] adds to the context a claim brings.
+    async fn step_results(
+        &self,
+        execution_id: &str,
+        step_ids: &[String],
+    ) -> Result<Vec<(String, StepStatus, Option<Value>)>>;
 
     /// Calls `on_work` whenever another process may have queued runnable
     /// steps, until `shutdown`. Returns `false` when the backend has no such

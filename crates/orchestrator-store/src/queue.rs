@@ -6,7 +6,8 @@
 
 use crate::dialect::{Dialect, Tx, conn};
 use crate::events::{emit, emit_steps};
-use crate::rows::{ClaimRow, StepRow};
+use crate::executions::{SELECT_CONTEXT, context_of};
+use crate::rows::{ClaimRow, ContextRow, StepRow};
 use crate::sql::{TextList, Values};
 
 const ENQUEUE: &str =
@@ -113,17 +114,31 @@ pub(crate) async fn claim_steps<D: Dialect>(
             worker: worker.to_string(),
             ready_at: c.run_after,
             claimed_at: now,
+            context: None,
         });
     }
     // Each execution (claims come sorted by it): started once,
     // then its steps' events together.
-    for group in out.chunk_by(|p, q| p.execution_id == q.execution_id) {
-        let execution_id = &group[0].execution_id;
+    for group in out.chunk_by_mut(|p, q| p.execution_id == q.execution_id) {
+        let execution_id = group[0].execution_id.clone();
+        let execution_id = &execution_id;
         let started = D::q(START_EXECUTION)
             .bind(execution_id)
             .bind(now)
             .execute(&mut tx)
             .await?;
+        // Its context, read once for the steps claimed together (they
+        // need not read it again, each on its own).
+        let context: Option<ContextRow> = D::q(SELECT_CONTEXT)
+            .bind(execution_id)
+            .fetch_optional(&mut tx)
+            .await?;
+        if let Some(row) = context {
+            let context = std::sync::Arc::new(context_of(row)?);
+            for step in group.iter_mut() {
+                step.context = Some(std::sync::Arc::clone(&context));
+            }
+        }
         if started == 1 {
             emit(
                 &mut tx,
@@ -216,6 +231,7 @@ pub(crate) async fn ready_step<D: Dialect>(
         worker: worker.to_string(),
         ready_at: now,
         claimed_at: now,
+        context: None,
     }))
 }
 

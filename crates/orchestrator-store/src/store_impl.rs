@@ -322,6 +322,14 @@ impl<D: Dialect> Store for D {
         executions::step_context(self, execution_id, step_ids).await
     }
 
+    async fn step_results(
+        &self,
+        execution_id: &str,
+        step_ids: &[String],
+    ) -> Result<Vec<(String, StepStatus, Option<Value>)>> {
+        executions::step_results(self, execution_id, step_ids).await
+    }
+
     async fn listen_for_work(
         &self,
         on_work: std::sync::Arc<dyn Fn() + Send + Sync>,
