@@ -21,7 +21,8 @@ const INSERT_SOURCE: &str =
 
 /// Multi-row inserts of steps, dependencies and queue rows (the values follow).
 const INSERT_STEPS_PREFIX: &str = "INSERT INTO steps \
-    (execution_id, step_id, position, status, max_attempts, depends_on, on_failure, scope, ord, definition) ";
+    (execution_id, step_id, position, status, max_attempts, depends_on, on_failure, scope, ord, definition, \
+    tool, action, kind) ";
 
 const INSERT_DEPS_PREFIX: &str = "INSERT INTO step_deps (execution_id, step_id, depends_on) ";
 
@@ -51,6 +52,12 @@ const LIST_EXECUTIONS: &str = "SELECT id, pipeline_id, pipeline_name, status, in
 
 pub(crate) const SELECT_STEPS: &str = "SELECT execution_id, step_id, position, status, attempt, max_attempts, depends_on, definition, \
     parameters, result, error, error_type, reason, timed_out, started_at, finished_at \
+    FROM steps WHERE execution_id = $1 ORDER BY position";
+
+/// An execution's steps as its view shows them: tool, action and kind from
+/// their own columns, no definition.
+const SELECT_STEP_SUMMARIES: &str = "SELECT step_id, status, tool, action, kind, depends_on, attempt, \
+    max_attempts, parameters, result, error, error_type, reason, timed_out, started_at, finished_at \
     FROM steps WHERE execution_id = $1 ORDER BY position";
 
 const SELECT_CHECKPOINTS: &str = "SELECT id, execution_id, step_id, attempt, status, parameters, result, error, error_type, \
@@ -268,7 +275,10 @@ pub(crate) async fn insert_steps<D: Dialect>(
                 .json(&step.planned.step.on_failure)
                 .bind(&step.planned.scope)
                 .bind(i64::from(step.planned.order))
-                .json(&step.planned);
+                .json(&step.planned)
+                .bind(&step.planned.step.tool)
+                .bind(&step.planned.step.action)
+                .bind(step.planned.kind.as_str());
         }
         insert.build().execute(tx).await?;
     }
@@ -386,7 +396,7 @@ pub(crate) async fn list_step_summaries<D: Dialect>(
     s: &D,
     execution_id: &str,
 ) -> crate::Result<Vec<crate::StepSummary>> {
-    let rows: Vec<StepSummaryRow> = D::q(D::SELECT_STEP_SUMMARIES)
+    let rows: Vec<StepSummaryRow> = D::q(SELECT_STEP_SUMMARIES)
         .bind(execution_id)
         .fetch_all(&mut *conn(s).await?)
         .await?;

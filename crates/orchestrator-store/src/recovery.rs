@@ -25,8 +25,8 @@ const UPDATE_STEP_RETRYING: &str = "UPDATE steps SET status = 'retrying', parame
 const MAX_POSITION: &str = "SELECT MAX(position) FROM steps WHERE execution_id = $1";
 
 /// A loop step waits for its iterations (`$3` dependencies, `$4` definition).
-const WAIT_FOR_ITERATIONS: &str = "UPDATE steps SET status = 'pending', depends_on = $3, definition = $4 \
-    WHERE execution_id = $1 AND step_id = $2";
+const WAIT_FOR_ITERATIONS: &str = "UPDATE steps SET status = 'pending', depends_on = $3, definition = $4, \
+    kind = $5 WHERE execution_id = $1 AND step_id = $2";
 
 const INSERT_DEP: &str =
     "INSERT INTO step_deps (execution_id, step_id, depends_on) VALUES ($1, $2, $3)";
@@ -36,7 +36,7 @@ const REPLACE_DEPS_DELETE: &str = "DELETE FROM step_deps WHERE execution_id = $1
 
 const RESET_STEP: &str = "UPDATE steps SET status = 'pending', attempt = 0, parameters = NULL, result = NULL, \
     error = NULL, error_type = NULL, reason = NULL, timed_out = FALSE, started_at = NULL, finished_at = NULL, \
-    depends_on = $3, definition = $4 WHERE execution_id = $1 AND step_id = $2";
+    depends_on = $3, definition = $4, kind = $5 WHERE execution_id = $1 AND step_id = $2";
 
 const DELETE_STEP: &str = "DELETE FROM steps WHERE execution_id = $1 AND step_id = $2";
 
@@ -167,6 +167,7 @@ pub(crate) async fn expand_step<D: Dialect>(
         .bind(&step.step_id)
         .json(wait_for)
         .json(container)
+        .bind(container.kind.as_str())
         .execute(&mut tx)
         .await?;
     tx.notify_work().await?;
@@ -275,6 +276,7 @@ pub(crate) async fn recover_execution<D: Dialect>(
             .bind(&step.step_id)
             .json(&definition.depends_on)
             .json(&definition)
+            .bind(definition.kind.as_str())
             .execute(&mut tx)
             .await?;
         D::q(DEQUEUE)

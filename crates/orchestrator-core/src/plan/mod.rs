@@ -43,6 +43,18 @@ pub enum StepKind {
     Join,
 }
 
+impl StepKind {
+    /// Its name as written in plans (`task`, `for_each`, `while`, `join`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Task => "task",
+            StepKind::ForEach => "for_each",
+            StepKind::While => "while",
+            StepKind::Join => "join",
+        }
+    }
+}
+
 /// Values bound while a loop body step runs.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct LoopBinding {
