@@ -485,29 +485,29 @@ impl From<&ExecutionRecord> for ExecutionSummary {
     }
 }
 
-impl From<&StepSummary> for StepView {
-    fn from(s: &StepSummary) -> Self {
+impl From<StepSummary> for StepView {
+    fn from(s: StepSummary) -> Self {
         StepView {
-            id: s.step_id.clone(),
-            status: s.status.as_str().to_string(),
-            tool: s.tool.clone(),
             action: if s.action.is_empty() {
                 match s.kind.as_str() {
                     "while" => "while".to_string(),
                     _ => "for_each".to_string(),
                 }
             } else {
-                s.action.clone()
+                s.action
             },
-            depends_on: s.depends_on.clone(),
+            id: s.step_id,
+            status: s.status.as_str().to_string(),
+            tool: s.tool,
+            depends_on: s.depends_on,
             attempt: s.attempt,
             max_attempts: s.max_attempts,
-            parameters: s.parameters.clone(),
-            result: s.result.clone(),
-            error: s.error.clone(),
-            error_type: s.error_type.clone(),
+            parameters: s.parameters,
+            result: s.result,
+            error: s.error,
+            error_type: s.error_type,
             timed_out: s.timed_out,
-            reason: s.reason.clone(),
+            reason: s.reason,
             started_at: s.started_at.map(time),
             finished_at: s.finished_at.map(time),
             duration_ms: match (s.started_at, s.finished_at) {
@@ -521,12 +521,12 @@ impl From<&StepSummary> for StepView {
 }
 
 impl ExecutionView {
-    pub fn new(r: &ExecutionRecord, steps: &[StepSummary]) -> Self {
+    pub fn new(mut r: ExecutionRecord, steps: Vec<StepSummary>) -> Self {
         let mut progress = Progress {
             total: steps.len(),
             ..Default::default()
         };
-        for s in steps {
+        for s in &steps {
             match s.status {
                 StepStatus::Pending => progress.pending += 1,
                 StepStatus::Ready => progress.ready += 1,
@@ -550,15 +550,15 @@ impl ExecutionView {
         // holds every step's definition.
         let levels = r
             .plan
-            .get("levels")
-            .and_then(|l| Vec::<Vec<String>>::deserialize(l).ok())
+            .get_mut("levels")
+            .and_then(|l| serde_json::from_value::<Vec<Vec<String>>>(l.take()).ok())
             .unwrap_or_default();
         ExecutionView {
-            id: r.id.clone(),
-            pipeline_id: r.pipeline_id.clone(),
-            pipeline_name: r.pipeline_name.clone(),
-            parent_execution_id: r.parent_execution_id.clone(),
-            parent_step_id: r.parent_step_id.clone(),
+            id: r.id,
+            pipeline_id: r.pipeline_id,
+            pipeline_name: r.pipeline_name,
+            parent_execution_id: r.parent_execution_id,
+            parent_step_id: r.parent_step_id,
             depth: r.depth,
             status: r.status.as_str().to_string(),
             created_at: time(r.created_at),
@@ -568,26 +568,24 @@ impl ExecutionView {
                 (Some(a), Some(b)) => Some(b - a),
                 _ => None,
             },
-            inputs: r.inputs.clone(),
-            options: r.options.clone(),
+            inputs: r.inputs,
+            options: r.options,
             progress,
             levels,
-            steps: steps.iter().map(StepView::from).collect(),
-            outputs: r.outputs.clone(),
-            error: r.error.clone(),
+            steps: steps.into_iter().map(StepView::from).collect(),
+            outputs: r.outputs,
+            error: r.error,
             usage: None,
             last_event_seq: r.last_event_seq,
-            auto_answers: r
-                .plan
-                .get("auto_answers")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
+            auto_answers: match r.plan.get_mut("auto_answers").map(Value::take) {
+                Some(Value::Array(answers)) => answers,
+                _ => Vec::new(),
+            },
             warnings: r
                 .plan
-                .get("warnings")
+                .get_mut("warnings")
                 .and_then(|w| {
-                    serde_json::from_value::<Vec<orchestrator_core::Diagnostic>>(w.clone()).ok()
+                    serde_json::from_value::<Vec<orchestrator_core::Diagnostic>>(w.take()).ok()
                 })
                 .map(|ws| ws.iter().map(ProblemItem::from).collect())
                 .unwrap_or_default(),

@@ -84,7 +84,7 @@ pub(super) async fn load_view(state: &AppState, id: &str) -> Result<ExecutionVie
     } else {
         Vec::new()
     };
-    Ok(ExecutionView::new(&record, &steps)
+    Ok(ExecutionView::new(record, steps)
         .with_usage(&usage)
         .with_waits(&waits))
 }

@@ -144,7 +144,8 @@ async fn run_in(
         .list_step_summaries(&done.id)
         .await
         .unwrap_or_default();
-    let view = crate::dto::ExecutionView::new(&done, &steps);
+    let succeeded = done.status == ExecutionStatus::Succeeded;
+    let view = crate::dto::ExecutionView::new(done, steps);
     if json {
         println!(
             "{}",
@@ -167,7 +168,7 @@ async fn run_in(
             );
         }
     }
-    if done.status == ExecutionStatus::Succeeded {
+    if succeeded {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
