@@ -7,6 +7,7 @@ use crate::events::insert_events;
 use crate::executions::{RECOUNT_OPEN, has_ended};
 use crate::finish::{complete_execution, settled_status};
 use crate::queue::ready_step;
+use crate::rows::CloseRow;
 use crate::sql::Values;
 
 /// Locks an execution's row as a step of it finishes, counting that step
@@ -42,9 +43,10 @@ pub(crate) const READY_DEPENDENTS_MIDDLE: &str = ") FROM step_deps d \
     AND d.execution_id = ";
 
 /// Locks the execution's row and counts `$3` of its steps closed; returns
-/// its status, the steps still open and its last event number.
+/// its status, the steps still open, its last event number and the context
+/// a step handed to a worker here runs with (a [`crate::rows::CloseRow`]).
 pub(crate) const CLOSE_STEPS: &str = "UPDATE executions SET open_steps = open_steps - $3, updated_at = $2 \
-    WHERE id = $1 RETURNING status, open_steps, last_event_seq";
+    WHERE id = $1 RETURNING status, open_steps, last_event_seq, pipeline_id, inputs, options, created_at, started_at";
 
 /// `finish_in` for a batch whose steps all succeeded or were
 /// skipped without a jump (only their dependents can change): the
@@ -83,12 +85,19 @@ pub(crate) async fn finish_set_in<D: Dialect>(
     let mut any_ready = false;
     for (execution_id, idxs) in &by_execution {
         // The execution's row: locked once for all its steps here.
-        let (status, open, last_seq): (String, i64, i64) = D::q(CLOSE_STEPS)
+        let closed: CloseRow = D::q(CLOSE_STEPS)
             .bind(*execution_id)
             .bind(now)
             .bind(idxs.len() as i64)
             .fetch_one(tx)
             .await?;
+        let (status, open, last_seq) = (
+            closed.status.clone(),
+            closed.open_steps,
+            closed.last_event_seq,
+        );
+        // Read once, for the steps handed off here.
+        let mut context: Option<std::sync::Arc<crate::StepContext>> = None;
         let mut events: Vec<(String, String, serde_json::Value)> = idxs
             .iter()
             .map(|&i| {
@@ -160,7 +169,13 @@ pub(crate) async fn finish_set_in<D: Dialect>(
                     .take()
                     .map(|h| (h, batch[idxs[k]].0.worker.as_str()));
                 match ready_step(tx, execution_id, candidate, take, &mut events, now).await? {
-                    Some(taken) => next[k] = Some(taken),
+                    Some(mut taken) => {
+                        if context.is_none() {
+                            context = Some(std::sync::Arc::new(closed.context()?));
+                        }
+                        taken.context = context.clone();
+                        next[k] = Some(taken);
+                    }
                     None => {
                         ready[k].push(candidate.clone());
                         any_ready = true;

@@ -50,6 +50,9 @@ pub(crate) trait Dialect: std::fmt::Debug + Send + Sync + 'static {
     /// One execution (`$1`) without its source, its plan cut down to
     /// `{levels, auto_answers, warnings}`.
     const SELECT_EXECUTION_VIEW: &'static str;
+    /// An execution's steps as its view shows them (`$1` execution), as one
+    /// JSON text: an array of arrays in `StepSummaryRow`'s order.
+    const SELECT_STEP_SUMMARIES: &'static str;
     /// Inserts an event with the execution's next number (`$1` execution,
     /// `$2` kind, `$3` family, `$4` step, `$5` data, `$6` now).
     const INSERT_EVENT: &'static str;

@@ -79,6 +79,12 @@ const HEARTBEAT: &str = "WITH held AS ( \
 const SELECT_RESULTS: &str = "SELECT step_id, status, result FROM steps \
     WHERE execution_id = $1 AND step_id IN (SELECT jsonb_array_elements_text($2::jsonb)) ORDER BY position";
 
+/// An execution's steps as its view shows them (`$1` execution): one JSON
+/// array of arrays, as text.
+const SELECT_STEP_SUMMARIES: &str = "SELECT COALESCE(json_agg(json_build_array(step_id, status, tool, action, \
+    kind, depends_on, attempt, max_attempts, parameters, result, error, error_type, reason, timed_out, \
+    started_at, finished_at) ORDER BY position), '[]'::json)::text FROM steps WHERE execution_id = $1";
+
 /// The view's execution: the plan's levels, answers and warnings taken out
 /// by PostgreSQL.
 const SELECT_EXECUTION_VIEW: &str = "SELECT e.id, e.pipeline_id, e.pipeline_name, e.status, jsonb_build_object('levels', x.plan -> 'levels', 'auto_answers', x.plan -> 'auto_answers', 'warnings', x.plan -> 'warnings') AS plan, e.inputs, e.options, e.outputs, \
@@ -167,6 +173,7 @@ impl Dialect for PostgresStore {
     const HEARTBEAT: &'static str = HEARTBEAT;
     const SELECT_RESULTS: &'static str = SELECT_RESULTS;
     const SELECT_EXECUTION_VIEW: &'static str = SELECT_EXECUTION_VIEW;
+    const SELECT_STEP_SUMMARIES: &'static str = SELECT_STEP_SUMMARIES;
     const INSERT_EVENT: &'static str = INSERT_EVENT;
     const CLAIM_DELIVERIES: &'static str = CLAIM_DELIVERIES;
 

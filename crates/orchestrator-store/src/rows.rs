@@ -188,47 +188,96 @@ pub(crate) struct ContextRow {
     pub started_at: Option<i64>,
 }
 
-/// A step as its view shows it (see [`crate::StepSummary`]).
+/// An execution's row as a batch of its steps closes (`CLOSE_STEPS`): the
+/// counts the batch needs, and the context for steps it hands off (its
+/// documents parsed only then).
 #[derive(sqlx::FromRow)]
-pub(crate) struct StepSummaryRow {
-    step_id: String,
-    status: String,
-    tool: Option<String>,
-    action: String,
-    kind: String,
-    depends_on: Json<Vec<String>>,
-    attempt: i64,
-    max_attempts: i64,
-    parameters: Option<Json<Box<RawValue>>>,
-    result: Option<Json<Box<RawValue>>>,
-    error: Option<String>,
-    error_type: Option<String>,
-    reason: Option<String>,
-    timed_out: bool,
+pub(crate) struct CloseRow {
+    pub status: String,
+    pub open_steps: i64,
+    pub last_event_seq: i64,
+    pipeline_id: String,
+    inputs: Json<Box<RawValue>>,
+    options: Json<Box<RawValue>>,
+    created_at: i64,
     started_at: Option<i64>,
-    finished_at: Option<i64>,
+}
+
+impl CloseRow {
+    /// The context of a step handed to a worker as this batch finished.
+    pub(crate) fn context(&self) -> Result<crate::StepContext> {
+        let document = |raw: &RawValue| {
+            serde_json::from_str::<Value>(raw.get())
+                .map_err(|e| StoreError::Corrupt(format!("execution document: {e}")))
+        };
+        Ok(crate::StepContext {
+            status: ExecutionStatus::parse(&self.status).ok_or_else(|| {
+                StoreError::Corrupt(format!("execution status '{}'", self.status))
+            })?,
+            pipeline_id: self.pipeline_id.clone(),
+            inputs: document(&self.inputs.0)?,
+            options: document(&self.options.0)?,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            results: Vec::new(),
+        })
+    }
+}
+
+/// A step as its view shows it (see [`crate::StepSummary`]): one element
+/// of the JSON array the database builds (`SELECT_STEP_SUMMARIES`), in
+/// column order.
+#[derive(serde::Deserialize)]
+pub(crate) struct StepSummaryRow(
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    Vec<String>,
+    i64,
+    i64,
+    Option<Box<RawValue>>,
+    Option<Box<RawValue>>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Flag,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// A boolean as JSON gives it: `true`/`false` (PostgreSQL) or 1/0 (SQLite).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Flag {
+    Bool(bool),
+    Int(i64),
 }
 
 impl TryFrom<StepSummaryRow> for StepSummary {
     type Error = StoreError;
     fn try_from(r: StepSummaryRow) -> Result<Self> {
         Ok(StepSummary {
-            status: parse_step_status(&r.status)?,
-            step_id: r.step_id,
-            tool: r.tool,
-            action: r.action,
-            kind: r.kind,
-            depends_on: r.depends_on.0,
-            attempt: r.attempt,
-            max_attempts: r.max_attempts,
-            parameters: r.parameters.map(|j| j.0),
-            result: r.result.map(|j| j.0),
-            error: r.error,
-            error_type: r.error_type,
-            reason: r.reason,
-            timed_out: r.timed_out,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
+            status: parse_step_status(&r.1)?,
+            step_id: r.0,
+            tool: r.2,
+            action: r.3,
+            kind: r.4,
+            depends_on: r.5,
+            attempt: r.6,
+            max_attempts: r.7,
+            parameters: r.8,
+            result: r.9,
+            error: r.10,
+            error_type: r.11,
+            reason: r.12,
+            timed_out: match r.13 {
+                Flag::Bool(b) => b,
+                Flag::Int(i) => i != 0,
+            },
+            started_at: r.14,
+            finished_at: r.15,
         })
     }
 }

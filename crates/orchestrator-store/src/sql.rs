@@ -119,7 +119,7 @@ pub(crate) trait Rows:
     sqlx::Row
     + Decodes<crate::rows::ExecutionRow>
     + Decodes<crate::rows::StepRow>
-    + Decodes<crate::rows::StepSummaryRow>
+    + Decodes<crate::rows::CloseRow>
     + Decodes<crate::rows::FlowRow>
     + Decodes<crate::rows::CheckpointRow>
     + Decodes<crate::rows::ContextRow>
@@ -159,7 +159,7 @@ impl<R> Rows for R where
     R: sqlx::Row
         + Decodes<crate::rows::ExecutionRow>
         + Decodes<crate::rows::StepRow>
-        + Decodes<crate::rows::StepSummaryRow>
+        + Decodes<crate::rows::CloseRow>
         + Decodes<crate::rows::FlowRow>
         + Decodes<crate::rows::CheckpointRow>
         + Decodes<crate::rows::ContextRow>

@@ -50,6 +50,12 @@ const HEARTBEAT: &str = "UPDATE step_queue SET locked_until = $1 \
 const SELECT_RESULTS: &str = "SELECT step_id, status, result FROM steps \
     WHERE execution_id = $1 AND step_id IN (SELECT value FROM json_each($2)) ORDER BY position";
 
+/// An execution's steps as its view shows them (`$1` execution): one JSON
+/// array of arrays (`json()` keeps the stored documents JSON inside it).
+const SELECT_STEP_SUMMARIES: &str = "SELECT json_group_array(json_array(step_id, status, tool, action, kind, \
+    json(depends_on), attempt, max_attempts, json(parameters), json(result), error, error_type, reason, \
+    timed_out, started_at, finished_at) ORDER BY position) FROM steps WHERE execution_id = $1";
+
 /// The view's execution: the plan's levels, answers and warnings taken out
 /// by SQLite (its JSON functions; `json()` keeps them JSON inside the object).
 const SELECT_EXECUTION_VIEW: &str = "SELECT e.id, e.pipeline_id, e.pipeline_name, e.status, json_object('levels', json(x.plan -> '$.levels'), 'auto_answers', json(x.plan -> '$.auto_answers'), 'warnings', json(x.plan -> '$.warnings')) AS plan, e.inputs, e.options, e.outputs, \
@@ -176,6 +182,7 @@ impl Dialect for SqliteStore {
     const HEARTBEAT: &'static str = HEARTBEAT;
     const SELECT_RESULTS: &'static str = SELECT_RESULTS;
     const SELECT_EXECUTION_VIEW: &'static str = SELECT_EXECUTION_VIEW;
+    const SELECT_STEP_SUMMARIES: &'static str = SELECT_STEP_SUMMARIES;
     const INSERT_EVENT: &'static str = INSERT_EVENT;
     const CLAIM_DELIVERIES: &'static str = CLAIM_DELIVERIES;
 

@@ -72,7 +72,17 @@ async fn step_summaries_say_what_the_full_steps_say(store: Arc<dyn Store>) {
         .finish_step(&claimed[0], result, &no_outputs, None)
         .await
         .expect("finish");
+    // A failure that timed out, with a message of several lines.
+    let second = claim_ids(&store, 1).await;
+    let mut failed = done(StepStatus::Failed, Value::Null);
+    failed.timed_out = true;
+    failed.error = Some("line one\n\tline \"two\" \u{1F600}".into());
+    store
+        .finish_step(&second[0], failed, &no_outputs, None)
+        .await
+        .expect("finish");
     let full = store.list_steps(&new.id).await.expect("steps");
+    assert!(full.iter().any(|s| s.timed_out), "{full:#?}");
     let summaries = store.list_step_summaries(&new.id).await.expect("summaries");
     assert_eq!(summaries.len(), full.len());
     let raw = |v: &Option<Box<serde_json::value::RawValue>>| {
