@@ -221,6 +221,36 @@ pub(crate) async fn record_results<D: Dialect>(
     batch: &[(crate::ClaimedStep, crate::StepResult)],
     now: i64,
 ) -> crate::Result<Vec<bool>> {
+    if let Some((prefix, suffix)) = D::RECORD_RESULTS {
+        let mut record = Values::<D::DB>::new(prefix);
+        for (n, (step, result)) in batch.iter().enumerate() {
+            record
+                .row()
+                .bind(&step.execution_id)
+                .bind(&step.step_id)
+                .bind(&step.lease_token)
+                .bind(result.status.as_str())
+                .json_opt(result.parameters.as_ref())
+                .json_opt(result.envelope.as_ref())
+                .bind(&result.error)
+                .bind(&result.error_type)
+                .bind(&result.reason)
+                .bind(result.timed_out)
+                .bind(result.started_at)
+                .bind(result.finished_at)
+                .bind(step.attempt)
+                .bind(&step.worker)
+                .bind(now)
+                .bind(n as i64);
+        }
+        record.push(suffix);
+        let recorded: std::collections::HashSet<(String, String)> =
+            record.build().fetch_all(tx).await?.into_iter().collect();
+        return Ok(batch
+            .iter()
+            .map(|(step, _)| recorded.contains(&(step.execution_id.clone(), step.step_id.clone())))
+            .collect());
+    }
     let mut release = Values::<D::DB>::new(D::RELEASE_MANY_PREFIX);
     for (step, _) in batch {
         release

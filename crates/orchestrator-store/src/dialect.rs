@@ -60,6 +60,13 @@ pub(crate) trait Dialect: std::fmt::Debug + Send + Sync + 'static {
     const CLAIM_DELIVERIES: &'static str;
     /// Wakes idle workers of other processes (sent at commit), if any.
     const NOTIFY_WORK: Option<&'static str>;
+    /// Ending the leases of finished steps and recording their results and
+    /// checkpoints in one statement (prefix and suffix around `VALUES`
+    /// rows), where the database can; otherwise a statement each.
+    const RECORD_RESULTS: Option<(&'static str, &'static str)>;
+    /// Queuing a handed-off step leased and starting it in one statement,
+    /// where the database can.
+    const START_HANDED_OFF: Option<&'static str>;
 
     fn pool(&self) -> &sqlx::Pool<Self::DB>;
 

@@ -97,6 +97,40 @@ async fn maintain(_: &PgPool) -> Result<()> {
     Ok(())
 }
 
+/// Records the results of finished steps in one statement: `VALUES` rows
+/// (execution, step, lease token, status, parameters, result, error,
+/// error type, reason, timed out, started, finished, attempt, worker, now,
+/// position in the batch) between prefix and suffix. Ends the leases still
+/// held (fenced by their tokens, queue rows locked in one order), writes
+/// those steps' results and checkpoints, and returns them.
+const RECORD_RESULTS_PREFIX: &str = "WITH v (execution_id, step_id, lease_token, status, parameters, result, \
+    error, error_type, reason, timed_out, started_at, finished_at, attempt, worker, now, n) AS (";
+const RECORD_RESULTS_SUFFIX: &str = "), held AS (SELECT q.execution_id, q.step_id FROM step_queue q \
+    JOIN v ON q.execution_id = v.execution_id AND q.step_id = v.step_id AND q.lease_token = v.lease_token \
+    ORDER BY q.execution_id, q.step_id FOR UPDATE OF q), \
+  released AS (DELETE FROM step_queue q USING held \
+    WHERE q.execution_id = held.execution_id AND q.step_id = held.step_id RETURNING q.execution_id, q.step_id), \
+  recorded AS (UPDATE steps SET status = v.status, parameters = v.parameters, result = v.result, \
+    error = v.error, error_type = v.error_type, reason = v.reason, timed_out = v.timed_out, \
+    finished_at = v.finished_at FROM v JOIN released r ON r.execution_id = v.execution_id AND r.step_id = v.step_id \
+    WHERE steps.execution_id = v.execution_id AND steps.step_id = v.step_id), \
+  checkpointed AS (INSERT INTO checkpoints (execution_id, step_id, attempt, status, parameters, result, error, \
+    error_type, started_at, finished_at, created_at, worker) \
+    SELECT v.execution_id, v.step_id, v.attempt, v.status, v.parameters, v.result, v.error, v.error_type, \
+    v.started_at, v.finished_at, v.now, v.worker FROM v \
+    JOIN released r ON r.execution_id = v.execution_id AND r.step_id = v.step_id ORDER BY v.n) \
+  SELECT execution_id, step_id FROM released";
+
+/// Queues a step leased to a worker and starts it, in one statement
+/// (`$1` execution, `$2` step, `$3` now, `$4` worker, `$5` token, `$6`
+/// lease end); returns the started step.
+const START_HANDED_OFF: &str = "WITH queued AS (INSERT INTO step_queue \
+    (execution_id, step_id, run_after, locked_by, lease_token, locked_until) VALUES ($1, $2, $3, $4, $5, $6)) \
+    UPDATE steps SET status = 'running', attempt = attempt + 1, started_at = COALESCE(started_at, $3) \
+    WHERE execution_id = $1 AND step_id = $2 \
+    RETURNING execution_id, step_id, position, status, attempt, max_attempts, depends_on, definition, \
+    parameters, result, error, error_type, reason, timed_out, started_at, finished_at";
+
 /// Wakes idle workers of every process (sent when the transaction commits).
 const NOTIFY_WORK: Option<&'static str> = Some("SELECT pg_notify('orchestrator_work', '')");
 
@@ -178,6 +212,9 @@ impl Dialect for PostgresStore {
     const CLAIM_DELIVERIES: &'static str = CLAIM_DELIVERIES;
 
     const NOTIFY_WORK: Option<&'static str> = NOTIFY_WORK;
+    const RECORD_RESULTS: Option<(&'static str, &'static str)> =
+        Some((RECORD_RESULTS_PREFIX, RECORD_RESULTS_SUFFIX));
+    const START_HANDED_OFF: Option<&'static str> = Some(START_HANDED_OFF);
 
     fn pool(&self) -> &sqlx::Pool<Self::DB> {
         &self.pool

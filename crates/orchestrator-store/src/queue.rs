@@ -199,21 +199,33 @@ pub(crate) async fn ready_step<D: Dialect>(
         return Ok(None);
     };
     let lease_token = uuid::Uuid::new_v4().simple().to_string();
-    D::q(ENQUEUE_LEASED)
-        .bind(execution_id)
-        .bind(step_id)
-        .bind(now)
-        .bind(worker)
-        .bind(&lease_token)
-        .bind(now + handoff.lease_ms)
-        .execute(tx)
-        .await?;
-    let row: StepRow = D::q(START_STEP)
-        .bind(execution_id)
-        .bind(step_id)
-        .bind(now)
-        .fetch_one(tx)
-        .await?;
+    let row: StepRow = if let Some(sql) = D::START_HANDED_OFF {
+        D::q(sql)
+            .bind(execution_id)
+            .bind(step_id)
+            .bind(now)
+            .bind(worker)
+            .bind(&lease_token)
+            .bind(now + handoff.lease_ms)
+            .fetch_one(tx)
+            .await?
+    } else {
+        D::q(ENQUEUE_LEASED)
+            .bind(execution_id)
+            .bind(step_id)
+            .bind(now)
+            .bind(worker)
+            .bind(&lease_token)
+            .bind(now + handoff.lease_ms)
+            .execute(tx)
+            .await?;
+        D::q(START_STEP)
+            .bind(execution_id)
+            .bind(step_id)
+            .bind(now)
+            .fetch_one(tx)
+            .await?
+    };
     let record = crate::StepRecord::try_from(row)?;
     events.push((
         "step.started".to_string(),

@@ -187,6 +187,9 @@ impl Dialect for SqliteStore {
     const CLAIM_DELIVERIES: &'static str = CLAIM_DELIVERIES;
 
     const NOTIFY_WORK: Option<&'static str> = NOTIFY_WORK;
+    // SQLite has no data-modifying CTEs: a statement each.
+    const RECORD_RESULTS: Option<(&'static str, &'static str)> = None;
+    const START_HANDED_OFF: Option<&'static str> = None;
 
     fn pool(&self) -> &sqlx::Pool<Self::DB> {
         &self.pool
