@@ -244,12 +244,8 @@ pub(crate) async fn record_results<D: Dialect>(
                 .bind(n as i64);
         }
         record.push(suffix);
-        let recorded: std::collections::HashSet<(String, String)> =
-            record.build().fetch_all(tx).await?.into_iter().collect();
-        return Ok(batch
-            .iter()
-            .map(|(step, _)| recorded.contains(&(step.execution_id.clone(), step.step_id.clone())))
-            .collect());
+        let recorded: Vec<(String, String)> = record.build().fetch_all(tx).await?;
+        return Ok(returned(batch, recorded));
     }
     let mut release = Values::<D::DB>::new(D::RELEASE_MANY_PREFIX);
     for (step, _) in batch {
@@ -260,12 +256,8 @@ pub(crate) async fn record_results<D: Dialect>(
             .bind(&step.lease_token);
     }
     release.push(D::RELEASE_MANY_SUFFIX);
-    let released: std::collections::HashSet<(String, String)> =
-        release.build().fetch_all(tx).await?.into_iter().collect();
-    let is_held: Vec<bool> = batch
-        .iter()
-        .map(|(step, _)| released.contains(&(step.execution_id.clone(), step.step_id.clone())))
-        .collect();
+    let released: Vec<(String, String)> = release.build().fetch_all(tx).await?;
+    let is_held = returned(batch, released);
     let held: Vec<&(crate::ClaimedStep, crate::StepResult)> = batch
         .iter()
         .zip(&is_held)
@@ -298,6 +290,19 @@ pub(crate) async fn record_results<D: Dialect>(
         .collect();
     insert_checkpoints(tx, &attempts, now).await?;
     Ok(is_held)
+}
+
+/// For each step of the batch, in order, whether a statement returned it
+/// (as execution and step id).
+fn returned(
+    batch: &[(crate::ClaimedStep, crate::StepResult)],
+    rows: Vec<(String, String)>,
+) -> Vec<bool> {
+    let rows: std::collections::HashSet<(String, String)> = rows.into_iter().collect();
+    batch
+        .iter()
+        .map(|(step, _)| rows.contains(&(step.execution_id.clone(), step.step_id.clone())))
+        .collect()
 }
 
 /// Records attempts of steps (step, status, result), one

@@ -199,26 +199,20 @@ pub(crate) async fn ready_step<D: Dialect>(
         return Ok(None);
     };
     let lease_token = uuid::Uuid::new_v4().simple().to_string();
-    let row: StepRow = if let Some(sql) = D::START_HANDED_OFF {
+    // Both statements take the same arguments.
+    let leased = |sql| {
         D::q(sql)
             .bind(execution_id)
             .bind(step_id)
             .bind(now)
             .bind(worker)
-            .bind(&lease_token)
+            .bind(lease_token.clone())
             .bind(now + handoff.lease_ms)
-            .fetch_one(tx)
-            .await?
+    };
+    let row: StepRow = if let Some(sql) = D::START_HANDED_OFF {
+        leased(sql).fetch_one(tx).await?
     } else {
-        D::q(ENQUEUE_LEASED)
-            .bind(execution_id)
-            .bind(step_id)
-            .bind(now)
-            .bind(worker)
-            .bind(&lease_token)
-            .bind(now + handoff.lease_ms)
-            .execute(tx)
-            .await?;
+        leased(ENQUEUE_LEASED).execute(tx).await?;
         D::q(START_STEP)
             .bind(execution_id)
             .bind(step_id)
