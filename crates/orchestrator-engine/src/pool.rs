@@ -151,9 +151,9 @@ impl Engine {
             let full = inner.slots.available_permits() == 0;
             tokio::select! {
                 _ = inner.wake.notified() => {}
-                // A slot frees (its permit goes straight back).
+                // A slot frees (its permit goes straight back). With slots
+                // free, new work comes with a wake.
                 _ = inner.slots.acquire(), if full => {}
-                Some(_) = tasks.join_next(), if !tasks.is_empty() && !full => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.cancelled() => {}
             }

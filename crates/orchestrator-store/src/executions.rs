@@ -392,14 +392,11 @@ pub(crate) async fn list_step_summaries<D: Dialect>(
 ) -> crate::Result<Vec<crate::StepSummary>> {
     // One row of JSON built by the database, not a row per step: for
     // executions of many steps, the rows' own cost was most of a view's.
-    let text: Option<String> = D::q(D::SELECT_STEP_SUMMARIES)
+    // An aggregate: one row, `[]` when there are no steps.
+    let text: String = D::q(D::SELECT_STEP_SUMMARIES)
         .bind(execution_id)
-        .scalar_optional(&mut *conn(s).await?)
-        .await?
-        .flatten();
-    let Some(text) = text else {
-        return Ok(Vec::new());
-    };
+        .scalar(&mut *conn(s).await?)
+        .await?;
     let rows: Vec<StepSummaryRow> = serde_json::from_str(&text)
         .map_err(|e| crate::StoreError::Corrupt(format!("step summaries: {e}")))?;
     rows.into_iter().map(crate::StepSummary::try_from).collect()

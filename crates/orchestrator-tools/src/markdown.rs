@@ -84,7 +84,8 @@ pub fn render(markdown: &str, keep_html: bool) -> Rendered {
     Rendered { body, headings }
 }
 
-fn heading_level(level: HeadingLevel) -> u8 {
+/// A heading's level as a number (1–6).
+pub(crate) fn heading_level(level: HeadingLevel) -> u8 {
     match level {
         HeadingLevel::H1 => 1,
         HeadingLevel::H2 => 2,

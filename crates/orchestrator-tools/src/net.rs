@@ -401,6 +401,21 @@ pub fn request_error(err: &reqwest::Error, what: &str) -> ToolError {
     )
 }
 
+/// The next chunk of a response body (`None` at its end), or an error
+/// once `cancel` fires.
+pub(crate) async fn next_chunk(
+    response: &mut reqwest::Response,
+    cancel: &CancellationToken,
+    what: &str,
+) -> Result<Option<impl std::ops::Deref<Target = [u8]> + use<>>, ToolError> {
+    tokio::select! {
+        c = response.chunk() => c.map_err(|e| request_error(&e, what)),
+        _ = cancel.cancelled() => {
+            Err(ToolError::new(ErrorKind::CancelledError, format!("{what} was cancelled")))
+        }
+    }
+}
+
 /// Reads a response body, failing once it grows past `max` bytes, and
 /// stopping when `cancel` fires.
 pub async fn read_capped(
@@ -419,13 +434,9 @@ pub async fn read_capped(
     }
     let mut body = Vec::new();
     loop {
-        let chunk = tokio::select! {
-            c = response.chunk() => c.map_err(|e| request_error(&e, what))?,
-            _ = cancel.cancelled() => {
-                return Err(ToolError::new(ErrorKind::CancelledError, format!("{what} was cancelled")));
-            }
+        let Some(chunk) = next_chunk(&mut response, cancel, what).await? else {
+            break;
         };
-        let Some(chunk) = chunk else { break };
         if body.len() + chunk.len() > max {
             return Err(ToolError::new(
                 ErrorKind::ResponseTooLargeError,

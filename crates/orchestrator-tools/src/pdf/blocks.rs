@@ -2,7 +2,7 @@
 //! (list items and footnotes with their markers), quotes, code, rules and
 //! tables, each paragraph as spans of styled text.
 
-use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag, TagEnd};
+use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 
 /// Deeper lists and quotes than this are drawn at this depth.
 const MAX_DEPTH: u8 = 8;
@@ -160,14 +160,7 @@ pub(super) fn blocks(markdown: &str) -> Vec<Block> {
                     flush(&mut spans, &mut marker, &mut out, depth(&lists), quote > 0);
                 }
                 TagEnd::Heading(level) => {
-                    let level = match level {
-                        HeadingLevel::H1 => 1,
-                        HeadingLevel::H2 => 2,
-                        HeadingLevel::H3 => 3,
-                        HeadingLevel::H4 => 4,
-                        HeadingLevel::H5 => 5,
-                        HeadingLevel::H6 => 6,
-                    };
+                    let level = crate::markdown::heading_level(level);
                     out.push(Block::Heading {
                         level,
                         spans: std::mem::take(&mut spans),

@@ -309,13 +309,7 @@ async fn read_truncated(
 ) -> Result<(Vec<u8>, bool), ToolError> {
     let mut body = Vec::new();
     loop {
-        let chunk = tokio::select! {
-            c = response.chunk() => c.map_err(|e| request_error(&e, what))?,
-            _ = cancel.cancelled() => {
-                return Err(ToolError::new(ErrorKind::CancelledError, format!("{what} was cancelled")));
-            }
-        };
-        let Some(chunk) = chunk else {
+        let Some(chunk) = crate::net::next_chunk(&mut response, cancel, what).await? else {
             return Ok((body, false));
         };
         let room = max - body.len();
