@@ -220,6 +220,15 @@ struct Inner {
     finishing: Arc<tokio::sync::Semaphore>,
     /// The worker pool runs and takes new steps (not stopping).
     taking: std::sync::atomic::AtomicBool,
+    /// Steps this process leased as it submitted their executions, each
+    /// with its slot, for the dispatch loop to run. Pushed only while
+    /// `taking` (checked under this lock, which the loop holds as it stops).
+    taken: Mutex<
+        Vec<(
+            orchestrator_store::ClaimedStep,
+            tokio::sync::OwnedSemaphorePermit,
+        )>,
+    >,
     /// Executions in the resolving phase may be waiting.
     resolve_wake: Notify,
     /// Execution id → cancellation of each execution this process resolves.
@@ -294,6 +303,7 @@ impl Engine {
                     (slots * 4).max(2 * finisher::MAX_FINISH_BATCH),
                 )),
                 taking: std::sync::atomic::AtomicBool::new(false),
+                taken: Mutex::new(Vec::new()),
                 resolve_wake: Notify::new(),
                 resolving: Mutex::new(HashMap::new()),
             }),

@@ -4,8 +4,10 @@
 
 use crate::step::run_step;
 use crate::{Engine, Inner, lock, resolve, webhooks};
+use orchestrator_store::ClaimedStep;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -61,6 +63,11 @@ impl Engine {
             }
             // Steps whose results are written are done with.
             while tasks.try_join_next().is_some() {}
+            // Steps taken as their executions were submitted here.
+            let taken = std::mem::take(&mut *lock(&inner.taken));
+            for (step, permit) in taken {
+                spawn_step(&mut tasks, inner, step, Some(permit));
+            }
             // Claim in batches: while most slots are busy, let a few more free
             // up (briefly) so one claim serves several slots.
             let batch = (max / 4).max(1);
@@ -74,15 +81,10 @@ impl Engine {
             }
             let free = inner.slots.available_permits();
             let mut claimed_count = 0usize;
-            // The slots this claim fills (those it does not fill go back).
-            let permits = if free > 0 {
-                Arc::clone(&inner.slots)
-                    .try_acquire_many_owned(free as u32)
-                    .ok()
-            } else {
-                None
-            };
-            if let Some(mut permits) = permits {
+            // Slots are not held while the claim is out (a submit may take
+            // one meanwhile); a claimed step that finds none waits for one,
+            // its lease kept by the heartbeat, as a handed-off step does.
+            if free > 0 {
                 match inner
                     .store
                     .claim_steps(&inner.config.worker_id, free as u32, inner.config.lease_ms)
@@ -92,35 +94,8 @@ impl Engine {
                         failures = 0;
                         claimed_count = claimed.len();
                         for step in claimed {
-                            let Some(permit) = permits.split(1) else {
-                                error!("a claim returned more steps than it asked for");
-                                break;
-                            };
-                            inner.touched(&step.execution_id);
-                            let inner = inner.clone();
-                            let slot = Slot::new(&inner, permit);
-                            tasks.spawn(async move {
-                                // A slot runs its step, then each step handed
-                                // to it as the last one finished.
-                                let mut step = Some(step);
-                                let mut slot = Some(slot);
-                                while let Some(now) = step {
-                                    let token = now.lease_token.clone();
-                                    let cancel = CancellationToken::new();
-                                    lock(&inner.running).insert(
-                                        token.clone(),
-                                        (now.execution_id.clone(), cancel.clone()),
-                                    );
-                                    // A handed-off step waits for a slot (its
-                                    // lease kept by the heartbeat meanwhile).
-                                    let held = match slot.take() {
-                                        Some(held) => held,
-                                        None => Slot::acquire(&inner).await,
-                                    };
-                                    step = run_step(&inner, now, cancel, held).await;
-                                    lock(&inner.running).remove(&token);
-                                }
-                            });
+                            let permit = Arc::clone(&inner.slots).try_acquire_owned().ok();
+                            spawn_step(&mut tasks, inner, step, permit);
                         }
                     }
                     Err(e) => {
@@ -128,9 +103,6 @@ impl Engine {
                         error!(error = ?e, "claiming steps failed");
                     }
                 }
-            } else if free > 0 {
-                // A handed-off step took a slot meanwhile: look again.
-                continue;
             }
             if claimed_count > 0 && claimed_count == free {
                 // Slots are full; wait for one to free below.
@@ -158,9 +130,19 @@ impl Engine {
                 _ = shutdown.cancelled() => {}
             }
         }
-        inner
-            .taking
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        // No more steps are taken at submit; those taken meanwhile go back.
+        let untaken: Vec<String> = {
+            let mut taken = lock(&inner.taken);
+            inner
+                .taking
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            taken.drain(..).map(|(step, _)| step.lease_token).collect()
+        };
+        if !untaken.is_empty()
+            && let Err(e) = inner.store.release_leases(&untaken).await
+        {
+            warn!(error = ?e, "handing back steps taken at submit failed; their leases will expire");
+        }
         info!(running = tasks.len(), "worker pool stopping");
         let deadline = tokio::time::sleep(drain);
         tokio::pin!(deadline);
@@ -190,6 +172,82 @@ impl Engine {
         {
             warn!("handing back executions being resolved took too long; their leases will expire");
         }
+    }
+}
+
+/// Runs a leased step in its slot (without one, once one frees), then each
+/// step handed to that slot as the last one finished.
+fn spawn_step(
+    tasks: &mut JoinSet<()>,
+    inner: &Arc<Inner>,
+    step: ClaimedStep,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    inner.touched(&step.execution_id);
+    let inner = inner.clone();
+    let slot = permit.map(|permit| Slot::new(&inner, permit));
+    tasks.spawn(async move {
+        let mut step = Some(step);
+        let mut slot = slot;
+        while let Some(now) = step {
+            let token = now.lease_token.clone();
+            let cancel = CancellationToken::new();
+            lock(&inner.running).insert(token.clone(), (now.execution_id.clone(), cancel.clone()));
+            // A handed-off step waits for a slot (its lease kept by the
+            // heartbeat meanwhile).
+            let held = match slot.take() {
+                Some(held) => held,
+                None => Slot::acquire(&inner).await,
+            };
+            step = run_step(&inner, now, cancel, held).await;
+            lock(&inner.running).remove(&token);
+        }
+    });
+}
+
+impl Inner {
+    /// Up to `wanted` free slots, while the pool takes work.
+    pub(crate) fn free_slots(&self, wanted: usize) -> Option<OwnedSemaphorePermit> {
+        if wanted == 0 || !self.taking.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let n = wanted.min(self.slots.available_permits());
+        if n == 0 {
+            return None;
+        }
+        Arc::clone(&self.slots)
+            .try_acquire_many_owned(u32::try_from(n).ok()?)
+            .ok()
+    }
+
+    /// Gives steps leased at submit, with their slots, to the dispatch
+    /// loop; if the pool has stopped meanwhile, hands their leases back.
+    pub(crate) fn run_taken(
+        self: &Arc<Self>,
+        steps: Vec<ClaimedStep>,
+        mut slots: OwnedSemaphorePermit,
+    ) {
+        let mut taken = lock(&self.taken);
+        if self.taking.load(std::sync::atomic::Ordering::Relaxed) {
+            for step in steps {
+                let Some(permit) = slots.split(1) else {
+                    error!("more steps were taken at submit than there were slots");
+                    break;
+                };
+                taken.push((step, permit));
+            }
+            drop(taken);
+            self.wake.notify_one();
+            return;
+        }
+        drop(taken);
+        let tokens: Vec<String> = steps.into_iter().map(|s| s.lease_token).collect();
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = inner.store.release_leases(&tokens).await {
+                warn!(error = ?e, "handing back steps taken at submit failed; their leases will expire");
+            }
+        });
     }
 }
 

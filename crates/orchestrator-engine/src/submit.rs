@@ -3,7 +3,7 @@
 
 use crate::{Engine, PipelineSource, Submission, SubmitError, models};
 use orchestrator_core::{AutoTag, CompileError, CompileOptions, Compiled};
-use orchestrator_store::{ExecutionRecord, NewExecution, NewStep, StoreError};
+use orchestrator_store::{ExecutionRecord, NewExecution, NewStep, StoreError, Take};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -131,6 +131,23 @@ impl Engine {
                 false,
             )
         };
+        // Free slots of this process take the first steps at once, in the
+        // transaction that creates the execution (no claim to wait for).
+        let roots = if resolving {
+            0
+        } else {
+            planned
+                .steps
+                .iter()
+                .filter(|s| s.planned.depends_on.is_empty())
+                .count()
+        };
+        let slots = self.inner.free_slots(roots);
+        let take = slots.as_ref().map(|p| Take {
+            worker: self.inner.config.worker_id.clone(),
+            limit: u32::try_from(p.num_permits()).unwrap_or(u32::MAX),
+            lease_ms: self.inner.config.lease_ms,
+        });
         let new = NewExecution {
             id: execution_id,
             pipeline_id: planned.pipeline_id,
@@ -150,7 +167,12 @@ impl Engine {
             resolving,
             parent,
         };
-        let (record, created) = self.inner.store.create_execution(new).await?;
+        let (record, created, taken) = self.inner.store.create_and_take(new, take).await?;
+        if let Some(slots) = slots
+            && !taken.is_empty()
+        {
+            self.inner.run_taken(taken, slots);
+        }
         if created {
             self.inner.touched(&record.id);
             if resolving {

@@ -26,6 +26,7 @@ orchestrator_store::for_each_backend!(
     seed_template_forms_render_as_the_seed_renders_them,
     until_ends_a_loop_after_an_iteration_and_goto_jumps,
     on_error_handlers_take_the_failures_they_name,
+    a_running_pool_starts_first_steps_as_they_are_submitted,
 );
 
 struct Harness {
@@ -530,4 +531,69 @@ async fn on_error_handlers_take_the_failures_they_name(store: Arc<dyn Store>) {
         b.status == StepStatus::Failed || b.status == StepStatus::Cancelled,
         "{b:?}"
     );
+}
+
+fn submission(yaml: &str) -> Submission {
+    Submission {
+        source: PipelineSource::Yaml(yaml.to_string()),
+        context: Map::new(),
+        options: ExecutionOptions::default(),
+        idempotency_key: None,
+        token_id: None,
+    }
+}
+
+async fn a_running_pool_starts_first_steps_as_they_are_submitted(store: Arc<dyn Store>) {
+    const FAN: &str = "name: fan\nsteps:\n  - id: a\n    tool: echo\n  - id: b\n    tool: echo\n  - id: c\n    tool: echo\n    depends_on: [a, b]\n";
+    // Without a pool here nothing is taken: the steps wait for a claim.
+    let idle = Engine::new(
+        store.clone(),
+        Arc::new(ToolRegistry::builtin()),
+        EngineConfig::default(),
+    );
+    let (queued, _) = idle.submit(submission(FAN)).await.expect("submit");
+    assert_eq!(queued.status, ExecutionStatus::Queued);
+
+    let h = harness(store);
+    // Once the pool takes work (it has run something), a submit leases
+    // the first steps to it in the creating transaction.
+    run(
+        &h,
+        "name: warm\nsteps:\n  - id: a\n    tool: echo\n",
+        json!({}),
+    )
+    .await;
+    let (record, _) = h.engine.submit(submission(FAN)).await.expect("submit");
+    assert_eq!(record.status, ExecutionStatus::Running, "{record:?}");
+    let done = h
+        .engine
+        .wait_finished(&record.id, Duration::from_secs(60))
+        .await
+        .expect("wait")
+        .expect("exists");
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    let events = h
+        .engine
+        .store()
+        .list_events(&record.id, 0, 100)
+        .await
+        .expect("events");
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        &kinds[..4],
+        [
+            "execution.queued",
+            "execution.started",
+            "step.started",
+            "step.started"
+        ]
+    );
+    // The execution queued before the pool ran is claimed like any other.
+    let done = h
+        .engine
+        .wait_finished(&queued.id, Duration::from_secs(60))
+        .await
+        .expect("wait")
+        .expect("exists");
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
 }

@@ -5,7 +5,9 @@ use orchestrator_core::flow::ExecutionStatus;
 
 use crate::dialect::{Dialect, Tx, conn};
 use crate::events::emit;
-use crate::rows::{CheckpointRow, ContextRow, ExecutionRow, ResultRow, StepRow, StepSummaryRow};
+use crate::rows::{
+    CheckpointRow, ClaimRow, ContextRow, ExecutionRow, ResultRow, StepRow, StepSummaryRow,
+};
 use crate::sql::Values;
 
 const INSERT_EXECUTION: &str = "INSERT INTO executions \
@@ -26,7 +28,9 @@ const INSERT_STEPS_PREFIX: &str = "INSERT INTO steps \
 
 const INSERT_DEPS_PREFIX: &str = "INSERT INTO step_deps (execution_id, step_id, depends_on) ";
 
-const ENQUEUE_PREFIX: &str = "INSERT INTO step_queue (execution_id, step_id, run_after) ";
+/// Queue rows: ready, or (the lease columns set) leased to the worker
+/// that submits them.
+const ENQUEUE_PREFIX: &str = "INSERT INTO step_queue (execution_id, step_id, run_after, locked_by, lease_token, locked_until) ";
 
 pub(crate) const SELECT_EXECUTION: &str = "SELECT e.id, e.pipeline_id, e.pipeline_name, e.status, x.source, x.plan, e.inputs, e.options, e.outputs, \
     e.error, e.idempotency_key, e.request_hash, e.created_at, e.started_at, e.finished_at, e.last_event_seq, \
@@ -122,7 +126,8 @@ pub(crate) async fn ping<D: Dialect>(s: &D) -> crate::Result<()> {
 pub(crate) async fn create_execution<D: Dialect>(
     s: &D,
     new: crate::NewExecution,
-) -> crate::Result<(crate::ExecutionRecord, bool)> {
+    take: Option<crate::Take>,
+) -> crate::Result<(crate::ExecutionRecord, bool, Vec<crate::ClaimedStep>)> {
     let now = crate::now_ms();
     let mut tx = Tx::begin(s).await?;
     let inserted = D::q(INSERT_EXECUTION)
@@ -153,7 +158,7 @@ pub(crate) async fn create_execution<D: Dialect>(
             .await?;
         let existing = crate::ExecutionRecord::try_from(row)?;
         return if existing.request_hash == new.request_hash {
-            Ok((existing, false))
+            Ok((existing, false, vec![]))
         } else {
             Err(crate::StoreError::IdempotencyConflict(key))
         };
@@ -194,6 +199,7 @@ pub(crate) async fn create_execution<D: Dialect>(
             .await?;
         }
     }
+    let mut taken = vec![];
     if new.resolving {
         // Its steps are stored once its <AUTO> tags are answered.
         crate::resolve::enqueue(&mut tx, &new.id, now).await?;
@@ -212,7 +218,10 @@ pub(crate) async fn create_execution<D: Dialect>(
             .as_ref()
             .and_then(|p| p.start_after)
             .map_or(now, |at| at.max(now));
-        insert_steps(&mut tx, &new.id, &new.steps, 0, run_after).await?;
+        // First steps due now may go straight to the submitting worker.
+        let take = take.filter(|t| t.limit > 0 && run_after <= now);
+        let (_, leased) =
+            insert_steps(&mut tx, &new.id, &new.steps, 0, run_after, take.as_ref()).await?;
         emit(
             &mut tx,
             &new.id,
@@ -222,6 +231,11 @@ pub(crate) async fn create_execution<D: Dialect>(
             now,
         )
         .await?;
+        if let Some(take) = &take
+            && !leased.is_empty()
+        {
+            taken = crate::queue::start_claimed(&mut tx, leased, &take.worker, now).await?;
+        }
     }
     tx.notify_work().await?;
     let row: ExecutionRow = D::q(SELECT_EXECUTION)
@@ -229,18 +243,21 @@ pub(crate) async fn create_execution<D: Dialect>(
         .fetch_one(&mut tx)
         .await?;
     tx.commit().await?;
-    Ok((crate::ExecutionRecord::try_from(row)?, true))
+    Ok((crate::ExecutionRecord::try_from(row)?, true, taken))
 }
 
 /// Inserts steps with their dependency rows (those without
-/// dependencies queued) and counts them as open; returns the queued ids.
+/// dependencies queued) and counts them as open; returns the queued ids,
+/// and the queue rows leased to `take`'s worker (up to its limit; to be
+/// started with [`crate::queue::start_claimed`]).
 pub(crate) async fn insert_steps<D: Dialect>(
     tx: &mut Tx<'_, D>,
     execution_id: &str,
     steps: &[crate::NewStep],
     base_position: i64,
     now: i64,
-) -> crate::Result<Vec<String>> {
+    take: Option<&crate::Take>,
+) -> crate::Result<(Vec<String>, Vec<ClaimRow>)> {
     // Many rows per statement: a pipeline of thousands of steps
     // is stored in a few dozen statements, not thousands.
     const ROWS: usize = 200;
@@ -292,14 +309,36 @@ pub(crate) async fn insert_steps<D: Dialect>(
         }
         insert.build().execute(tx).await?;
     }
-    for chunk in ready.chunks(ROWS * 3) {
+    let (worker, limit, until) = take.map_or((None, 0, None), |t| {
+        (
+            Some(t.worker.as_str()),
+            t.limit as usize,
+            Some(now + t.lease_ms),
+        )
+    });
+    let mut leased = Vec::with_capacity(limit.min(ready.len()));
+    for (chunk_no, chunk) in ready.chunks(ROWS * 3).enumerate() {
         let mut insert = Values::<D::DB>::new(ENQUEUE_PREFIX);
-        for step in chunk {
+        for (i, step) in chunk.iter().enumerate() {
+            let token = (chunk_no * ROWS * 3 + i < limit)
+                .then(|| uuid::Uuid::new_v4().simple().to_string());
             insert
                 .row()
                 .bind(execution_id)
                 .bind(step.as_str())
-                .bind(now);
+                .bind(now)
+                .bind(token.as_ref().and(worker))
+                .bind(token.as_deref())
+                .bind(token.as_ref().and(until));
+            if let Some(lease_token) = token {
+                leased.push(ClaimRow {
+                    execution_id: execution_id.to_string(),
+                    step_id: step.clone(),
+                    lease_token,
+                    lost: 0,
+                    run_after: now,
+                });
+            }
         }
         insert.build().execute(tx).await?;
     }
@@ -308,7 +347,7 @@ pub(crate) async fn insert_steps<D: Dialect>(
         .bind(steps.len() as i64)
         .execute(tx)
         .await?;
-    Ok(ready)
+    Ok((ready, leased))
 }
 
 pub(crate) async fn get_execution<D: Dialect>(

@@ -130,7 +130,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// dependencies are queued. With an idempotency key already used, returns
     /// the existing execution (`false`) when the request hash matches, else
     /// [`StoreError::IdempotencyConflict`].
-    async fn create_execution(&self, new: NewExecution) -> Result<(ExecutionRecord, bool)>;
+    async fn create_execution(&self, new: NewExecution) -> Result<(ExecutionRecord, bool)> {
+        let (record, created, _) = self.create_and_take(new, None).await?;
+        Ok((record, created))
+    }
+
+    /// [`Store::create_execution`], and with `take` up to `take.limit` of
+    /// its runnable first steps leased to `take.worker` and started in the
+    /// same transaction (returned, as [`Store::claim_steps`] returns them).
+    /// Nothing is taken for an execution not created here, one still
+    /// resolving its tags, or one whose first steps wait for a later time.
+    async fn create_and_take(
+        &self,
+        new: NewExecution,
+        take: Option<Take>,
+    ) -> Result<(ExecutionRecord, bool, Vec<ClaimedStep>)>;
 
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>>;
 

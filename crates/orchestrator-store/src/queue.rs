@@ -63,13 +63,27 @@ pub(crate) async fn claim_steps<D: Dialect>(
     }
     let now = crate::now_ms();
     let mut tx = Tx::begin(s).await?;
-    let mut claimed: Vec<ClaimRow> = D::q(D::CLAIM)
+    let claimed: Vec<ClaimRow> = D::q(D::CLAIM)
         .bind(worker)
         .bind(now)
         .bind(now + lease_ms)
         .bind(i64::from(limit))
         .fetch_all(&mut tx)
         .await?;
+    let out = start_claimed(&mut tx, claimed, worker, now).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Starts steps whose queue rows were just leased to `worker`: marks
+/// them running, each execution running (once), reads each execution's
+/// context once for its steps, and writes their events.
+pub(crate) async fn start_claimed<D: Dialect>(
+    tx: &mut Tx<'_, D>,
+    mut claimed: Vec<ClaimRow>,
+    worker: &str,
+    now: i64,
+) -> crate::Result<Vec<crate::ClaimedStep>> {
     // Executions' rows are locked in one order by every claimer.
     claimed.sort_by(|a, b| (&a.execution_id, &a.step_id).cmp(&(&b.execution_id, &b.step_id)));
     // Every step row first (one statement); then each
@@ -87,7 +101,7 @@ pub(crate) async fn claim_steps<D: Dialect>(
             .push(START_STEPS_MIDDLE)
             .bind(now)
             .push(START_STEPS_SUFFIX);
-        let started: Vec<StepRow> = start.build().fetch_all(&mut tx).await?;
+        let started: Vec<StepRow> = start.build().fetch_all(&mut *tx).await?;
         for row in started {
             let record = crate::StepRecord::try_from(row)?;
             rows.insert(
@@ -125,13 +139,13 @@ pub(crate) async fn claim_steps<D: Dialect>(
         let started = D::q(START_EXECUTION)
             .bind(execution_id)
             .bind(now)
-            .execute(&mut tx)
+            .execute(&mut *tx)
             .await?;
         // Its context, read once for the steps claimed together (they
         // need not read it again, each on its own).
         let context: Option<ContextRow> = D::q(SELECT_CONTEXT)
             .bind(execution_id)
-            .fetch_optional(&mut tx)
+            .fetch_optional(&mut *tx)
             .await?;
         if let Some(row) = context {
             let context = std::sync::Arc::new(context_of(row)?);
@@ -141,7 +155,7 @@ pub(crate) async fn claim_steps<D: Dialect>(
         }
         if started == 1 {
             emit(
-                &mut tx,
+                tx,
                 execution_id,
                 "execution.started",
                 None,
@@ -160,9 +174,8 @@ pub(crate) async fn claim_steps<D: Dialect>(
                 )
             })
             .collect();
-        emit_steps(&mut tx, execution_id, events, now).await?;
+        emit_steps(tx, execution_id, events, now).await?;
     }
-    tx.commit().await?;
     Ok(out)
 }
 

@@ -265,6 +265,16 @@ pub struct Handoff {
     pub lease_ms: i64,
 }
 
+/// A submitting worker's free slots: up to `limit` of a new execution's
+/// first steps are leased to `worker` in the transaction that creates it
+/// (as a claim would lease them), saving the claim's own commit.
+#[derive(Debug, Clone)]
+pub struct Take {
+    pub worker: String,
+    pub limit: u32,
+    pub lease_ms: i64,
+}
+
 /// Renders an execution's outputs when its last step finishes, inside the
 /// finishing transaction: gets every step, returns outputs and an error text.
 pub type OutputRenderer<'a> =

@@ -138,7 +138,7 @@ pub(crate) async fn expand_step<D: Dialect>(
             new_steps.len()
         )));
     }
-    let ready = insert_steps(&mut tx, &step.execution_id, &new_steps, base, now).await?;
+    let (ready, _) = insert_steps(&mut tx, &step.execution_id, &new_steps, base, now, None).await?;
     let added: Vec<&str> = new_steps.iter().map(|s| s.planned.id.as_str()).collect();
     emit(
         &mut tx,

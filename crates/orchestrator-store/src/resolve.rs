@@ -191,7 +191,7 @@ pub(crate) async fn finish_resolving<D: Dialect>(
                 .bind(now)
                 .execute(&mut tx)
                 .await?;
-            insert_steps(&mut tx, execution_id, &steps, 0, now).await?;
+            insert_steps(&mut tx, execution_id, &steps, 0, now, None).await?;
             emit(
                 &mut tx,
                 execution_id,

@@ -11,7 +11,7 @@ use crate::{
     CheckpointRecord, ClaimedStep, DeliveryJob, DeliveryRecord, DeliveryUpdate, EventRecord,
     ExecutionFilter, ExecutionRecord, FinishOutcome, Handoff, Heartbeat, ModelCall, ModelCallStats,
     ModelRecord, NewExecution, NewStep, OutputRenderer, Overview, Result, StepContext, StepRecord,
-    StepResult, StepSummary, StepUsage, Store, TokenRecord, WebhookRecord,
+    StepResult, StepSummary, StepUsage, Store, Take, TokenRecord, WebhookRecord,
 };
 use crate::{
     LogLine, LogWrite, MemoryEntry, PipelineRecord, PipelineSummary, ResolveJob, Resolved,
@@ -32,8 +32,12 @@ impl<D: Dialect> Store for D {
         executions::ping(self).await
     }
 
-    async fn create_execution(&self, new: NewExecution) -> Result<(ExecutionRecord, bool)> {
-        executions::create_execution(self, new).await
+    async fn create_and_take(
+        &self,
+        new: NewExecution,
+        take: Option<Take>,
+    ) -> Result<(ExecutionRecord, bool, Vec<ClaimedStep>)> {
+        executions::create_execution(self, new, take).await
     }
 
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>> {

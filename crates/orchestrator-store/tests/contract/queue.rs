@@ -8,6 +8,7 @@ orchestrator_store::for_each_backend!(
     heartbeats_extend_only_held_leases,
     released_leases_are_claimable_at_once_without_using_an_attempt,
     a_claim_larger_than_one_statement_starts_every_step,
+    a_submitting_worker_takes_first_steps_as_the_execution_is_created,
 );
 
 async fn only_ready_steps_are_claimed_and_each_only_once(store: Arc<dyn Store>) {
@@ -169,4 +170,100 @@ async fn a_claim_larger_than_one_statement_starts_every_step(store: Arc<dyn Stor
     assert_gap_free(&events);
     let started = events.iter().filter(|e| e.kind == "step.started").count();
     assert_eq!(started, 1_200);
+}
+
+async fn a_submitting_worker_takes_first_steps_as_the_execution_is_created(store: Arc<dyn Store>) {
+    let take = |limit| {
+        Some(Take {
+            worker: "submitter".into(),
+            limit,
+            lease_ms: 30_000,
+        })
+    };
+    // Two first steps, one free slot: one is taken, the other is queued.
+    let new = new_execution(FAN, None, None);
+    let (record, created, taken) = store
+        .create_and_take(new.clone(), take(1))
+        .await
+        .expect("create");
+    assert!(created);
+    assert_eq!(
+        record.status,
+        ExecutionStatus::Running,
+        "started in the same commit"
+    );
+    assert_eq!(taken.len(), 1);
+    let step = &taken[0];
+    assert_eq!(
+        (step.step_id.as_str(), step.attempt, step.lost),
+        ("a", 1, 0)
+    );
+    assert_eq!(step.worker, "submitter");
+    let context = step
+        .context
+        .as_ref()
+        .expect("the context comes with the step");
+    assert_eq!(context.pipeline_id, record.pipeline_id);
+    let others = claim_ids(&store, 10).await;
+    assert_eq!(
+        others
+            .iter()
+            .map(|c| c.step_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["b"],
+        "the taken step is leased; the other is anyone's"
+    );
+    let beat = store
+        .heartbeat(std::slice::from_ref(&step.lease_token), 30_000)
+        .await
+        .expect("beat");
+    assert_eq!(beat.held, vec![step.lease_token.clone()]);
+    // A taken step finishes as a claimed one does.
+    finish(&store, step, StepStatus::Succeeded, json!(1)).await;
+    finish(&store, &others[0], StepStatus::Succeeded, json!(2)).await;
+    let last = claim_ids(&store, 10).await;
+    assert_eq!(last.len(), 1);
+    finish(&store, &last[0], StepStatus::Succeeded, json!(3)).await;
+    assert_eq!(
+        execution(&store, &new.id).await.status,
+        ExecutionStatus::Succeeded
+    );
+    let events = store.list_events(&new.id, 0, 100).await.expect("events");
+    assert_gap_free(&events);
+    let kinds: Vec<&str> = events.iter().take(3).map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["execution.queued", "execution.started", "step.started"]
+    );
+
+    // A step taken and handed back (the pool stopped) has not used an attempt.
+    let new = new_execution(CHAIN, None, None);
+    let (_, _, taken) = store
+        .create_and_take(new.clone(), take(8))
+        .await
+        .expect("create");
+    assert_eq!(taken.len(), 1, "only the first step is runnable");
+    let tokens = vec![taken[0].lease_token.clone()];
+    assert_eq!(store.release_leases(&tokens).await.expect("release"), 1);
+    let again = claim_ids(&store, 10).await;
+    assert_eq!((again[0].step_id.as_str(), again[0].attempt), ("a", 1));
+
+    // Nothing is taken for an execution created before (same key), nor
+    // with no free slot.
+    let keyed = new_execution(FAN, Some("take-key"), Some("h"));
+    let (_, _, first) = store
+        .create_and_take(keyed.clone(), take(0))
+        .await
+        .expect("create");
+    assert!(first.is_empty());
+    let mut replay = keyed.clone();
+    replay.id = uuid::Uuid::now_v7().to_string();
+    let (existing, created, taken) = store
+        .create_and_take(replay, take(4))
+        .await
+        .expect("replay");
+    assert!(!created);
+    assert_eq!(existing.id, keyed.id);
+    assert!(taken.is_empty());
+    assert_eq!(claim_ids(&store, 10).await.len(), 2, "both still queued");
 }

@@ -7,7 +7,7 @@ pub use orchestrator_core::flow::{ExecutionStatus, StepStatus};
 pub use orchestrator_core::{CompileOptions, builtin_catalog, compile_yaml};
 pub use orchestrator_store::{
     ClaimedStep, ExecutionFilter, Handoff, NewExecution, NewStep, StepResult, Store, StoreError,
-    now_ms,
+    Take, now_ms,
 };
 pub use serde_json::{Value, json};
 
