@@ -27,6 +27,7 @@ orchestrator_store::for_each_backend!(
     until_ends_a_loop_after_an_iteration_and_goto_jumps,
     on_error_handlers_take_the_failures_they_name,
     a_running_pool_starts_first_steps_as_they_are_submitted,
+    file_results_name_the_path_as_written_and_keep_trailing_newlines,
 );
 
 struct Harness {
@@ -596,4 +597,40 @@ async fn a_running_pool_starts_first_steps_as_they_are_submitted(store: Arc<dyn 
         .expect("wait")
         .expect("exists");
     assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+}
+
+async fn file_results_name_the_path_as_written_and_keep_trailing_newlines(store: Arc<dyn Store>) {
+    let yaml = r##"
+name: paths
+parameters:
+  dir: {type: string, default: "./out"}
+steps:
+  - id: head
+    tool: filesystem
+    action: write
+    parameters: {path: "{{ dir }}/head.md", content: "# Title\n\nBy me\n"}
+  - id: again
+    tool: filesystem
+    action: read
+    parameters: {path: "{{ head.result.path }}"}
+    dependencies: [head]
+  - id: body
+    tool: filesystem
+    action: write
+    parameters:
+      path: "{{ dir }}/all.md"
+      content: "{{ again.result.content }}\nBody.\n"
+    dependencies: [again]
+outputs:
+  written: "{{ body.result.path }}"
+  head: "{{ again.result.content }}"
+"##;
+    let h = harness(store);
+    let done = run(&h, yaml, json!({})).await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    assert_eq!(
+        done.outputs,
+        Some(json!({"written": "./out/all.md", "head": "# Title\n\nBy me\n"}))
+    );
+    assert_eq!(read(&h, "out/all.md"), "# Title\n\nBy me\n\nBody.\n");
 }

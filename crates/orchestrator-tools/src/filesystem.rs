@@ -52,11 +52,14 @@ fn io_error(path: &str, e: &std::io::Error) -> ToolError {
     }
 }
 
-/// A path inside the workspace: the absolute location and the clean relative name.
+/// A path inside the workspace: the absolute location, the clean relative
+/// name, and the path as the pipeline wrote it (results echo it, as the
+/// seed's do: `./out/a.txt` comes back as `./out/a.txt`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SandboxPath {
     pub full: PathBuf,
     pub relative: String,
+    pub requested: String,
 }
 
 /// Resolves `requested` inside `root`, refusing anything that could leave it.
@@ -104,7 +107,11 @@ pub fn resolve(root: &Path, requested: &str) -> Result<SandboxPath, ToolError> {
     };
     let full = parts.iter().fold(root.to_path_buf(), |p, c| p.join(c));
     check_symlinks(root, &full, requested)?;
-    Ok(SandboxPath { full, relative })
+    Ok(SandboxPath {
+        full,
+        relative,
+        requested: requested.to_string(),
+    })
 }
 
 /// The deepest part of `full` that exists must resolve inside `root`.
@@ -247,7 +254,7 @@ impl Filesystem {
                 format!("'{}' is not UTF-8 text", p.relative),
             )
         })?;
-        Ok(json!({"path": p.relative, "content": content, "size": size}))
+        Ok(json!({"path": p.requested, "content": content, "size": size}))
     }
 
     async fn write(&self, params: &Map<String, Value>, root: &Path) -> Result<Value, ToolError> {
@@ -304,7 +311,7 @@ impl Filesystem {
             .await
             .map(|m| m.len())
             .unwrap_or(content.len() as u64);
-        Ok(json!({"path": p.relative, "size": size}))
+        Ok(json!({"path": p.requested, "size": size}))
     }
 
     async fn copy_or_move(
@@ -343,7 +350,7 @@ impl Filesystem {
             tokio::fs::rename(&src.full, &dst.full)
                 .await
                 .map_err(|e| io_error(&src.relative, &e))?;
-            return Ok(json!({"source": src.relative, "destination": dst.relative}));
+            return Ok(json!({"source": src.requested, "destination": dst.requested}));
         }
         if meta.is_dir() {
             return Err(ToolError::new(
@@ -354,7 +361,7 @@ impl Filesystem {
         let size = tokio::fs::copy(&src.full, &dst.full)
             .await
             .map_err(|e| io_error(&src.relative, &e))?;
-        Ok(json!({"source": src.relative, "destination": dst.relative, "size": size}))
+        Ok(json!({"source": src.requested, "destination": dst.requested, "size": size}))
     }
 
     async fn delete(&self, params: &Map<String, Value>, root: &Path) -> Result<Value, ToolError> {
@@ -367,7 +374,7 @@ impl Filesystem {
         let meta = match tokio::fs::symlink_metadata(&p.full).await {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && missing_ok => {
-                return Ok(json!({"path": p.relative, "deleted": false}));
+                return Ok(json!({"path": p.requested, "deleted": false}));
             }
             Err(e) => return Err(io_error(&p.relative, &e)),
         };
@@ -387,7 +394,7 @@ impl Filesystem {
             ),
             _ => io_error(&p.relative, &e),
         })?;
-        Ok(json!({"path": p.relative, "deleted": true}))
+        Ok(json!({"path": p.requested, "deleted": true}))
     }
 
     async fn list(&self, params: &Map<String, Value>, root: &Path) -> Result<Value, ToolError> {
@@ -435,14 +442,14 @@ impl Filesystem {
             }
         }
         entries.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
-        Ok(json!({"path": p.relative, "entries": entries}))
+        Ok(json!({"path": p.requested, "entries": entries}))
     }
 
     async fn exists(&self, params: &Map<String, Value>, root: &Path) -> Result<Value, ToolError> {
         let p = resolve(root, required_str(params, "path")?)?;
         Ok(match tokio::fs::metadata(&p.full).await {
-            Ok(meta) => json!({"path": p.relative, "exists": true, "type": entry_type(&meta)}),
-            Err(_) => json!({"path": p.relative, "exists": false, "type": null}),
+            Ok(meta) => json!({"path": p.requested, "exists": true, "type": entry_type(&meta)}),
+            Err(_) => json!({"path": p.requested, "exists": false, "type": null}),
         })
     }
 
@@ -453,7 +460,7 @@ impl Filesystem {
             .await
             .map_err(|e| io_error(&p.relative, &e))?;
         check_symlinks(root, &p.full, &p.relative)?;
-        Ok(json!({"path": p.relative, "created": !existed}))
+        Ok(json!({"path": p.requested, "created": !existed}))
     }
 }
 
