@@ -35,6 +35,7 @@ struct AppInner {
     settings: Settings,
     http_metrics: crate::observability::HttpMetrics,
     token_use: crate::auth::TokenUse,
+    views: crate::views::ViewCache,
 }
 
 impl AppState {
@@ -45,6 +46,7 @@ impl AppState {
                 settings,
                 http_metrics: crate::observability::HttpMetrics::default(),
                 token_use: crate::auth::TokenUse::default(),
+                views: crate::views::ViewCache::default(),
             }),
         }
     }
@@ -59,6 +61,11 @@ impl AppState {
 
     pub fn token_use(&self) -> &crate::auth::TokenUse {
         &self.inner.token_use
+    }
+
+    /// Views of large executions, kept for clients that poll them.
+    pub fn views(&self) -> &crate::views::ViewCache {
+        &self.inner.views
     }
 
     pub fn settings(&self) -> &Settings {

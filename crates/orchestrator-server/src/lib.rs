@@ -14,6 +14,7 @@ pub mod listener;
 pub mod logs;
 pub mod models_api;
 pub mod observability;
+pub mod views;
 pub mod webhooks_api;
 
 pub use app::{AppState, RunningServer, openapi, router, start};

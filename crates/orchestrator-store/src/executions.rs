@@ -350,6 +350,24 @@ pub(crate) async fn insert_steps<D: Dialect>(
     Ok((ready, leased))
 }
 
+const EXECUTION_VERSION: &str = "SELECT status, last_event_seq FROM executions WHERE id = $1";
+
+pub(crate) async fn execution_version<D: Dialect>(
+    s: &D,
+    id: &str,
+) -> crate::Result<Option<(ExecutionStatus, i64)>> {
+    let row: Option<(String, i64)> = D::q(EXECUTION_VERSION)
+        .bind(id)
+        .fetch_optional(&mut *conn(s).await?)
+        .await?;
+    row.map(|(status, seq)| {
+        ExecutionStatus::parse(&status)
+            .map(|status| (status, seq))
+            .ok_or_else(|| crate::StoreError::Corrupt(format!("execution status '{status}'")))
+    })
+    .transpose()
+}
+
 pub(crate) async fn get_execution<D: Dialect>(
     s: &D,
     id: &str,

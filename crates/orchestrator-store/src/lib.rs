@@ -21,7 +21,7 @@
 //! `models`, `webhooks`, `tokens`, `overview`). See `docs/ARCHITECTURE.md`.
 
 use async_trait::async_trait;
-use orchestrator_core::flow::StepStatus;
+use orchestrator_core::flow::{ExecutionStatus, StepStatus};
 use orchestrator_core::plan::PlannedStep;
 use serde_json::Value;
 
@@ -147,6 +147,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<(ExecutionRecord, bool, Vec<ClaimedStep>)>;
 
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>>;
+
+    /// An execution's status and the number of its last event: one indexed
+    /// read, to tell whether a view built earlier still stands.
+    async fn execution_version(&self, id: &str) -> Result<Option<(ExecutionStatus, i64)>>;
 
     /// An execution as its view needs it: no `source` (empty), and of the
     /// `plan` only `levels`, `auto_answers` and `warnings` (the database

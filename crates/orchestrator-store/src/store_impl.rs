@@ -2,7 +2,7 @@
 //! function, run on the backend's [`Dialect`].
 
 use async_trait::async_trait;
-use orchestrator_core::flow::StepStatus;
+use orchestrator_core::flow::{ExecutionStatus, StepStatus};
 use orchestrator_core::plan::PlannedStep;
 use serde_json::Value;
 
@@ -38,6 +38,10 @@ impl<D: Dialect> Store for D {
         take: Option<Take>,
     ) -> Result<(ExecutionRecord, bool, Vec<ClaimedStep>)> {
         executions::create_execution(self, new, take).await
+    }
+
+    async fn execution_version(&self, id: &str) -> Result<Option<(ExecutionStatus, i64)>> {
+        executions::execution_version(self, id).await
     }
 
     async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>> {

@@ -106,7 +106,7 @@ pub(super) async fn load_view(state: &AppState, id: &str) -> Result<ExecutionVie
     )),
     params(("Idempotency-Key" = Option<String>, Header, description = "De-duplicates retried submissions")),
     responses(
-        (status = 201, description = "Execution accepted: `queued`, or `resolving` while its `<AUTO>` tags are answered", body = ExecutionView,
+        (status = 201, description = "Execution accepted: `queued` (already `running` when this server's workers took its first steps), or `resolving` while its `<AUTO>` tags are answered", body = ExecutionView,
             headers(("Location" = String, description = "URL of the new execution"))),
         (status = 200, description = "Idempotent replay: the original execution", body = ExecutionView,
             headers(("Idempotent-Replayed" = String, description = "`true`"))),
@@ -286,9 +286,37 @@ pub async fn list_executions(
 pub async fn get_execution(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<ApiJson<ExecutionView>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = parse_execution_id(&id)?;
-    Ok(ApiJson(load_view(&state, &id).await?))
+    // A view of a large execution may be kept from a moment ago
+    // (`crate::views`); its status is read fresh every time.
+    let Some((status, seq)) = state.engine().store().execution_version(&id).await? else {
+        state.views().forget(&id);
+        return Err(ApiError::NotFound(format!(
+            "execution '{id}' does not exist"
+        )));
+    };
+    let body = match state.views().get(&id, status, seq) {
+        Some(body) => body,
+        None => {
+            let started = std::time::Instant::now();
+            let view = load_view(&state, &id).await?;
+            let body = axum::body::Bytes::from(serde_json::to_vec(&view).map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!(
+                    "the view of execution '{id}' cannot be written: {e}"
+                ))
+            })?);
+            // Kept under the status and event it was read at: the view's
+            // own status is at least as new as the one read before.
+            if view.status == status.as_str() {
+                state
+                    .views()
+                    .put(&id, status, seq, body.clone(), started.elapsed());
+            }
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// List an execution's checkpoints (every recorded step attempt), oldest first.
@@ -413,7 +441,12 @@ pub async fn delete_execution(
 ) -> Result<ApiJson<DeletedView>, ApiError> {
     let id = parse_execution_id(&id)?;
     match state.engine().delete_execution(&id).await? {
-        orchestrator_store::Deleted::Done(deleted) => Ok(ApiJson(DeletedView { deleted })),
+        orchestrator_store::Deleted::Done(deleted) => {
+            for gone in &deleted {
+                state.views().forget(gone);
+            }
+            Ok(ApiJson(DeletedView { deleted }))
+        }
         orchestrator_store::Deleted::NotFound => Err(ApiError::NotFound(format!(
             "execution '{id}' does not exist"
         ))),

@@ -16,6 +16,7 @@ orchestrator_store::for_each_backend!(
     idempotent_submissions_replay,
     keys_the_compiler_ignores_are_reported_on_the_execution,
     the_execution_error_names_the_step_that_failed_first,
+    polling_a_large_execution_never_shows_a_stale_status,
 );
 
 /// The cause first: an output that reads the failed step is secondary.
@@ -526,4 +527,66 @@ async fn keys_the_compiler_ignores_are_reported_on_the_execution(s: Server) {
         .post_yaml("name: c\nsteps:\n  - id: a\n    tool: echo\n", "")
         .await;
     assert!(clean.get("warnings").is_none(), "{clean}");
+}
+
+/// Views of large executions may be kept for a moment between polls
+/// (`views.rs`); a status is never served late, and an ended execution's
+/// view is complete.
+async fn polling_a_large_execution_never_shows_a_stale_status(s: Server) {
+    let mut yaml = String::from("name: wide\nsteps:\n");
+    for i in 0..800 {
+        yaml.push_str(&format!(
+            "  - id: s{i}\n    tool: echo\n    parameters: {{text: '{i}'}}\n"
+        ));
+    }
+    yaml.push_str("  - id: last\n    tool: echo\n    depends_on: [s0, s799]\n");
+    let (status, body) = s.post_yaml(&yaml, "").await;
+    assert_eq!(status, 201, "{body:#}");
+    let id = body["id"].as_str().expect("id").to_string();
+    let done = s
+        .until(&id, 60, |view| {
+            let counted: u64 = [
+                "pending",
+                "ready",
+                "running",
+                "succeeded",
+                "failed",
+                "skipped",
+                "cancelled",
+                "retrying",
+                "waiting",
+            ]
+            .iter()
+            .map(|k| view["progress"][k].as_u64().unwrap_or(0))
+            .sum();
+            assert_eq!(
+                counted, 801,
+                "every step is counted once: {}",
+                view["progress"]
+            );
+            assert_eq!(view["progress"]["total"], 801);
+            view["status"] == "succeeded"
+        })
+        .await;
+    assert_eq!(done["progress"]["succeeded"], 801, "{}", done["progress"]);
+    assert!(
+        done["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .all(|st| st["status"] == "succeeded")
+    );
+    // The ended view is served again as it is, and as rebuilt.
+    let (_, again) = s.get(&format!("/executions/{id}")).await;
+    assert_eq!(again, done);
+    // Deleting it is seen at once.
+    let r = s
+        .client
+        .delete(s.url(&format!("/executions/{id}")))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 200);
+    let (status, _) = s.get(&format!("/executions/{id}")).await;
+    assert_eq!(status, 404);
 }

@@ -230,6 +230,18 @@ async fn a_submitting_worker_takes_first_steps_as_the_execution_is_created(store
     );
     let events = store.list_events(&new.id, 0, 100).await.expect("events");
     assert_gap_free(&events);
+    // The version a view is checked against: status and last event.
+    assert_eq!(
+        store.execution_version(&new.id).await.expect("version"),
+        Some((ExecutionStatus::Succeeded, events.len() as i64))
+    );
+    assert_eq!(
+        store
+            .execution_version("00000000-0000-0000-0000-000000000000")
+            .await
+            .expect("version"),
+        None
+    );
     let kinds: Vec<&str> = events.iter().take(3).map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds,
