@@ -68,21 +68,18 @@ fn example(name: &str) -> String {
 }
 
 async fn run(h: &Harness, yaml: &str, context: Value) -> orchestrator_store::ExecutionRecord {
-    let (record, created) = h
-        .engine
-        .submit(Submission {
-            source: PipelineSource::Yaml(yaml.to_string()),
-            context: context.as_object().cloned().unwrap_or_else(Map::new),
-            options: ExecutionOptions::default(),
-            idempotency_key: None,
-            token_id: None,
-        })
-        .await
-        .expect("submit");
+    let mut request = submission(yaml);
+    request.context = context.as_object().cloned().unwrap_or_else(Map::new);
+    let (record, created) = h.engine.submit(request).await.expect("submit");
     assert!(created);
+    finished(h, &record.id).await
+}
+
+/// Waits for an execution to end.
+async fn finished(h: &Harness, id: &str) -> orchestrator_store::ExecutionRecord {
     let done = h
         .engine
-        .wait_finished(&record.id, Duration::from_secs(60))
+        .wait_finished(id, Duration::from_secs(60))
         .await
         .expect("wait")
         .expect("exists");
@@ -307,16 +304,7 @@ async fn postgres_workers_wake_for_work_queued_by_another_process() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let api = Engine::new(api_store, tools, config);
     let yaml = "name: x\nsteps:\n  - id: a\n    tool: echo\n  - id: b\n    tool: echo\n    depends_on: [a]\n";
-    let (record, _) = api
-        .submit(Submission {
-            source: PipelineSource::Yaml(yaml.into()),
-            context: Map::new(),
-            options: ExecutionOptions::default(),
-            idempotency_key: None,
-            token_id: None,
-        })
-        .await
-        .expect("submit");
+    let (record, _) = api.submit(submission(yaml)).await.expect("submit");
     let done = api
         .wait_finished(&record.id, Duration::from_secs(60))
         .await
@@ -566,12 +554,7 @@ async fn a_running_pool_starts_first_steps_as_they_are_submitted(store: Arc<dyn 
     .await;
     let (record, _) = h.engine.submit(submission(FAN)).await.expect("submit");
     assert_eq!(record.status, ExecutionStatus::Running, "{record:?}");
-    let done = h
-        .engine
-        .wait_finished(&record.id, Duration::from_secs(60))
-        .await
-        .expect("wait")
-        .expect("exists");
+    let done = finished(&h, &record.id).await;
     assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
     let events = h
         .engine
@@ -590,12 +573,7 @@ async fn a_running_pool_starts_first_steps_as_they_are_submitted(store: Arc<dyn 
         ]
     );
     // The execution queued before the pool ran is claimed like any other.
-    let done = h
-        .engine
-        .wait_finished(&queued.id, Duration::from_secs(60))
-        .await
-        .expect("wait")
-        .expect("exists");
+    let done = finished(&h, &queued.id).await;
     assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
 }
 
