@@ -636,26 +636,52 @@ impl Human for FeedbackCollection {
             return Err(timed_out(answered));
         };
         let responses = answer["responses"].clone();
-        let ratings: Vec<f64> = request["questions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|q| q["type"] == "rating")
-            .filter_map(|q| q["id"].as_str())
-            .filter_map(|id| responses[id].as_f64())
-            .collect();
+        let questions: &[Value] = request["questions"].as_array().map_or(&[], Vec::as_slice);
+        // The seed's summary: ratings averaged, yes/no and choice answers by question.
+        let mut ratings = Vec::new();
+        let mut booleans = Map::new();
+        let mut choices = Map::new();
+        for q in questions {
+            let Some(id) = q["id"].as_str() else { continue };
+            let answer = &responses[id];
+            if answer.is_null() {
+                continue;
+            }
+            match q["type"].as_str() {
+                Some("rating") => ratings.extend(answer.as_f64()),
+                Some("boolean") => {
+                    booleans.insert(id.to_string(), answer.clone());
+                }
+                Some("choice") => {
+                    choices.insert(id.to_string(), answer.clone());
+                }
+                _ => {}
+            }
+        }
+        let average = if ratings.is_empty() {
+            Value::Null
+        } else {
+            json!(ratings.iter().sum::<f64>() / ratings.len() as f64)
+        };
+        let answered_count = responses.as_object().map_or(0, Map::len);
         let anonymous = request["anonymous"].as_bool().unwrap_or(false);
         let mut result = json!({
             "success": true,
             "title": request["title"],
             "responses": responses,
+            "response_count": answered_count,
+            "completion_rate": if questions.is_empty() { 0.0 } else { answered_count as f64 * 100.0 / questions.len() as f64 },
             "anonymous": anonymous,
             "answered_by": if anonymous { Value::Null } else { json!(answered.by) },
             "response_time": answered.response_secs,
             "summary": {
-                "answered": responses.as_object().map_or(0, Map::len),
-                "average_rating": if ratings.is_empty() { Value::Null } else { json!(ratings.iter().sum::<f64>() / ratings.len() as f64) },
+                "answered": answered_count,
+                "average_rating": average,
+                "rating_average": average,
+                "boolean_summary": booleans,
+                "choice_summary": choices,
             },
+            "saved_to_file": p.get("save_to_file").is_some_and(Value::is_string),
         });
         if let Some(path) = p.get("save_to_file").and_then(Value::as_str) {
             let mut params = Map::new();

@@ -140,6 +140,14 @@ async fn people_answer_waiting_steps(s: Server) {
     assert_eq!(approve["action"], "modify");
     let feedback = &step(&e, "feedback")["result"]["result"];
     assert_eq!(feedback["summary"]["average_rating"], 4.0, "{e:#}");
+    // The seed's names for the summary, which its pipelines read.
+    assert_eq!(feedback["summary"]["rating_average"], 4.0, "{e:#}");
+    assert_eq!(
+        feedback["summary"]["boolean_summary"],
+        json!({"again": true})
+    );
+    assert_eq!(feedback["response_count"], 3);
+    assert_eq!(feedback["saved_to_file"], true);
     let saved: Value = serde_json::from_str(&s.file("ask/feedback.json")).expect("json file");
     assert_eq!(saved["responses"]["note"], "quick");
     // Each step ran one attempt, whatever the waiting.
