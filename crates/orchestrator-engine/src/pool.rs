@@ -120,12 +120,14 @@ impl Engine {
                     _ => idle,
                 }
             };
-            let full = inner.slots.available_permits() == 0;
+            // Work may be left in the queue when there was no slot for it or
+            // the claim filled every slot it had: look again as soon as a
+            // slot is free (at once if one freed meanwhile). Otherwise the
+            // queue is drained, and new work comes with a wake.
+            let more = free == 0 || claimed_count == free;
             tokio::select! {
                 _ = inner.wake.notified() => {}
-                // A slot frees (its permit goes straight back). With slots
-                // free, new work comes with a wake.
-                _ = inner.slots.acquire(), if full => {}
+                _ = inner.slots.acquire(), if more => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.cancelled() => {}
             }
