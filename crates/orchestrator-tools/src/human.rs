@@ -477,6 +477,8 @@ impl Human for ApprovalGate {
             "approved": action != "reject",
             "action": action,
             "modified_content": modified,
+            // The seed's name for the reason, which its pipelines read.
+            "rejection_reason": reason,
             "reason": reason,
             "content_hash": request["content_hash"],
             "timed_out": timed,

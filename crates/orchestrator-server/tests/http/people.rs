@@ -175,6 +175,10 @@ async fn people_answer_waiting_steps(s: Server) {
         (json!(false), json!("tests are red")),
         "{e:#}"
     );
+    assert_eq!(
+        result["rejection_reason"], "tests are red",
+        "the seed's name"
+    );
     assert_eq!(step(&e, "ship")["status"], "skipped", "{e:#}");
 
     // Cancelled while waiting: the question is withdrawn.
